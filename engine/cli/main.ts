@@ -1,0 +1,66 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Command, CommanderError, Option } from 'commander';
+import { CaravanError, EXIT, type ExitCode } from '../errors/CaravanError.js';
+import { packageRoot } from '../packageRoot.js';
+import { DIAGNOSTIC_FORMATS, type DiagnosticFormat } from '../spec/formatDiagnostics.js';
+import { demoCommand } from './demoCommand.js';
+import { processIo, type Io } from './Io.js';
+import { validateCommand } from './validateCommand.js';
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+/**
+ * The `caravan` command. Returns the exit code instead of exiting, so tests run it in-process.
+ * User errors print one line; only internal errors print a stack trace.
+ */
+export async function main(argv: readonly string[], io: Io = processIo()): Promise<ExitCode> {
+  let exit: ExitCode = EXIT.OK;
+  const program = new Command('caravan')
+    .description('GitOps pipeline engine for HashiCorp Nomad')
+    .version(version(), '-V, --version')
+    .exitOverride()
+    .showHelpAfterError('(run caravan --help for usage)')
+    .configureOutput({ writeOut: io.stdout, writeErr: io.stderr });
+
+  program
+    .command('validate')
+    .description('check workflow files: YAML, schema, DAG and expressions (default path: workflows/)')
+    .argument('[paths...]', 'workflow files or directories')
+    .addOption(new Option('-f, --format <format>', 'output format').choices([...DIAGNOSTIC_FORMATS]).default('text'))
+    .action(async (paths: string[], opts: { format: DiagnosticFormat }) => {
+      exit = await validateCommand(paths, { format: opts.format }, io);
+    });
+
+  program
+    .command('demo')
+    .description('run the main job on the embedded default: validate and plan the bundled workflows')
+    .action(async () => {
+      exit = await demoCommand(io);
+    });
+
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
+    return exit;
+  } catch (err) {
+    return reportError(err, io);
+  }
+}
+
+function reportError(err: unknown, io: Io): ExitCode {
+  if (err instanceof CommanderError) {
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') return EXIT.OK;
+    if (err.code === 'commander.help') return err.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
+    // Commander has already printed the message.
+    return EXIT.USAGE;
+  }
+  if (err instanceof CaravanError && err.isUserError) {
+    io.stderr(`caravan: ${err.message}\n`);
+    return err.exitCode;
+  }
+  io.stderr(`caravan: internal error (please report it): ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  return EXIT.INTERNAL;
+}

@@ -1,0 +1,61 @@
+/**
+ * Every error Caravan raises on purpose carries a stable `code` that tools and the CLI can
+ * branch on, structured `data` for machines, and the underlying `cause`.
+ */
+export type ErrorCode =
+  | 'USAGE'
+  | 'PATH_NOT_FOUND'
+  | 'IO'
+  | 'WORKFLOW_INVALID'
+  | 'INTERNAL';
+
+/** Process exit codes, following BSD sysexits where one fits. */
+export const EXIT = {
+  OK: 0,
+  FAILED: 1,
+  INVALID: 2,
+  USAGE: 64,
+  NO_INPUT: 66,
+  INTERNAL: 70,
+  IO: 74,
+} as const;
+
+export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
+
+const exitByCode: Record<ErrorCode, ExitCode> = {
+  USAGE: EXIT.USAGE,
+  PATH_NOT_FOUND: EXIT.NO_INPUT,
+  IO: EXIT.IO,
+  WORKFLOW_INVALID: EXIT.INVALID,
+  INTERNAL: EXIT.INTERNAL,
+};
+
+export interface CaravanErrorOptions {
+  data?: Readonly<Record<string, unknown>>;
+  cause?: unknown;
+}
+
+export class CaravanError extends Error {
+  readonly code: ErrorCode;
+  readonly data: Readonly<Record<string, unknown>>;
+
+  constructor(code: ErrorCode, message: string, options: CaravanErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'CaravanError';
+    this.code = code;
+    this.data = options.data ?? {};
+  }
+
+  /** Errors the user can fix themselves; the CLI prints them without a stack trace. */
+  get isUserError(): boolean {
+    return this.code !== 'INTERNAL';
+  }
+
+  get exitCode(): ExitCode {
+    return exitByCode[this.code];
+  }
+}
+
+export function isCaravanError(value: unknown): value is CaravanError {
+  return value instanceof CaravanError;
+}

@@ -1,0 +1,154 @@
+/**
+ * The typed form of a `caravan/v1` workflow, mirroring schemas/workflow.v1.json. A value of
+ * this type has passed schema validation; semantic checks have not necessarily run.
+ */
+
+export type Duration = string;
+export type DriverName = 'raw_exec' | 'exec' | 'docker' | 'podman' | 'java';
+export type ParamType = 'string' | 'number' | 'integer' | 'boolean' | 'array' | 'object';
+
+export interface Resources {
+  cpu?: number;
+  cores?: number;
+  memoryMB?: number;
+  memoryMaxMB?: number;
+  diskMB?: number;
+}
+
+export interface RetryPolicy {
+  attempts?: number;
+  backoff?: 'fixed' | 'linear' | 'exponential';
+  delay?: Duration;
+  maxDelay?: Duration;
+  jitter?: boolean;
+}
+
+export interface SecretRef {
+  path: string;
+  key: string;
+}
+
+export type EnvValue = string | { secret: SecretRef } | { fromHost: string };
+export type EnvMap = Record<string, EnvValue>;
+
+export interface ParamSpec {
+  type: ParamType;
+  description?: string;
+  default?: unknown;
+  required?: boolean;
+  pattern?: string;
+  enum?: unknown[];
+  minimum?: number;
+  maximum?: number;
+  items?: { type: Exclude<ParamType, 'array'> };
+  secret?: boolean;
+}
+
+export interface Trigger {
+  push?: { branches?: string[]; paths?: string[] };
+  schedule?: { cron: string; timezone?: string; params?: Record<string, unknown> };
+  event?: { subject: string; params?: Record<string, unknown> };
+  manual?: { description?: string };
+}
+
+export interface PoolSpec {
+  description?: string;
+  agent?: string;
+  count: number;
+  concurrency?: number;
+  driver?: DriverName;
+  image?: string;
+  resources?: Resources;
+  env?: EnvMap;
+}
+
+export interface HttpSpec {
+  url: string;
+  method?: 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE' | 'OPTIONS';
+  headers?: Record<string, string | { secret: SecretRef }>;
+  body?: unknown;
+}
+
+export interface ApprovalSpec {
+  timeout?: Duration;
+  onTimeout?: 'reject' | 'approve';
+  approvers?: string[];
+  message?: string;
+}
+
+export interface CompensateSpec {
+  run?: string;
+  args?: string[];
+  env?: EnvMap;
+  timeout?: Duration;
+  retry?: RetryPolicy;
+}
+
+export interface SubWorkflowSpec {
+  name: string;
+  params?: Record<string, unknown>;
+  wait?: boolean;
+}
+
+export interface TaskSpec {
+  name: string;
+  description?: string;
+  needs?: string[];
+  agent?: string;
+  run?: string;
+  args?: string[];
+  http?: HttpSpec;
+  sleep?: Duration;
+  with?: Record<string, unknown>;
+  workflow?: SubWorkflowSpec;
+  approval?: ApprovalSpec;
+  workingDir?: string;
+  env?: EnvMap;
+  pool?: string;
+  driver?: DriverName;
+  image?: string;
+  resources?: Resources;
+  timeout?: Duration;
+  retry?: RetryPolicy;
+  when?: string;
+  forEach?: unknown[] | string;
+  parallelism?: number;
+  outputs?: string[];
+  compensate?: CompensateSpec;
+}
+
+export interface WorkflowSpec {
+  params?: Record<string, ParamSpec>;
+  triggers?: Trigger[];
+  defaults?: {
+    timeout?: Duration;
+    retry?: RetryPolicy;
+    resources?: Resources;
+    driver?: DriverName;
+    env?: EnvMap;
+  };
+  pools?: Record<string, PoolSpec>;
+  concurrency?: {
+    limit?: number;
+    policy?: 'queue' | 'cancel-running' | 'skip';
+    maxParallelTasks?: number;
+  };
+  timeout?: Duration;
+  failFast?: boolean;
+  tasks: TaskSpec[];
+  onFailure?: TaskSpec[];
+}
+
+export interface Workflow {
+  apiVersion: 'caravan/v1';
+  kind: 'Workflow';
+  metadata: {
+    name: string;
+    description?: string;
+    labels?: Record<string, string>;
+  };
+  spec: WorkflowSpec;
+}
+
+export const API_VERSION = 'caravan/v1';
+export const KIND = 'Workflow';

@@ -1,0 +1,241 @@
+import type { Expr } from '@actions/expressions/ast';
+import type { TaskDag } from '../graph/buildDag.js';
+import type { PendingDiagnostic } from './Diagnostic.js';
+import { closest } from './describePath.js';
+import {
+  RUN_PROPERTIES,
+  TASK_PROPERTIES,
+  collectReferences,
+  findTemplates,
+  inferKinds,
+  parseExpression,
+  type Reference,
+  type ValueKind,
+} from './parseExpression.js';
+import { asRecord, asString, asStringArray } from './shape.js';
+
+export interface ExpressionScope {
+  params: Record<string, unknown>;
+  /** Declared outputs by task name, for every task that may be referenced. */
+  outputs: Map<string, Set<string>>;
+  mainDag: TaskDag;
+}
+
+interface Site {
+  task: Record<string, unknown>;
+  taskName: string;
+  path: Array<string | number>;
+  /** onFailure tasks may read every main task; main tasks only their upstream. */
+  onFailure: boolean;
+  /** Inside `compensate`, which runs after the task itself succeeded. */
+  inCompensate: boolean;
+}
+
+/** Fields that hold names or fixed values, never templates. */
+const NOT_TEMPLATED = new Set(['name', 'needs', 'pool', 'outputs', 'when', 'forEach', 'driver', 'agent', 'description']);
+
+/**
+ * Checks every `${{ }}` in a task: syntax, and that each named value exists and is readable
+ * from where it is used (a task can only read outputs of tasks it needs, directly or not).
+ */
+export function checkTaskExpressions(
+  task: Record<string, unknown>,
+  taskPath: Array<string | number>,
+  onFailure: boolean,
+  scope: ExpressionScope,
+): PendingDiagnostic[] {
+  const out: PendingDiagnostic[] = [];
+  const taskName = asString(task['name']) ?? '?';
+  const site = (path: Array<string | number>, inCompensate: boolean): Site => ({ task, taskName, path, onFailure, inCompensate });
+
+  for (const [key, value] of Object.entries(task)) {
+    if (NOT_TEMPLATED.has(key)) continue;
+    walkStrings(value, [...taskPath, key], (s, path) => {
+      checkTemplatedString(s, site(path, key === 'compensate'), scope, out);
+    });
+  }
+
+  const when = asString(task['when']);
+  if (when !== undefined) {
+    const parsed = singleExpression(when);
+    if (parsed.kind === 'mixed') {
+      out.push(err('WHEN_NOT_SINGLE_EXPRESSION', `when must be one expression, such as "\${{ tasks.build.status == 'succeeded' }}"; text around \${{ }} would make it always true`, [...taskPath, 'when']));
+    } else {
+      checkExpressionSource(parsed.source, site([...taskPath, 'when'], false), scope, out, anchorOf(parsed));
+    }
+  }
+
+  const forEach = task['forEach'];
+  if (typeof forEach === 'string') {
+    const parsed = singleExpression(forEach);
+    const path = [...taskPath, 'forEach'];
+    if (parsed.kind !== 'template') {
+      out.push(err('FOREACH_NOT_LIST', `forEach must be a list or a single \${{ }} expression that yields one, not the string '${forEach}'`, path));
+    } else {
+      const expr = checkExpressionSource(parsed.source, { ...site(path, false), task: { ...task, forEach: undefined } }, scope, out, anchorOf(parsed));
+      if (expr !== undefined) {
+        const kinds = inferKinds(expr, (ref) => kindOf(ref, scope));
+        if (!kinds.has('list') && !kinds.has('unknown')) {
+          out.push(err('FOREACH_NOT_LIST', `forEach expression '${parsed.source.trim()}' yields ${[...kinds].map(word).join(' or ')}, not a list`, path));
+        }
+      }
+    }
+  }
+  return out;
+}
+
+function word(k: ValueKind): string {
+  return k === 'object' ? 'a mapping' : k === 'null' ? 'null' : k === 'boolean' ? 'a boolean' : `a ${k}`;
+}
+
+function kindOf(ref: Reference, scope: ExpressionScope): ValueKind {
+  const [first, second, third] = ref.segments;
+  if (ref.context === 'params') {
+    if (first === undefined) return 'object';
+    if (second !== undefined) return 'unknown';
+    const type = asString(asRecord(scope.params[first])?.['type']);
+    const map: Record<string, ValueKind> = { string: 'string', number: 'number', integer: 'number', boolean: 'boolean', array: 'list', object: 'object' };
+    return type !== undefined ? (map[type] ?? 'unknown') : 'unknown';
+  }
+  if (ref.context === 'tasks') {
+    if (second === 'status') return 'string';
+    if (second === 'exitCode' || second === 'attempts') return 'number';
+    if (second === 'outputs' && third === undefined) return 'object';
+    return 'unknown';
+  }
+  if (ref.context === 'run') return first === 'attempt' ? 'number' : first === undefined ? 'object' : 'string';
+  return 'unknown';
+}
+
+type Single = { kind: 'template'; source: string } | { kind: 'bare'; source: string } | { kind: 'mixed' };
+
+/** `${{ x }}` alone (whitespace allowed around it), or a bare expression without braces. */
+function singleExpression(s: string): Single {
+  const scan = findTemplates(s);
+  if (!scan.ok) return { kind: 'template', source: s.slice(s.indexOf('${{') + 3) };
+  if (scan.templates.length === 0) return { kind: 'bare', source: s };
+  const t = scan.templates[0]!;
+  const whole = scan.templates.length === 1 && s.slice(0, t.start).trim() === '' && s.slice(t.start + 3 + t.source.length + 2).trim() === '';
+  return whole ? { kind: 'template', source: t.source } : { kind: 'mixed' };
+}
+
+function anchorOf(single: Single): { needle: string; index: number; extra: number } | undefined {
+  if (single.kind === 'template') return { needle: '${{', index: 0, extra: 3 };
+  if (single.kind === 'bare') return { needle: single.source, index: 0, extra: 0 };
+  return undefined;
+}
+
+function walkStrings(v: unknown, path: Array<string | number>, visit: (s: string, path: Array<string | number>) => void): void {
+  if (typeof v === 'string') {
+    if (v.includes('${{')) visit(v, path);
+  } else if (Array.isArray(v)) {
+    v.forEach((x, i) => walkStrings(x, [...path, i], visit));
+  } else if (v !== null && typeof v === 'object') {
+    for (const [k, x] of Object.entries(v)) walkStrings(x, [...path, k], visit);
+  }
+}
+
+function checkTemplatedString(s: string, site: Site, scope: ExpressionScope, out: PendingDiagnostic[]): void {
+  const scan = findTemplates(s);
+  if (!scan.ok) {
+    out.push({ ...err('EXPR_SYNTAX', scan.message, site.path), offsetInValue: { needle: '${{', index: countBefore(s, scan.start), extra: 0 } });
+    return;
+  }
+  scan.templates.forEach((t) => {
+    checkExpressionSource(t.source, site, scope, out, { needle: '${{', index: countBefore(s, t.start), extra: 3 });
+  });
+}
+
+function countBefore(s: string, start: number): number {
+  let n = 0;
+  for (let i = s.indexOf('${{'); i !== -1 && i < start; i = s.indexOf('${{', i + 3)) n++;
+  return n;
+}
+
+function checkExpressionSource(
+  source: string,
+  site: Site,
+  scope: ExpressionScope,
+  out: PendingDiagnostic[],
+  anchor?: { needle: string; index: number; extra: number },
+): Expr | undefined {
+  const parsed = parseExpression(source);
+  const shown = source.trim();
+  if (!parsed.ok) {
+    const at = anchor !== undefined ? { ...anchor, extra: anchor.extra + parsed.column } : { needle: source, index: 0, extra: parsed.column };
+    const code = /unrecognized named-value/i.test(parsed.message) ? 'EXPR_UNKNOWN_NAME' : 'EXPR_SYNTAX';
+    const msg = code === 'EXPR_UNKNOWN_NAME'
+      ? `in '${shown}': ${parsed.message}; expressions can read params, tasks, item and run`
+      : `in '${shown}': ${parsed.message}`;
+    out.push({ ...err(code, msg, site.path), offsetInValue: at });
+    return undefined;
+  }
+  const lead = source.length - source.trimStart().length;
+  const at = anchor !== undefined ? { ...anchor, extra: anchor.extra + lead } : { needle: source, index: 0, extra: lead };
+  for (const ref of collectReferences(parsed.expr)) {
+    const problem = referenceProblem(ref, site, scope);
+    if (problem !== undefined) out.push({ ...err(problem.code, `in '${shown}': ${problem.message}`, site.path), offsetInValue: at });
+  }
+  return parsed.expr;
+}
+
+function referenceProblem(ref: Reference, site: Site, scope: ExpressionScope): { code: PendingDiagnostic['code']; message: string } | undefined {
+  const [first, second, third] = ref.segments;
+  switch (ref.context) {
+    case 'params': {
+      if (first === undefined) return undefined;
+      if (!(first in scope.params)) {
+        const hint = closest(first, Object.keys(scope.params));
+        return { code: 'EXPR_UNKNOWN_PARAM', message: `unknown param '${first}'${hint !== undefined ? `; did you mean '${hint}'?` : Object.keys(scope.params).length === 0 ? '; the workflow declares no params' : ''}` };
+      }
+      return undefined;
+    }
+    case 'tasks': {
+      if (first === undefined) return undefined;
+      if (!scope.outputs.has(first)) {
+        const hint = closest(first, scope.outputs.keys());
+        return { code: 'EXPR_UNKNOWN_TASK', message: `unknown task '${first}'${hint !== undefined ? `; did you mean '${hint}'?` : ''}` };
+      }
+      if (second !== undefined && !(TASK_PROPERTIES as readonly string[]).includes(second)) {
+        return { code: 'EXPR_UNKNOWN_PROPERTY', message: `tasks.${first} has no property '${second}'; use ${TASK_PROPERTIES.join(', ')}` };
+      }
+      if (second === 'outputs' && third !== undefined) {
+        const declared = scope.outputs.get(first) ?? new Set<string>();
+        if (!declared.has(third)) {
+          const list = [...declared];
+          return { code: 'EXPR_UNKNOWN_OUTPUT', message: `task '${first}' declares no output '${third}'${list.length > 0 ? ` (it declares ${list.join(', ')})` : '; list it under the task\'s outputs'}` };
+        }
+      }
+      // In a cyclic graph "upstream" means nothing; the cycle itself is reported.
+      if (!site.onFailure && scope.mainDag.cycles.length === 0) {
+        const self = first === site.taskName;
+        const readable = (self && site.inCompensate) || scope.mainDag.isUpstream(first, site.taskName);
+        if (!readable) {
+          const why = self ? 'a task cannot read its own status or outputs' : `task '${site.taskName}' does not need '${first}', directly or indirectly; add it to needs`;
+          return { code: 'EXPR_NOT_UPSTREAM', message: `tasks.${first} is not available here: ${why}` };
+        }
+      }
+      return undefined;
+    }
+    case 'item':
+      if (site.task['forEach'] === undefined) {
+        return { code: 'EXPR_ITEM_OUTSIDE_FOREACH', message: `'item' is only defined in a task with forEach` };
+      }
+      return undefined;
+    case 'run':
+      if (first !== undefined && !(RUN_PROPERTIES as readonly string[]).includes(first)) {
+        return { code: 'EXPR_UNKNOWN_PROPERTY', message: `run has no property '${first}'; use ${RUN_PROPERTIES.join(', ')}` };
+      }
+      return undefined;
+    default:
+      return undefined;
+  }
+}
+
+function err(code: PendingDiagnostic['code'], message: string, path: Array<string | number>): PendingDiagnostic {
+  return { severity: 'error', code, message, path };
+}
+
+export function declaredOutputs(task: Record<string, unknown>): Set<string> {
+  return new Set(asStringArray(task['outputs']));
+}

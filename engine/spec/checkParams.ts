@@ -1,0 +1,79 @@
+import type { PendingDiagnostic } from './Diagnostic.js';
+import { asRecord, asString } from './shape.js';
+
+/** A param's default (and enum values) must themselves be valid values of the param. */
+export function checkParams(spec: Record<string, unknown>): PendingDiagnostic[] {
+  const out: PendingDiagnostic[] = [];
+  const params = asRecord(spec['params']) ?? {};
+  for (const [name, raw] of Object.entries(params)) {
+    const p = asRecord(raw);
+    if (p === undefined) continue;
+    const base = ['spec', 'params', name];
+    const pattern = asString(p['pattern']);
+    let regex: RegExp | undefined;
+    if (pattern !== undefined) {
+      try {
+        regex = new RegExp(pattern, 'u');
+      } catch (e) {
+        out.push({ severity: 'error', code: 'PARAM_PATTERN_INVALID', message: `pattern of param '${name}' is not a valid regular expression: ${(e as Error).message}`, path: [...base, 'pattern'] });
+      }
+    }
+    if ('default' in p) {
+      const problem = valueProblem(p, p['default'], regex);
+      if (problem !== undefined) {
+        out.push({ severity: 'error', code: 'PARAM_DEFAULT_INVALID', message: `default of param '${name}' ${problem}`, path: [...base, 'default'] });
+      }
+    }
+  }
+  return out;
+}
+
+/** Why `value` is not acceptable for the param, or undefined if it is. Shared with run-time checks. */
+export function valueProblem(p: Record<string, unknown>, value: unknown, regex?: RegExp): string | undefined {
+  const type = asString(p['type']);
+  if (type !== undefined && !hasType(value, type)) return `must be ${article(type)}, not ${describe(value)}`;
+  if (type === 'array') {
+    const itemType = asString(asRecord(p['items'])?.['type']);
+    if (itemType !== undefined && Array.isArray(value)) {
+      const bad = value.findIndex((v) => !hasType(v, itemType));
+      if (bad !== -1) return `item ${bad} must be ${article(itemType)}, not ${describe(value[bad])}`;
+    }
+  }
+  const allowed = p['enum'];
+  if (Array.isArray(allowed) && !allowed.some((a) => JSON.stringify(a) === JSON.stringify(value))) {
+    return `must be one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}, not ${JSON.stringify(value)}`;
+  }
+  if (typeof value === 'string' && regex !== undefined && !regex.test(value)) {
+    return `'${value}' does not match the pattern ${String(p['pattern'])}`;
+  }
+  if (typeof value === 'number') {
+    const min = p['minimum'];
+    const max = p['maximum'];
+    if (typeof min === 'number' && value < min) return `must be at least ${min}, not ${value}`;
+    if (typeof max === 'number' && value > max) return `must be at most ${max}, not ${value}`;
+  }
+  return undefined;
+}
+
+function hasType(v: unknown, type: string): boolean {
+  switch (type) {
+    case 'string': return typeof v === 'string';
+    case 'number': return typeof v === 'number' && Number.isFinite(v);
+    case 'integer': return typeof v === 'number' && Number.isInteger(v);
+    case 'boolean': return typeof v === 'boolean';
+    case 'array': return Array.isArray(v);
+    case 'object': return v !== null && typeof v === 'object' && !Array.isArray(v);
+    default: return true;
+  }
+}
+
+function article(type: string): string {
+  return type === 'integer' || type === 'array' || type === 'object' ? `an ${type === 'array' ? 'array (list)' : type}` : `a ${type}`;
+}
+
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a mapping';
+  return `${typeof v} ${JSON.stringify(v)}`;
+}

@@ -1,0 +1,206 @@
+import { buildDag, type TaskDag } from '../graph/buildDag.js';
+import type { PendingDiagnostic } from './Diagnostic.js';
+import { checkParams } from './checkParams.js';
+import { checkTaskExpressions, declaredOutputs, type ExpressionScope } from './checkExpressions.js';
+import { checkTriggers } from './checkTriggers.js';
+import { closest } from './describePath.js';
+import { parseDuration } from './parseDuration.js';
+import { asArray, asRecord, asString, asStringArray } from './shape.js';
+
+export interface SemanticResult {
+  diagnostics: PendingDiagnostic[];
+  /** DAG of the main tasks; undefined when the document has no usable task list. */
+  dag: TaskDag | undefined;
+  /** Names of workflows run by `workflow:` tasks, with where they are referenced. */
+  subWorkflows: Array<{ name: string; path: Array<string | number> }>;
+}
+
+interface TaskEntry {
+  task: Record<string, unknown>;
+  name: string;
+  path: Array<string | number>;
+  onFailure: boolean;
+}
+
+const ACTIONS = ['run', 'args', 'http', 'approval', 'workflow', 'sleep'] as const;
+const AGENT_ACTION: Record<string, string | undefined> = { shell: undefined, http: 'http', sleep: 'sleep', noop: undefined };
+
+/**
+ * Checks what the schema cannot: names are unique, `needs` and `pool` point at something,
+ * the graph has no cycle, expressions read only what exists and is upstream, and params,
+ * triggers and retry settings make sense. Runs on any shape of document without throwing.
+ */
+export function checkSemantics(doc: Record<string, unknown>): SemanticResult {
+  const out: PendingDiagnostic[] = [];
+  const spec = asRecord(doc['spec']);
+  if (spec === undefined) return { diagnostics: out, dag: undefined, subWorkflows: [] };
+  const workflowName = asString(asRecord(doc['metadata'])?.['name']);
+
+  const main = entries(spec['tasks'], 'tasks', false);
+  const onFailure = entries(spec['onFailure'], 'onFailure', true);
+  const all = [...main, ...onFailure];
+
+  const firstByName = new Map<string, TaskEntry>();
+  for (const e of all) {
+    const prev = firstByName.get(e.name);
+    if (prev !== undefined) {
+      out.push(err('TASK_DUPLICATE', `task name '${e.name}' is already used by ${prev.onFailure ? 'onFailure ' : ''}task #${Number(prev.path[2]) + 1}; task names must be unique in a workflow`, [...e.path, 'name']));
+    } else {
+      firstByName.set(e.name, e);
+    }
+  }
+  const mainNames = new Set(main.map((e) => e.name));
+  const failureNames = new Set(onFailure.map((e) => e.name));
+
+  for (const e of all) checkAction(e, out);
+  for (const e of all) checkNeeds(e, e.onFailure ? failureNames : mainNames, e.onFailure ? mainNames : failureNames, out);
+  checkPools(spec, all, out);
+
+  const dag = buildDag(main.map((e) => ({ name: e.name, needs: asStringArray(e.task['needs']) })));
+  const failureDag = buildDag(onFailure.map((e) => ({ name: e.name, needs: asStringArray(e.task['needs']) })));
+  for (const [d, list] of [[dag, main], [failureDag, onFailure]] as const) {
+    for (const cycle of d.cycles) {
+      // The closing edge: the first task of the path needs the last distinct one.
+      const owner = list.find((e) => e.name === cycle[0]);
+      const needIndex = owner === undefined ? -1 : asStringArray(owner.task['needs']).indexOf(cycle[cycle.length - 2]!);
+      const path = owner === undefined ? [] : needIndex >= 0 ? [...owner.path, 'needs', needIndex] : owner.path;
+      out.push(err('DAG_CYCLE', `dependency cycle: ${cycle.join(' -> ')}`, path));
+    }
+  }
+
+  const scope: ExpressionScope = {
+    params: asRecord(spec['params']) ?? {},
+    outputs: new Map(all.map((e) => [e.name, declaredOutputs(e.task)])),
+    mainDag: dag,
+  };
+  for (const e of all) out.push(...checkTaskExpressions(e.task, e.path, e.onFailure, scope));
+
+  out.push(...checkParams(spec));
+  out.push(...checkTriggers(spec));
+  out.push(...checkRetries(spec, all));
+
+  const subWorkflows: SemanticResult['subWorkflows'] = [];
+  for (const e of all) {
+    const target = asString(asRecord(e.task['workflow'])?.['name']);
+    if (target === undefined) continue;
+    const path = [...e.path, 'workflow', 'name'];
+    if (target === workflowName) {
+      out.push(err('WORKFLOW_RECURSION', `task '${e.name}' runs its own workflow '${target}', which would recurse forever`, path));
+    } else {
+      subWorkflows.push({ name: target, path });
+    }
+  }
+  return { diagnostics: out, dag: dag.cycles.length === 0 ? dag : undefined, subWorkflows };
+}
+
+function entries(list: unknown, key: 'tasks' | 'onFailure', onFailure: boolean): TaskEntry[] {
+  const out: TaskEntry[] = [];
+  asArray(list).forEach((t, i) => {
+    const task = asRecord(t);
+    const name = asString(task?.['name']);
+    if (task !== undefined && name !== undefined) out.push({ task, name, path: ['spec', key, i], onFailure });
+  });
+  return out;
+}
+
+function checkAction(e: TaskEntry, out: PendingDiagnostic[]): void {
+  const present = ACTIONS.filter((a) => e.task[a] !== undefined);
+  const agent = asString(e.task['agent']);
+  const who = `task '${e.name}'`;
+  if (present.length > 1) {
+    out.push(err('TASK_ACTION_CONFLICT', `${who} sets ${present.join(' and ')}; a task does exactly one of run, args, http, approval, workflow or sleep`, [...e.path, present[1]!], 'key'));
+    return;
+  }
+  const action = present[0];
+  if (agent === undefined) {
+    if (action === undefined) {
+      out.push(err('TASK_NO_ACTION', `${who} does nothing: give it run, args, http, approval, workflow or sleep, or set agent: noop`, e.path));
+    }
+    return;
+  }
+  if (action === 'approval' || action === 'workflow') {
+    out.push(err('TASK_AGENT_MISMATCH', `${who} is ${action === 'approval' ? 'an approval gate' : 'a sub-workflow'} and runs no agent; remove agent: ${agent}`, [...e.path, 'agent']));
+    return;
+  }
+  if (agent in AGENT_ACTION) {
+    const wants = AGENT_ACTION[agent];
+    if (wants !== undefined && action !== wants) {
+      out.push(err('TASK_AGENT_MISMATCH', `${who} uses agent '${agent}' but sets ${action ?? 'nothing'}; the ${agent} agent takes '${wants}'`, [...e.path, 'agent']));
+    } else if (agent === 'shell' && action !== 'run' && action !== 'args') {
+      out.push(err('TASK_AGENT_MISMATCH', `${who} uses the shell agent but sets ${action ?? 'neither run nor args'}; give it run or args`, [...e.path, 'agent']));
+    } else if (agent === 'noop' && action !== undefined) {
+      out.push(err('TASK_AGENT_MISMATCH', `${who} uses the noop agent, which ignores ${action}`, [...e.path, 'agent']));
+    }
+  }
+}
+
+function checkNeeds(e: TaskEntry, sameGroup: Set<string>, otherGroup: Set<string>, out: PendingDiagnostic[]): void {
+  asArray(e.task['needs']).forEach((n, j) => {
+    if (typeof n !== 'string') return;
+    const path = [...e.path, 'needs', j];
+    if (n === e.name) {
+      out.push(err('NEEDS_SELF', `task '${e.name}' needs itself`, path));
+    } else if (!sameGroup.has(n)) {
+      let why: string;
+      if (otherGroup.has(n)) {
+        why = e.onFailure
+          ? `; onFailure tasks run after the main tasks and may only need other onFailure tasks`
+          : `; '${n}' is an onFailure task and only runs when the workflow fails`;
+      } else {
+        const hint = closest(n, sameGroup);
+        why = hint !== undefined ? `; did you mean '${hint}'?` : '';
+      }
+      out.push(err('NEEDS_UNKNOWN', `task '${e.name}' needs unknown task '${n}'${why}`, path));
+    }
+  });
+}
+
+function checkPools(spec: Record<string, unknown>, all: TaskEntry[], out: PendingDiagnostic[]): void {
+  const pools = asRecord(spec['pools']) ?? {};
+  const used = new Set<string>();
+  for (const e of all) {
+    const pool = asString(e.task['pool']);
+    if (pool === undefined) continue;
+    used.add(pool);
+    if (!(pool in pools)) {
+      const hint = closest(pool, Object.keys(pools));
+      const tail = hint !== undefined ? `; did you mean '${hint}'?` : Object.keys(pools).length === 0 ? '; declare it under spec.pools' : `; pools are ${Object.keys(pools).join(', ')}`;
+      out.push(err('POOL_UNKNOWN', `task '${e.name}' uses unknown pool '${pool}'${tail}`, [...e.path, 'pool']));
+      continue;
+    }
+    for (const field of ['driver', 'image', 'resources', 'approval', 'workflow'] as const) {
+      if (e.task[field] !== undefined) {
+        const why = field === 'approval' || field === 'workflow' ? `an ${field === 'approval' ? 'approval gate' : 'sub-workflow'} does not run in a pool` : `${field} comes from the pool's agents`;
+        out.push(err('POOL_TASK_CONFLICT', `task '${e.name}' runs in pool '${pool}' and sets ${field}; ${why}`, [...e.path, field], 'key'));
+      }
+    }
+  }
+  for (const name of Object.keys(pools)) {
+    if (!used.has(name)) {
+      out.push({ severity: 'warning', code: 'POOL_UNUSED', message: `pool '${name}' is not used by any task; it would still run ${String(asRecord(pools[name])?.['count'] ?? '?')} agents`, path: ['spec', 'pools', name], at: 'key' });
+    }
+  }
+}
+
+function checkRetries(spec: Record<string, unknown>, all: TaskEntry[]): PendingDiagnostic[] {
+  const out: PendingDiagnostic[] = [];
+  const sites: Array<{ retry: unknown; path: Array<string | number> }> = [
+    { retry: asRecord(spec['defaults'])?.['retry'], path: ['spec', 'defaults', 'retry'] },
+    ...all.map((e) => ({ retry: e.task['retry'], path: [...e.path, 'retry'] })),
+    ...all.map((e) => ({ retry: asRecord(e.task['compensate'])?.['retry'], path: [...e.path, 'compensate', 'retry'] })),
+  ];
+  for (const s of sites) {
+    const r = asRecord(s.retry);
+    if (r === undefined) continue;
+    const delay = parseDuration(asString(r['delay']) ?? '');
+    const max = parseDuration(asString(r['maxDelay']) ?? '');
+    if (delay !== undefined && max !== undefined && max < delay) {
+      out.push(err('RETRY_DELAY_ORDER', `maxDelay ${String(r['maxDelay'])} is shorter than delay ${String(r['delay'])}`, [...s.path, 'maxDelay']));
+    }
+  }
+  return out;
+}
+
+function err(code: PendingDiagnostic['code'], message: string, path: Array<string | number>, at: 'key' | 'value' = 'value'): PendingDiagnostic {
+  return { severity: 'error', code, message, path, at };
+}
