@@ -28,7 +28,8 @@ export function buildDag(nodes: readonly DagNode[]): TaskDag {
   for (const n of nodes) graph.mergeNode(n.name);
   for (const n of nodes) {
     for (const need of n.needs ?? []) {
-      if (graph.hasNode(need)) graph.mergeEdge(need, n.name);
+      // A self-need is reported by the validator; as an edge it would only repeat that as a cycle.
+      if (need !== n.name && graph.hasNode(need)) graph.mergeEdge(need, n.name);
     }
   }
   const cyclic = hasCycle(graph);

@@ -147,7 +147,7 @@ function checkNeeds(e: TaskEntry, sameGroup: Set<string>, otherGroup: Set<string
           ? `; onFailure tasks run after the main tasks and may only need other onFailure tasks`
           : `; '${n}' is an onFailure task and only runs when the workflow fails`;
       } else {
-        const hint = closest(n, sameGroup);
+        const hint = closest(n, [...sameGroup].filter((x) => x !== e.name));
         why = hint !== undefined ? `; did you mean '${hint}'?` : '';
       }
       out.push(err('NEEDS_UNKNOWN', `task '${e.name}' needs unknown task '${n}'${why}`, path));

@@ -57,7 +57,8 @@ export function closest(word: string, candidates: Iterable<string>): string | un
     }
   }
   if (best === undefined) return undefined;
-  const limit = Math.max(1, Math.floor(Math.max(word.length, best.length) / 3));
+  // Short names are too alike to guess between ('a' vs 'b'); only hint when most of it matches.
+  const limit = Math.floor(Math.max(word.length, best.length) / 3);
   return bestScore <= limit ? best : undefined;
 }
 

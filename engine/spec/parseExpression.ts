@@ -74,7 +74,11 @@ export function parseExpression(source: string): ParsedExpression {
     if (err instanceof ExpressionError) {
       return { ok: false, message: lowerFirst(err.message), column: err.pos.column };
     }
-    return { ok: false, message: err instanceof Error ? err.message : String(err), column: 0 };
+    // The lexer throws plain Errors that embed a 1-based position and the whole input.
+    const text = err instanceof Error ? err.message : String(err);
+    const m = /^(.*?)\. Located at position (\d+) within expression/s.exec(text);
+    if (m !== null) return { ok: false, message: lowerFirst(m[1]!), column: Number(m[2]) - 1 };
+    return { ok: false, message: lowerFirst(text), column: 0 };
   }
 }
 

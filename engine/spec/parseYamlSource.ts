@@ -152,6 +152,9 @@ function slowPathDiagnostics(text: string, fastError: unknown): PendingDiagnosti
   } catch {
     // `yaml` failing on input js-yaml already refused: fall through to js-yaml's own report.
   }
+  // A tab in the indentation derails the parser; the errors after it are only echoes of it.
+  const tabs = out.filter((d) => d.code === 'YAML_TAB_INDENT');
+  if (tabs.length > 0) return dedupe(tabs);
   if (out.length > 0) return dedupe(out);
   const mark = (fastError as { mark?: { line: number; column: number } }).mark;
   return [{

@@ -177,7 +177,9 @@ function patternDiagnostic(doc: unknown, e: ErrorObject, path: Array<string | nu
   const value = propertyName ?? String(e.data);
   const target = propertyName !== undefined ? [...path, propertyName] : path;
   const at = propertyName !== undefined ? 'key' : 'value';
-  const subject = propertyName !== undefined ? `name '${propertyName}' in ${describePath(doc, path)}` : `${where} '${value}'`;
+  const subject = propertyName !== undefined
+    ? `name '${propertyName}' in ${describePath(doc, path)}`
+    : where.includes(`'${value}'`) ? where : where.endsWith("'") ? `${where} ('${value}')` : `${where} '${value}'`;
   if (def !== undefined && nameDefs.has(def)) {
     return diag('NAME_INVALID', `${subject} is not allowed: ${explainBadName(value, def)}`, target, at);
   }

@@ -117,11 +117,10 @@ export async function validateFile(path: string, displayName = path): Promise<Fi
   try {
     const info = await stat(path);
     if (info.size > MAX_FILE_BYTES) {
-      const mib = (info.size / (1024 * 1024)).toFixed(1);
       return failed(displayName, [{
         severity: 'error',
         code: 'FILE_TOO_LARGE',
-        message: `file is ${mib} MiB; workflow files are limited to ${MAX_FILE_BYTES / (1024 * 1024)} MiB (it was not parsed)`,
+        message: `file is ${info.size} bytes; workflow files are limited to 4 MiB (${MAX_FILE_BYTES} bytes), so it was not parsed`,
         path: [],
         line: 1,
         col: 1,

@@ -1,0 +1,119 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { main } from '../../engine/cli/main.js';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const bin = join(root, 'bin', 'caravan.js');
+const run = promisify(execFile);
+
+/** Runs the CLI in-process against a working directory and captures its output. */
+async function cli(cwd: string, ...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const code = await main(argv, { cwd, stdout: (t) => { out += t; }, stderr: (t) => { err += t; } });
+  return { code, out, err };
+}
+
+/** Runs the built bin as a user would. */
+async function spawnCli(cwd: string, ...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  try {
+    const r = await run(process.execPath, [bin, ...argv], { cwd });
+    return { code: 0, out: r.stdout, err: r.stderr };
+  } catch (e) {
+    const x = e as { code: number; stdout: string; stderr: string };
+    return { code: x.code, out: x.stdout, err: x.stderr };
+  }
+}
+
+const good = 'apiVersion: caravan/v1\nkind: Workflow\nmetadata:\n  name: ok\nspec:\n  tasks:\n    - name: a\n      run: echo a\n';
+const bad = 'apiVersion: caravan/v1\nkind: Workflow\nmetadata:\n  name: bad\nspec:\n  tasks:\n    - name: a\n      needs: [b]\n      run: "echo a, b: c"\n';
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'caravan-cli-'));
+  await mkdir(join(dir, 'workflows', 'nested'), { recursive: true });
+  await writeFile(join(dir, 'workflows', 'ok.yaml'), good);
+  await writeFile(join(dir, 'workflows', 'nested', 'bad.yml'), bad);
+  await writeFile(join(dir, 'workflows', 'notes.txt'), 'not a workflow');
+  await writeFile(join(dir, 'solo.yaml'), good.replace('name: ok', 'name: solo'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('caravan validate', () => {
+  it('searches workflows/ by default, recursively, and exits 2 on errors', async () => {
+    const r = await cli(dir, 'validate');
+    expect(r.code).toBe(2);
+    expect(r.out).toBe(
+      "workflows/nested/bad.yml:8:15: error NEEDS_UNKNOWN: task 'a' needs unknown task 'b'\n" +
+        '2 files checked: 1 error (1 of 2 files invalid)\n',
+    );
+  });
+
+  it('reports a workflow name used twice across the files given', async () => {
+    await writeFile(join(dir, 'twin.yaml'), good);
+    const r = await cli(dir, 'validate', 'twin.yaml', 'workflows/ok.yaml');
+    expect(r.out).toBe(
+      "workflows/ok.yaml:4:9: error WORKFLOW_DUPLICATE_NAME: workflow name 'ok' is already used by twin.yaml; names must be unique in the repository\n" +
+        '2 files checked: 1 error (1 of 2 files invalid)\n',
+    );
+  });
+
+  it('exits 0 and says so when everything is valid', async () => {
+    expect(await cli(dir, 'validate', 'solo.yaml', 'workflows/ok.yaml')).toEqual({ code: 0, out: '2 files checked: all valid\n', err: '' });
+  });
+
+  it('prints one JSON object with --format json', async () => {
+    const r = await cli(dir, 'validate', '--format', 'json');
+    expect(r.code).toBe(2);
+    expect(JSON.parse(r.out)).toEqual({
+      files: 2,
+      errors: [{ file: 'workflows/nested/bad.yml', line: 8, col: 15, code: 'NEEDS_UNKNOWN', message: "task 'a' needs unknown task 'b'", path: '/spec/tasks/0/needs/0' }],
+      warnings: [],
+    });
+  });
+
+  it('prints GitHub workflow commands with --format github, escaping what must be escaped', async () => {
+    await writeFile(join(dir, 'odd,name.yaml'), bad.replace('name: bad', 'name: odd'));
+    const r = await cli(dir, 'validate', '-f', 'github', 'odd,name.yaml');
+    expect(r.out).toBe("::error file=odd%2Cname.yaml,line=8,col=15::NEEDS_UNKNOWN task 'a' needs unknown task 'b'\n");
+  });
+
+  it('exits 66 for a missing path and 64 for bad usage, without a stack trace', async () => {
+    const missing = await cli(dir, 'validate', 'nope.yaml');
+    expect(missing).toEqual({ code: 66, out: '', err: 'caravan: no such file or directory: nope.yaml\n' });
+    const usage = await cli(dir, 'validate', '--format', 'xml');
+    expect(usage.code).toBe(64);
+    expect(usage.err).toContain("argument 'xml' is invalid. Allowed choices are text, json, github.");
+    expect((await cli(dir, 'frobnicate')).code).toBe(64);
+  });
+
+  it('the built bin behaves the same and never prints a stack trace for user errors', async () => {
+    const r = await spawnCli(dir, 'validate', 'workflows');
+    expect(r.code).toBe(2);
+    expect(r.out).toContain('NEEDS_UNKNOWN');
+    const missing = await spawnCli(dir, 'validate', 'nope');
+    expect(missing.code).toBe(66);
+    expect(missing.err).toBe('caravan: no such file or directory: nope\n');
+    const fixtures = await spawnCli(join(root, 'tests', 'fixtures', 'invalid'), 'validate', '.');
+    expect(fixtures.code).toBe(2);
+    expect(fixtures.err).toBe('');
+    expect(fixtures.out).not.toMatch(/\bat .*\.js:\d+/);
+  });
+});
+
+describe('caravan demo', () => {
+  it('validates and plans the bundled workflows from any directory', async () => {
+    const r = await spawnCli(dir, 'demo');
+    expect(r.code).toBe(0);
+    expect(r.out).toContain('quarterly-report  (');
+    expect(r.out).toMatch(/3 tasks in 3 generations\n\s+1\. ingest\n\s+2\. analyse \[forEach\]\n\s+3\. synthesize\n/);
+    expect(r.out).toMatch(/files checked: all valid\n$/);
+  });
+});
