@@ -6,5 +6,7 @@ export default defineConfig({
     // Integration tests start real servers; keep them from fighting over the 2 cores.
     pool: 'forks',
     testTimeout: 30_000,
+    // The JSON report lets .ci/run print a plain "N passed, N failed" closing line.
+    reporters: ['default', ['json', { outputFile: 'reports/vitest.json' }]],
   },
 });

@@ -30,7 +30,7 @@ const AGENT_ACTION: Record<string, string | undefined> = { shell: undefined, htt
  * the graph has no cycle, expressions read only what exists and is upstream, and params,
  * triggers and retry settings make sense. Runs on any shape of document without throwing.
  */
-export function checkSemantics(doc: Record<string, unknown>): SemanticResult {
+export function checkSemantics(doc: Record<string, unknown>, prebuilt?: TaskDag): SemanticResult {
   const out: PendingDiagnostic[] = [];
   const spec = asRecord(doc['spec']);
   if (spec === undefined) return { diagnostics: out, dag: undefined, subWorkflows: [] };
@@ -56,7 +56,7 @@ export function checkSemantics(doc: Record<string, unknown>): SemanticResult {
   for (const e of all) checkNeeds(e, e.onFailure ? failureNames : mainNames, e.onFailure ? mainNames : failureNames, out);
   checkPools(spec, all, out);
 
-  const dag = buildDag(main.map((e) => ({ name: e.name, needs: asStringArray(e.task['needs']) })));
+  const dag = prebuilt ?? buildDag(main.map((e) => ({ name: e.name, needs: asStringArray(e.task['needs']) })));
   const failureDag = buildDag(onFailure.map((e) => ({ name: e.name, needs: asStringArray(e.task['needs']) })));
   for (const [d, list] of [[dag, main], [failureDag, onFailure]] as const) {
     for (const cycle of d.cycles) {
@@ -91,6 +91,11 @@ export function checkSemantics(doc: Record<string, unknown>): SemanticResult {
     }
   }
   return { diagnostics: out, dag: dag.cycles.length === 0 ? dag : undefined, subWorkflows };
+}
+
+/** The main tasks as DAG nodes, tolerating any document shape. */
+export function mainTaskNodes(doc: Record<string, unknown>): Array<{ name: string; needs: string[] }> {
+  return entries(asRecord(doc['spec'])?.['tasks'], 'tasks', false).map((e) => ({ name: e.name, needs: asStringArray(e.task['needs']) }));
 }
 
 function entries(list: unknown, key: 'tasks' | 'onFailure', onFailure: boolean): TaskEntry[] {
