@@ -6,6 +6,7 @@ import { packageRoot } from '../packageRoot.js';
 import { DIAGNOSTIC_FORMATS, type DiagnosticFormat } from '../spec/formatDiagnostics.js';
 import { demoCommand } from './demoCommand.js';
 import { processIo, type Io } from './Io.js';
+import { renderCommand } from './renderCommand.js';
 import { validateCommand } from './validateCommand.js';
 
 function version(): string {
@@ -33,6 +34,29 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .addOption(new Option('-f, --format <format>', 'output format').choices([...DIAGNOSTIC_FORMATS]).default('text'))
     .action(async (paths: string[], opts: { format: DiagnosticFormat }) => {
       exit = await validateCommand(paths, { format: opts.format }, io);
+    });
+
+  program
+    .command('render')
+    .description('compile workflows into Nomad job files under nomad-jobs/ (default path: workflows/)')
+    .argument('[paths...]', 'workflow files or directories')
+    .option('-o, --out <dir>', 'output directory', 'nomad-jobs')
+    .option('--check', 'write nothing; exit 1 if the output directory is not what render would produce', false)
+    .option('--namespace <ns>', 'Nomad namespace', 'default')
+    .option('--region <region>', 'Nomad region', 'global')
+    .option('--datacenters <list>', 'comma-separated Nomad datacenters', '*')
+    .option('--agent-command <cmd>', 'command that starts the agent runner on Nomad clients', 'caravan agent')
+    .action(async (paths: string[], opts: { out: string; check: boolean; namespace: string; region: string; datacenters: string; agentCommand: string }) => {
+      exit = await renderCommand(paths, {
+        out: opts.out,
+        check: opts.check,
+        compile: {
+          namespace: opts.namespace,
+          region: opts.region,
+          datacenters: opts.datacenters.split(',').map((d) => d.trim()).filter((d) => d !== ''),
+          agentCommand: opts.agentCommand.split(/\s+/).filter((a) => a !== ''),
+        },
+      }, io);
     });
 
   program

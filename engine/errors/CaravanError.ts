@@ -7,6 +7,8 @@ export type ErrorCode =
   | 'PATH_NOT_FOUND'
   | 'IO'
   | 'WORKFLOW_INVALID'
+  | 'COMPILE_FAILED'
+  | 'GIT_REF_NOT_FOUND'
   | 'INTERNAL';
 
 /** Process exit codes, following BSD sysexits where one fits. */
@@ -27,6 +29,8 @@ const exitByCode: Record<ErrorCode, ExitCode> = {
   PATH_NOT_FOUND: EXIT.NO_INPUT,
   IO: EXIT.IO,
   WORKFLOW_INVALID: EXIT.INVALID,
+  COMPILE_FAILED: EXIT.INVALID,
+  GIT_REF_NOT_FOUND: EXIT.USAGE,
   INTERNAL: EXIT.INTERNAL,
 };
 

@@ -1,0 +1,64 @@
+import { resolve } from 'node:path';
+import { CompileError } from '../compile/CompileError.js';
+import type { CompileOptions } from '../compile/CompileOptions.js';
+import { compileWorkflow } from '../compile/compileWorkflow.js';
+import type { CompiledJob } from '../compile/NomadJob.js';
+import { checkRendered, renderJobs, writeRendered } from '../compile/renderJobs.js';
+import { EXIT, type ExitCode } from '../errors/CaravanError.js';
+import { formatReport } from '../spec/formatDiagnostics.js';
+import { validateWorkflows } from '../spec/validateWorkflows.js';
+import type { Io } from './Io.js';
+
+export interface RenderOptions {
+  out: string;
+  check: boolean;
+  compile: Partial<CompileOptions>;
+}
+
+/**
+ * `caravan render [paths...] [--out nomad-jobs] [--check]`. Invalid workflows (exit 2) are
+ * never rendered; --check writes nothing and exits 1 when the directory has drifted.
+ */
+export async function renderCommand(paths: string[], options: RenderOptions, io: Io): Promise<ExitCode> {
+  const report = await validateWorkflows(paths.length > 0 ? paths : ['workflows'], io.cwd);
+  if (report.errorCount > 0) {
+    io.stdout(formatReport(report, 'text'));
+    io.stderr('caravan: nothing rendered: fix the workflows first\n');
+    return EXIT.INVALID;
+  }
+  const jobs: CompiledJob[] = [];
+  const problems: string[] = [];
+  for (const f of report.files) {
+    try {
+      jobs.push(...compileWorkflow(f.workflow!, options.compile));
+    } catch (e) {
+      if (!(e instanceof CompileError)) throw e;
+      problems.push(...e.problems.map((p) => `${f.file}: error COMPILE: ${p.message}`));
+    }
+  }
+  if (problems.length > 0) {
+    io.stdout(problems.join('\n') + '\n');
+    return EXIT.INVALID;
+  }
+  const files = renderJobs(jobs);
+  const outDir = resolve(io.cwd, options.out);
+  if (options.check) {
+    const drift = await checkRendered(outDir, files);
+    const lines = [
+      ...drift.stale.map((p) => `stale:   ${options.out}/${p}`),
+      ...drift.missing.map((p) => `missing: ${options.out}/${p}`),
+      ...drift.extra.map((p) => `extra:   ${options.out}/${p}`),
+    ];
+    if (lines.length === 0) {
+      io.stdout(`${options.out}/ is up to date (${jobs.length} jobs from ${report.files.length} workflows)\n`);
+      return EXIT.OK;
+    }
+    io.stdout(lines.join('\n') + `\n${options.out}/ is out of date: run \`caravan render\` and commit the result\n`);
+    return EXIT.FAILED;
+  }
+  const drift = await writeRendered(outDir, files);
+  const written = drift.missing.length + drift.stale.length;
+  const unchanged = files.size - written;
+  io.stdout(`${options.out}/: ${written} written, ${drift.extra.length} removed, ${unchanged} unchanged (${jobs.length} jobs from ${report.files.length} workflows)\n`);
+  return EXIT.OK;
+}

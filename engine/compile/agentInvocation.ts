@@ -1,0 +1,44 @@
+import type { TaskSpec } from '../spec/Workflow.js';
+
+/**
+ * The arguments that start the agent runner for one task. The runner (`caravan agent`) reads
+ * the attempt's context from the dispatch payload, evaluates the `${{ }}` expressions left in
+ * these arguments, runs the action, and reports over the bus. Keeping the user's command in
+ * the job (instead of only in the payload) is what lets reviewers see it change in a plan
+ * and operators see it in the Nomad UI.
+ */
+export function agentArgs(
+  workflow: string,
+  task: TaskSpec,
+  timeout: string | undefined,
+  payloadPath: string,
+  secretHeaders: Map<string, string>,
+  extra: readonly string[] = [],
+): string[] {
+  const common = ['--workflow', workflow, '--task', task.name, '--payload', payloadPath, ...extra];
+  if (timeout !== undefined) common.push('--timeout', timeout);
+  if (task.outputs !== undefined && task.outputs.length > 0) common.push('--outputs', task.outputs.join(','));
+  if (task.workingDir !== undefined) common.push('--cwd', task.workingDir);
+  const agent = task.agent ?? (task.http !== undefined ? 'http' : task.sleep !== undefined ? 'sleep' : 'shell');
+  switch (agent) {
+    case 'shell':
+      if (task.run !== undefined) return ['shell', ...common, '--', task.run];
+      return ['exec', ...common, '--', ...(task.args ?? [])];
+    case 'http': {
+      const h = task.http!;
+      const out = ['http', ...common, '--method', h.method ?? 'GET', '--url', h.url];
+      for (const [name, value] of Object.entries(h.headers ?? {}).sort(([a], [b]) => (a < b ? -1 : 1))) {
+        if (typeof value === 'string') out.push('--header', `${name}: ${value}`);
+        else out.push('--header-from-env', `${name}=${secretHeaders.get(name)!}`);
+      }
+      if (h.body !== undefined) out.push('--body', typeof h.body === 'string' ? h.body : JSON.stringify(h.body));
+      return out;
+    }
+    case 'sleep':
+      return ['sleep', ...common, '--duration', task.sleep ?? '0s'];
+    case 'noop':
+      return ['noop', ...common];
+    default:
+      return ['plugin', ...common, '--type', agent, '--with', JSON.stringify(task.with ?? {})];
+  }
+}
