@@ -6,7 +6,9 @@ import { packageRoot } from '../packageRoot.js';
 import { DIAGNOSTIC_FORMATS, type DiagnosticFormat } from '../spec/formatDiagnostics.js';
 import { demoCommand } from './demoCommand.js';
 import { processIo, type Io } from './Io.js';
+import { planCommand } from './planCommand.js';
 import { renderCommand } from './renderCommand.js';
+import { PLAN_FORMATS, type PlanFormat } from '../compile/formatPlan.js';
 import { validateCommand } from './validateCommand.js';
 
 function version(): string {
@@ -57,6 +59,16 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
           agentCommand: opts.agentCommand.split(/\s+/).filter((a) => a !== ''),
         },
       }, io);
+    });
+
+  program
+    .command('plan')
+    .description('show the Nomad jobs that change between a Git revision and the working tree')
+    .option('-b, --base <ref>', 'revision to compare with (HEAD, a branch, a tag, a commit, HEAD~1, ...)', 'HEAD')
+    .addOption(new Option('-f, --format <format>', 'output format').choices([...PLAN_FORMATS]).default('markdown'))
+    .option('--workflows <dir>', 'workflow directory, relative to the repository root', 'workflows')
+    .action(async (opts: { base: string; format: PlanFormat; workflows: string }) => {
+      exit = await planCommand(opts, io);
     });
 
   program

@@ -112,20 +112,28 @@ function failed(file: string, pending: PendingDiagnostic[]): FileResult {
   };
 }
 
+function tooLarge(file: string, size: number): FileResult {
+  return failed(file, [{
+    severity: 'error',
+    code: 'FILE_TOO_LARGE',
+    message: `file is ${size} bytes; workflow files are limited to 4 MiB (${MAX_FILE_BYTES} bytes), so it was not parsed`,
+    path: [],
+    line: 1,
+    col: 1,
+  }]);
+}
+
+/** Validates in-memory files (for example read from a Git commit) together. */
+export function validateSources(files: ReadonlyArray<{ file: string; bytes: Uint8Array }>): ValidationReport {
+  const results = files.map((f) => (f.bytes.length > MAX_FILE_BYTES ? tooLarge(f.file, f.bytes.length) : validateSource(f.file, f.bytes)));
+  return summarize(results, crossFileDiagnostics(results));
+}
+
 /** Reads and validates one file, refusing oversize files without reading them. */
 export async function validateFile(path: string, displayName = path): Promise<FileResult> {
   try {
     const info = await stat(path);
-    if (info.size > MAX_FILE_BYTES) {
-      return failed(displayName, [{
-        severity: 'error',
-        code: 'FILE_TOO_LARGE',
-        message: `file is ${info.size} bytes; workflow files are limited to 4 MiB (${MAX_FILE_BYTES} bytes), so it was not parsed`,
-        path: [],
-        line: 1,
-        col: 1,
-      }]);
-    }
+    if (info.size > MAX_FILE_BYTES) return tooLarge(displayName, info.size);
     return validateSource(displayName, await readFile(path));
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? 'EIO';

@@ -1,0 +1,106 @@
+import fs from 'node:fs';
+import * as git from 'isomorphic-git';
+import { CaravanError } from '../errors/CaravanError.js';
+
+export interface TreeFile {
+  /** Path relative to the repository root, '/'-separated. */
+  path: string;
+  bytes: Uint8Array;
+}
+
+/** The repository root containing `dir`. */
+export async function findRepoRoot(dir: string): Promise<string> {
+  try {
+    return await git.findRoot({ fs, filepath: dir });
+  } catch (e) {
+    throw new CaravanError('GIT_REF_NOT_FOUND', `not inside a Git repository: ${dir}`, { cause: e });
+  }
+}
+
+/**
+ * Resolves a revision as git does for the common forms: a branch, tag, HEAD, a full or
+ * abbreviated commit, each optionally followed by `~N`, `^` or `^N` (isomorphic-git itself
+ * only resolves names, not revision suffixes).
+ */
+export async function resolveRevision(dir: string, revision: string): Promise<string> {
+  const m = /^(.+?)((?:[~^]\d*)*)$/.exec(revision);
+  if (m === null) throw refError(revision);
+  let oid = await resolveName(dir, m[1]!, revision);
+  for (const step of m[2]!.match(/[~^]\d*/g) ?? []) {
+    const n = step.length > 1 ? Number(step.slice(1)) : 1;
+    if (step[0] === '~') {
+      for (let i = 0; i < n; i++) oid = await parent(dir, oid, 0, revision);
+    } else if (n > 0) {
+      oid = await parent(dir, oid, n - 1, revision);
+    }
+  }
+  return oid;
+}
+
+async function resolveName(dir: string, name: string, revision: string): Promise<string> {
+  let oid: string | undefined;
+  try {
+    oid = await git.resolveRef({ fs, dir, ref: name });
+  } catch {
+    if (/^[0-9a-f]{4,40}$/i.test(name)) {
+      try {
+        oid = await git.expandOid({ fs, dir, oid: name.toLowerCase() });
+      } catch {
+        oid = undefined;
+      }
+    }
+  }
+  if (oid === undefined) throw refError(revision);
+  return peelToCommit(dir, oid, revision);
+}
+
+async function peelToCommit(dir: string, oid: string, revision: string): Promise<string> {
+  for (let i = 0; i < 10; i++) {
+    const obj = await git.readObject({ fs, dir, oid, format: 'parsed' });
+    if (obj.type === 'commit') return oid;
+    if (obj.type !== 'tag') break;
+    oid = (obj.object as { object: string }).object;
+  }
+  throw new CaravanError('GIT_REF_NOT_FOUND', `'${revision}' does not name a commit`, { data: { revision } });
+}
+
+async function parent(dir: string, oid: string, index: number, revision: string): Promise<string> {
+  const { commit } = await git.readCommit({ fs, dir, oid });
+  const p = commit.parent[index];
+  if (p === undefined) throw new CaravanError('GIT_REF_NOT_FOUND', `'${revision}' goes past the first commit`, { data: { revision } });
+  return p;
+}
+
+function refError(revision: string): CaravanError {
+  return new CaravanError('GIT_REF_NOT_FOUND', `unknown revision '${revision}'`, { data: { revision } });
+}
+
+/**
+ * Every file under `subdir` in the commit, read from Git's object store: no checkout, and the
+ * work tree and index are never touched. A missing subdir is an empty list.
+ */
+export async function readTreeAtCommit(dir: string, commit: string, subdir: string, accept: (path: string) => boolean): Promise<TreeFile[]> {
+  const out: TreeFile[] = [];
+  const clean = subdir.replace(/^\.?\/+|\/+$/g, '');
+  let root;
+  try {
+    root = await git.readTree({ fs, dir, oid: commit, ...(clean !== '' ? { filepath: clean } : {}) });
+  } catch (e) {
+    if ((e as { code?: string }).code === 'NotFoundError') return [];
+    throw e;
+  }
+  const stack: Array<{ prefix: string; entries: typeof root.tree }> = [{ prefix: clean, entries: root.tree }];
+  while (stack.length > 0) {
+    const { prefix, entries } = stack.pop()!;
+    for (const e of entries) {
+      const path = prefix === '' ? e.path : `${prefix}/${e.path}`;
+      if (e.type === 'tree') {
+        if (e.path.startsWith('.') || e.path === 'node_modules') continue;
+        stack.push({ prefix: path, entries: (await git.readTree({ fs, dir, oid: e.oid })).tree });
+      } else if (e.type === 'blob' && e.mode !== '120000' && accept(path)) {
+        out.push({ path, bytes: (await git.readBlob({ fs, dir, oid: e.oid })).blob });
+      }
+    }
+  }
+  return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+}
