@@ -73,10 +73,7 @@ function baseJob(id: string, type: 'batch' | 'service', meta: Record<string, str
  * keys out in the order Nomad's own docs use, so rendered files read top-down.
  */
 function finish(job: NomadJob, opts: CompileOptions): NomadJob {
-  const hash = specHash(job);
-  const meta: Record<string, string> = { ...job.Meta, 'caravan.spec-hash': hash };
-  if (opts.gitCommit !== undefined) meta['caravan.git-commit'] = opts.gitCommit;
-  return {
+  const ordered: NomadJob = {
     ID: job.ID,
     Name: job.Name,
     Type: job.Type,
@@ -84,10 +81,13 @@ function finish(job: NomadJob, opts: CompileOptions): NomadJob {
     Region: job.Region,
     Datacenters: job.Datacenters,
     Priority: job.Priority,
-    Meta: sortRecord(meta),
+    Meta: sortRecord(job.Meta),
     ...(job.ParameterizedJob !== undefined ? { ParameterizedJob: job.ParameterizedJob } : {}),
     TaskGroups: job.TaskGroups,
   };
+  const meta: Record<string, string> = { ...ordered.Meta, 'caravan.spec-hash': specHash(ordered) };
+  if (opts.gitCommit !== undefined) meta['caravan.git-commit'] = opts.gitCommit;
+  return { ...ordered, Meta: sortRecord(meta) };
 }
 
 function taskJob(workflow: Workflow, task: TaskSpec, opts: CompileOptions): NomadJob {

@@ -2,12 +2,14 @@
  * Benchmark runner: `npm run bench -- <suite> [--json]`. Prints a table for humans; with
  * --json the last line of stdout is one JSON object for machines.
  */
+import { compileBench } from './compileBench.js';
 import { validateBench } from './validateBench.js';
 
 type Suite = () => Promise<object> | object;
 
 const suites: Record<string, Suite> = {
   validate: () => validateBench(),
+  compile: () => compileBench(),
 };
 
 async function run(): Promise<number> {
