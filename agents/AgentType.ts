@@ -1,0 +1,40 @@
+import type { EnvMap, HttpSpec } from '../engine/spec/Workflow.js';
+
+/** What an agent is asked to do, with every `${{ }}` already resolved. */
+export interface AgentAction {
+  agent: string;
+  run?: string;
+  args?: string[];
+  http?: HttpSpec;
+  sleepMs?: number;
+  with?: Record<string, unknown>;
+  /** Literal environment; secret and host references are resolved by the runner. */
+  env: Record<string, string>;
+  workingDir?: string;
+  timeoutMs?: number;
+  /** Output names the task declares; only these are kept. */
+  outputs: string[];
+}
+
+export interface AgentIo {
+  /** One line of the task's output, in order; the runner bounds how many are kept. */
+  log(stream: 'stdout' | 'stderr', line: string): void;
+  /** Aborted on cancel; agents must stop promptly and kill what they started. */
+  signal: AbortSignal;
+  /** A private directory for this attempt (outputs file, scratch). */
+  scratchDir: string;
+  /** The directory relative working directories are resolved against. */
+  baseDir: string;
+}
+
+export type AgentResult =
+  | { ok: true; outputs: Record<string, string>; exitCode?: number }
+  | { ok: false; error: string; retryable: boolean; exitCode?: number };
+
+/** An agent type: shell, http, noop, sleep, or a plugin registered at start-up. */
+export interface AgentType {
+  readonly name: string;
+  run(action: AgentAction, io: AgentIo): Promise<AgentResult>;
+}
+
+export type { EnvMap };

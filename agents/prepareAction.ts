@@ -1,0 +1,81 @@
+import { interpolate, interpolateDeep, type ExpressionContext } from '../engine/run/evaluate.js';
+import { parseDuration } from '../engine/spec/parseDuration.js';
+import type { EnvMap, TaskSpec } from '../engine/spec/Workflow.js';
+import type { AgentAction } from './AgentType.js';
+
+export interface PreparedAction {
+  action: AgentAction;
+  /** Secret values put in the environment: masked wherever the task's logs go. */
+  secrets: string[];
+}
+
+/** Where a secret comes from when no Nomad Variables exist (local runs): an environment variable. */
+export function localSecretVariable(path: string, key: string): string {
+  return 'CARAVAN_SECRET_' + `${path}_${key}`.toUpperCase().replace(/[^A-Z0-9]/g, '_');
+}
+
+export type SecretResolver = (path: string, key: string) => string | undefined;
+
+export const environmentSecrets: SecretResolver = (path, key) => process.env[localSecretVariable(path, key)];
+
+/**
+ * Turns a task (or its compensation) into what an agent runs: `${{ }}` resolved from the
+ * attempt's context, secret and host references resolved where the task runs.
+ */
+export function prepareAction(spec: TaskSpec, kind: 'task' | 'compensate', ctx: ExpressionContext, defaults: { env?: EnvMap; timeoutMs?: number }, secrets: SecretResolver): PreparedAction {
+  const secretValues: string[] = [];
+  const resolveEnv = (env: EnvMap): Record<string, string> => {
+    const out: Record<string, string> = {};
+    for (const [k, v] of Object.entries(env)) {
+      if (typeof v === 'string') out[k] = interpolate(v, ctx);
+      else if ('secret' in v) {
+        const value = secrets(v.secret.path, v.secret.key);
+        if (value === undefined) throw new Error(`secret ${v.secret.path}#${v.secret.key} for ${k} is not available here (locally, set ${localSecretVariable(v.secret.path, v.secret.key)})`);
+        secretValues.push(value);
+        out[k] = value;
+      } else out[k] = process.env[v.fromHost] ?? '';
+    }
+    return out;
+  };
+  if (kind === 'compensate') {
+    const c = spec.compensate ?? {};
+    const action: AgentAction = {
+      agent: 'shell',
+      env: resolveEnv({ ...(defaults.env ?? {}), ...(spec.env ?? {}), ...(c.env ?? {}) }),
+      outputs: [],
+      ...(c.run !== undefined ? { run: interpolate(c.run, ctx) } : {}),
+      ...(c.args !== undefined ? { args: c.args.map((a) => interpolate(a, ctx)) } : {}),
+      ...(spec.workingDir !== undefined ? { workingDir: spec.workingDir } : {}),
+    };
+    const t = c.timeout !== undefined ? parseDuration(c.timeout) : defaults.timeoutMs;
+    if (t !== undefined) action.timeoutMs = t;
+    return { action, secrets: secretValues };
+  }
+  const agent = spec.agent ?? (spec.http !== undefined ? 'http' : spec.sleep !== undefined ? 'sleep' : 'shell');
+  const action: AgentAction = {
+    agent,
+    env: resolveEnv({ ...(defaults.env ?? {}), ...(spec.env ?? {}) }),
+    outputs: [...(spec.outputs ?? [])],
+  };
+  if (spec.run !== undefined) action.run = interpolate(spec.run, ctx);
+  if (spec.args !== undefined) action.args = spec.args.map((a) => interpolate(a, ctx));
+  if (spec.workingDir !== undefined) action.workingDir = interpolate(spec.workingDir, ctx);
+  if (spec.with !== undefined) action.with = interpolateDeep(spec.with, ctx);
+  if (spec.sleep !== undefined) action.sleepMs = parseDuration(spec.sleep) ?? 0;
+  if (spec.http !== undefined) {
+    const headers: Record<string, string> = {};
+    for (const [k, v] of Object.entries(spec.http.headers ?? {})) {
+      if (typeof v === 'string') headers[k] = interpolate(v, ctx);
+      else {
+        const value = secrets(v.secret.path, v.secret.key);
+        if (value === undefined) throw new Error(`secret ${v.secret.path}#${v.secret.key} for header ${k} is not available here (locally, set ${localSecretVariable(v.secret.path, v.secret.key)})`);
+        secretValues.push(value);
+        headers[k] = value;
+      }
+    }
+    action.http = { ...spec.http, url: interpolate(spec.http.url, ctx), headers, ...(spec.http.body !== undefined ? { body: interpolateDeep(spec.http.body, ctx) } : {}) };
+  }
+  const timeout = spec.timeout !== undefined ? parseDuration(spec.timeout) : defaults.timeoutMs;
+  if (timeout !== undefined) action.timeoutMs = timeout;
+  return { action, secrets: secretValues };
+}

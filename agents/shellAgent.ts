@@ -1,0 +1,139 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join, resolve } from 'node:path';
+import type { AgentAction, AgentIo, AgentResult, AgentType } from './AgentType.js';
+import { readOutputs } from './readOutputs.js';
+
+/** How long a process group gets between SIGTERM and SIGKILL. */
+export const KILL_GRACE_MS = 5_000;
+const MAX_LINE = 4096;
+
+/** Words the shell must interpret itself; a command using them always goes through /bin/sh. */
+const SHELL_ONLY = new Set(['cd', 'exit', 'export', 'set', 'unset', 'ulimit', 'umask', 'exec', '.', 'source', 'eval', 'read', 'wait', 'alias', 'shift', 'trap', 'return', 'break', 'continue', 'times', 'type', 'hash', 'command', 'builtin', 'readonly', 'local', 'getopts', 'jobs', 'fg', 'bg']);
+const SIMPLE = /^[A-Za-z0-9_/.,:+@%-]+( +[A-Za-z0-9_/.,:=+@%-]+)*$/;
+
+/**
+ * `run` goes through `/bin/sh -c`; `args` runs without a shell. As GNU make does, a `run`
+ * that is a plain command with no shell syntax at all is executed directly: same behaviour,
+ * one process fewer. Each attempt gets its own process group, so a timeout or cancel kills
+ * everything the command started.
+ */
+export const shellAgent: AgentType = {
+  name: 'shell',
+  async run(action: AgentAction, io: AgentIo): Promise<AgentResult> {
+    let argv: string[];
+    if (action.args !== undefined) argv = action.args;
+    else if (action.run !== undefined) {
+      const words = action.run.trim().split(/ +/);
+      argv = SIMPLE.test(action.run.trim()) && !SHELL_ONLY.has(words[0]!) ? words : ['/bin/sh', '-c', action.run];
+    } else return { ok: false, error: 'the shell agent needs run or args', retryable: false };
+    const outputsFile = join(io.scratchDir, 'outputs');
+    const cwd = action.workingDir !== undefined ? resolve(io.baseDir, action.workingDir) : io.baseDir;
+    return runProcess(argv, { ...process.env, ...action.env, CARAVAN_OUTPUTS: outputsFile }, cwd, action, io, outputsFile);
+  },
+};
+
+function runProcess(argv: string[], env: NodeJS.ProcessEnv, cwd: string, action: AgentAction, io: AgentIo, outputsFile: string): Promise<AgentResult> {
+  return new Promise((done) => {
+    let child: ChildProcess;
+    try {
+      child = spawn(argv[0]!, argv.slice(1), { cwd, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    } catch (e) {
+      done({ ok: false, error: `cannot start '${argv[0]}': ${(e as Error).message}`, retryable: false });
+      return;
+    }
+    let reason: 'timeout' | 'cancel' | undefined;
+    let killTimer: NodeJS.Timeout | undefined;
+    const kill = (why: 'timeout' | 'cancel'): void => {
+      if (reason !== undefined) return;
+      reason = why;
+      signalGroup(child, 'SIGTERM');
+      killTimer = setTimeout(() => signalGroup(child, 'SIGKILL'), KILL_GRACE_MS);
+    };
+    const timer = action.timeoutMs !== undefined ? setTimeout(() => kill('timeout'), action.timeoutMs) : undefined;
+    const onAbort = (): void => kill('cancel');
+    io.signal.addEventListener('abort', onAbort);
+    if (io.signal.aborted) kill('cancel');
+    lines(child.stdout!, (l) => io.log('stdout', l));
+    let lastErr = '';
+    lines(child.stderr!, (l) => {
+      lastErr = l;
+      io.log('stderr', l);
+    });
+    let spawnError: NodeJS.ErrnoException | undefined;
+    child.on('error', (e: NodeJS.ErrnoException) => {
+      spawnError = e;
+    });
+    child.on('close', (code, signal) => {
+      if (timer !== undefined) clearTimeout(timer);
+      if (killTimer !== undefined) clearTimeout(killTimer);
+      io.signal.removeEventListener('abort', onAbort);
+      // The group may still hold children that ignored SIGTERM.
+      if (reason !== undefined) signalGroup(child, 'SIGKILL');
+      if (spawnError !== undefined) {
+        const notFound = spawnError.code === 'ENOENT';
+        done({ ok: false, error: notFound ? `command not found: ${argv[0]}` : `cannot start '${argv[0]}': ${spawnError.message}`, retryable: false, exitCode: notFound ? 127 : 126 });
+        return;
+      }
+      if (reason === 'timeout') {
+        done({ ok: false, error: `timed out after ${formatMs(action.timeoutMs ?? 0)}; the process group was killed`, retryable: true });
+        return;
+      }
+      if (reason === 'cancel') {
+        done({ ok: false, error: 'cancelled', retryable: false });
+        return;
+      }
+      if (signal !== null) {
+        done({ ok: false, error: `killed by ${signal}`, retryable: true });
+        return;
+      }
+      if (code === 127) {
+        done({ ok: false, error: `command not found (exit 127)${lastErr !== '' ? `: ${lastErr}` : ''}`, retryable: false, exitCode: 127 });
+        return;
+      }
+      if (code !== 0) {
+        done({ ok: false, error: `exited with code ${code}${lastErr !== '' ? `: ${lastErr}` : ''}`, retryable: true, exitCode: code ?? -1 });
+        return;
+      }
+      void readOutputs(outputsFile, action.outputs).then((r) => {
+        done(r.ok ? { ok: true, outputs: r.outputs, exitCode: 0 } : { ok: false, error: r.error, retryable: false, exitCode: 0 });
+      });
+    });
+  });
+}
+
+function signalGroup(child: ChildProcess, sig: NodeJS.Signals): void {
+  if (child.pid === undefined) return;
+  try {
+    process.kill(-child.pid, sig);
+  } catch {
+    // Already gone.
+  }
+}
+
+function lines(stream: NodeJS.ReadableStream, onLine: (l: string) => void): void {
+  let buf = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (chunk: string) => {
+    buf += chunk;
+    let i = buf.indexOf('\n');
+    while (i !== -1) {
+      onLine(buf.slice(0, Math.min(i, MAX_LINE)));
+      buf = buf.slice(i + 1);
+      i = buf.indexOf('\n');
+    }
+    if (buf.length > MAX_LINE * 4) {
+      onLine(buf.slice(0, MAX_LINE));
+      buf = '';
+    }
+  });
+  stream.on('end', () => {
+    if (buf !== '') onLine(buf.slice(0, MAX_LINE));
+  });
+}
+
+export function formatMs(ms: number): string {
+  if (ms < 1000) return `${ms}ms`;
+  if (ms < 60_000) return `${+(ms / 1000).toFixed(1)}s`;
+  if (ms < 3_600_000) return `${+(ms / 60_000).toFixed(1)}m`;
+  return `${+(ms / 3_600_000).toFixed(1)}h`;
+}

@@ -1,0 +1,134 @@
+import { mkdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { AgentResult } from '../../agents/AgentType.js';
+import { AgentRegistry } from '../../agents/builtinAgents.js';
+import { environmentSecrets, prepareAction, type SecretResolver } from '../../agents/prepareAction.js';
+import { eventSubject, type Bus } from '../run/Bus.js';
+import type { Clock } from '../run/Clock.js';
+import type { Executor, StartRequest } from '../run/Executor.js';
+import { interpolateDeep } from '../run/evaluate.js';
+import { eventId, type RunEvent } from '../run/RunEvent.js';
+
+export interface ChildRunResult {
+  runId: string;
+  status: string;
+  outputs: Record<string, string>;
+}
+
+export interface LocalExecutorOptions {
+  /** Working directory of tasks (the repository root). */
+  baseDir: string;
+  registry?: AgentRegistry;
+  secrets?: SecretResolver;
+  /** Log lines kept per attempt; later lines are counted, not kept. */
+  maxLogLines?: number;
+  heartbeatMs?: number;
+  /** Runs a child workflow for `workflow:` tasks. */
+  runChild?: (name: string, params: Record<string, unknown>, parent: { runId: string; task: string }) => Promise<ChildRunResult>;
+}
+
+/**
+ * The embedded executor: each attempt runs in this process through the agent registry
+ * (shell commands as child processes in their own process group). It reports on the bus
+ * exactly as an agent inside a Nomad allocation would.
+ */
+export class LocalExecutor implements Executor {
+  private readonly running = new Map<string, AbortController>();
+  private readonly registry: AgentRegistry;
+  private readonly scratchRoot = join(tmpdir(), `caravan-${process.pid}`);
+
+  constructor(private readonly bus: Bus, private readonly clock: Clock, private readonly options: LocalExecutorOptions) {
+    this.registry = options.registry ?? new AgentRegistry();
+  }
+
+  start(req: StartRequest): void {
+    const key = `${req.runId}:${req.dispatch.instance}:${req.dispatch.attempt}`;
+    const abort = new AbortController();
+    this.running.set(key, abort);
+    void this.execute(req, abort.signal).finally(() => this.running.delete(key));
+  }
+
+  cancel(runId: string, instance: string, attempt: number): void {
+    this.running.get(`${runId}:${instance}:${attempt}`)?.abort();
+  }
+
+  async close(): Promise<void> {
+    for (const a of this.running.values()) a.abort();
+    await rm(this.scratchRoot, { recursive: true, force: true });
+  }
+
+  private publish(req: StartRequest, e: RunEvent): void {
+    this.bus.publish(eventSubject(req.plan.workflow.metadata.name, req.runId, req.dispatch.instance), e, { msgId: eventId(e), origin: 'agent' });
+  }
+
+  private async execute(req: StartRequest, signal: AbortSignal): Promise<void> {
+    const { dispatch, plan, runId } = req;
+    const task = plan.tasks.get(dispatch.task)!;
+    const base = { runId, task: dispatch.instance, attempt: dispatch.attempt };
+    this.publish(req, { ...base, type: 'task.started', at: this.clock.now() });
+    const maxLines = this.options.maxLogLines ?? 1000;
+    let logged = 0;
+    let dropped = 0;
+    let secrets: string[] = [];
+    const log = (stream: 'stdout' | 'stderr', line: string): void => {
+      if (logged >= maxLines) {
+        dropped++;
+        return;
+      }
+      logged++;
+      let masked = line;
+      for (const s of secrets) if (s.length >= 3) masked = masked.split(s).join('***');
+      this.publish(req, { ...base, type: 'task.log', at: this.clock.now() + logged / 1000, stream, line: masked });
+    };
+    const heartbeatMs = this.options.heartbeatMs ?? 5000;
+    let hb: ReturnType<Clock['setTimer']> | undefined;
+    const scheduleBeat = (): void => {
+      hb = this.clock.setTimer(() => {
+        this.publish(req, { ...base, type: 'task.heartbeat', at: this.clock.now() });
+        scheduleBeat();
+      }, heartbeatMs);
+    };
+    scheduleBeat();
+    let result: AgentResult;
+    let scratch: string | undefined;
+    try {
+      if (task.kind === 'workflow' && dispatch.kind === 'task') {
+        result = await this.runChild(req);
+      } else {
+        const defaults = plan.workflow.spec.defaults ?? {};
+        const prepared = prepareAction(task.spec, dispatch.kind, dispatch.context, { ...(defaults.env !== undefined ? { env: defaults.env } : {}), ...(task.timeoutMs !== undefined ? { timeoutMs: task.timeoutMs } : {}) }, this.options.secrets ?? environmentSecrets);
+        secrets = prepared.secrets;
+        const agent = this.registry.get(prepared.action.agent);
+        if (agent === undefined) {
+          result = { ok: false, error: `unknown agent type '${prepared.action.agent}' (known: ${this.registry.names().join(', ')})`, retryable: false };
+        } else {
+          if (agent.name === 'shell') {
+            scratch = join(this.scratchRoot, `${runId}-${dispatch.instance.replace(/[^A-Za-z0-9_-]/g, '_')}-${dispatch.attempt}`);
+            await mkdir(scratch, { recursive: true });
+          }
+          result = await agent.run(prepared.action, { log, signal, scratchDir: scratch ?? this.scratchRoot, baseDir: this.options.baseDir });
+        }
+      }
+    } catch (e) {
+      result = { ok: false, error: e instanceof Error ? e.message : String(e), retryable: false };
+    } finally {
+      if (hb !== undefined) this.clock.clearTimer(hb);
+    }
+    if (scratch !== undefined) await rm(scratch, { recursive: true, force: true });
+    if (dropped > 0) this.publish(req, { ...base, type: 'task.log', at: this.clock.now() + (logged + 1) / 1000, stream: 'stderr', line: `[caravan] ${dropped} more log lines were not kept (limit ${maxLines} per attempt)` });
+    if (signal.aborted) return; // the engine already recorded the cancellation
+    const at = this.clock.now();
+    if (result.ok) this.publish(req, { ...base, type: 'task.succeeded', at, outputs: result.outputs, ...(result.exitCode !== undefined ? { exitCode: result.exitCode } : {}) });
+    else this.publish(req, { ...base, type: 'task.failed', at, error: result.error, retryable: result.retryable, ...(result.exitCode !== undefined ? { exitCode: result.exitCode } : {}) });
+  }
+
+  private async runChild(req: StartRequest): Promise<AgentResult> {
+    const spec = req.plan.tasks.get(req.dispatch.task)!.spec.workflow!;
+    if (this.options.runChild === undefined) return { ok: false, error: `cannot run child workflow '${spec.name}': no run service attached`, retryable: false };
+    const params = interpolateDeep(spec.params ?? {}, req.dispatch.context);
+    const child = await this.options.runChild(spec.name, params, { runId: req.runId, task: req.dispatch.instance });
+    if (child.status !== 'succeeded') return { ok: false, error: `child run ${child.runId} of '${spec.name}' ${child.status}`, retryable: false };
+    return { ok: true, outputs: { runId: child.runId, ...child.outputs } };
+  }
+}

@@ -1,0 +1,202 @@
+import { eventSubject, runSubjects, type Bus } from './Bus.js';
+import type { Clock, TimerHandle } from './Clock.js';
+import type { Executor } from './Executor.js';
+import { eventId, isFinal, type RunEvent } from './RunEvent.js';
+import type { RunPlan } from './RunPlan.js';
+import type { RunState } from './RunState.js';
+import { applyRunEvent, initialRunState } from './reduceRun.js';
+import { scheduleRun } from './scheduleRun.js';
+
+/** Receives every event the engine applied, in order (progress display, journal, audit). */
+export type RunListener = (event: RunEvent, state: RunState) => void;
+
+/** Event types an executor or agent reports; everything else is decided by the engine. */
+const AGENT_EVENTS = new Set<RunEvent['type']>(['task.started', 'task.heartbeat', 'task.log', 'task.succeeded', 'task.failed']);
+
+export interface RunEngineDeps {
+  plan: RunPlan;
+  runId: string;
+  executor: Executor;
+  bus: Bus;
+  clock: Clock;
+  /** How often to look for silent attempts (timeouts past their grace). */
+  tickMs?: number;
+}
+
+/**
+ * Drives one run: it applies events through the reducer, asks the scheduler what to do,
+ * records the scheduler's events, and starts or stops attempts on the executor. Agents'
+ * reports arrive on the bus and are applied in batches, followed by one scheduling pass.
+ */
+export class RunEngine {
+  readonly state: RunState;
+  private readonly listeners: RunListener[] = [];
+  private readonly unsubscribe: () => void;
+  private inbox: RunEvent[] = [];
+  private draining = false;
+  private wakeTimer: TimerHandle | undefined;
+  private wakeAt: number | undefined;
+  private tickTimer: TimerHandle | undefined;
+  private finished: Promise<RunState>;
+  private resolveFinished!: (s: RunState) => void;
+  private stepping = false;
+
+  constructor(private readonly deps: RunEngineDeps) {
+    this.state = initialRunState(deps.plan, deps.runId);
+    this.finished = new Promise((r) => { this.resolveFinished = r; });
+    this.unsubscribe = deps.bus.subscribe(runSubjects(deps.plan.workflow.metadata.name, deps.runId), (event, meta) => {
+      if (meta.origin === 'engine' || !AGENT_EVENTS.has(event.type)) return;
+      this.inbox.push(event);
+      if (!this.draining) {
+        this.draining = true;
+        queueMicrotask(() => this.drain());
+      }
+    });
+  }
+
+  onEvent(listener: RunListener): void {
+    this.listeners.push(listener);
+  }
+
+  /** Resolves with the final state once the run has succeeded, failed or been cancelled. */
+  done(): Promise<RunState> {
+    return this.finished;
+  }
+
+  start(params: Record<string, unknown>, trigger: string, commit?: string): void {
+    const now = this.deps.clock.now();
+    const deadline = this.deps.plan.deadlineMs !== undefined ? now + this.deps.plan.deadlineMs : undefined;
+    this.record({ runId: this.deps.runId, at: now, type: 'run.started', workflow: this.deps.plan.workflow.metadata.name, params, trigger, ...(commit !== undefined ? { commit } : {}), ...(deadline !== undefined ? { deadline } : {}) });
+    this.startTicking();
+    this.step();
+  }
+
+  /**
+   * Continues a run from its recorded events. Attempts that were in flight when the previous
+   * engine stopped cannot be trusted to report (their process died with it), so each one is
+   * recorded as failed and retried under the task's policy; finished tasks never run again.
+   */
+  resume(events: readonly RunEvent[], reason = 'the engine stopped while this attempt was running'): void {
+    for (const e of events) applyRunEvent(this.state, this.deps.plan, e);
+    if (isFinal(this.state.status)) {
+      this.finish();
+      return;
+    }
+    const now = this.deps.clock.now();
+    for (const key of [...this.state.active]) {
+      const inst = this.state.instances.get(key)!;
+      this.record({ runId: this.deps.runId, at: now, type: 'task.failed', task: key, attempt: inst.attempt, error: `lost: ${reason}`, retryable: true });
+    }
+    this.startTicking();
+    this.step();
+  }
+
+  approve(task: string, by: string): boolean {
+    return this.control({ runId: this.deps.runId, at: this.deps.clock.now(), type: 'approval.granted', task, by });
+  }
+
+  reject(task: string, by: string, reason?: string): boolean {
+    return this.control({ runId: this.deps.runId, at: this.deps.clock.now(), type: 'approval.rejected', task, by, ...(reason !== undefined ? { reason } : {}) });
+  }
+
+  pause(by: string): boolean {
+    return this.control({ runId: this.deps.runId, at: this.deps.clock.now(), type: 'run.paused', by });
+  }
+
+  resumeRun(by: string): boolean {
+    return this.control({ runId: this.deps.runId, at: this.deps.clock.now(), type: 'run.resumed', by });
+  }
+
+  cancel(by: string, reason?: string): boolean {
+    const active = [...this.state.active].map((k) => [k, this.state.instances.get(k)!.attempt] as const);
+    const ok = this.control({ runId: this.deps.runId, at: this.deps.clock.now(), type: 'run.cancelled', by, ...(reason !== undefined ? { reason } : {}) });
+    if (ok) for (const [k, attempt] of active) this.deps.executor.cancel(this.deps.runId, k, attempt);
+    return ok;
+  }
+
+  private control(e: RunEvent): boolean {
+    const ok = this.record(e);
+    if (ok) this.step();
+    return ok;
+  }
+
+  private drain(): void {
+    this.draining = false;
+    const batch = this.inbox;
+    this.inbox = [];
+    for (const e of batch) this.record(e);
+    this.step();
+  }
+
+  /** Applies an event and tells listeners; false when the reducer ignored it. */
+  private record(e: RunEvent): boolean {
+    if (!applyRunEvent(this.state, this.deps.plan, e)) return false;
+    for (const l of this.listeners) l(e, this.state);
+    if (!AGENT_EVENTS.has(e.type)) {
+      const task = 'task' in e ? e.task : undefined;
+      this.deps.bus.publish(eventSubject(this.deps.plan.workflow.metadata.name, this.deps.runId, task), e, { msgId: eventId(e), origin: 'engine' });
+    }
+    return true;
+  }
+
+  private step(timerPass = false): void {
+    if (this.stepping) return;
+    this.stepping = true;
+    try {
+      let wakeAt: number | undefined;
+      let pass = timerPass;
+      for (;;) {
+        const d = scheduleRun(this.state, this.deps.plan, this.deps.clock.now(), { timerPass: pass });
+        pass = false;
+        if (d.wakeAt !== undefined) wakeAt = d.wakeAt;
+        if (d.events.length === 0 && d.dispatch.length === 0 && d.cancel.length === 0) break;
+        for (const e of d.events) this.record(e);
+        for (const c of d.cancel) this.deps.executor.cancel(this.deps.runId, c.instance, c.attempt);
+        for (const x of d.dispatch) {
+          // Only attempts the reducer accepted as queued are started.
+          const inst = this.state.instances.get(x.instance);
+          if (inst?.status === 'queued' && inst.attempt === x.attempt) this.deps.executor.start({ runId: this.deps.runId, plan: this.deps.plan, dispatch: x });
+        }
+      }
+      if (isFinal(this.state.status)) {
+        this.finish();
+        return;
+      }
+      this.setWake(wakeAt);
+    } finally {
+      this.stepping = false;
+    }
+  }
+
+  private setWake(at: number | undefined): void {
+    if (at === this.wakeAt) return;
+    if (this.wakeTimer !== undefined) this.deps.clock.clearTimer(this.wakeTimer);
+    this.wakeTimer = undefined;
+    this.wakeAt = at;
+    if (at !== undefined) {
+      this.wakeTimer = this.deps.clock.setTimer(() => {
+        this.wakeTimer = undefined;
+        this.wakeAt = undefined;
+        this.step();
+      }, at - this.deps.clock.now());
+    }
+  }
+
+  private startTicking(): void {
+    const ms = this.deps.tickMs ?? 1000;
+    const tick = (): void => {
+      this.tickTimer = undefined;
+      if (isFinal(this.state.status)) return;
+      this.step(true);
+      if (!isFinal(this.state.status)) this.tickTimer = this.deps.clock.setTimer(tick, ms);
+    };
+    this.tickTimer = this.deps.clock.setTimer(tick, ms);
+  }
+
+  private finish(): void {
+    if (this.wakeTimer !== undefined) this.deps.clock.clearTimer(this.wakeTimer);
+    if (this.tickTimer !== undefined) this.deps.clock.clearTimer(this.tickTimer);
+    this.unsubscribe();
+    this.resolveFinished(this.state);
+  }
+}

@@ -1,0 +1,71 @@
+/**
+ * Everything that happens to a run is one of these events; the run's state is a fold of them
+ * (reduceRun). Events carry their own time, so replaying them never reads a clock. `task` is
+ * an instance key: the task name, or `name[i]` for the i-th item of a forEach.
+ */
+export type RunStatus = 'running' | 'paused' | 'succeeded' | 'failed' | 'cancelled';
+
+export type TaskStatus =
+  | 'pending'
+  | 'queued'
+  | 'running'
+  | 'retrying'
+  | 'waiting'
+  | 'succeeded'
+  | 'failed'
+  | 'skipped'
+  | 'cancelled';
+
+interface Base {
+  runId: string;
+  /** Milliseconds since the epoch, from the engine's clock when the event was made. */
+  at: number;
+}
+
+export type RunEvent =
+  | (Base & { type: 'run.started'; workflow: string; params: Record<string, unknown>; commit?: string; trigger: string; deadline?: number })
+  | (Base & { type: 'task.expanded'; task: string; items: unknown[] })
+  | (Base & { type: 'task.ready'; task: string })
+  | (Base & { type: 'task.queued'; task: string; attempt: number })
+  | (Base & { type: 'task.started'; task: string; attempt: number })
+  | (Base & { type: 'task.heartbeat'; task: string; attempt: number })
+  | (Base & { type: 'task.log'; task: string; attempt: number; stream: 'stdout' | 'stderr'; line: string })
+  | (Base & { type: 'task.succeeded'; task: string; attempt: number; outputs: Record<string, string>; exitCode?: number })
+  | (Base & { type: 'task.failed'; task: string; attempt: number; error: string; exitCode?: number; retryable: boolean })
+  | (Base & { type: 'task.retry-scheduled'; task: string; attempt: number; retryAt: number })
+  | (Base & { type: 'task.skipped'; task: string; reason: string })
+  | (Base & { type: 'task.cancelled'; task: string; attempt: number; reason: string })
+  | (Base & { type: 'approval.requested'; task: string; timeoutAt?: number; message?: string })
+  | (Base & { type: 'approval.granted'; task: string; by: string })
+  | (Base & { type: 'approval.rejected'; task: string; by: string; reason?: string })
+  | (Base & { type: 'compensation.started'; task: string; attempt: number })
+  | (Base & { type: 'compensation.finished'; task: string; attempt: number; ok: boolean; error?: string })
+  | (Base & { type: 'breaker.opened'; key: string; until: number })
+  | (Base & { type: 'breaker.closed'; key: string })
+  | (Base & { type: 'run.paused'; by: string })
+  | (Base & { type: 'run.resumed'; by: string })
+  | (Base & { type: 'run.cancelled'; by: string; reason?: string })
+  | (Base & { type: 'run.failing'; reason: string })
+  | (Base & { type: 'run.succeeded' })
+  | (Base & { type: 'run.failed'; reason: string })
+  | (Base & { type: 'checkpoint'; seq: number });
+
+export type RunEventType = RunEvent['type'];
+
+/** The de-duplication key, as used for Nats-Msg-Id: `<run>:<task>:<attempt>:<event>`. */
+export function eventId(e: RunEvent): string {
+  const task = 'task' in e ? e.task : 'key' in e ? e.key : '-';
+  const attempt = 'attempt' in e ? e.attempt : 0;
+  // Logs and heartbeats repeat legitimately; their time makes each one distinct.
+  const suffix = e.type === 'task.log' || e.type === 'task.heartbeat' || e.type === 'breaker.opened' || e.type === 'breaker.closed' ? `:${e.at}` : '';
+  return `${e.runId}:${task}:${attempt}:${e.type}${suffix}`;
+}
+
+/** A run is over when it reaches one of these; no event changes it afterwards. */
+export function isFinal(status: RunStatus): boolean {
+  return status === 'succeeded' || status === 'failed' || status === 'cancelled';
+}
+
+export function isTaskDone(status: TaskStatus): boolean {
+  return status === 'succeeded' || status === 'failed' || status === 'skipped' || status === 'cancelled';
+}

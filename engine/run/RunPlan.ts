@@ -1,0 +1,143 @@
+import { buildDag } from '../graph/buildDag.js';
+import { collectReferences, findTemplates, parseExpression } from '../spec/parseExpression.js';
+import { parseDuration } from '../spec/parseDuration.js';
+import type { RetryPolicy, TaskSpec, Workflow } from '../spec/Workflow.js';
+
+export type TaskKind = 'agent' | 'pool' | 'approval' | 'workflow';
+
+export interface ResolvedRetry {
+  attempts: number;
+  backoff: 'fixed' | 'linear' | 'exponential';
+  delayMs: number;
+  maxDelayMs: number;
+  jitter: boolean;
+}
+
+export interface PlannedTask {
+  name: string;
+  spec: TaskSpec;
+  kind: TaskKind;
+  needs: string[];
+  dependents: string[];
+  /** Position in a topological order of its DAG; compensation runs in decreasing order. */
+  topoIndex: number;
+  onFailure: boolean;
+  retry: ResolvedRetry;
+  timeoutMs: number | undefined;
+  /** Agent type, or `pool:<name>`: the unit a circuit breaker protects. */
+  breakerKey: string;
+  /** Tasks whose status or outputs this task's expressions read: only they go in its context. */
+  reads: string[];
+}
+
+/** The static shape of a run, derived once from the workflow; the reducer and scheduler share it. */
+export interface RunPlan {
+  workflow: Workflow;
+  tasks: Map<string, PlannedTask>;
+  mainRoots: string[];
+  failureRoots: string[];
+  failFast: boolean;
+  deadlineMs: number | undefined;
+  maxParallel: number;
+  /** Running-task limit of each pool: count x concurrency. */
+  poolLimits: Map<string, number>;
+}
+
+export interface PlanOptions {
+  /** Upper bound on tasks running at once in one run (the workflow may set a lower one). */
+  maxParallel: number;
+}
+
+const DEFAULT_RETRY: ResolvedRetry = { attempts: 1, backoff: 'exponential', delayMs: 1000, maxDelayMs: 300_000, jitter: true };
+
+function resolveRetry(r: RetryPolicy | undefined, base: ResolvedRetry): ResolvedRetry {
+  if (r === undefined) return base;
+  return {
+    attempts: r.attempts ?? base.attempts,
+    backoff: r.backoff ?? base.backoff,
+    delayMs: r.delay !== undefined ? (parseDuration(r.delay) ?? base.delayMs) : base.delayMs,
+    maxDelayMs: r.maxDelay !== undefined ? (parseDuration(r.maxDelay) ?? base.maxDelayMs) : base.maxDelayMs,
+    jitter: r.jitter ?? base.jitter,
+  };
+}
+
+function kindOf(t: TaskSpec): TaskKind {
+  if (t.approval !== undefined) return 'approval';
+  if (t.workflow !== undefined) return 'workflow';
+  if (t.pool !== undefined) return 'pool';
+  return 'agent';
+}
+
+function agentType(t: TaskSpec): string {
+  return t.agent ?? (t.http !== undefined ? 'http' : t.sleep !== undefined ? 'sleep' : 'shell');
+}
+
+/** Task names read through `tasks.X` anywhere in the task's strings. */
+function readsOf(t: TaskSpec, known: Set<string>): string[] {
+  const out = new Set<string>();
+  const visit = (v: unknown): void => {
+    if (typeof v === 'string') {
+      const sources: string[] = [];
+      if (v.includes('${{')) {
+        const scan = findTemplates(v);
+        if (scan.ok) sources.push(...scan.templates.map((x) => x.source));
+      }
+      for (const src of sources) {
+        const p = parseExpression(src);
+        if (p.ok) for (const r of collectReferences(p.expr)) if (r.context === 'tasks' && r.segments[0] !== undefined && known.has(r.segments[0])) out.add(r.segments[0]);
+      }
+    } else if (Array.isArray(v)) v.forEach(visit);
+    else if (v !== null && typeof v === 'object') Object.values(v).forEach(visit);
+  };
+  visit(t);
+  // `when` may be a bare expression without ${{ }}.
+  if (t.when !== undefined && !t.when.includes('${{')) {
+    const p = parseExpression(t.when);
+    if (p.ok) for (const r of collectReferences(p.expr)) if (r.context === 'tasks' && r.segments[0] !== undefined && known.has(r.segments[0])) out.add(r.segments[0]);
+  }
+  return [...out];
+}
+
+export function buildRunPlan(workflow: Workflow, options: PlanOptions): RunPlan {
+  const spec = workflow.spec;
+  const defaults = spec.defaults ?? {};
+  const baseRetry = resolveRetry(defaults.retry, DEFAULT_RETRY);
+  const defaultTimeout = defaults.timeout !== undefined ? parseDuration(defaults.timeout) : undefined;
+  const all = [...spec.tasks.map((t) => [t, false] as const), ...(spec.onFailure ?? []).map((t) => [t, true] as const)];
+  const known = new Set(all.map(([t]) => t.name));
+  const tasks = new Map<string, PlannedTask>();
+  for (const [t, onFailure] of all) {
+    tasks.set(t.name, {
+      name: t.name,
+      spec: t,
+      kind: kindOf(t),
+      needs: [...(t.needs ?? [])],
+      dependents: [],
+      topoIndex: 0,
+      onFailure,
+      retry: resolveRetry(t.retry, baseRetry),
+      timeoutMs: t.timeout !== undefined ? parseDuration(t.timeout) : defaultTimeout,
+      breakerKey: t.pool !== undefined ? `pool:${t.pool}` : `agent:${agentType(t)}`,
+      reads: readsOf(t, known),
+    });
+  }
+  for (const t of tasks.values()) for (const n of t.needs) tasks.get(n)?.dependents.push(t.name);
+  for (const group of [spec.tasks, spec.onFailure ?? []]) {
+    const dag = buildDag(group.map((t) => ({ name: t.name, needs: t.needs ?? [] })));
+    let i = 0;
+    for (const gen of dag.generations) for (const name of gen) tasks.get(name)!.topoIndex = i++;
+  }
+  const poolLimits = new Map<string, number>();
+  for (const [name, p] of Object.entries(spec.pools ?? {})) poolLimits.set(name, p.count * (p.concurrency ?? 1));
+  const limit = spec.concurrency?.maxParallelTasks;
+  return {
+    workflow,
+    tasks,
+    mainRoots: spec.tasks.filter((t) => (t.needs ?? []).length === 0).map((t) => t.name),
+    failureRoots: (spec.onFailure ?? []).filter((t) => (t.needs ?? []).length === 0).map((t) => t.name),
+    failFast: spec.failFast ?? true,
+    deadlineMs: spec.timeout !== undefined ? parseDuration(spec.timeout) : undefined,
+    maxParallel: limit !== undefined ? Math.min(limit, options.maxParallel) : options.maxParallel,
+    poolLimits,
+  };
+}

@@ -1,0 +1,94 @@
+import { Evaluator, data } from '@actions/expressions';
+import { findTemplates, parseExpression } from '../spec/parseExpression.js';
+
+/** What an expression may read at run time: nothing else exists for it. */
+export interface ExpressionContext {
+  params: Record<string, unknown>;
+  tasks: Record<string, { status: string; outputs: Record<string, unknown>; exitCode?: number; attempts: number }>;
+  item?: unknown;
+  run: Record<string, unknown>;
+}
+
+export class ExpressionEvaluationError extends Error {
+  constructor(readonly expression: string, message: string) {
+    super(`expression '${expression.trim()}': ${message}`);
+    this.name = 'ExpressionEvaluationError';
+  }
+}
+
+function toData(value: unknown): data.ExpressionData {
+  return JSON.parse(JSON.stringify(value ?? null), data.reviver) as data.ExpressionData;
+}
+
+function fromData(d: data.ExpressionData): unknown {
+  return JSON.parse(JSON.stringify(d, data.replacer)) as unknown;
+}
+
+function contextData(ctx: ExpressionContext): data.Dictionary {
+  const dict = new data.Dictionary();
+  dict.add('params', toData(ctx.params));
+  dict.add('tasks', toData(ctx.tasks));
+  dict.add('item', toData(ctx.item));
+  dict.add('run', toData(ctx.run));
+  return dict;
+}
+
+/** Evaluates one expression (the text inside `${{ }}`) to a plain value. */
+export function evaluateExpression(source: string, ctx: ExpressionContext): unknown {
+  const parsed = parseExpression(source);
+  if (!parsed.ok) throw new ExpressionEvaluationError(source, parsed.message);
+  try {
+    return fromData(new Evaluator(parsed.expr, contextData(ctx)).evaluate());
+  } catch (e) {
+    throw new ExpressionEvaluationError(source, e instanceof Error ? e.message : String(e));
+  }
+}
+
+/** Actions truthiness: false, 0, '', null and undefined are false. */
+export function truthy(v: unknown): boolean {
+  return !(v === false || v === 0 || v === '' || v === null || v === undefined || (typeof v === 'number' && Number.isNaN(v)));
+}
+
+/** A `when` condition, with or without `${{ }}`. */
+export function evaluateCondition(when: string, ctx: ExpressionContext): boolean {
+  const scan = findTemplates(when);
+  if (scan.ok && scan.templates.length === 1) return truthy(evaluateExpression(scan.templates[0]!.source, ctx));
+  return truthy(evaluateExpression(when, ctx));
+}
+
+/** A value that is exactly one `${{ }}` keeps its type (lists for forEach); otherwise undefined. */
+export function evaluateSingle(s: string, ctx: ExpressionContext): unknown {
+  const scan = findTemplates(s);
+  if (!scan.ok) throw new ExpressionEvaluationError(s, scan.message);
+  const t = scan.templates[0];
+  if (scan.templates.length !== 1 || t === undefined) throw new ExpressionEvaluationError(s, 'expected a single ${{ }} expression');
+  return evaluateExpression(t.source, ctx);
+}
+
+/** Replaces every `${{ }}` in a string by its value: scalars as text, lists and maps as JSON. */
+export function interpolate(s: string, ctx: ExpressionContext): string {
+  if (!s.includes('${{')) return s;
+  const scan = findTemplates(s);
+  if (!scan.ok) throw new ExpressionEvaluationError(s, scan.message);
+  let out = '';
+  let last = 0;
+  for (const t of scan.templates) {
+    out += s.slice(last, t.start);
+    const v = evaluateExpression(t.source, ctx);
+    out += v === null || v === undefined ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v);
+    last = t.start + 3 + t.source.length + 2;
+  }
+  return out + s.slice(last);
+}
+
+/** Interpolates every string inside a value (args lists, env maps, request bodies). */
+export function interpolateDeep<T>(value: T, ctx: ExpressionContext): T {
+  if (typeof value === 'string') return interpolate(value, ctx) as T;
+  if (Array.isArray(value)) return value.map((v: unknown) => interpolateDeep(v, ctx)) as T;
+  if (value !== null && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[k] = interpolateDeep(v, ctx);
+    return out as T;
+  }
+  return value;
+}

@@ -1,0 +1,332 @@
+import { parseDuration } from '../spec/parseDuration.js';
+import { ExpressionEvaluationError, evaluateCondition, evaluateSingle, interpolate, type ExpressionContext } from './evaluate.js';
+import { isTaskDone, type RunEvent } from './RunEvent.js';
+import type { PlannedTask, RunPlan } from './RunPlan.js';
+import type { InstanceState, RunState } from './RunState.js';
+import { BREAKER_THRESHOLD } from './reduceRun.js';
+
+/** How long a breaker stays open before it lets one probe through. */
+export const BREAKER_COOLDOWN_MS = 30_000;
+/** How long past its timeout a silent attempt is given before the engine fails it itself. */
+export const TIMEOUT_GRACE_MS = 30_000;
+export const DEFAULT_APPROVAL_TIMEOUT_MS = 24 * 3_600_000;
+
+/** An attempt the executor must start. */
+export interface Dispatch {
+  instance: string;
+  task: string;
+  attempt: number;
+  kind: 'task' | 'compensate';
+  index?: number;
+  item?: unknown;
+  context: ExpressionContext;
+}
+
+export interface Decision {
+  /** Apply these, in order, through reduceRun before dispatching. */
+  events: RunEvent[];
+  dispatch: Dispatch[];
+  /** Attempts the executor must stop. */
+  cancel: Array<{ instance: string; attempt: number }>;
+  /** The earliest time the scheduler wants to be asked again, if nothing happens before. */
+  wakeAt?: number;
+}
+
+export interface ScheduleOptions {
+  /** Woken by a timer rather than an event: also look for attempts that went silent. */
+  timerPass?: boolean;
+}
+
+/**
+ * Decides what happens next in a run. Pure: it reads the state, the plan and `now`, and
+ * returns events to record and attempts to start or stop. Call it again after applying its
+ * events until it returns no events; each call only looks at what changed (the ready,
+ * runnable and retrying sets), so a step costs the same whatever the size of the run.
+ */
+export function scheduleRun(state: RunState, plan: RunPlan, now: number, options: ScheduleOptions = {}): Decision {
+  const d: Decision = { events: [], dispatch: [], cancel: [] };
+  if (state.phase === 'done' || state.status === 'succeeded' || state.status === 'failed' || state.status === 'cancelled') return d;
+  const emit = (e: RunEvent): void => { d.events.push(e); };
+  const base = { runId: state.runId, at: now };
+
+  if (state.deadline !== undefined && now >= state.deadline && state.phase === 'main') {
+    failEverything(state, plan, d, base, 'run deadline exceeded');
+  }
+  if (options.timerPass === true) checkTimeouts(state, plan, d, base, now);
+  for (const key of state.waitingApprovals) {
+    const inst = state.instances.get(key)!;
+    const timeoutAt = inst.approval?.timeoutAt;
+    if (timeoutAt !== undefined && now >= timeoutAt) {
+      const onTimeout = plan.tasks.get(inst.task)?.spec.approval?.onTimeout ?? 'reject';
+      emit(onTimeout === 'approve' ? { ...base, type: 'approval.granted', task: key, by: 'timeout' } : { ...base, type: 'approval.rejected', task: key, by: 'timeout', reason: 'no decision before the approval timeout' });
+    }
+  }
+
+  const stopping = state.phase === 'main' && state.failureReason !== undefined && plan.failFast;
+  for (const name of state.blocked) {
+    const g = state.groups.get(name)!;
+    emit({ ...base, type: 'task.skipped', task: name, reason: g.reason ?? 'a need did not succeed' });
+  }
+  if (stopping) {
+    for (const name of state.ready) emit({ ...base, type: 'task.skipped', task: name, reason: `run is failing (${state.failureReason})` });
+    for (const key of [...state.runnable, ...state.retrying]) emit({ ...base, type: 'task.skipped', task: key, reason: `run is failing (${state.failureReason})` });
+  }
+
+  if (!stopping && state.status === 'running') {
+    for (const name of state.ready) decideReady(state, plan, d, base, now, name);
+    for (const key of state.retrying) {
+      const inst = state.instances.get(key)!;
+      if (inst.kind === 'compensate') continue;
+      if (inst.retryAt === undefined) {
+        emit({ ...base, type: 'task.retry-scheduled', task: key, attempt: inst.attempt + 1, retryAt: now + retryDelay(state.runId, key, inst.attempt, plan.tasks.get(inst.task)!) });
+      } else if (inst.retryAt > now) {
+        wake(d, inst.retryAt);
+      }
+    }
+  }
+
+  openBreakers(state, d, base, now);
+  if (!stopping && state.status === 'running') startCandidates(state, plan, d, base, now);
+
+  if (state.phase === 'compensating' && state.status !== 'paused') compensate(state, plan, d, base, now);
+  if (state.phase === 'main' && state.mainDone === state.mainTotal && d.events.length === 0) {
+    emit(state.failureReason !== undefined ? { ...base, type: 'run.failing', reason: state.failureReason } : { ...base, type: 'run.succeeded' });
+  }
+  if (state.phase === 'onFailure' && state.failureDone === state.failureTotal && d.events.length === 0) {
+    emit({ ...base, type: 'run.failed', reason: state.failureReason ?? 'failed' });
+  }
+  if (state.deadline !== undefined && state.phase === 'main') wake(d, state.deadline);
+  for (const key of state.waitingApprovals) {
+    const t = state.instances.get(key)!.approval?.timeoutAt;
+    if (t !== undefined) wake(d, t);
+  }
+  return d;
+}
+
+/** A task whose needs are met but that needs a decision: `when`, forEach or an approval gate. */
+function decideReady(state: RunState, plan: RunPlan, d: Decision, base: Base, now: number, name: string): void {
+  const t = plan.tasks.get(name)!;
+  const ctx = contextFor(state, plan, t, undefined);
+  if (t.spec.when !== undefined) {
+    let ok: boolean;
+    try {
+      ok = evaluateCondition(t.spec.when, ctx);
+    } catch (err) {
+      failBeforeStart(d, base, name, err);
+      return;
+    }
+    if (!ok) {
+      d.events.push({ ...base, type: 'task.skipped', task: name, reason: `when '${t.spec.when.trim()}' is false` });
+      return;
+    }
+  }
+  if (t.kind === 'approval') {
+    const a = t.spec.approval!;
+    const timeout = a.timeout !== undefined ? (parseDuration(a.timeout) ?? DEFAULT_APPROVAL_TIMEOUT_MS) : DEFAULT_APPROVAL_TIMEOUT_MS;
+    let message: string | undefined;
+    try {
+      message = a.message !== undefined ? interpolate(a.message, ctx) : undefined;
+    } catch (err) {
+      failBeforeStart(d, base, name, err);
+      return;
+    }
+    d.events.push({ ...base, type: 'approval.requested', task: name, timeoutAt: now + timeout, ...(message !== undefined ? { message } : {}) });
+    return;
+  }
+  if (t.spec.forEach !== undefined) {
+    let items: unknown;
+    try {
+      items = Array.isArray(t.spec.forEach) ? t.spec.forEach : evaluateSingle(t.spec.forEach, ctx);
+    } catch (err) {
+      failBeforeStart(d, base, name, err);
+      return;
+    }
+    if (!Array.isArray(items)) {
+      failBeforeStart(d, base, name, new Error(`forEach must yield a list, got ${(JSON.stringify(items) ?? 'undefined').slice(0, 80)}`));
+      return;
+    }
+    d.events.push({ ...base, type: 'task.expanded', task: name, items });
+    return;
+  }
+  d.events.push({ ...base, type: 'task.ready', task: name });
+}
+
+function wake(d: Decision, at: number): void {
+  if (d.wakeAt === undefined || at < d.wakeAt) d.wakeAt = at;
+}
+
+type Base = { runId: string; at: number };
+
+function failBeforeStart(d: Decision, base: Base, name: string, err: unknown): void {
+  const message = err instanceof ExpressionEvaluationError || err instanceof Error ? err.message : String(err);
+  d.events.push({ ...base, type: 'task.queued', task: name, attempt: 1 });
+  d.events.push({ ...base, type: 'task.failed', task: name, attempt: 1, error: message, retryable: false });
+}
+
+/** Exponential, linear or fixed backoff, capped, with a deterministic ±20% jitter. */
+export function retryDelay(runId: string, key: string, failedAttempt: number, t: PlannedTask): number {
+  const r = t.retry;
+  const raw = r.backoff === 'fixed' ? r.delayMs : r.backoff === 'linear' ? r.delayMs * failedAttempt : r.delayMs * 2 ** (failedAttempt - 1);
+  const capped = Math.min(raw, r.maxDelayMs);
+  if (!r.jitter) return capped;
+  // Jitter from a hash, not Math.random: replaying a run must schedule the same retries.
+  let h = 2166136261;
+  for (const ch of `${runId}:${key}:${failedAttempt}`) h = Math.imul(h ^ ch.charCodeAt(0), 16777619);
+  const unit = ((h >>> 0) % 10_000) / 10_000;
+  return Math.round(capped * (0.8 + 0.4 * unit));
+}
+
+function bucketLimit(plan: RunPlan, bucket: string): number {
+  if (bucket.startsWith('pool:')) return plan.poolLimits.get(bucket.slice(5)) ?? Infinity;
+  if (bucket.startsWith('task:')) return plan.tasks.get(bucket.slice(5))?.spec.parallelism ?? Infinity;
+  return Infinity;
+}
+
+/** Attempts waiting for capacity, oldest first: due retries, then new instances. */
+function* candidates(state: RunState, plan: RunPlan, now: number): Generator<{ key: string; inst: InstanceState; task: PlannedTask; attempt: number }> {
+  for (const key of state.retrying) {
+    const inst = state.instances.get(key)!;
+    if (inst.kind === 'task' && inst.retryAt !== undefined && inst.retryAt <= now) yield { key, inst, task: plan.tasks.get(inst.task)!, attempt: inst.attempt + 1 };
+  }
+  for (const key of state.runnable) {
+    const inst = state.instances.get(key)!;
+    yield { key, inst, task: plan.tasks.get(inst.task)!, attempt: inst.attempt + 1 };
+  }
+}
+
+function startCandidates(state: RunState, plan: RunPlan, d: Decision, base: Base, now: number): void {
+  let free = plan.maxParallel - state.active.size;
+  if (free <= 0) return;
+  const taken = new Map<string, number>();
+  const full = new Set<string>();
+  for (const c of candidates(state, plan, now)) {
+    if (free <= 0) break;
+    const buckets = [c.task.breakerKey, `task:${c.task.name}`];
+    if (buckets.some((b) => full.has(b))) continue;
+    let ok = true;
+    for (const b of buckets) {
+      if ((state.activeByBucket.get(b) ?? 0) + (taken.get(b) ?? 0) >= bucketLimit(plan, b)) {
+        full.add(b);
+        ok = false;
+      }
+    }
+    const breaker = state.breakers.get(c.task.breakerKey);
+    if (breaker?.openUntil !== undefined) {
+      if (breaker.openUntil > now) {
+        ok = false;
+        full.add(c.task.breakerKey);
+        wake(d, breaker.openUntil);
+      } else if ((state.activeByBucket.get(c.task.breakerKey) ?? 0) + (taken.get(c.task.breakerKey) ?? 0) > 0) {
+        ok = false; // half-open: one probe at a time
+        full.add(c.task.breakerKey);
+      }
+    } else if (breaker !== undefined && breaker.failures >= BREAKER_THRESHOLD) {
+      ok = false; // opens in this pass
+      full.add(c.task.breakerKey);
+    }
+    if (!ok) continue;
+    for (const b of buckets) taken.set(b, (taken.get(b) ?? 0) + 1);
+    free--;
+    d.events.push({ ...base, type: 'task.queued', task: c.key, attempt: c.attempt });
+    const dispatch: Dispatch = { instance: c.key, task: c.task.name, attempt: c.attempt, kind: 'task', context: contextFor(state, plan, c.task, c.inst) };
+    if (c.inst.index !== undefined) dispatch.index = c.inst.index;
+    if (c.inst.item !== undefined) dispatch.item = c.inst.item;
+    d.dispatch.push(dispatch);
+  }
+}
+
+function openBreakers(state: RunState, d: Decision, base: Base, now: number): void {
+  for (const [key, b] of state.breakers) {
+    if (b.failures < BREAKER_THRESHOLD) continue;
+    const neverOpened = b.openUntil === undefined;
+    const probeFailed = b.openUntil !== undefined && b.openUntil <= now && b.failures > (b.failuresAtOpen ?? 0);
+    if (neverOpened || probeFailed) d.events.push({ ...base, type: 'breaker.opened', key, until: now + BREAKER_COOLDOWN_MS });
+  }
+}
+
+function checkTimeouts(state: RunState, plan: RunPlan, d: Decision, base: Base, now: number): void {
+  for (const key of state.active) {
+    const inst = state.instances.get(key)!;
+    const t = plan.tasks.get(inst.task)!;
+    const timeout = inst.kind === 'compensate' ? (t.spec.compensate?.timeout !== undefined ? parseDuration(t.spec.compensate.timeout) : t.timeoutMs) : t.timeoutMs;
+    const since = inst.attempts[inst.attempts.length - 1]?.startedAt;
+    if (timeout === undefined || since === undefined) continue;
+    if (now >= since + timeout + TIMEOUT_GRACE_MS) {
+      d.events.push({ ...base, type: 'task.failed', task: key, attempt: inst.attempt, error: `timed out after ${timeout} ms with no report from the agent`, retryable: true });
+      d.cancel.push({ instance: key, attempt: inst.attempt });
+    }
+  }
+}
+
+function failEverything(state: RunState, plan: RunPlan, d: Decision, base: Base, reason: string): void {
+  for (const key of state.active) {
+    const inst = state.instances.get(key)!;
+    d.events.push({ ...base, type: 'task.cancelled', task: key, attempt: inst.attempt, reason });
+    d.cancel.push({ instance: key, attempt: inst.attempt });
+  }
+  for (const key of state.waitingApprovals) d.events.push({ ...base, type: 'task.cancelled', task: key, attempt: 1, reason });
+  for (const key of [...state.runnable, ...state.retrying]) d.events.push({ ...base, type: 'task.skipped', task: key, reason });
+  for (const g of state.groups.values()) {
+    if (!g.onFailure && g.status === 'pending') d.events.push({ ...base, type: 'task.skipped', task: g.name, reason });
+  }
+  if (state.failureReason === undefined) d.events.push({ ...base, type: 'run.failing', reason });
+  void plan;
+}
+
+function compensate(state: RunState, plan: RunPlan, d: Decision, base: Base, now: number): void {
+  const key = state.compensations[state.compensationIndex];
+  if (key === undefined) return;
+  const inst = state.instances.get(key)!;
+  const t = plan.tasks.get(inst.task)!;
+  if (isTaskDone(inst.status)) {
+    d.events.push({ ...base, type: 'compensation.finished', task: key, attempt: inst.attempt, ok: inst.status === 'succeeded', ...(inst.error !== undefined ? { error: inst.error } : {}) });
+    return;
+  }
+  if (inst.status === 'pending') {
+    d.events.push({ ...base, type: 'compensation.started', task: key, attempt: 1 });
+  } else if (inst.status === 'retrying') {
+    if (inst.retryAt === undefined) {
+      const r = t.spec.compensate?.retry;
+      const delay = retryDelay(state.runId, key, inst.attempt, { ...t, retry: { ...t.retry, ...(r?.delay !== undefined ? { delayMs: parseDuration(r.delay) ?? t.retry.delayMs } : {}), ...(r?.maxDelay !== undefined ? { maxDelayMs: parseDuration(r.maxDelay) ?? t.retry.maxDelayMs } : {}), ...(r?.backoff !== undefined ? { backoff: r.backoff } : {}) } });
+      d.events.push({ ...base, type: 'task.retry-scheduled', task: key, attempt: inst.attempt + 1, retryAt: now + delay });
+      return;
+    }
+    if (inst.retryAt > now) {
+      wake(d, inst.retryAt);
+      return;
+    }
+  } else {
+    return;
+  }
+  d.events.push({ ...base, type: 'task.queued', task: key, attempt: inst.attempt + 1 });
+  const dispatch: Dispatch = { instance: key, task: inst.task, attempt: inst.attempt + 1, kind: 'compensate', context: contextFor(state, plan, t, inst) };
+  if (inst.index !== undefined) dispatch.index = inst.index;
+  if (inst.item !== undefined) dispatch.item = inst.item;
+  d.dispatch.push(dispatch);
+}
+
+/** Only the tasks this task's expressions read go into its context. */
+export function contextFor(state: RunState, plan: RunPlan, t: PlannedTask, inst: InstanceState | undefined): ExpressionContext {
+  const tasks: ExpressionContext['tasks'] = {};
+  for (const name of t.reads) {
+    const g = state.groups.get(name);
+    if (g === undefined) continue;
+    const instances = g.instances.map((k) => state.instances.get(k)!).filter((i) => i !== undefined);
+    let outputs: Record<string, unknown> = {};
+    if (g.expanded) {
+      const keys = new Set(instances.flatMap((i) => Object.keys(i.outputs)));
+      for (const k of keys) outputs[k] = instances.map((i) => i.outputs[k] ?? null);
+    } else if (instances[0] !== undefined) {
+      outputs = instances[0].outputs;
+    }
+    const first = instances[0];
+    tasks[name] = { status: g.status, outputs, attempts: instances.reduce((n, i) => n + i.attempts.length, 0), ...(first?.exitCode !== undefined && !g.expanded ? { exitCode: first.exitCode } : {}) };
+  }
+  const ctx: ExpressionContext = {
+    params: state.params,
+    tasks,
+    run: { id: state.runId, workflow: state.workflow, commit: state.commit ?? '', trigger: state.trigger, startedAt: new Date(state.startedAt).toISOString(), attempt: inst?.attempt !== undefined ? inst.attempt + 1 : 1 },
+  };
+  if (inst?.item !== undefined) ctx.item = inst.item;
+  return ctx;
+}
