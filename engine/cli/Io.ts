@@ -3,6 +3,8 @@ export interface Io {
   stdout: (text: string) => void;
   stderr: (text: string) => void;
   cwd: string;
+  /** Whether stdout is a terminal (live progress is redrawn there). */
+  isTTY?: boolean;
 }
 
 export function processIo(): Io {
@@ -10,5 +12,6 @@ export function processIo(): Io {
     stdout: (t) => process.stdout.write(t),
     stderr: (t) => process.stderr.write(t),
     cwd: process.cwd(),
+    isTTY: process.stdout.isTTY === true,
   };
 }

@@ -1,31 +1,41 @@
+import { execFileSync } from 'node:child_process';
+import { cp, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EXIT, type ExitCode } from '../errors/CaravanError.js';
-import { formatGenerations } from '../graph/formatGenerations.js';
 import { packageRoot } from '../packageRoot.js';
-import { formatReport } from '../spec/formatDiagnostics.js';
-import { validateWorkflows } from '../spec/validateWorkflows.js';
+import { RunService } from '../local/RunService.js';
 import type { Io } from './Io.js';
+import { RunProgress } from './RunProgress.js';
+
+export const DEMO_WORKFLOW = 'quarterly-report';
 
 /**
- * `caravan demo`: Caravan's main job on the embedded default, with nothing to set up. The
- * run engine is not built yet, so today the demo validates the bundled workflows and prints
- * the plan of each: its tasks grouped into generations that can run together.
+ * `caravan demo`: Caravan's main job on the embedded default, with nothing to set up. It
+ * copies the bundled workflows into a fresh Git repository in a temporary directory, runs
+ * one end to end with the local executor and the in-memory bus, and shows the audit trail
+ * the run left on the `caravan/runs` branch.
  */
-export async function demoCommand(io: Io): Promise<ExitCode> {
-  const dir = join(packageRoot(), 'workflows');
-  const report = await validateWorkflows([dir], io.cwd);
-  io.stdout('Caravan demo: validating and planning the bundled workflows (embedded default, no servers).\n\n');
-  for (const f of report.files) {
-    if (f.workflow === undefined || f.dag === undefined) continue;
-    const w = f.workflow;
-    const tasks = w.spec.tasks.length;
-    io.stdout(`${w.metadata.name}  (${f.file})\n`);
-    if (w.metadata.description !== undefined) io.stdout(`  ${w.metadata.description}\n`);
-    const pools = Object.entries(w.spec.pools ?? {}).map(([n, p]) => `${n} x${p.count}`);
-    const extra = pools.length > 0 ? `, pools: ${pools.join(', ')}` : '';
-    io.stdout(`  ${tasks} task${tasks === 1 ? '' : 's'} in ${f.dag.generations.length} generation${f.dag.generations.length === 1 ? '' : 's'}${extra}\n`);
-    io.stdout(formatGenerations(w, f.dag, '    ') + '\n\n');
+export async function demoCommand(io: Io, options: { keep?: boolean } = {}): Promise<ExitCode> {
+  const dir = await mkdtemp(join(tmpdir(), 'caravan-demo-'));
+  try {
+    await cp(join(packageRoot(), 'workflows'), join(dir, 'workflows'), { recursive: true });
+    const gitc = (...args: string[]): string => execFileSync('git', ['-c', 'user.name=Caravan demo', '-c', 'user.email=demo@caravan.invalid', '-c', 'commit.gpgsign=false', ...args], { cwd: dir, encoding: 'utf8' });
+    gitc('init', '-q', '-b', 'main');
+    gitc('add', 'workflows');
+    gitc('commit', '-q', '-m', 'Add example workflows');
+    io.stdout(`Caravan demo: running '${DEMO_WORKFLOW}' on the embedded default (local executor, in-memory bus, Git audit)\nin a scratch repository: ${dir}\n\n`);
+    const progress = new RunProgress(io.isTTY === true ? 'tty' : 'plain', io.stdout);
+    const svc = new RunService({ repoDir: dir, onEvent: (e, s) => progress.onEvent(e, s), onWarning: (m) => io.stderr(`caravan: warning: ${m}\n`) });
+    const started = await svc.start(DEMO_WORKFLOW, {});
+    const { state } = await started.done;
+    progress.finish(state);
+    io.stdout(`\n$ git log caravan/runs\n`);
+    io.stdout(gitc('log', '--format=%h %s%n%n%b', 'caravan/runs'));
+    io.stdout(`$ git notes --ref=caravan show HEAD\n${gitc('notes', '--ref=caravan', 'show', 'HEAD')}`);
+    io.stdout(`\nThe run record is runs/${DEMO_WORKFLOW}/${state.runId}/ on branch caravan/runs${options.keep === true ? ` in ${dir}` : ''}.\n`);
+    return state.status === 'succeeded' ? EXIT.OK : EXIT.FAILED;
+  } finally {
+    if (options.keep !== true) await rm(dir, { recursive: true, force: true });
   }
-  io.stdout(formatReport(report, 'text'));
-  return report.errorCount > 0 ? EXIT.INVALID : EXIT.OK;
 }

@@ -10,6 +10,13 @@ import { planCommand } from './planCommand.js';
 import { renderCommand } from './renderCommand.js';
 import { PLAN_FORMATS, type PlanFormat } from '../compile/formatPlan.js';
 import { validateCommand } from './validateCommand.js';
+import { controlCommand, logsCommand, resumeCommand, runCommand, runsCommand, statusCommand } from './runCommands.js';
+
+function positiveInt(v: string, flag: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new CaravanError('USAGE', `${flag} takes a positive whole number, not '${v}'`);
+  return n;
+}
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string };
@@ -72,10 +79,79 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     });
 
   program
+    .command('run')
+    .description('run a workflow on this machine (local executor, in-memory bus) and record it in Git')
+    .argument('<workflow>', 'workflow name (metadata.name) or file')
+    .option('-p, --param <name=value>', 'run parameter (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
+    .option('--json', 'print one JSON event per line', false)
+    .option('--parallelism <n>', 'tasks running at once (default 32)', (v: string) => positiveInt(v, '--parallelism'))
+    .action(async (workflow: string, opts: { param: string[]; json: boolean; parallelism?: number }) => {
+      exit = await runCommand(workflow, opts, io);
+    });
+
+  program
+    .command('resume')
+    .description('continue a run whose process died, from its last checkpoint and journal')
+    .argument('<run-id>')
+    .option('--json', 'print one JSON event per line', false)
+    .action(async (runId: string, opts: { json: boolean }) => {
+      exit = await resumeCommand(runId, opts, io);
+    });
+
+  program
+    .command('runs')
+    .description('list runs recorded on the caravan/runs branch')
+    .argument('[workflow]')
+    .action(async (workflow: string | undefined) => {
+      exit = await runsCommand(workflow, io);
+    });
+
+  program
+    .command('status')
+    .description('show a run: status, tasks, attempts and errors')
+    .argument('<run-id>')
+    .option('--json', 'print run.json', false)
+    .action(async (runId: string, opts: { json: boolean }) => {
+      exit = await statusCommand(runId, io, opts.json);
+    });
+
+  program
+    .command('logs')
+    .description("print a run's task logs")
+    .argument('<run-id>')
+    .argument('[task]')
+    .action(async (runId: string, task: string | undefined) => {
+      exit = await logsCommand(runId, task, io);
+    });
+
+  for (const [name, what] of [['approve', 'approve a waiting approval task of a live run'], ['reject', 'reject a waiting approval task of a live run']] as const) {
+    program
+      .command(name)
+      .description(what)
+      .argument('<run-id>')
+      .argument('<task>')
+      .option('--reason <text>', 'why')
+      .action(async (runId: string, task: string, opts: { reason?: string }) => {
+        exit = await controlCommand(name, runId, task, opts.reason, io);
+      });
+  }
+  for (const [name, what] of [['cancel', 'cancel a live run'], ['pause', 'stop starting new tasks in a live run'], ['unpause', 'start tasks again in a paused run']] as const) {
+    program
+      .command(name)
+      .description(what)
+      .argument('<run-id>')
+      .option('--reason <text>', 'why')
+      .action(async (runId: string, opts: { reason?: string }) => {
+        exit = await controlCommand(name === 'unpause' ? 'resume' : name, runId, undefined, opts.reason, io);
+      });
+  }
+
+  program
     .command('demo')
-    .description('run the main job on the embedded default: validate and plan the bundled workflows')
-    .action(async () => {
-      exit = await demoCommand(io);
+    .description("run Caravan's main job on the embedded default, in a scratch repository, and show the audit log")
+    .option('--keep', 'keep the scratch repository', false)
+    .action(async (opts: { keep: boolean }) => {
+      exit = await demoCommand(io, opts);
     });
 
   try {

@@ -1,0 +1,168 @@
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { CaravanError } from '../errors/CaravanError.js';
+import type { RunEvent } from '../run/RunEvent.js';
+import { snapshotRun, type RunState } from '../run/RunState.js';
+import type { GitAuditStore } from './GitAuditStore.js';
+
+export interface RecorderOptions {
+  workflow: string;
+  runId: string;
+  workflowSource?: string;
+  workflowCommit?: string;
+  /** Append-only local record of every event, for resuming between checkpoints. */
+  journalPath: string;
+  /** Checkpoint after this many new events... */
+  everyEvents?: number;
+  /** ...or this long after the last checkpoint. */
+  everyMs?: number;
+  now?: () => number;
+  /** Called when a checkpoint could not be written (it is retried at the next one). */
+  onWarning?: (message: string) => void;
+  /** Events recorded before this recorder took over (resume). */
+  previous?: readonly RunEvent[];
+}
+
+/**
+ * Records a run: every event goes to a local journal at once, and the run is checkpointed
+ * to the Git audit branch every N events or T ms and at the end, never one commit per
+ * event. If a checkpoint fails (disk full, ref locked), the events stay in memory and in the
+ * journal, and the next checkpoint writes them all.
+ */
+export class RunRecorder {
+  private readonly events: RunEvent[];
+  private journal: WriteStream | undefined;
+  private checkpointed: number;
+  private lastCheckpointAt: number;
+  private inFlight: Promise<void> | undefined;
+  private again = false;
+  private lastState: RunState | undefined;
+  lastCommit: string | undefined;
+  failures = 0;
+
+  constructor(private readonly store: GitAuditStore, private readonly o: RecorderOptions) {
+    this.events = [...(o.previous ?? [])];
+    this.checkpointed = 0;
+    this.lastCheckpointAt = this.now();
+  }
+
+  private now(): number {
+    return this.o.now?.() ?? Date.now();
+  }
+
+  async open(): Promise<void> {
+    await mkdir(dirname(this.o.journalPath), { recursive: true });
+    this.journal = createWriteStream(this.o.journalPath, { flags: 'a' });
+    if (this.o.previous !== undefined && this.o.previous.length > 0) {
+      // A resumed run starts a fresh journal holding everything so far.
+      await rm(this.o.journalPath, { force: true });
+      this.journal = createWriteStream(this.o.journalPath, { flags: 'a' });
+      this.journal.write(this.o.previous.map((e) => JSON.stringify(e)).join('\n') + '\n');
+    }
+  }
+
+  record(e: RunEvent, state: RunState): void {
+    this.events.push(e);
+    this.lastState = state;
+    this.journal?.write(JSON.stringify(e) + '\n');
+    const due = this.events.length - this.checkpointed >= (this.o.everyEvents ?? 500) || this.now() - this.lastCheckpointAt >= (this.o.everyMs ?? 2000);
+    if (due) void this.checkpoint().catch(() => undefined);
+  }
+
+  /** Writes a checkpoint now (or after the one in flight). */
+  checkpoint(): Promise<void> {
+    if (this.inFlight !== undefined) {
+      this.again = true;
+      return this.inFlight;
+    }
+    this.inFlight = this.write().finally(() => {
+      this.inFlight = undefined;
+      if (this.again) {
+        this.again = false;
+        void this.checkpoint().catch(() => undefined);
+      }
+    });
+    return this.inFlight;
+  }
+
+  private async write(): Promise<void> {
+    const state = this.lastState;
+    if (state === undefined) return;
+    const count = this.events.length;
+    const snapshot = snapshotRun(state);
+    const done = [...state.groups.values()].filter((g) => g.status === 'succeeded' || g.status === 'failed' || g.status === 'skipped' || g.status === 'cancelled').length;
+    const total = state.groups.size;
+    const final = state.status !== 'running' && state.status !== 'paused';
+    const duration = state.finishedAt !== undefined ? ` in ${formatDuration(state.finishedAt - state.startedAt)}` : '';
+    const summary = final
+      ? `${this.o.workflow} ${this.o.runId}: ${state.status}${duration} (${done}/${total} tasks)`
+      : `${this.o.workflow} ${this.o.runId}: checkpoint, ${state.status} (${done}/${total} tasks done, ${count} events)`;
+    try {
+      this.lastCommit = await this.store.writeRun({
+        workflow: this.o.workflow,
+        runId: this.o.runId,
+        run: snapshot,
+        events: this.events.slice(0, count),
+        ...(this.o.workflowSource !== undefined ? { workflowSource: this.o.workflowSource } : {}),
+        ...(this.o.workflowCommit !== undefined ? { workflowCommit: this.o.workflowCommit } : {}),
+        status: state.status,
+        summary,
+      });
+      this.checkpointed = count;
+      this.lastCheckpointAt = this.now();
+    } catch (e) {
+      this.failures++;
+      this.o.onWarning?.(`audit checkpoint failed (kept in memory and in ${this.o.journalPath}; retrying): ${(e as Error).message}`);
+      throw e;
+    }
+  }
+
+  /**
+   * The final checkpoint and the note on the workflow commit. Retries with backoff; if Git
+   * still cannot be written, the journal keeps every event and the error says where.
+   */
+  async finish(state: RunState, retries = 5): Promise<string> {
+    this.lastState = state;
+    if (this.inFlight !== undefined) await this.inFlight.catch(() => undefined);
+    let lastError: unknown;
+    for (let i = 0; i <= retries; i++) {
+      try {
+        await this.checkpoint();
+        lastError = undefined;
+        break;
+      } catch (e) {
+        lastError = e;
+        await new Promise((r) => setTimeout(r, 50 * 2 ** i));
+      }
+    }
+    await new Promise<void>((r) => (this.journal !== undefined ? this.journal.end(r) : r()));
+    if (lastError !== undefined || this.lastCommit === undefined) {
+      throw new CaravanError('AUDIT_WRITE_FAILED', `could not record run ${this.o.runId} in Git: ${(lastError as Error | undefined)?.message ?? 'unknown error'}; every event is kept in ${this.o.journalPath}`, { cause: lastError, data: { journal: this.o.journalPath } });
+    }
+    if (this.o.workflowCommit !== undefined) {
+      const duration = state.finishedAt !== undefined ? ` in ${formatDuration(state.finishedAt - state.startedAt)}` : '';
+      const line = `${new Date(state.startedAt).toISOString()} run ${this.o.runId} of ${this.o.workflow}: ${state.status}${duration} (record ${this.lastCommit.slice(0, 12)} on caravan/runs)`;
+      try {
+        await this.store.appendNote(this.o.workflowCommit, line);
+      } catch (e) {
+        this.o.onWarning?.(`could not add the git note for ${this.o.workflowCommit.slice(0, 12)}: ${(e as Error).message}`);
+      }
+    }
+    await rm(this.o.journalPath, { force: true });
+    return this.lastCommit;
+  }
+
+  /** Stops without a final checkpoint (the process is going away); the journal stays. */
+  async abandon(): Promise<void> {
+    await new Promise<void>((r) => (this.journal !== undefined ? this.journal.end(r) : r()));
+  }
+}
+
+export function formatDuration(ms: number): string {
+  if (ms < 1000) return `${ms}ms`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(1)}s`;
+  const m = Math.floor(ms / 60_000);
+  const s = Math.round((ms % 60_000) / 1000);
+  return m < 60 ? `${m}m${s > 0 ? `${s}s` : ''}` : `${Math.floor(m / 60)}h${m % 60 > 0 ? `${m % 60}m` : ''}`;
+}

@@ -1,0 +1,83 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { CaravanError } from '../errors/CaravanError.js';
+
+export interface RefUpdateOptions {
+  /** Attempts while another writer holds the ref's lock file. */
+  lockRetries?: number;
+  lockRetryMs?: number;
+}
+
+/** The ref's current value: its loose file, else packed-refs, else undefined. */
+export async function readRefValue(gitdir: string, ref: string): Promise<string | undefined> {
+  try {
+    return (await readFile(join(gitdir, ref), 'utf8')).trim();
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  try {
+    const packed = await readFile(join(gitdir, 'packed-refs'), 'utf8');
+    for (const line of packed.split('\n')) {
+      const [oid, name] = line.split(' ');
+      if (name === ref && oid !== undefined && /^[0-9a-f]{40}$/.test(oid)) return oid;
+    }
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  return undefined;
+}
+
+export class RefConflictError extends Error {
+  constructor(readonly ref: string) {
+    super(`${ref} moved while it was being updated`);
+  }
+}
+
+/**
+ * Moves `ref` from `expected` to `next` the way git does: take `<ref>.lock` exclusively,
+ * check the old value, write, rename. A concurrent `git` or Caravan process therefore never
+ * loses an update; a ref locked for longer than the retries is a clear error.
+ */
+export async function updateRef(gitdir: string, ref: string, expected: string | undefined, next: string, options: RefUpdateOptions = {}): Promise<void> {
+  const path = join(gitdir, ref);
+  const lock = `${path}.lock`;
+  await mkdir(dirname(path), { recursive: true });
+  const retries = options.lockRetries ?? 20;
+  for (let attempt = 0; ; attempt++) {
+    let handle;
+    try {
+      handle = await open(lock, 'wx');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      if (attempt >= retries) {
+        throw new CaravanError('AUDIT_REF_LOCKED', `${ref} is locked by another process (${lock} exists); if no git or caravan process is running, remove the lock file`, { data: { ref, lock }, cause: e });
+      }
+      await new Promise((r) => setTimeout(r, (options.lockRetryMs ?? 25) * (attempt + 1)));
+      continue;
+    }
+    try {
+      const current = await readRefValue(gitdir, ref);
+      if (current !== expected) throw new RefConflictError(ref);
+      await handle.writeFile(`${next}\n`);
+      await handle.sync();
+      await handle.close();
+      handle = undefined;
+      await rename(lock, path);
+      return;
+    } finally {
+      if (handle !== undefined) {
+        await handle.close();
+        await rm(lock, { force: true });
+      }
+    }
+  }
+}
+
+/** A unique-enough run id: sortable by start time, safe in paths, Nomad IDs and NATS subjects. */
+export function newRunId(now: Date): string {
+  const p = (n: number, w = 2): string => String(n).padStart(w, '0');
+  const stamp = `${now.getUTCFullYear()}${p(now.getUTCMonth() + 1)}${p(now.getUTCDate())}-${p(now.getUTCHours())}${p(now.getUTCMinutes())}${p(now.getUTCSeconds())}`;
+  return `${stamp}-${randomBytes(3).toString('hex')}`;
+}
+

@@ -1,0 +1,112 @@
+import { formatDuration } from '../audit/RunRecorder.js';
+import type { RunEvent } from '../run/RunEvent.js';
+import type { RunState } from '../run/RunState.js';
+
+export type ProgressMode = 'tty' | 'plain' | 'json';
+
+const ICON: Record<string, string> = { succeeded: '✔', failed: '✖', skipped: '–', cancelled: '⊘', running: '▶', queued: '…', retrying: '↻', waiting: '⏸', pending: ' ' };
+
+/**
+ * Shows a run as it happens: a redrawn table of tasks on a terminal, one plain line per
+ * step otherwise, or one JSON object per event with --json.
+ */
+export class RunProgress {
+  private lastDraw = 0;
+  private drawnLines = 0;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly mode: ProgressMode, private readonly write: (s: string) => void, private readonly now: () => number = Date.now) {}
+
+  onEvent(e: RunEvent, state: RunState): void {
+    if (this.mode === 'json') {
+      this.write(JSON.stringify(e) + '\n');
+      return;
+    }
+    if (this.mode === 'plain') {
+      const line = plainLine(e, state);
+      if (line !== undefined) this.write(line + '\n');
+      return;
+    }
+    const t = this.now();
+    if (t - this.lastDraw >= 100 || e.type.startsWith('run.')) this.draw(state);
+    else if (this.timer === undefined) this.timer = setTimeout(() => { this.timer = undefined; this.draw(state); }, 100);
+  }
+
+  finish(state: RunState): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    if (this.mode === 'tty') this.draw(state);
+  }
+
+  private draw(state: RunState): void {
+    this.lastDraw = this.now();
+    const lines: string[] = [];
+    const groups = [...state.groups.values()];
+    const done = groups.filter((g) => ['succeeded', 'failed', 'skipped', 'cancelled'].includes(g.status)).length;
+    const width = 24;
+    const filled = groups.length === 0 ? width : Math.round((done / groups.length) * width);
+    lines.push(`${state.workflow} ${state.runId}  [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${groups.length} tasks  ${state.status}`);
+    const shown = groups.filter((g) => g.status !== 'pending').slice(-30);
+    for (const g of shown) {
+      const instances = g.instances.map((k) => state.instances.get(k)!).filter((i) => i !== undefined);
+      const first = instances[0];
+      const attempts = first !== undefined && !g.expanded && first.attempt > 1 ? ` (attempt ${first.attempt})` : '';
+      const dur = first?.startedAt !== undefined && !g.expanded ? ` ${formatDuration((first.finishedAt ?? this.now()) - first.startedAt)}` : '';
+      const fan = g.expanded ? ` ${instances.filter((i) => i.status === 'succeeded').length}/${instances.length} items` : '';
+      const why = g.status === 'failed' || g.status === 'skipped' ? `  ${(first?.error ?? g.reason ?? '').slice(0, 80)}` : first?.status === 'waiting' ? '  waiting for approval' : '';
+      lines.push(`  ${ICON[g.status] ?? ' '} ${g.name}${fan}${attempts}${dur}${why}`);
+    }
+    const up = this.drawnLines > 0 ? `\x1b[${this.drawnLines}A` : '';
+    this.write(up + lines.map((l) => `\x1b[2K${l}`).join('\n') + '\n');
+    this.drawnLines = lines.length;
+  }
+}
+
+function plainLine(e: RunEvent, state: RunState): string | undefined {
+  const at = new Date(e.at).toISOString().slice(11, 19);
+  switch (e.type) {
+    case 'run.started':
+      return `${at} run ${e.runId} of ${e.workflow} started`;
+    case 'task.started':
+      return `${at} ${e.task} started${e.attempt > 1 ? ` (attempt ${e.attempt})` : ''}`;
+    case 'task.succeeded': {
+      const inst = state.instances.get(e.task);
+      const d = inst?.attempts[inst.attempts.length - 1]?.startedAt;
+      return `${at} ${e.task} succeeded${d !== undefined ? ` in ${formatDuration(e.at - d)}` : ''}`;
+    }
+    case 'task.failed':
+      return `${at} ${e.task} failed (attempt ${e.attempt}): ${e.error}`;
+    case 'task.retry-scheduled':
+      return `${at} ${e.task} will retry (attempt ${e.attempt}) in ${formatDuration(e.retryAt - e.at)}`;
+    case 'task.skipped':
+      return `${at} ${e.task} skipped: ${e.reason}`;
+    case 'task.expanded':
+      return `${at} ${e.task} fans out to ${e.items.length} items`;
+    case 'task.cancelled':
+      return `${at} ${e.task} cancelled: ${e.reason}`;
+    case 'approval.requested':
+      return `${at} ${e.task} waits for approval${e.message !== undefined ? `: ${e.message}` : ''} (caravan approve ${e.runId} ${e.task})`;
+    case 'approval.granted':
+      return `${at} ${e.task} approved by ${e.by}`;
+    case 'approval.rejected':
+      return `${at} ${e.task} rejected by ${e.by}${e.reason !== undefined ? `: ${e.reason}` : ''}`;
+    case 'compensation.started':
+      return `${at} compensating ${e.task.replace(/:compensate$/, '')}`;
+    case 'compensation.finished':
+      return `${at} compensation of ${e.task.replace(/:compensate$/, '')} ${e.ok ? 'done' : `failed: ${e.error ?? ''}`}`;
+    case 'breaker.opened':
+      return `${at} circuit breaker ${e.key} opened until ${new Date(e.until).toISOString().slice(11, 19)}`;
+    case 'run.failing':
+      return `${at} run failing: ${e.reason}`;
+    case 'run.paused':
+    case 'run.resumed':
+      return `${at} run ${e.type.slice(4)} by ${e.by}`;
+    case 'run.cancelled':
+      return `${at} run cancelled by ${e.by}${e.reason !== undefined ? `: ${e.reason}` : ''}`;
+    case 'run.succeeded':
+      return `${at} run succeeded in ${formatDuration(e.at - state.startedAt)}`;
+    case 'run.failed':
+      return `${at} run failed: ${e.reason}`;
+    default:
+      return undefined;
+  }
+}

@@ -1,0 +1,122 @@
+import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+export type ControlAction = 'approve' | 'reject' | 'cancel' | 'pause' | 'resume';
+
+export interface ControlCommand {
+  action: ControlAction;
+  task?: string;
+  by: string;
+  reason?: string;
+}
+
+export interface LiveRun {
+  runId: string;
+  workflow: string;
+  pid: number;
+  startedAt: string;
+}
+
+/**
+ * Runs executing on this machine, and the control channel to them: `caravan approve` or
+ * `caravan cancel` from another terminal drops a command file that the running engine
+ * picks up. Everything lives under .git/caravan/, never in the working tree.
+ */
+export class LiveRuns {
+  constructor(private readonly gitdir: string) {}
+
+  private liveDir(): string {
+    return join(this.gitdir, 'caravan', 'live');
+  }
+
+  private controlDir(runId: string): string {
+    return join(this.gitdir, 'caravan', 'control', runId);
+  }
+
+  journalPath(runId: string): string {
+    return join(this.gitdir, 'caravan', 'journal', `${runId}.ndjson`);
+  }
+
+  async register(run: LiveRun): Promise<void> {
+    await mkdir(this.liveDir(), { recursive: true });
+    await writeFile(join(this.liveDir(), `${run.runId}.json`), JSON.stringify(run) + '\n');
+  }
+
+  async unregister(runId: string): Promise<void> {
+    await rm(join(this.liveDir(), `${runId}.json`), { force: true });
+    await rm(this.controlDir(runId), { recursive: true, force: true });
+  }
+
+  /** A run registered by a process that is still alive. */
+  async get(runId: string): Promise<LiveRun | undefined> {
+    let run: LiveRun;
+    try {
+      run = JSON.parse(await readFile(join(this.liveDir(), `${runId}.json`), 'utf8')) as LiveRun;
+    } catch {
+      return undefined;
+    }
+    return alive(run.pid) ? run : undefined;
+  }
+
+  async list(): Promise<LiveRun[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.liveDir());
+    } catch {
+      return [];
+    }
+    const out: LiveRun[] = [];
+    for (const n of names) {
+      const r = await this.get(n.replace(/\.json$/, ''));
+      if (r !== undefined) out.push(r);
+    }
+    return out;
+  }
+
+  async send(runId: string, command: ControlCommand): Promise<void> {
+    await mkdir(this.controlDir(runId), { recursive: true });
+    await writeFile(join(this.controlDir(runId), `${Date.now()}-${process.pid}-${Math.random().toString(16).slice(2, 8)}.json`), JSON.stringify(command));
+  }
+
+  /** Polls for commands to a run; returns a stop function. */
+  watch(runId: string, handle: (c: ControlCommand) => void, everyMs = 200): () => void {
+    let busy = false;
+    const timer = setInterval(() => {
+      if (busy) return;
+      busy = true;
+      void this.take(runId).then((cmds) => cmds.forEach(handle)).finally(() => { busy = false; });
+    }, everyMs);
+    timer.unref();
+    return () => clearInterval(timer);
+  }
+
+  private async take(runId: string): Promise<ControlCommand[]> {
+    let names: string[];
+    try {
+      names = (await readdir(this.controlDir(runId))).sort();
+    } catch {
+      return [];
+    }
+    const out: ControlCommand[] = [];
+    for (const n of names) {
+      const path = join(this.controlDir(runId), n);
+      try {
+        out.push(JSON.parse(await readFile(path, 'utf8')) as ControlCommand);
+      } catch {
+        // A half-written file: read it next time.
+        continue;
+      }
+      await rm(path, { force: true });
+    }
+    return out;
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

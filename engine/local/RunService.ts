@@ -1,0 +1,222 @@
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join, relative } from 'node:path';
+import * as git from 'isomorphic-git';
+import nodeFs from 'node:fs';
+import { GitAuditStore } from '../audit/GitAuditStore.js';
+import { RunRecorder } from '../audit/RunRecorder.js';
+import { newRunId } from '../audit/updateRef.js';
+import { CaravanError } from '../errors/CaravanError.js';
+import { realClock, type Clock } from '../run/Clock.js';
+import type { Executor } from '../run/Executor.js';
+import { parseParams } from '../run/parseParams.js';
+import type { RunEvent } from '../run/RunEvent.js';
+import { RunEngine } from '../run/RunEngine.js';
+import { buildRunPlan } from '../run/RunPlan.js';
+import type { RunState } from '../run/RunState.js';
+import { textLine } from '../spec/formatDiagnostics.js';
+import { validateText, validateWorkflows } from '../spec/validateWorkflows.js';
+import type { Workflow } from '../spec/Workflow.js';
+import { InMemoryBus } from './InMemoryBus.js';
+import { LiveRuns, type ControlCommand } from './LiveRuns.js';
+import { LocalExecutor, type ChildRunResult } from './LocalExecutor.js';
+
+export interface RunServiceOptions {
+  /** Repository root (holds .git and workflows/). */
+  repoDir: string;
+  workflowsDir?: string;
+  parallelism?: number;
+  clock?: Clock;
+  onEvent?: (e: RunEvent, state: RunState) => void;
+  onWarning?: (message: string) => void;
+  /** Checkpoint policy (see RunRecorder). */
+  checkpointEveryEvents?: number;
+  checkpointEveryMs?: number;
+  /** Replaces the local executor (tests, other backends). */
+  executor?: (bus: InMemoryBus, clock: Clock) => Executor;
+}
+
+export interface StartedRun {
+  runId: string;
+  workflow: string;
+  engine: RunEngine;
+  /** Resolves when the run is over and recorded: the final state and the audit commit. */
+  done: Promise<{ state: RunState; auditCommit: string }>;
+}
+
+/**
+ * Caravan's embedded default: runs on this machine with the local executor and the
+ * in-memory bus, recorded in the repository's Git audit branch. One instance per process.
+ */
+export class RunService {
+  readonly audit: GitAuditStore;
+  readonly live: LiveRuns;
+  private readonly clock: Clock;
+
+  constructor(private readonly o: RunServiceOptions) {
+    if (!existsSync(join(o.repoDir, '.git'))) {
+      throw new CaravanError('NOT_A_REPOSITORY', `${o.repoDir} is not the root of a Git repository; Caravan records runs in Git (run \`git init\` first)`);
+    }
+    this.audit = new GitAuditStore(o.repoDir);
+    this.live = new LiveRuns(this.audit.gitdir);
+    this.clock = o.clock ?? realClock();
+  }
+
+  /** Finds a workflow by metadata.name (or by file path) among valid workflow files. */
+  async loadWorkflow(nameOrPath: string): Promise<{ workflow: Workflow; source: string; file: string }> {
+    const dir = join(this.o.repoDir, this.o.workflowsDir ?? 'workflows');
+    const asPath = join(this.o.repoDir, nameOrPath);
+    const report = await validateWorkflows([/\.ya?ml$/.test(nameOrPath) && existsSync(asPath) ? asPath : dir], this.o.repoDir).catch((e: unknown) => {
+      if ((e as { code?: string }).code === 'PATH_NOT_FOUND') return undefined;
+      throw e;
+    });
+    const files = report?.files ?? [];
+    const match = files.find((f) => f.name === nameOrPath || f.file === nameOrPath || join(this.o.repoDir, f.file) === asPath);
+    if (match === undefined) {
+      const names = files.map((f) => f.name).filter((n) => n !== undefined);
+      throw new CaravanError('WORKFLOW_NOT_FOUND', `unknown workflow '${nameOrPath}'${names.length > 0 ? `; workflows here: ${names.join(', ')}` : ` (no workflows in ${relative(this.o.repoDir, dir) || '.'}/)`}`, { data: { workflow: nameOrPath } });
+    }
+    const errors = match.diagnostics.filter((d) => d.severity === 'error');
+    if (match.workflow === undefined || errors.length > 0) {
+      throw new CaravanError('WORKFLOW_INVALID', `workflow '${nameOrPath}' is invalid:\n${errors.map((d) => textLine(d).trimEnd()).join('\n')}`, { data: { diagnostics: errors } });
+    }
+    return { workflow: match.workflow, source: await readFile(join(this.o.repoDir, match.file), 'utf8'), file: match.file };
+  }
+
+  async start(nameOrPath: string, rawParams: Record<string, unknown>, trigger = 'manual'): Promise<StartedRun> {
+    const { workflow, source } = await this.loadWorkflow(nameOrPath);
+    const params = parseParams(workflow, rawParams);
+    const runId = newRunId(new Date(this.clock.now()));
+    const commit = await this.headCommit();
+    return this.launch(workflow, source, runId, commit, (engine) => engine.start(params, trigger, commit), []);
+  }
+
+  /**
+   * Continues a run after its process died: its recorded events (last checkpoint, then the
+   * local journal) are replayed, attempts that were in flight are retried, and tasks that
+   * succeeded are never run again. The workflow is the one the run started with.
+   */
+  async resume(runId: string): Promise<StartedRun> {
+    const live = await this.live.get(runId);
+    if (live !== undefined) throw new CaravanError('RUN_NOT_LIVE', `run ${runId} is still running (process ${live.pid})`);
+    const stored = await this.audit.readRun(runId);
+    const journal = await this.readJournal(runId);
+    if (stored === undefined && journal.length === 0) throw new CaravanError('RUN_NOT_FOUND', `no run ${runId} on caravan/runs or in the local journal`);
+    const events = journal.length >= (stored?.events.length ?? 0) ? journal : stored!.events;
+    const started = events.find((e) => e.type === 'run.started');
+    if (stored?.workflowSource === undefined || started === undefined || started.type !== 'run.started') {
+      throw new CaravanError('RUN_NOT_FOUND', `run ${runId} has no recorded workflow definition to resume from`);
+    }
+    const parsed = validateText(`${runId}/workflow.yaml`, stored.workflowSource);
+    if (parsed.workflow === undefined) throw new CaravanError('WORKFLOW_INVALID', `the recorded workflow of run ${runId} no longer validates`);
+    const final = events.some((e) => e.type === 'run.succeeded' || e.type === 'run.failed' || e.type === 'run.cancelled');
+    if (final) throw new CaravanError('RUN_NOT_LIVE', `run ${runId} is already over (${String(stored.run['status'])})`);
+    return this.launch(parsed.workflow, stored.workflowSource, runId, started.commit, (engine) => engine.resume(events), events);
+  }
+
+  async control(runId: string, command: ControlCommand): Promise<void> {
+    if ((await this.live.get(runId)) === undefined) {
+      const stored = await this.audit.readRun(runId);
+      if (stored === undefined) throw new CaravanError('RUN_NOT_FOUND', `no run ${runId}`);
+      throw new CaravanError('RUN_NOT_LIVE', `run ${runId} is not running (${String(stored.run['status'])}); ${stored.run['status'] === 'running' ? `resume it with \`caravan resume ${runId}\` first` : 'nothing to do'}`);
+    }
+    await this.live.send(runId, command);
+  }
+
+  private async readJournal(runId: string): Promise<RunEvent[]> {
+    try {
+      const text = await readFile(this.live.journalPath(runId), 'utf8');
+      // A process killed mid-write can leave half a line at the end.
+      return text.split('\n').filter((l) => l.trim() !== '').flatMap((l) => {
+        try {
+          return [JSON.parse(l) as RunEvent];
+        } catch {
+          return [];
+        }
+      });
+    } catch {
+      return [];
+    }
+  }
+
+  private async headCommit(): Promise<string | undefined> {
+    try {
+      return await git.resolveRef({ fs: nodeFs, dir: this.o.repoDir, ref: 'HEAD' });
+    } catch {
+      return undefined;
+    }
+  }
+
+  private async launch(workflow: Workflow, source: string, runId: string, commit: string | undefined, begin: (e: RunEngine) => void, previous: RunEvent[]): Promise<StartedRun> {
+    const name = workflow.metadata.name;
+    const plan = buildRunPlan(workflow, { maxParallel: this.o.parallelism ?? 32 });
+    const bus = new InMemoryBus();
+    const executor = this.o.executor?.(bus, this.clock) ?? new LocalExecutor(bus, this.clock, {
+      baseDir: this.o.repoDir,
+      runChild: (child, params, parent) => this.runChild(child, params, parent),
+    });
+    const engine = new RunEngine({ plan, runId, executor, bus, clock: this.clock });
+    const recorder = new RunRecorder(this.audit, {
+      workflow: name,
+      runId,
+      workflowSource: source,
+      ...(commit !== undefined ? { workflowCommit: commit } : {}),
+      journalPath: this.live.journalPath(runId),
+      ...(this.o.checkpointEveryEvents !== undefined ? { everyEvents: this.o.checkpointEveryEvents } : {}),
+      ...(this.o.checkpointEveryMs !== undefined ? { everyMs: this.o.checkpointEveryMs } : {}),
+      now: () => this.clock.now(),
+      ...(this.o.onWarning !== undefined ? { onWarning: this.o.onWarning } : {}),
+      previous,
+    });
+    await recorder.open();
+    engine.onEvent((e, s) => {
+      recorder.record(e, s);
+      this.o.onEvent?.(e, s);
+    });
+    await this.live.register({ runId, workflow: name, pid: process.pid, startedAt: new Date(this.clock.now()).toISOString() });
+    const stopWatching = this.live.watch(runId, (c) => this.apply(engine, c));
+    begin(engine);
+    // The first checkpoint holds the workflow definition, so a crash at any point can resume.
+    await recorder.checkpoint().catch(() => undefined);
+    const done = (async () => {
+      const state = await engine.done();
+      stopWatching();
+      try {
+        const auditCommit = await recorder.finish(state);
+        return { state, auditCommit };
+      } finally {
+        await executor.close();
+        await bus.close();
+        await this.live.unregister(runId);
+      }
+    })();
+    return { runId, workflow: name, engine, done };
+  }
+
+  private apply(engine: RunEngine, c: ControlCommand): void {
+    switch (c.action) {
+      case 'approve':
+        if (c.task !== undefined) engine.approve(c.task, c.by);
+        break;
+      case 'reject':
+        if (c.task !== undefined) engine.reject(c.task, c.by, c.reason);
+        break;
+      case 'cancel':
+        engine.cancel(c.by, c.reason);
+        break;
+      case 'pause':
+        engine.pause(c.by);
+        break;
+      case 'resume':
+        engine.resumeRun(c.by);
+        break;
+    }
+  }
+
+  private async runChild(name: string, params: Record<string, unknown>, parent: { runId: string; task: string }): Promise<ChildRunResult> {
+    const child = await this.start(name, params, `workflow:${parent.runId}/${parent.task}`);
+    const { state } = await child.done;
+    const outputs: Record<string, string> = { status: state.status };
+    return { runId: child.runId, status: state.status, outputs };
+  }
+}

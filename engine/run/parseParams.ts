@@ -1,0 +1,64 @@
+import { CaravanError } from '../errors/CaravanError.js';
+import { valueProblem } from '../spec/checkParams.js';
+import type { ParamSpec, Workflow } from '../spec/Workflow.js';
+
+/**
+ * Run parameters from `--param k=v` strings (or typed values from the API): converted to the
+ * declared type, checked against pattern, enum and range, defaults filled in, required ones
+ * enforced. Every problem is reported at once.
+ */
+export function parseParams(workflow: Workflow, given: Record<string, unknown>): Record<string, unknown> {
+  const declared = workflow.spec.params ?? {};
+  const problems: string[] = [];
+  const out: Record<string, unknown> = {};
+  for (const name of Object.keys(given)) {
+    if (!(name in declared)) problems.push(`unknown param '${name}'${Object.keys(declared).length > 0 ? ` (declared: ${Object.keys(declared).join(', ')})` : ' (the workflow declares none)'}`);
+  }
+  for (const [name, spec] of Object.entries(declared)) {
+    let value: unknown;
+    if (name in given) {
+      const raw = given[name];
+      const converted = typeof raw === 'string' ? convert(raw, spec) : { ok: true as const, value: raw };
+      if (!converted.ok) {
+        problems.push(`param '${name}': ${converted.error}`);
+        continue;
+      }
+      value = converted.value;
+    } else if ('default' in spec) {
+      value = spec.default;
+    } else {
+      if (spec.required === true) problems.push(`param '${name}' is required`);
+      continue;
+    }
+    const problem = valueProblem(spec as unknown as Record<string, unknown>, value, spec.pattern !== undefined ? new RegExp(spec.pattern, 'u') : undefined);
+    if (problem !== undefined) problems.push(`param '${name}' ${problem}`);
+    else out[name] = value;
+  }
+  if (problems.length > 0) throw new CaravanError('PARAM_INVALID', problems.join('; '), { data: { problems } });
+  return out;
+}
+
+function convert(raw: string, spec: ParamSpec): { ok: true; value: unknown } | { ok: false; error: string } {
+  switch (spec.type) {
+    case 'string':
+      return { ok: true, value: raw };
+    case 'number':
+    case 'integer': {
+      const n = Number(raw);
+      if (raw.trim() === '' || !Number.isFinite(n)) return { ok: false, error: `'${raw}' is not a number` };
+      if (spec.type === 'integer' && !Number.isInteger(n)) return { ok: false, error: `'${raw}' is not an integer` };
+      return { ok: true, value: n };
+    }
+    case 'boolean':
+      if (raw === 'true' || raw === 'false') return { ok: true, value: raw === 'true' };
+      return { ok: false, error: `'${raw}' is not true or false` };
+    case 'array':
+    case 'object':
+      try {
+        return { ok: true, value: JSON.parse(raw) as unknown };
+      } catch {
+        if (spec.type === 'array') return { ok: true, value: raw.split(',').map((s) => s.trim()).filter((s) => s !== '') };
+        return { ok: false, error: `'${raw}' is not JSON` };
+      }
+  }
+}
