@@ -168,7 +168,7 @@ function apply(state: RunState, plan: RunPlan, e: RunEvent): boolean {
       const retry = e.retryable && e.attempt < attempts && state.phase !== 'done' && !(inst.kind === 'task' && state.phase !== 'main' && !t.onFailure);
       inst.error = e.error;
       if (e.exitCode !== undefined) inst.exitCode = e.exitCode;
-      Object.assign(last(inst), { status: retry ? 'retrying' : 'failed', finishedAt: e.at, error: e.error }, e.exitCode !== undefined ? { exitCode: e.exitCode } : {});
+      Object.assign(last(inst), { status: 'failed', finishedAt: e.at, error: e.error }, e.exitCode !== undefined ? { exitCode: e.exitCode } : {});
       const b = state.breakers.get(t.breakerKey) ?? { failures: 0 };
       b.failures++;
       state.breakers.set(t.breakerKey, b);

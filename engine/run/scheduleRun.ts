@@ -85,8 +85,8 @@ export function scheduleRun(state: RunState, plan: RunPlan, now: number, options
     }
   }
 
-  openBreakers(state, d, base, now);
-  if (!stopping && state.status === 'running') startCandidates(state, plan, d, base, now);
+  const opening = openBreakers(state, d, base, now);
+  if (!stopping && state.status === 'running') startCandidates(state, plan, d, base, now, opening);
 
   if (state.phase === 'compensating' && state.status !== 'paused') compensate(state, plan, d, base, now);
   if (state.phase === 'main' && state.mainDone === state.mainTotal && d.events.length === 0) {
@@ -194,11 +194,11 @@ function* candidates(state: RunState, plan: RunPlan, now: number): Generator<{ k
   }
 }
 
-function startCandidates(state: RunState, plan: RunPlan, d: Decision, base: Base, now: number): void {
+function startCandidates(state: RunState, plan: RunPlan, d: Decision, base: Base, now: number, opening: Set<string>): void {
   let free = plan.maxParallel - state.active.size;
   if (free <= 0) return;
   const taken = new Map<string, number>();
-  const full = new Set<string>();
+  const full = new Set<string>(opening);
   for (const c of candidates(state, plan, now)) {
     if (free <= 0) break;
     const buckets = [c.task.breakerKey, `task:${c.task.name}`];
@@ -235,13 +235,19 @@ function startCandidates(state: RunState, plan: RunPlan, d: Decision, base: Base
   }
 }
 
-function openBreakers(state: RunState, d: Decision, base: Base, now: number): void {
+/** Breakers that open (or re-open after a failed probe) now; nothing of theirs starts in this pass. */
+function openBreakers(state: RunState, d: Decision, base: Base, now: number): Set<string> {
+  const opening = new Set<string>();
   for (const [key, b] of state.breakers) {
     if (b.failures < BREAKER_THRESHOLD) continue;
     const neverOpened = b.openUntil === undefined;
     const probeFailed = b.openUntil !== undefined && b.openUntil <= now && b.failures > (b.failuresAtOpen ?? 0);
-    if (neverOpened || probeFailed) d.events.push({ ...base, type: 'breaker.opened', key, until: now + BREAKER_COOLDOWN_MS });
+    if (neverOpened || probeFailed) {
+      d.events.push({ ...base, type: 'breaker.opened', key, until: now + BREAKER_COOLDOWN_MS });
+      opening.add(key);
+    }
   }
+  return opening;
 }
 
 function checkTimeouts(state: RunState, plan: RunPlan, d: Decision, base: Base, now: number): void {
