@@ -19,6 +19,7 @@ export const noopAgent: AgentType = {
 export const sleepAgent: AgentType = {
   name: 'sleep',
   run(action: AgentAction, io: AgentIo): Promise<AgentResult> {
+    if (io.signal.aborted) return Promise.resolve({ ok: false, error: 'cancelled', retryable: false });
     return new Promise((done) => {
       const ms = action.sleepMs ?? 0;
       const timeout = action.timeoutMs !== undefined && action.timeoutMs < ms;

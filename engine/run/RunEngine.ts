@@ -74,7 +74,8 @@ export class RunEngine {
   /**
    * Continues a run from its recorded events. Attempts that were in flight when the previous
    * engine stopped cannot be trusted to report (their process died with it), so each one is
-   * recorded as failed and retried under the task's policy; finished tasks never run again.
+   * recorded as lost and started again at once (outside the retry budget: the loss was not
+   * the task's fault); finished tasks never run again.
    */
   resume(events: readonly RunEvent[], reason = 'the engine stopped while this attempt was running'): void {
     for (const e of events) applyRunEvent(this.state, this.deps.plan, e);
@@ -85,7 +86,7 @@ export class RunEngine {
     const now = this.deps.clock.now();
     for (const key of [...this.state.active]) {
       const inst = this.state.instances.get(key)!;
-      this.record({ runId: this.deps.runId, at: now, type: 'task.failed', task: key, attempt: inst.attempt, error: `lost: ${reason}`, retryable: true });
+      this.record({ runId: this.deps.runId, at: now, type: 'task.failed', task: key, attempt: inst.attempt, error: `lost: ${reason}`, retryable: true, lost: true });
     }
     this.startTicking();
     this.step();

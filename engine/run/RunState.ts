@@ -26,6 +26,8 @@ export interface InstanceState {
   startedAt?: number;
   finishedAt?: number;
   retryAt?: number;
+  /** The last attempt was lost with the engine: retried at once, outside the retry budget. */
+  lost?: boolean;
   lastHeartbeat?: number;
   approval?: { requestedAt: number; timeoutAt?: number; by?: string };
 }

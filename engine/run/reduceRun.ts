@@ -165,7 +165,10 @@ function apply(state: RunState, plan: RunPlan, e: RunEvent): boolean {
       release(state, plan, inst);
       const t = plan.tasks.get(inst.task)!;
       const attempts = inst.kind === 'compensate' ? compensateAttempts(t) : t.retry.attempts;
-      const retry = e.retryable && e.attempt < attempts && state.phase !== 'done' && !(inst.kind === 'task' && state.phase !== 'main' && !t.onFailure);
+      const lost = e.lost === true;
+      const retry = e.retryable && (lost || e.attempt < attempts) && state.phase !== 'done' && !(inst.kind === 'task' && state.phase !== 'main' && !t.onFailure);
+      if (lost) inst.lost = true;
+      else delete inst.lost;
       inst.error = e.error;
       if (e.exitCode !== undefined) inst.exitCode = e.exitCode;
       Object.assign(last(inst), { status: 'failed', finishedAt: e.at, error: e.error }, e.exitCode !== undefined ? { exitCode: e.exitCode } : {});

@@ -78,7 +78,8 @@ export function scheduleRun(state: RunState, plan: RunPlan, now: number, options
       const inst = state.instances.get(key)!;
       if (inst.kind === 'compensate') continue;
       if (inst.retryAt === undefined) {
-        emit({ ...base, type: 'task.retry-scheduled', task: key, attempt: inst.attempt + 1, retryAt: now + retryDelay(state.runId, key, inst.attempt, plan.tasks.get(inst.task)!) });
+        const delay = inst.lost === true ? 0 : retryDelay(state.runId, key, inst.attempt, plan.tasks.get(inst.task)!);
+        emit({ ...base, type: 'task.retry-scheduled', task: key, attempt: inst.attempt + 1, retryAt: now + delay });
       } else if (inst.retryAt > now) {
         wake(d, inst.retryAt);
       }

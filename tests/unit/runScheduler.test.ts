@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { applyRunEvent, initialRunState } from '../../engine/run/reduceRun.js';
 import { snapshotRun } from '../../engine/run/RunState.js';
 import { BREAKER_COOLDOWN_MS, TIMEOUT_GRACE_MS, retryDelay } from '../../engine/run/scheduleRun.js';
-import { simulate, T0, trace } from './simulateRun.js';
+import { simulate, T0, trace, type Outcome } from './simulateRun.js';
 
 const ok = { ok: true };
 
@@ -30,7 +30,7 @@ describe('forEach, outputs and params', () => {
   it('fans out over an upstream output, then fans in with every item\'s outputs', () => {
     const sim = simulate(
       '  tasks:\n    - { name: list, run: x, outputs: [items] }\n    - { name: each, run: "echo ${{ item }}", needs: [list], forEach: "${{ fromJSON(tasks.list.outputs.items) }}", outputs: [n] }\n    - { name: merge, run: "echo ${{ toJSON(tasks.each.outputs.n) }}", needs: [each] }\n',
-      (d) => (d.task === 'list' ? { ok: true, outputs: { items: '["a","b","c"]' } } : d.task === 'each' ? { ok: true, outputs: { n: `${String(d.item)}!` } } : ok),
+      (d): Outcome => (d.task === 'list' ? { ok: true, outputs: { items: '["a","b","c"]' } } : d.task === 'each' ? { ok: true, outputs: { n: `${String(d.item)}!` } } : ok),
     );
     expect(sim.state.status).toBe('succeeded');
     expect(sim.dispatches.map((d) => [d.instance, d.item ?? null])).toEqual([['list', null], ['each[0]', 'a'], ['each[1]', 'b'], ['each[2]', 'c'], ['merge', null]]);

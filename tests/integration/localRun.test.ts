@@ -1,0 +1,160 @@
+import nodeFs from 'node:fs';
+import { readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { GitAuditStore } from '../../engine/audit/GitAuditStore.js';
+import { RunRecorder } from '../../engine/audit/RunRecorder.js';
+import { updateRef } from '../../engine/audit/updateRef.js';
+import { CaravanError } from '../../engine/errors/CaravanError.js';
+import { RunService } from '../../engine/local/RunService.js';
+import { git, repoWith, workflow } from './gitRepo.js';
+
+const dirs: string[] = [];
+afterEach(async () => {
+  for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
+});
+
+async function repo(files: Record<string, string>, commit = true): Promise<string> {
+  const d = await repoWith(files, commit);
+  dirs.push(d);
+  return d;
+}
+
+const pipeline = workflow('pipe', '  tasks:\n    - name: a\n      run: echo A; printf "v=1\\n" > "$CARAVAN_OUTPUTS"\n      outputs: [v]\n    - name: b\n      needs: [a]\n      run: echo "got ${{ tasks.a.outputs.v }}"\n');
+
+describe('a local run recorded in Git', () => {
+  it('leaves a readable audit trail and touches nothing of the user\'s', async () => {
+    const dir = await repo({ 'pipe.yaml': pipeline });
+    await writeFile(join(dir, 'notes.txt'), 'uncommitted work\n');
+    const head = (await git(dir, 'rev-parse', 'HEAD')).trim();
+    const status = await git(dir, 'status', '--porcelain');
+    const index = await readFile(join(dir, '.git', 'index'));
+    const svc = new RunService({ repoDir: dir });
+    const run = await svc.start('pipe', {});
+    const { state, auditCommit } = await run.done;
+    expect(state.status).toBe('succeeded');
+
+    expect(await git(dir, 'ls-tree', '-r', '--name-only', 'caravan/runs')).toBe(
+      [`runs/pipe/${run.runId}/events.ndjson`, `runs/pipe/${run.runId}/run.json`, `runs/pipe/${run.runId}/workflow.yaml`].join('\n') + '\n',
+    );
+    expect((await git(dir, 'rev-parse', 'caravan/runs')).trim()).toBe(auditCommit);
+    expect(await git(dir, 'log', '-1', '--format=%B', 'caravan/runs')).toMatch(new RegExp(`^pipe ${run.runId}: succeeded in \\d+(ms|\\.\\ds) \\(2/2 tasks\\)\\n\\nWorkflow: pipe\\nWorkflow-Commit: ${head}\\nRun: ${run.runId}\\nStatus: succeeded\\n`));
+    expect(await git(dir, 'log', '-1', '--format=%(trailers:key=Status,valueonly)', 'caravan/runs')).toBe('succeeded\n\n');
+    const runJson = JSON.parse(await git(dir, 'show', `caravan/runs:runs/pipe/${run.runId}/run.json`)) as { status: string; tasks: Record<string, { outputs?: object }> };
+    expect(runJson.status).toBe('succeeded');
+    expect(runJson.tasks['a']!.outputs).toEqual({ v: '1' });
+    const events = (await git(dir, 'show', `caravan/runs:runs/pipe/${run.runId}/events.ndjson`)).trim().split('\n').map((l) => JSON.parse(l) as { type: string; line?: string });
+    expect(events[0]!.type).toBe('run.started');
+    expect(events.at(-1)!.type).toBe('run.succeeded');
+    expect(events.filter((e) => e.type === 'task.log').map((e) => e.line)).toEqual(['A', 'got 1']);
+    expect(await git(dir, 'notes', '--ref=caravan', 'show', head)).toMatch(new RegExp(`run ${run.runId} of pipe: succeeded in .* \\(record ${auditCommit.slice(0, 12)} on caravan/runs\\)\\n$`));
+
+    // Nothing of the user's moved.
+    expect((await git(dir, 'rev-parse', 'HEAD')).trim()).toBe(head);
+    expect((await git(dir, 'symbolic-ref', 'HEAD')).trim()).toBe('refs/heads/main');
+    expect(await git(dir, 'status', '--porcelain')).toBe(status);
+    expect(await readFile(join(dir, '.git', 'index'))).toEqual(index);
+    await git(dir, 'fsck', '--strict', '--no-progress');
+  });
+
+  it('checkpoints in batches, never one commit per event', async () => {
+    const many = workflow('many', '  tasks:\n' + Array.from({ length: 40 }, (_, i) => `    - { name: t${i}, agent: noop${i > 0 ? `, needs: [t${i - 1}]` : ''} }\n`).join(''));
+    const dir = await repo({ 'many.yaml': many });
+    const svc = new RunService({ repoDir: dir, checkpointEveryEvents: 50, checkpointEveryMs: 3_600_000 });
+    const run = await svc.start('many', {});
+    const { state } = await run.done;
+    const events = state.seq;
+    const commits = Number((await git(dir, 'rev-list', '--count', 'caravan/runs')).trim());
+    expect(events).toBeGreaterThan(120);
+    // The first checkpoint (holding the workflow), about one per 50 events, and the final one.
+    expect(commits).toBeGreaterThanOrEqual(2);
+    expect(commits).toBeLessThanOrEqual(2 + Math.ceil(events / 50));
+    await git(dir, 'fsck', '--strict', '--no-progress');
+  });
+
+  it('works in a dirty repository on a detached HEAD, and in one with no commits at all', async () => {
+    const dir = await repo({ 'pipe.yaml': pipeline });
+    await git(dir, 'checkout', '-q', '--detach');
+    await writeFile(join(dir, 'workflows', 'pipe.yaml'), pipeline.replace('echo A', 'echo A2'));
+    const head = (await git(dir, 'rev-parse', 'HEAD')).trim();
+    const { state } = await (await new RunService({ repoDir: dir }).start('pipe', {})).done;
+    expect(state.status).toBe('succeeded');
+    expect((await git(dir, 'rev-parse', 'HEAD')).trim()).toBe(head);
+    expect(await git(dir, 'status', '--porcelain')).toBe(' M workflows/pipe.yaml\n');
+
+    const empty = await repo({ 'pipe.yaml': pipeline }, false);
+    const r2 = await (await new RunService({ repoDir: empty }).start('pipe', {})).done;
+    expect(r2.state.status).toBe('succeeded');
+    expect(await git(empty, 'log', '-1', '--format=%B', 'caravan/runs')).not.toContain('Workflow-Commit:');
+    await git(empty, 'fsck', '--strict', '--no-progress');
+  });
+
+  it('rejects an unknown workflow and bad params with clear errors', async () => {
+    const dir = await repo({ 'pipe.yaml': workflow('pipe', '  params:\n    n: { type: integer, default: 1 }\n  tasks:\n    - { name: a, agent: noop }\n') });
+    const svc = new RunService({ repoDir: dir });
+    await expect(svc.start('nope', {})).rejects.toMatchObject({ code: 'WORKFLOW_NOT_FOUND', message: "unknown workflow 'nope'; workflows here: pipe" });
+    await expect(svc.start('pipe', { n: 'three', x: '1' })).rejects.toMatchObject({ code: 'PARAM_INVALID', message: "unknown param 'x' (declared: n); param 'n': 'three' is not a number" });
+    expect(await git(dir, 'branch', '--list', 'caravan/runs')).toBe('');
+  });
+});
+
+describe('when Git cannot be written', () => {
+  it('a locked ref is retried, then reported clearly', async () => {
+    const dir = await repo({ 'pipe.yaml': pipeline });
+    const gitdir = join(dir, '.git');
+    const head = (await git(dir, 'rev-parse', 'HEAD')).trim();
+    await writeFile(join(gitdir, 'refs', 'heads', 'main.lock'), '');
+    const err = await updateRef(gitdir, 'refs/heads/main', head, head, { lockRetries: 3, lockRetryMs: 1 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CaravanError);
+    expect((err as CaravanError).code).toBe('AUDIT_REF_LOCKED');
+    expect((err as CaravanError).message).toBe(`refs/heads/main is locked by another process (${join(gitdir, 'refs/heads/main.lock')} exists); if no git or caravan process is running, remove the lock file`);
+    // Released while waiting: the update goes through.
+    setTimeout(() => void rm(join(gitdir, 'refs', 'heads', 'main.lock')), 30);
+    await updateRef(gitdir, 'refs/heads/main', head, head, { lockRetries: 50, lockRetryMs: 5 });
+  });
+
+  it('a full disk keeps the run in memory and in the journal, and writes it all once space is back', async () => {
+    const dir = await repo({ 'pipe.yaml': pipeline });
+    let full = true;
+    const enospc = (): never => {
+      throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+    };
+    const failing = {
+      ...nodeFs,
+      promises: {
+        ...nodeFs.promises,
+        writeFile: (...args: Parameters<typeof nodeFs.promises.writeFile>) => (full ? Promise.reject(enospc()) : nodeFs.promises.writeFile(...args)),
+      },
+    } as typeof nodeFs;
+    const store = new GitAuditStore(dir, failing);
+    const warnings: string[] = [];
+    const svc = new RunService({ repoDir: dir, checkpointEveryEvents: 3 });
+    const { workflow: wf, source } = await svc.loadWorkflow('pipe');
+    const journal = join(dir, '.git', 'caravan', 'journal', 'full-disk.ndjson');
+    const recorder = new RunRecorder(store, { workflow: 'pipe', runId: 'full-disk', workflowSource: source, journalPath: journal, everyEvents: 3, onWarning: (m) => warnings.push(m) });
+    await recorder.open();
+    const { RunEngine } = await import('../../engine/run/RunEngine.js');
+    const { buildRunPlan } = await import('../../engine/run/RunPlan.js');
+    const { InMemoryBus } = await import('../../engine/local/InMemoryBus.js');
+    const { LocalExecutor } = await import('../../engine/local/LocalExecutor.js');
+    const { realClock } = await import('../../engine/run/Clock.js');
+    const bus = new InMemoryBus();
+    const clock = realClock();
+    const engine = new RunEngine({ plan: buildRunPlan(wf, { maxParallel: 4 }), runId: 'full-disk', executor: new LocalExecutor(bus, clock, { baseDir: dir }), bus, clock });
+    engine.onEvent((e, s) => recorder.record(e, s));
+    engine.start({}, 'test');
+    const state = await engine.done();
+    expect(state.status).toBe('succeeded');
+    await recorder.checkpoint().catch(() => undefined);
+    expect(warnings.length).toBeGreaterThan(0);
+    expect(warnings[0]).toMatch(/^audit checkpoint failed \(kept in memory and in .*full-disk\.ndjson; retrying\): ENOSPC/);
+    expect((await readFile(journal, 'utf8')).trim().split('\n')).toHaveLength(state.seq);
+    await expect(git(dir, 'rev-parse', '--verify', '-q', 'caravan/runs')).rejects.toThrow();
+    full = false;
+    await recorder.finish(state);
+    const events = (await git(dir, 'show', 'caravan/runs:runs/pipe/full-disk/events.ndjson')).trim().split('\n');
+    expect(events).toHaveLength(state.seq);
+    await expect(stat(journal)).rejects.toThrow();
+    await git(dir, 'fsck', '--strict', '--no-progress');
+  });
+});
