@@ -1,4 +1,4 @@
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { appendFileSync, closeSync, fsyncSync, openSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { CaravanError } from '../errors/CaravanError.js';
@@ -32,7 +32,8 @@ export interface RecorderOptions {
  */
 export class RunRecorder {
   private readonly events: RunEvent[];
-  private journal: WriteStream | undefined;
+  private journalFd: number | undefined;
+  private unflushed: string[] = [];
   private checkpointed: number;
   private lastCheckpointAt: number;
   private inFlight: Promise<void> | undefined;
@@ -51,21 +52,35 @@ export class RunRecorder {
     return this.o.now?.() ?? Date.now();
   }
 
+  /**
+   * Starts the journal: a header with the workflow definition (so a run killed before its
+   * first checkpoint can still resume), then one line per event. A resumed run starts a
+   * fresh journal holding everything so far.
+   */
   async open(): Promise<void> {
     await mkdir(dirname(this.o.journalPath), { recursive: true });
-    this.journal = createWriteStream(this.o.journalPath, { flags: 'a' });
-    if (this.o.previous !== undefined && this.o.previous.length > 0) {
-      // A resumed run starts a fresh journal holding everything so far.
-      await rm(this.o.journalPath, { force: true });
-      this.journal = createWriteStream(this.o.journalPath, { flags: 'a' });
-      this.journal.write(this.o.previous.map((e) => JSON.stringify(e)).join('\n') + '\n');
-    }
+    await rm(this.o.journalPath, { force: true });
+    this.journalFd = openSync(this.o.journalPath, 'a');
+    const header: JournalHeader = { journal: 1, workflow: this.o.workflow, runId: this.o.runId, ...(this.o.workflowSource !== undefined ? { workflowSource: this.o.workflowSource } : {}), ...(this.o.workflowCommit !== undefined ? { workflowCommit: this.o.workflowCommit } : {}) };
+    const lines = [JSON.stringify(header), ...(this.o.previous ?? []).map((e) => JSON.stringify(e))];
+    appendFileSync(this.journalFd, lines.join('\n') + '\n');
+    fsyncSync(this.journalFd);
+  }
+
+  /**
+   * Writes the events recorded since the last flush with one synchronous append: once the
+   * engine starts an attempt, the events that led to it survive a SIGKILL of this process.
+   */
+  flush(): void {
+    if (this.journalFd === undefined || this.unflushed.length === 0) return;
+    appendFileSync(this.journalFd, this.unflushed.join(''));
+    this.unflushed = [];
   }
 
   record(e: RunEvent, state: RunState): void {
     this.events.push(e);
     this.lastState = state;
-    this.journal?.write(JSON.stringify(e) + '\n');
+    this.unflushed.push(JSON.stringify(e) + '\n');
     const due = this.events.length - this.checkpointed >= (this.o.everyEvents ?? 500) || this.now() - this.lastCheckpointAt >= (this.o.everyMs ?? 2000);
     if (due) void this.checkpoint().catch(() => undefined);
   }
@@ -136,7 +151,7 @@ export class RunRecorder {
         await new Promise((r) => setTimeout(r, 50 * 2 ** i));
       }
     }
-    await new Promise<void>((r) => (this.journal !== undefined ? this.journal.end(r) : r()));
+    this.closeJournal();
     if (lastError !== undefined || this.lastCommit === undefined) {
       throw new CaravanError('AUDIT_WRITE_FAILED', `could not record run ${this.o.runId} in Git: ${(lastError as Error | undefined)?.message ?? 'unknown error'}; every event is kept in ${this.o.journalPath}`, { cause: lastError, data: { journal: this.o.journalPath } });
     }
@@ -154,9 +169,24 @@ export class RunRecorder {
   }
 
   /** Stops without a final checkpoint (the process is going away); the journal stays. */
-  async abandon(): Promise<void> {
-    await new Promise<void>((r) => (this.journal !== undefined ? this.journal.end(r) : r()));
+  abandon(): void {
+    this.closeJournal();
   }
+
+  private closeJournal(): void {
+    this.flush();
+    if (this.journalFd !== undefined) closeSync(this.journalFd);
+    this.journalFd = undefined;
+  }
+}
+
+/** First line of a journal file. */
+export interface JournalHeader {
+  journal: 1;
+  workflow: string;
+  runId: string;
+  workflowSource?: string;
+  workflowCommit?: string;
 }
 
 export function formatDuration(ms: number): string {

@@ -4,7 +4,7 @@ import { join, relative } from 'node:path';
 import * as git from 'isomorphic-git';
 import nodeFs from 'node:fs';
 import { GitAuditStore } from '../audit/GitAuditStore.js';
-import { RunRecorder } from '../audit/RunRecorder.js';
+import { RunRecorder, type JournalHeader } from '../audit/RunRecorder.js';
 import { newRunId } from '../audit/updateRef.js';
 import { CaravanError } from '../errors/CaravanError.js';
 import { realClock, type Clock } from '../run/Clock.js';
@@ -101,17 +101,19 @@ export class RunService {
     if (live !== undefined) throw new CaravanError('RUN_NOT_LIVE', `run ${runId} is still running (process ${live.pid})`);
     const stored = await this.audit.readRun(runId);
     const journal = await this.readJournal(runId);
-    if (stored === undefined && journal.length === 0) throw new CaravanError('RUN_NOT_FOUND', `no run ${runId} on caravan/runs or in the local journal`);
-    const events = journal.length >= (stored?.events.length ?? 0) ? journal : stored!.events;
+    if (stored === undefined && journal === undefined) throw new CaravanError('RUN_NOT_FOUND', `no run ${runId} on caravan/runs or in the local journal`);
+    // The journal is a superset of the last checkpoint unless it was lost with the machine.
+    const events = journal !== undefined && journal.events.length >= (stored?.events.length ?? 0) ? journal.events : stored!.events;
+    const source = stored?.workflowSource ?? journal?.header.workflowSource;
     const started = events.find((e) => e.type === 'run.started');
-    if (stored?.workflowSource === undefined || started === undefined || started.type !== 'run.started') {
+    if (source === undefined || started === undefined || started.type !== 'run.started') {
       throw new CaravanError('RUN_NOT_FOUND', `run ${runId} has no recorded workflow definition to resume from`);
     }
-    const parsed = validateText(`${runId}/workflow.yaml`, stored.workflowSource);
+    const final = events.find((e) => e.type === 'run.succeeded' || e.type === 'run.failed' || e.type === 'run.cancelled');
+    if (final !== undefined) throw new CaravanError('RUN_NOT_LIVE', `run ${runId} is already over (${final.type.slice(4)})`);
+    const parsed = validateText(`${runId}/workflow.yaml`, source);
     if (parsed.workflow === undefined) throw new CaravanError('WORKFLOW_INVALID', `the recorded workflow of run ${runId} no longer validates`);
-    const final = events.some((e) => e.type === 'run.succeeded' || e.type === 'run.failed' || e.type === 'run.cancelled');
-    if (final) throw new CaravanError('RUN_NOT_LIVE', `run ${runId} is already over (${String(stored.run['status'])})`);
-    return this.launch(parsed.workflow, stored.workflowSource, runId, started.commit, (engine) => engine.resume(events), events);
+    return this.launch(parsed.workflow, source, runId, started.commit, (engine) => engine.resume(events), events);
   }
 
   async control(runId: string, command: ControlCommand): Promise<void> {
@@ -123,20 +125,24 @@ export class RunService {
     await this.live.send(runId, command);
   }
 
-  private async readJournal(runId: string): Promise<RunEvent[]> {
+  private async readJournal(runId: string): Promise<{ header: JournalHeader; events: RunEvent[] } | undefined> {
+    let text: string;
     try {
-      const text = await readFile(this.live.journalPath(runId), 'utf8');
-      // A process killed mid-write can leave half a line at the end.
-      return text.split('\n').filter((l) => l.trim() !== '').flatMap((l) => {
-        try {
-          return [JSON.parse(l) as RunEvent];
-        } catch {
-          return [];
-        }
-      });
+      text = await readFile(this.live.journalPath(runId), 'utf8');
     } catch {
-      return [];
+      return undefined;
     }
+    // A process killed mid-write can leave half a line at the end.
+    const lines = text.split('\n').filter((l) => l.trim() !== '').flatMap((l) => {
+      try {
+        return [JSON.parse(l) as unknown];
+      } catch {
+        return [];
+      }
+    });
+    const header = lines[0] as JournalHeader | undefined;
+    if (header === undefined || header.journal !== 1) return undefined;
+    return { header, events: lines.slice(1) as RunEvent[] };
   }
 
   private async headCommit(): Promise<string | undefined> {
@@ -173,6 +179,7 @@ export class RunService {
       recorder.record(e, s);
       this.o.onEvent?.(e, s);
     });
+    engine.onFlush(() => recorder.flush());
     await this.live.register({ runId, workflow: name, pid: process.pid, startedAt: new Date(this.clock.now()).toISOString() });
     const stopWatching = this.live.watch(runId, (c) => this.apply(engine, c));
     begin(engine);

@@ -31,6 +31,7 @@ export interface RunEngineDeps {
 export class RunEngine {
   readonly state: RunState;
   private readonly listeners: RunListener[] = [];
+  private readonly flushers: Array<() => void> = [];
   private readonly unsubscribe: () => void;
   private inbox: RunEvent[] = [];
   private draining = false;
@@ -56,6 +57,18 @@ export class RunEngine {
 
   onEvent(listener: RunListener): void {
     this.listeners.push(listener);
+  }
+
+  /**
+   * Called after each batch of recorded events and before any attempt is started or
+   * stopped because of them: the place to make the record durable (write-ahead).
+   */
+  onFlush(flush: () => void): void {
+    this.flushers.push(flush);
+  }
+
+  private flush(): void {
+    for (const f of this.flushers) f();
   }
 
   /** Resolves with the final state once the run has succeeded, failed or been cancelled. */
@@ -152,6 +165,7 @@ export class RunEngine {
         if (d.wakeAt !== undefined) wakeAt = d.wakeAt;
         if (d.events.length === 0 && d.dispatch.length === 0 && d.cancel.length === 0) break;
         for (const e of d.events) this.record(e);
+        this.flush();
         for (const c of d.cancel) this.deps.executor.cancel(this.deps.runId, c.instance, c.attempt);
         for (const x of d.dispatch) {
           // Only attempts the reducer accepted as queued are started.
@@ -159,6 +173,7 @@ export class RunEngine {
           if (inst?.status === 'queued' && inst.attempt === x.attempt) this.deps.executor.start({ runId: this.deps.runId, plan: this.deps.plan, dispatch: x });
         }
       }
+      this.flush();
       if (isFinal(this.state.status)) {
         this.finish();
         return;

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -109,11 +109,16 @@ describe('caravan validate', () => {
 });
 
 describe('caravan demo', () => {
-  it('validates and plans the bundled workflows from any directory', async () => {
+  it('runs a bundled workflow end to end in a scratch repository and shows the audit log', async () => {
     const r = await spawnCli(dir, 'demo');
     expect(r.code).toBe(0);
-    expect(r.out).toContain('quarterly-report  (');
-    expect(r.out).toMatch(/3 tasks in 3 generations\n\s+1\. ingest\n\s+2\. analyse \[forEach\]\n\s+3\. synthesize\n/);
-    expect(r.out).toMatch(/files checked: all valid\n$/);
+    expect(r.out).toMatch(/^Caravan demo: running 'quarterly-report' on the embedded default/);
+    expect(r.out).toMatch(/ analyse fans out to 3 items\n/);
+    expect(r.out).toMatch(/ run succeeded in \d+ms\n/);
+    expect(r.out).toMatch(/\$ git log caravan\/runs\n[0-9a-f]{7,} quarterly-report \S+: succeeded in \S+ \(3\/3 tasks\)\n\nWorkflow: quarterly-report\nWorkflow-Commit: [0-9a-f]{40}\nRun: \S+\nStatus: succeeded\n/);
+    expect(r.out).toMatch(/\$ git notes --ref=caravan show HEAD\n\S+ run \S+ of quarterly-report: succeeded in/);
+    // The scratch repository is removed; the user's directory is untouched.
+    expect(r.out).toMatch(/in a scratch repository: (\S+)\n/);
+    await expect(readFile(/in a scratch repository: (\S+)\n/.exec(r.out)![1]! + '/workflows/quarterly-report.yaml')).rejects.toThrow();
   });
 });

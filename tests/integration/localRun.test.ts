@@ -142,13 +142,17 @@ describe('when Git cannot be written', () => {
     const clock = realClock();
     const engine = new RunEngine({ plan: buildRunPlan(wf, { maxParallel: 4 }), runId: 'full-disk', executor: new LocalExecutor(bus, clock, { baseDir: dir }), bus, clock });
     engine.onEvent((e, s) => recorder.record(e, s));
+    engine.onFlush(() => recorder.flush());
     engine.start({}, 'test');
     const state = await engine.done();
     expect(state.status).toBe('succeeded');
     await recorder.checkpoint().catch(() => undefined);
     expect(warnings.length).toBeGreaterThan(0);
     expect(warnings[0]).toMatch(/^audit checkpoint failed \(kept in memory and in .*full-disk\.ndjson; retrying\): ENOSPC/);
-    expect((await readFile(journal, 'utf8')).trim().split('\n')).toHaveLength(state.seq);
+    // The journal: a header with the workflow, then every event.
+    const journalLines = (await readFile(journal, 'utf8')).trim().split('\n');
+    expect(journalLines).toHaveLength(state.seq + 1);
+    expect(JSON.parse(journalLines[0]!)).toMatchObject({ journal: 1, workflow: 'pipe', runId: 'full-disk' });
     await expect(git(dir, 'rev-parse', '--verify', '-q', 'caravan/runs')).rejects.toThrow();
     full = false;
     await recorder.finish(state);

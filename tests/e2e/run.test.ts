@@ -1,0 +1,151 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import { main } from '../../engine/cli/main.js';
+import { git, repoWith, workflow } from '../integration/gitRepo.js';
+
+const bin = fileURLToPath(new URL('../../bin/caravan.js', import.meta.url));
+const dirs: string[] = [];
+const children: ChildProcess[] = [];
+afterEach(async () => {
+  for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
+  for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
+});
+
+async function repo(files: Record<string, string>): Promise<string> {
+  const d = await repoWith(files);
+  dirs.push(d);
+  return d;
+}
+
+async function cli(cwd: string, ...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const code = await main(argv, { cwd, stdout: (t) => { out += t; }, stderr: (t) => { err += t; } });
+  return { code, out, err };
+}
+
+/** Starts the real CLI in its own process. */
+function spawnCli(cwd: string, ...argv: string[]): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
+  const child = spawn(process.execPath, [bin, ...argv], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  let out = '';
+  child.stdout!.on('data', (c: Buffer) => { out += c.toString(); });
+  child.stderr!.on('data', (c: Buffer) => { out += c.toString(); });
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  return { child, output: () => out, exited };
+}
+
+/** Waits for a condition on real time (a process elsewhere); fails with `what` if it never holds. */
+async function until(what: string, check: () => Promise<boolean> | boolean, limitMs = 20_000): Promise<void> {
+  const end = Date.now() + limitMs;
+  while (Date.now() < end) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+const ok = workflow('ok', '  params:\n    who: { type: string, default: world }\n  tasks:\n    - { name: a, run: "echo hello ${{ params.who }}" }\n    - { name: b, needs: [a], agent: noop }\n');
+const bad = workflow('bad', '  tasks:\n    - { name: a, run: "exit 4" }\n    - { name: b, needs: [a], run: "true" }\n');
+
+describe('caravan run', () => {
+  it('prints plain progress, exits 0, and says where the run is recorded', async () => {
+    const dir = await repo({ 'ok.yaml': ok });
+    const r = await cli(dir, 'run', 'ok', '--param', 'who=caravan');
+    expect(r.code).toBe(0);
+    const lines = r.out.trim().split('\n').map((l) => l.replace(/^\d\d:\d\d:\d\d /, ''));
+    expect(lines[0]).toMatch(/^run \d{8}-\d{6}-[0-9a-f]{6} of ok started$/);
+    expect(lines.slice(1, 4)).toEqual(['a started', expect.stringMatching(/^a succeeded in \d+ms$/), 'b started']);
+    expect(lines.at(-2)).toMatch(/^run \d{8}-\d{6}-[0-9a-f]{6} of ok succeeded in \d+ms$/);
+    expect(lines.at(-1)).toMatch(/^recorded on caravan\/runs at [0-9a-f]{12}: git log caravan\/runs; caravan status \S+$/);
+  });
+
+  it('with --json prints one event per line, each with runId and type (and task, attempt where they apply); a failed run exits 1', async () => {
+    const dir = await repo({ 'bad.yaml': bad });
+    const r = await cli(dir, 'run', 'bad', '--json');
+    expect(r.code).toBe(1);
+    const events = r.out.trim().split('\n').map((l) => JSON.parse(l) as { runId: string; type: string; task?: string; attempt?: number });
+    expect(new Set(events.map((e) => e.runId)).size).toBe(1);
+    expect(events.map((e) => [e.type, e.task ?? null, e.attempt ?? null])).toEqual([
+      ['run.started', null, null], ['task.queued', 'a', 1], ['task.started', 'a', 1], ['task.failed', 'a', 1], ['task.skipped', 'b', null], ['run.failing', null, null], ['run.failed', null, null],
+    ]);
+    expect(r.err).toMatch(/^run \S+ of bad failed in \d+ms: task 'a' failed: exited with code 4\n/);
+  });
+
+  it('gives clear errors, not stack traces, for an unknown workflow, a bad param and a directory that is not a repository', async () => {
+    const dir = await repo({ 'ok.yaml': ok });
+    expect(await cli(dir, 'run', 'okk')).toEqual({ code: 66, out: '', err: "caravan: unknown workflow 'okk'; workflows here: ok\n" });
+    expect(await cli(dir, 'run', 'ok', '-p', 'who')).toEqual({ code: 64, out: '', err: "caravan: --param expects name=value, got 'who'\n" });
+    expect(await cli(dir, 'run', 'ok', '-p', 'nobody=1')).toEqual({ code: 64, out: '', err: "caravan: unknown param 'nobody' (declared: who)\n" });
+    const notRepo = await cli('/', 'run', 'ok');
+    expect(notRepo.code).toBe(64);
+    expect(notRepo.err).toMatch(/is not inside a Git repository; Caravan records runs in Git \(run `git init` first\)\n$/);
+  });
+
+  it('runs, status and logs read the audit branch', async () => {
+    const dir = await repo({ 'ok.yaml': ok });
+    await cli(dir, 'run', 'ok');
+    const runs = await cli(dir, 'runs');
+    const id = runs.out.split('\n')[1]!.split(/\s+/)[0]!;
+    expect(runs.out).toMatch(new RegExp(`^RUN\\s+WORKFLOW\\s+STATUS\\s+STARTED\\s+DURATION\\n${id}\\s+ok\\s+succeeded\\s+\\S+\\s+\\d+ms\\n$`));
+    const status = await cli(dir, 'status', id);
+    expect(status.out).toMatch(new RegExp(`^run ${id} of ok: succeeded\\nstarted \\S+, took \\d+ms\\nTASK\\s+STATUS\\s+ATTEMPTS\\s+DURATION\\s+NOTE\\na\\s+succeeded\\s+1\\s+\\d+ms\\nb\\s+succeeded\\s+1\\s+\\d+ms\\n$`));
+    expect((await cli(dir, 'logs', id, 'a')).out).toBe('a#1 hello world\n');
+    expect(await cli(dir, 'status', 'nope')).toEqual({ code: 66, out: '', err: 'caravan: no run nope on caravan/runs\n' });
+  });
+});
+
+describe('a live run, from another process', () => {
+  it('waits at an approval gate until `caravan approve` from another terminal', async () => {
+    const gate = workflow('gate', '  tasks:\n    - { name: build, agent: noop }\n    - { name: review, needs: [build], approval: { timeout: 1h } }\n    - { name: ship, needs: [review], run: "echo shipped" }\n');
+    const dir = await repo({ 'gate.yaml': gate });
+    const proc = spawnCli(dir, 'run', 'gate');
+    let runId = '';
+    await until('the approval request', () => {
+      const m = /review waits for approval \(caravan approve (\S+) review\)/.exec(proc.output());
+      if (m !== null) runId = m[1]!;
+      return m !== null;
+    });
+    expect(await cli(dir, 'reject', 'no-such-run', 'review')).toEqual({ code: 66, out: '', err: 'caravan: no run no-such-run\n' });
+    expect(await cli(dir, 'approve', runId, 'review')).toEqual({ code: 0, out: `sent approve review to run ${runId}\n`, err: '' });
+    expect(await proc.exited).toBe(0);
+    expect(proc.output()).toMatch(/review approved by \S+\n.*ship started/s);
+    const after = await cli(dir, 'approve', runId, 'review');
+    expect(after.code).toBe(64);
+    expect(after.err).toBe(`caravan: run ${runId} is not running (succeeded); nothing to do\n`);
+  });
+
+  it('resumes after SIGKILL from the last checkpoint and journal, without re-running what succeeded', async () => {
+    const wf = workflow('long', '  tasks:\n    - { name: first, run: "echo ran >> first.count" }\n    - { name: second, needs: [first], run: "if [ -f go ]; then echo resumed; else echo $$ > second.pid; exec sleep 60; fi" }\n    - { name: third, needs: [second], run: "echo ran >> third.count" }\n');
+    const dir = await repo({ 'long.yaml': wf });
+    await writeFile(join(dir, '.gitignore'), '*.count\n*.pid\ngo\n');
+    const proc = spawnCli(dir, 'run', 'long');
+    let runId = '';
+    await until('the second task to start', async () => {
+      const m = /run (\S+) of long started[\s\S]*second started/.exec(proc.output());
+      if (m !== null) runId = m[1]!;
+      return m !== null && (await readFile(join(dir, 'second.pid'), 'utf8').catch(() => '')) !== '';
+    });
+    proc.child.kill('SIGKILL');
+    await proc.exited;
+    // The orphaned `sleep 60` of the killed run is still around; it must not matter.
+    const orphan = Number(await readFile(join(dir, 'second.pid'), 'utf8'));
+    await writeFile(join(dir, 'go'), '');
+    const resumed = await cli(dir, 'resume', runId);
+    expect(resumed.err).toBe(`caravan: resuming run ${runId} of long\n`);
+    expect(resumed.code).toBe(0);
+    expect(resumed.out).toMatch(/second failed \(attempt 1\): lost: the engine stopped while this attempt was running\n.*second will retry \(attempt 2\) in 0ms\n.*second started \(attempt 2\)\n.*second succeeded/s);
+    expect(await readFile(join(dir, 'first.count'), 'utf8')).toBe('ran\n');
+    expect(await readFile(join(dir, 'third.count'), 'utf8')).toBe('ran\n');
+    const status = JSON.parse((await cli(dir, 'status', runId, '--json')).out) as { status: string; tasks: Record<string, { attempts: number }> };
+    expect(status.status).toBe('succeeded');
+    expect(status.tasks['first']!.attempts).toBe(1);
+    expect(status.tasks['second']!.attempts).toBe(2);
+    await git(dir, 'fsck', '--strict', '--no-progress');
+    expect((await cli(dir, 'resume', runId)).err).toBe(`caravan: run ${runId} is already over (succeeded)\n`);
+    process.kill(orphan, 'SIGKILL');
+  });
+});
