@@ -10,6 +10,7 @@ import { planCommand } from './planCommand.js';
 import { renderCommand } from './renderCommand.js';
 import { PLAN_FORMATS, type PlanFormat } from '../compile/formatPlan.js';
 import { validateCommand } from './validateCommand.js';
+import { approvalsCommand } from './approvalsCommand.js';
 import { controlCommand, logsCommand, resumeCommand, runCommand, runsCommand, statusCommand } from './runCommands.js';
 
 function positiveInt(v: string, flag: string): number {
@@ -145,6 +146,15 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
         exit = await controlCommand(name === 'unpause' ? 'resume' : name, runId, undefined, opts.reason, io);
       });
   }
+
+  program
+    .command('approvals')
+    .description('check GitOps approval files (approvals/<run-id>/<task>.yaml); apply sends them to live local runs')
+    .argument('[action]', 'check or apply', 'check')
+    .action(async (action: string) => {
+      if (action !== 'check' && action !== 'apply') throw new CaravanError('USAGE', `approvals takes check or apply, not '${action}'`);
+      exit = await approvalsCommand(action === 'apply', io);
+    });
 
   program
     .command('demo')

@@ -7,15 +7,23 @@ import type { DiagnosticCode, PendingDiagnostic } from './Diagnostic.js';
 import { closest, describePath } from './describePath.js';
 import { explainBadName } from './explainBadName.js';
 
-let compiled: ValidateFunction | undefined;
+const compiled = new Map<string, ValidateFunction>();
 
-/** The JSON Schema of caravan/v1 workflows, as shipped in schemas/. */
-export function workflowSchema(): Record<string, unknown> {
-  return JSON.parse(readFileSync(join(packageRoot(), 'schemas', 'workflow.v1.json'), 'utf8')) as Record<string, unknown>;
+export type SchemaName = 'workflow.v1.json' | 'approval.v1.json';
+
+/** A JSON Schema shipped in schemas/. */
+export function loadSchema(name: SchemaName): Record<string, unknown> {
+  return JSON.parse(readFileSync(join(packageRoot(), 'schemas', name), 'utf8')) as Record<string, unknown>;
 }
 
-function validator(): ValidateFunction {
-  if (compiled === undefined) {
+/** The JSON Schema of caravan/v1 workflows. */
+export function workflowSchema(): Record<string, unknown> {
+  return loadSchema('workflow.v1.json');
+}
+
+function validator(name: SchemaName): ValidateFunction {
+  let v = compiled.get(name);
+  if (v === undefined) {
     const ajv = new Ajv2020({
       allErrors: true,
       verbose: true,
@@ -23,18 +31,19 @@ function validator(): ValidateFunction {
       strictTypes: false,
       allowUnionTypes: true,
     });
-    compiled = ajv.compile(workflowSchema());
+    v = ajv.compile(loadSchema(name));
+    compiled.set(name, v);
   }
-  return compiled;
+  return v;
 }
 
 /**
- * Validates a parsed document against schemas/workflow.v1.json and turns ajv's errors into
- * diagnostics a pipeline author can act on: the offending key or value, what was expected,
- * and a "did you mean" for typos.
+ * Validates a parsed document against a schema in schemas/ (the workflow schema unless
+ * named) and turns ajv's errors into diagnostics a pipeline author can act on: the offending
+ * key or value, what was expected, and a "did you mean" for typos.
  */
-export function validateSchema(doc: unknown): PendingDiagnostic[] {
-  const validate = validator();
+export function validateSchema(doc: unknown, schema: SchemaName = 'workflow.v1.json'): PendingDiagnostic[] {
+  const validate = validator(schema);
   if (validate(doc)) return [];
   const out: PendingDiagnostic[] = [];
   const seen = new Set<string>();

@@ -1,0 +1,50 @@
+import { readFile, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { EXIT, type ExitCode } from '../errors/CaravanError.js';
+import { findRepoRoot } from '../gitops/readTreeAtRef.js';
+import { readApproval, type Approval } from '../gitops/readApproval.js';
+import { LiveRuns } from '../local/LiveRuns.js';
+import { textLine } from '../spec/formatDiagnostics.js';
+import type { Io } from './Io.js';
+
+/**
+ * `caravan approvals check|apply`: checks the GitOps approval files under approvals/ and,
+ * with apply, hands their decisions to runs live on this machine. The controller does the
+ * same for the watched branch.
+ */
+export async function approvalsCommand(apply: boolean, io: Io): Promise<ExitCode> {
+  const root = await findRepoRoot(io.cwd);
+  const found: Approval[] = [];
+  let invalid = 0;
+  let runs: string[] = [];
+  try {
+    runs = (await readdir(join(root, 'approvals'), { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name).sort();
+  } catch {
+    io.stdout('no approvals/ directory\n');
+    return EXIT.OK;
+  }
+  for (const run of runs) {
+    for (const f of (await readdir(join(root, 'approvals', run))).sort()) {
+      const path = `approvals/${run}/${f}`;
+      const r = readApproval(path, await readFile(join(root, path)));
+      if (r.ok) found.push(r.approval);
+      else {
+        invalid++;
+        for (const d of r.diagnostics) io.stdout(textLine(d));
+      }
+    }
+  }
+  io.stdout(`${found.length + invalid} approval file${found.length + invalid === 1 ? '' : 's'}: ${found.length} valid, ${invalid} invalid\n`);
+  if (apply) {
+    const live = new LiveRuns(join(root, '.git'));
+    for (const a of found) {
+      if ((await live.get(a.runId)) === undefined) {
+        io.stdout(`${a.runId}/${a.task}: run not live here, skipped\n`);
+        continue;
+      }
+      await live.send(a.runId, { action: a.decision === 'approve' ? 'approve' : 'reject', task: a.task, by: a.by, ...(a.reason !== undefined ? { reason: a.reason } : {}) });
+      io.stdout(`${a.runId}/${a.task}: ${a.decision} by ${a.by} sent\n`);
+    }
+  }
+  return invalid > 0 ? EXIT.INVALID : EXIT.OK;
+}
