@@ -35,6 +35,9 @@ export interface LocalExecutorOptions {
  */
 export class LocalExecutor implements Executor {
   private readonly running = new Map<string, AbortController>();
+  /** Attempts that report heartbeats, and the one timer that sends them all. */
+  private readonly beating = new Map<string, () => void>();
+  private beat: ReturnType<Clock['setTimer']> | undefined;
   private readonly registry: AgentRegistry;
   private readonly scratchRoot = join(tmpdir(), `caravan-${process.pid}`);
 
@@ -55,18 +58,31 @@ export class LocalExecutor implements Executor {
 
   async close(): Promise<void> {
     for (const a of this.running.values()) a.abort();
+    if (this.beat !== undefined) this.clock.clearTimer(this.beat);
+    this.beat = undefined;
     await rm(this.scratchRoot, { recursive: true, force: true });
   }
 
-  private publish(req: StartRequest, e: RunEvent): void {
-    this.bus.publish(eventSubject(req.plan.workflow.metadata.name, req.runId, req.dispatch.instance), e, { msgId: eventId(e), origin: 'agent' });
+  /** One timer for every running attempt, rather than one each: cheap at 10,000 attempts. */
+  private armHeartbeat(): void {
+    if (this.beat !== undefined) return;
+    this.beat = this.clock.setTimer(() => {
+      this.beat = undefined;
+      for (const send of this.beating.values()) send();
+      if (this.beating.size > 0) this.armHeartbeat();
+    }, this.options.heartbeatMs ?? 5000);
+  }
+
+  private publish(req: StartRequest, e: RunEvent, subject = eventSubject(req.plan.workflow.metadata.name, req.runId, req.dispatch.instance)): void {
+    this.bus.publish(subject, e, { msgId: eventId(e), origin: 'agent' });
   }
 
   private async execute(req: StartRequest, signal: AbortSignal): Promise<void> {
     const { dispatch, plan, runId } = req;
     const task = plan.tasks.get(dispatch.task)!;
     const base = { runId, task: dispatch.instance, attempt: dispatch.attempt };
-    this.publish(req, { ...base, type: 'task.started', at: this.clock.now() });
+    const subject = eventSubject(plan.workflow.metadata.name, runId, dispatch.instance);
+    this.publish(req, { ...base, type: 'task.started', at: this.clock.now() }, subject);
     const maxLines = this.options.maxLogLines ?? 1000;
     let logged = 0;
     let dropped = 0;
@@ -81,15 +97,9 @@ export class LocalExecutor implements Executor {
       for (const s of secrets) if (s.length >= 3) masked = masked.split(s).join('***');
       this.publish(req, { ...base, type: 'task.log', at: this.clock.now() + logged / 1000, stream, line: masked });
     };
-    const heartbeatMs = this.options.heartbeatMs ?? 5000;
-    let hb: ReturnType<Clock['setTimer']> | undefined;
-    const scheduleBeat = (): void => {
-      hb = this.clock.setTimer(() => {
-        this.publish(req, { ...base, type: 'task.heartbeat', at: this.clock.now() });
-        scheduleBeat();
-      }, heartbeatMs);
-    };
-    scheduleBeat();
+    const beatKey = `${runId}:${dispatch.instance}:${dispatch.attempt}`;
+    this.beating.set(beatKey, () => this.publish(req, { ...base, type: 'task.heartbeat', at: this.clock.now() }));
+    this.armHeartbeat();
     let result: AgentResult;
     let scratch: string | undefined;
     try {
@@ -113,14 +123,14 @@ export class LocalExecutor implements Executor {
     } catch (e) {
       result = { ok: false, error: e instanceof Error ? e.message : String(e), retryable: false };
     } finally {
-      if (hb !== undefined) this.clock.clearTimer(hb);
+      this.beating.delete(beatKey);
     }
     if (scratch !== undefined) await rm(scratch, { recursive: true, force: true });
     if (dropped > 0) this.publish(req, { ...base, type: 'task.log', at: this.clock.now() + (logged + 1) / 1000, stream: 'stderr', line: `[caravan] ${dropped} more log lines were not kept (limit ${maxLines} per attempt)` });
     if (signal.aborted) return; // the engine already recorded the cancellation
     const at = this.clock.now();
-    if (result.ok) this.publish(req, { ...base, type: 'task.succeeded', at, outputs: result.outputs, ...(result.exitCode !== undefined ? { exitCode: result.exitCode } : {}) });
-    else this.publish(req, { ...base, type: 'task.failed', at, error: result.error, retryable: result.retryable, ...(result.exitCode !== undefined ? { exitCode: result.exitCode } : {}) });
+    if (result.ok) this.publish(req, { ...base, type: 'task.succeeded', at, outputs: result.outputs, ...(result.exitCode !== undefined ? { exitCode: result.exitCode } : {}) }, subject);
+    else this.publish(req, { ...base, type: 'task.failed', at, error: result.error, retryable: result.retryable, ...(result.exitCode !== undefined ? { exitCode: result.exitCode } : {}) }, subject);
   }
 
   private async runChild(req: StartRequest): Promise<AgentResult> {

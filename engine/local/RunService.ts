@@ -161,7 +161,7 @@ export class RunService {
       baseDir: this.o.repoDir,
       runChild: (child, params, parent) => this.runChild(child, params, parent),
     });
-    const engine = new RunEngine({ plan, runId, executor, bus, clock: this.clock });
+    const engine = new RunEngine({ plan, runId, executor, bus, clock: this.clock, publishDecisions: false });
     const recorder = new RunRecorder(this.audit, {
       workflow: name,
       runId,

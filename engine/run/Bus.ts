@@ -26,6 +26,8 @@ export function runSubjects(workflow: string, runId: string): string {
 }
 
 export function subjectMatches(pattern: string, subject: string): boolean {
+  // The common case (`prefix.>` with no `*`) needs no splitting: it is on every delivery.
+  if (pattern.endsWith('.>') && !pattern.includes('*')) return subject.startsWith(pattern.slice(0, -1));
   const p = pattern.split('.');
   const s = subject.split('.');
   for (let i = 0; i < p.length; i++) {

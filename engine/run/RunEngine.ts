@@ -21,6 +21,12 @@ export interface RunEngineDeps {
   clock: Clock;
   /** How often to look for silent attempts (timeouts past their grace). */
   tickMs?: number;
+  /**
+   * Also publish the engine's own decisions (queued, skipped, retry...) on the bus, for other
+   * observers such as a JetStream stream. Off for the embedded default, where observers use
+   * onEvent and nobody else listens.
+   */
+  publishDecisions?: boolean;
 }
 
 /**
@@ -146,7 +152,7 @@ export class RunEngine {
   private record(e: RunEvent): boolean {
     if (!applyRunEvent(this.state, this.deps.plan, e)) return false;
     for (const l of this.listeners) l(e, this.state);
-    if (!AGENT_EVENTS.has(e.type)) {
+    if (this.deps.publishDecisions !== false && !AGENT_EVENTS.has(e.type)) {
       const task = 'task' in e ? e.task : undefined;
       this.deps.bus.publish(eventSubject(this.deps.plan.workflow.metadata.name, this.deps.runId, task), e, { msgId: eventId(e), origin: 'engine' });
     }

@@ -69,6 +69,7 @@ export interface RunState {
   status: RunStatus;
   phase: RunPhase;
   startedAt: number;
+  startedAtIso: string;
   finishedAt?: number;
   deadline?: number;
   failureReason?: string;

@@ -20,6 +20,7 @@ export function initialRunState(plan: RunPlan, runId: string): RunState {
     status: 'running',
     phase: 'main',
     startedAt: 0,
+    startedAtIso: '',
     groups,
     instances: new Map(),
     ready: new Set(),
@@ -76,6 +77,7 @@ function apply(state: RunState, plan: RunPlan, e: RunEvent): boolean {
       state.params = e.params;
       state.trigger = e.trigger;
       state.startedAt = e.at;
+      state.startedAtIso = new Date(e.at).toISOString();
       if (e.commit !== undefined) state.commit = e.commit;
       if (e.deadline !== undefined) state.deadline = e.deadline;
       for (const r of plan.mainRoots) makeReady(state, plan, r);

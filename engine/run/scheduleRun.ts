@@ -332,7 +332,7 @@ export function contextFor(state: RunState, plan: RunPlan, t: PlannedTask, inst:
   const ctx: ExpressionContext = {
     params: state.params,
     tasks,
-    run: { id: state.runId, workflow: state.workflow, commit: state.commit ?? '', trigger: state.trigger, startedAt: new Date(state.startedAt).toISOString(), attempt: inst?.attempt !== undefined ? inst.attempt + 1 : 1 },
+    run: { id: state.runId, workflow: state.workflow, commit: state.commit ?? '', trigger: state.trigger, startedAt: state.startedAtIso, attempt: inst?.attempt !== undefined ? inst.attempt + 1 : 1 },
   };
   if (inst?.item !== undefined) ctx.item = inst.item;
   return ctx;

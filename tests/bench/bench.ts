@@ -3,6 +3,9 @@
  * --json the last line of stdout is one JSON object for machines.
  */
 import { compileBench } from './compileBench.js';
+import { runInprocBench } from './runInprocBench.js';
+import { runPeersBench } from './runPeersBench.js';
+import { runScaleBench } from './runScaleBench.js';
 import { validateBench } from './validateBench.js';
 
 type Suite = () => Promise<object> | object;
@@ -10,6 +13,9 @@ type Suite = () => Promise<object> | object;
 const suites: Record<string, Suite> = {
   validate: () => validateBench(),
   compile: () => compileBench(),
+  'run-inproc': () => runInprocBench(),
+  'run-scale': () => runScaleBench(),
+  'run-peers': () => runPeersBench(),
 };
 
 async function run(): Promise<number> {
