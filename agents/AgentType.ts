@@ -1,4 +1,5 @@
 import type { EnvMap, HttpSpec } from '../engine/spec/Workflow.js';
+import type { ShellWorkerPool } from './ShellWorkerPool.js';
 
 /** What an agent is asked to do, with every `${{ }}` already resolved. */
 export interface AgentAction {
@@ -25,6 +26,8 @@ export interface AgentIo {
   scratchDir: string;
   /** The directory relative working directories are resolved against. */
   baseDir: string;
+  /** Long-lived shells to run commands in, when the executor keeps a pool. */
+  workers?: ShellWorkerPool;
 }
 
 export type AgentResult =

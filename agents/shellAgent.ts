@@ -1,7 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { AgentAction, AgentIo, AgentResult, AgentType } from './AgentType.js';
 import { readOutputs } from './readOutputs.js';
+import { shQuote, type ShellWorkerPool } from './ShellWorkerPool.js';
 
 /** How long a process group gets between SIGTERM and SIGKILL. */
 export const KILL_GRACE_MS = 5_000;
@@ -26,8 +28,9 @@ export const shellAgent: AgentType = {
       const words = action.run.trim().split(/ +/);
       argv = SIMPLE.test(action.run.trim()) && !SHELL_ONLY.has(words[0]!) ? words : ['/bin/sh', '-c', action.run];
     } else return { ok: false, error: 'the shell agent needs run or args', retryable: false };
-    const outputsFile = join(io.scratchDir, 'outputs');
     const cwd = action.workingDir !== undefined ? resolve(io.baseDir, action.workingDir) : io.baseDir;
+    if (io.workers !== undefined) return runInWorker(io.workers, action, cwd, io);
+    const outputsFile = join(io.scratchDir, 'outputs');
     return runProcess(argv, { ...process.env, ...action.env, CARAVAN_OUTPUTS: outputsFile }, cwd, action, io, outputsFile);
   },
 };
@@ -99,6 +102,39 @@ function runProcess(argv: string[], env: NodeJS.ProcessEnv, cwd: string, action:
       });
     });
   });
+}
+
+const SIGNALS = new Map(Object.entries(osConstants.signals).map(([name, n]) => [n, name]));
+
+async function runInWorker(pool: ShellWorkerPool, action: AgentAction, cwd: string, io: AgentIo): Promise<AgentResult> {
+  const lines = Object.entries(action.env).map(([k, v]) => `export ${k}=${shQuote(v)}`);
+  const body = action.args !== undefined ? `exec ${action.args.map(shQuote).join(' ')}` : action.run!;
+  let lastErr = '';
+  const r = await pool.run({
+    script: (outputs: string) => `${lines.join('\n')}\nexport CARAVAN_OUTPUTS=${shQuote(outputs)}\ncd ${shQuote(cwd)} || exit 126\n${body}\n`,
+    outputsFile: (dir) => join(dir, 'outputs'),
+    ...(action.timeoutMs !== undefined ? { timeoutMs: action.timeoutMs } : {}),
+    signal: io.signal,
+    onLine: (stream, l) => {
+      if (stream === 'stderr') lastErr = l;
+      io.log(stream, l);
+    },
+  });
+  if (r.kind !== 'exit') {
+    if (r.kind === 'timeout') return { ok: false, error: `timed out after ${formatMs(action.timeoutMs ?? 0)}; the process group was killed`, retryable: true };
+    if (r.kind === 'cancelled') return { ok: false, error: 'cancelled', retryable: false };
+    return { ok: false, error: 'the shell running the task died', retryable: true };
+  }
+  const code = r.status;
+  if (code === 0) {
+    const out = await readOutputs(r.outputsFile, action.outputs);
+    return out.ok ? { ok: true, outputs: out.outputs, exitCode: 0 } : { ok: false, error: out.error, retryable: false, exitCode: 0 };
+  }
+  if (code === 127) return { ok: false, error: `command not found (exit 127)${lastErr !== '' ? `: ${lastErr}` : ''}`, retryable: false, exitCode: 127 };
+  // The shell reports a death by signal N as 128+N.
+  const sig = code > 128 ? SIGNALS.get(code - 128) : undefined;
+  if (sig !== undefined) return { ok: false, error: `killed by ${sig}`, retryable: true, exitCode: code };
+  return { ok: false, error: `exited with code ${code}${lastErr !== '' ? `: ${lastErr}` : ''}`, retryable: true, exitCode: code };
 }
 
 function signalGroup(child: ChildProcess, sig: NodeJS.Signals): void {

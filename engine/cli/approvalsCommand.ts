@@ -16,7 +16,7 @@ export async function approvalsCommand(apply: boolean, io: Io): Promise<ExitCode
   const root = await findRepoRoot(io.cwd);
   const found: Approval[] = [];
   let invalid = 0;
-  let runs: string[] = [];
+  let runs: string[];
   try {
     runs = (await readdir(join(root, 'approvals'), { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name).sort();
   } catch {

@@ -4,14 +4,22 @@ import { Command, CommanderError, Option } from 'commander';
 import { CaravanError, EXIT, type ExitCode } from '../errors/CaravanError.js';
 import { packageRoot } from '../packageRoot.js';
 import { DIAGNOSTIC_FORMATS, type DiagnosticFormat } from '../spec/formatDiagnostics.js';
-import { demoCommand } from './demoCommand.js';
 import { processIo, type Io } from './Io.js';
-import { planCommand } from './planCommand.js';
-import { renderCommand } from './renderCommand.js';
 import { PLAN_FORMATS, type PlanFormat } from '../compile/formatPlan.js';
-import { validateCommand } from './validateCommand.js';
-import { approvalsCommand } from './approvalsCommand.js';
-import { controlCommand, logsCommand, resumeCommand, runCommand, runsCommand, statusCommand } from './runCommands.js';
+import type * as ApprovalsModule from './approvalsCommand.js';
+import type * as DemoModule from './demoCommand.js';
+import type * as PlanModule from './planCommand.js';
+import type * as RenderModule from './renderCommand.js';
+import type * as RunModule from './runCommands.js';
+import type * as ValidateModule from './validateCommand.js';
+
+// Commands are loaded when used: `caravan validate` should not pay for Git, HTTP and the engine.
+const validateCommand = async (...a: Parameters<typeof ValidateModule.validateCommand>) => (await import('./validateCommand.js')).validateCommand(...a);
+const renderCommand = async (...a: Parameters<typeof RenderModule.renderCommand>) => (await import('./renderCommand.js')).renderCommand(...a);
+const planCommand = async (...a: Parameters<typeof PlanModule.planCommand>) => (await import('./planCommand.js')).planCommand(...a);
+const demoCommand = async (...a: Parameters<typeof DemoModule.demoCommand>) => (await import('./demoCommand.js')).demoCommand(...a);
+const approvalsCommand = async (...a: Parameters<typeof ApprovalsModule.approvalsCommand>) => (await import('./approvalsCommand.js')).approvalsCommand(...a);
+const runCommands = (): Promise<typeof RunModule> => import('./runCommands.js');
 
 function positiveInt(v: string, flag: string): number {
   const n = Number(v);
@@ -87,7 +95,7 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .option('--json', 'print one JSON event per line', false)
     .option('--parallelism <n>', 'tasks running at once (default 32)', (v: string) => positiveInt(v, '--parallelism'))
     .action(async (workflow: string, opts: { param: string[]; json: boolean; parallelism?: number }) => {
-      exit = await runCommand(workflow, opts, io);
+      exit = await (await runCommands()).runCommand(workflow, opts, io);
     });
 
   program
@@ -96,7 +104,7 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .argument('<run-id>')
     .option('--json', 'print one JSON event per line', false)
     .action(async (runId: string, opts: { json: boolean }) => {
-      exit = await resumeCommand(runId, opts, io);
+      exit = await (await runCommands()).resumeCommand(runId, opts, io);
     });
 
   program
@@ -104,7 +112,7 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .description('list runs recorded on the caravan/runs branch')
     .argument('[workflow]')
     .action(async (workflow: string | undefined) => {
-      exit = await runsCommand(workflow, io);
+      exit = await (await runCommands()).runsCommand(workflow, io);
     });
 
   program
@@ -113,7 +121,7 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .argument('<run-id>')
     .option('--json', 'print run.json', false)
     .action(async (runId: string, opts: { json: boolean }) => {
-      exit = await statusCommand(runId, io, opts.json);
+      exit = await (await runCommands()).statusCommand(runId, io, opts.json);
     });
 
   program
@@ -122,7 +130,7 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .argument('<run-id>')
     .argument('[task]')
     .action(async (runId: string, task: string | undefined) => {
-      exit = await logsCommand(runId, task, io);
+      exit = await (await runCommands()).logsCommand(runId, task, io);
     });
 
   for (const [name, what] of [['approve', 'approve a waiting approval task of a live run'], ['reject', 'reject a waiting approval task of a live run']] as const) {
@@ -133,7 +141,7 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
       .argument('<task>')
       .option('--reason <text>', 'why')
       .action(async (runId: string, task: string, opts: { reason?: string }) => {
-        exit = await controlCommand(name, runId, task, opts.reason, io);
+        exit = await (await runCommands()).controlCommand(name, runId, task, opts.reason, io);
       });
   }
   for (const [name, what] of [['cancel', 'cancel a live run'], ['pause', 'stop starting new tasks in a live run'], ['unpause', 'start tasks again in a paused run']] as const) {
@@ -143,7 +151,7 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
       .argument('<run-id>')
       .option('--reason <text>', 'why')
       .action(async (runId: string, opts: { reason?: string }) => {
-        exit = await controlCommand(name === 'unpause' ? 'resume' : name, runId, undefined, opts.reason, io);
+        exit = await (await runCommands()).controlCommand(name === 'unpause' ? 'resume' : name, runId, undefined, opts.reason, io);
       });
   }
 

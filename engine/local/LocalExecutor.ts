@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AgentResult } from '../../agents/AgentType.js';
 import { AgentRegistry } from '../../agents/builtinAgents.js';
+import { ShellWorkerPool } from '../../agents/ShellWorkerPool.js';
 import { environmentSecrets, prepareAction, type SecretResolver } from '../../agents/prepareAction.js';
 import { eventSubject, type Bus } from '../run/Bus.js';
 import type { Clock } from '../run/Clock.js';
@@ -24,6 +25,8 @@ export interface LocalExecutorOptions {
   /** Log lines kept per attempt; later lines are counted, not kept. */
   maxLogLines?: number;
   heartbeatMs?: number;
+  /** Long-lived shells that run commands (0: spawn every command from Node). */
+  shellWorkers?: number;
   /** Runs a child workflow for `workflow:` tasks. */
   runChild?: (name: string, params: Record<string, unknown>, parent: { runId: string; task: string }) => Promise<ChildRunResult>;
 }
@@ -39,10 +42,12 @@ export class LocalExecutor implements Executor {
   private readonly beating = new Map<string, () => void>();
   private beat: ReturnType<Clock['setTimer']> | undefined;
   private readonly registry: AgentRegistry;
-  private readonly scratchRoot = join(tmpdir(), `caravan-${process.pid}`);
+  private readonly scratchRoot = join(tmpdir(), `caravan-${process.pid}-${Math.random().toString(16).slice(2, 8)}`);
+  private readonly workers: ShellWorkerPool | undefined;
 
   constructor(private readonly bus: Bus, private readonly clock: Clock, private readonly options: LocalExecutorOptions) {
     this.registry = options.registry ?? new AgentRegistry();
+    this.workers = (options.shellWorkers ?? 0) > 0 ? new ShellWorkerPool(options.shellWorkers!, join(this.scratchRoot, 'workers')) : undefined;
   }
 
   start(req: StartRequest): void {
@@ -60,6 +65,7 @@ export class LocalExecutor implements Executor {
     for (const a of this.running.values()) a.abort();
     if (this.beat !== undefined) this.clock.clearTimer(this.beat);
     this.beat = undefined;
+    this.workers?.close();
     await rm(this.scratchRoot, { recursive: true, force: true });
   }
 
@@ -113,11 +119,11 @@ export class LocalExecutor implements Executor {
         if (agent === undefined) {
           result = { ok: false, error: `unknown agent type '${prepared.action.agent}' (known: ${this.registry.names().join(', ')})`, retryable: false };
         } else {
-          if (agent.name === 'shell') {
+          if (agent.name === 'shell' && this.workers === undefined) {
             scratch = join(this.scratchRoot, `${runId}-${dispatch.instance.replace(/[^A-Za-z0-9_-]/g, '_')}-${dispatch.attempt}`);
             await mkdir(scratch, { recursive: true });
           }
-          result = await agent.run(prepared.action, { log, signal, scratchDir: scratch ?? this.scratchRoot, baseDir: this.options.baseDir });
+          result = await agent.run(prepared.action, { log, signal, scratchDir: scratch ?? this.scratchRoot, baseDir: this.options.baseDir, ...(this.workers !== undefined ? { workers: this.workers } : {}) });
         }
       }
     } catch (e) {

@@ -159,6 +159,7 @@ export class RunService {
     const bus = new InMemoryBus();
     const executor = this.o.executor?.(bus, this.clock) ?? new LocalExecutor(bus, this.clock, {
       baseDir: this.o.repoDir,
+      shellWorkers: Math.min(plan.maxParallel, 64),
       runChild: (child, params, parent) => this.runChild(child, params, parent),
     });
     const engine = new RunEngine({ plan, runId, executor, bus, clock: this.clock, publishDecisions: false });

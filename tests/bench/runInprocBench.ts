@@ -23,7 +23,7 @@ export interface InprocResult {
  * unblocked (the last of its needs to succeed).
  */
 export async function runInprocBench(n = 10_000): Promise<InprocResult> {
-  const text = generateWorkflow(n).replace(/      run: .*\n/g, '      agent: noop\n');
+  const text = generateWorkflow(n).replace(/ {6}run: .*\n/g, '      agent: noop\n');
   const wf = validateText('bench.yaml', text).workflow;
   if (wf === undefined) throw new Error('generated workflow is invalid');
   const plan = buildRunPlan(wf, { maxParallel: 64 });

@@ -7,6 +7,7 @@ import type { AgentAction, AgentIo, AgentResult } from '../../agents/AgentType.j
 import { httpAgent, sleepAgent } from '../../agents/builtinAgents.js';
 import { parseOutputs } from '../../agents/readOutputs.js';
 import { shellAgent } from '../../agents/shellAgent.js';
+import { ShellWorkerPool } from '../../agents/ShellWorkerPool.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -16,14 +17,25 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
+let workers: ShellWorkerPool | undefined;
+
 async function run(agent: { run(a: AgentAction, io: AgentIo): Promise<AgentResult> }, action: Partial<AgentAction>, abort?: AbortController): Promise<{ result: AgentResult; lines: string[] }> {
   const lines: string[] = [];
   const scratch = await mkdtemp(join(dir, 'scratch-'));
-  const result = await agent.run({ agent: 'shell', env: {}, outputs: [], ...action }, { log: (s, l) => lines.push(`${s}: ${l}`), signal: (abort ?? new AbortController()).signal, scratchDir: scratch, baseDir: dir });
+  const result = await agent.run({ agent: 'shell', env: {}, outputs: [], ...action }, { log: (s, l) => lines.push(`${s}: ${l}`), signal: (abort ?? new AbortController()).signal, scratchDir: scratch, baseDir: dir, ...(workers !== undefined ? { workers } : {}) });
   return { result, lines };
 }
 
-describe('shell agent', () => {
+// The same behaviour whether commands are spawned from Node or run by the pool of shells.
+describe.each(['spawned from Node', 'run by shell workers'])('shell agent, %s', (mode) => {
+  beforeAll(() => {
+    workers = mode === 'run by shell workers' ? new ShellWorkerPool(2, join(dir, 'workers')) : undefined;
+  });
+  afterAll(() => {
+    workers?.close();
+    workers = undefined;
+  });
+
   it('runs through /bin/sh with env and cwd, streams lines in order, and reads key=value outputs', async () => {
     const { result, lines } = await run(shellAgent, { run: 'echo one; echo two >&2; echo "$GREETING from $(basename "$PWD")"; printf "count=3\\nname=x=y\\n" > "$CARAVAN_OUTPUTS"', env: { GREETING: 'hello' }, outputs: ['count', 'name'] });
     expect(result).toEqual({ ok: true, outputs: { count: '3', name: 'x=y' }, exitCode: 0 });
@@ -38,7 +50,9 @@ describe('shell agent', () => {
   });
 
   it('reports a missing command clearly and does not ask for a retry', async () => {
-    expect((await run(shellAgent, { run: 'definitely-not-a-command-xyz' })).result).toEqual({ ok: false, error: 'command not found: definitely-not-a-command-xyz', retryable: false, exitCode: 127 });
+    const direct = (await run(shellAgent, { run: 'definitely-not-a-command-xyz' })).result;
+    expect(direct).toMatchObject({ ok: false, retryable: false, exitCode: 127 });
+    expect((direct as { error: string }).error).toMatch(/^command not found.*definitely-not-a-command-xyz/);
     const viaShell = (await run(shellAgent, { run: 'definitely-not-a-command-xyz && true' })).result;
     expect(viaShell).toMatchObject({ ok: false, retryable: false, exitCode: 127 });
     expect((viaShell as { error: string }).error).toMatch(/^command not found \(exit 127\): .*definitely-not-a-command-xyz/);
@@ -49,7 +63,7 @@ describe('shell agent', () => {
   });
 
   it('reports a task killed by a signal', async () => {
-    expect((await run(shellAgent, { run: 'kill -9 $$' })).result).toEqual({ ok: false, error: 'killed by SIGKILL', retryable: true });
+    expect((await run(shellAgent, { run: 'kill -9 $$' })).result).toMatchObject({ ok: false, error: 'killed by SIGKILL', retryable: true });
   });
 
   it('on timeout kills the whole process group, children included', async () => {
