@@ -73,6 +73,27 @@ export class LiveRuns {
     return out;
   }
 
+  /**
+   * A machine-wide lock (O_EXCL lock file); a lock left by a dead process is taken over.
+   * Returns the release function.
+   */
+  async lock(name: string): Promise<() => Promise<void>> {
+    const dir = join(this.gitdir, 'caravan', 'locks');
+    await mkdir(dir, { recursive: true });
+    const path = join(dir, `${name}.lock`);
+    for (let i = 0; ; i++) {
+      try {
+        await writeFile(path, String(process.pid), { flag: 'wx' });
+        return () => rm(path, { force: true });
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        const holder = Number(await readFile(path, 'utf8').catch(() => '0'));
+        if (holder > 0 && !alive(holder)) await rm(path, { force: true });
+        await new Promise((r) => setTimeout(r, Math.min(100, 5 * (i + 1))));
+      }
+    }
+  }
+
   async send(runId: string, command: ControlCommand): Promise<void> {
     await mkdir(this.controlDir(runId), { recursive: true });
     await writeFile(join(this.controlDir(runId), `${Date.now()}-${process.pid}-${Math.random().toString(16).slice(2, 8)}.json`), JSON.stringify(command));

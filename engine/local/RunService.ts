@@ -86,9 +86,48 @@ export class RunService {
   async start(nameOrPath: string, rawParams: Record<string, unknown>, trigger = 'manual'): Promise<StartedRun> {
     const { workflow, source } = await this.loadWorkflow(nameOrPath);
     const params = parseParams(workflow, rawParams);
-    const runId = newRunId(new Date(this.clock.now()));
     const commit = await this.headCommit();
-    return this.launch(workflow, source, runId, commit, (engine) => engine.start(params, trigger, commit), []);
+    const release = await this.admit(workflow);
+    try {
+      const runId = newRunId(new Date(this.clock.now()));
+      return await this.launch(workflow, source, runId, commit, (engine) => engine.start(params, trigger, commit), []);
+    } finally {
+      await release();
+    }
+  }
+
+  /**
+   * Applies the workflow's concurrency policy against the runs live on this machine: `queue`
+   * waits for a slot, `cancel-running` cancels the oldest runs to make room, `skip` refuses.
+   * A lock file makes the check and the registration of the new run one step, so two
+   * `caravan run` started together cannot both take the last slot.
+   */
+  private async admit(workflow: Workflow): Promise<() => Promise<void>> {
+    const c = workflow.spec.concurrency;
+    const limit = c?.limit;
+    if (limit === undefined) return async () => undefined;
+    const name = workflow.metadata.name;
+    const policy = c?.policy ?? 'queue';
+    let told = false;
+    for (;;) {
+      const release = await this.live.lock(`workflow-${name}`);
+      const active = (await this.live.list()).filter((r) => r.workflow === name).sort((a, b) => (a.startedAt < b.startedAt ? -1 : 1));
+      if (active.length < limit) return release;
+      await release();
+      if (policy === 'skip') {
+        throw new CaravanError('RUN_SKIPPED', `not started: ${active.length} run${active.length === 1 ? '' : 's'} of ${name} already running (concurrency limit ${limit}, policy skip): ${active.map((r) => r.runId).join(', ')}`);
+      }
+      if (policy === 'cancel-running') {
+        for (const r of active.slice(0, active.length - limit + 1)) {
+          await this.live.send(r.runId, { action: 'cancel', by: 'concurrency', reason: `a newer run of ${name} replaces it (policy cancel-running)` });
+        }
+      }
+      if (!told) {
+        this.o.onWarning?.(`waiting: ${active.length} run${active.length === 1 ? '' : 's'} of ${name} running (concurrency limit ${limit}, policy ${policy})`);
+        told = true;
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
   }
 
   /**

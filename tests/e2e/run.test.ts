@@ -149,3 +149,62 @@ describe('a live run, from another process', () => {
     process.kill(orphan, 'SIGKILL');
   });
 });
+
+describe('the workflow concurrency policy, across processes', () => {
+  const held = (policy: string): string => workflow('held', `  concurrency: { limit: 1, policy: ${policy} }\n  tasks:\n    - { name: gate, approval: { timeout: 1h } }\n    - { name: after, needs: [gate], agent: noop }\n`);
+
+  async function firstRun(dir: string): Promise<{ proc: ReturnType<typeof spawnCli>; runId: string }> {
+    const proc = spawnCli(dir, 'run', 'held');
+    let runId = '';
+    await until('the first run to wait at its gate', () => {
+      const m = /gate waits for approval \(caravan approve (\S+) gate\)/.exec(proc.output());
+      if (m !== null) runId = m[1]!;
+      return m !== null;
+    });
+    return { proc, runId };
+  }
+
+  it('skip: a second run is not started while one is running', async () => {
+    const dir = await repo({ 'held.yaml': held('skip') });
+    const { proc, runId } = await firstRun(dir);
+    const second = await cli(dir, 'run', 'held');
+    expect(second).toEqual({ code: 1, out: '', err: `caravan: not started: 1 run of held already running (concurrency limit 1, policy skip): ${runId}\n` });
+    await cli(dir, 'approve', runId, 'gate');
+    expect(await proc.exited).toBe(0);
+  });
+
+  it('cancel-running: the new run cancels the running one and takes its place', async () => {
+    const dir = await repo({ 'held.yaml': held('cancel-running') });
+    const { proc, runId } = await firstRun(dir);
+    const second = spawnCli(dir, 'run', 'held');
+    expect(await proc.exited).toBe(1);
+    expect(proc.output()).toMatch(/run cancelled by concurrency: a newer run of held replaces it \(policy cancel-running\)/);
+    let secondId = '';
+    await until('the second run to wait at its gate', () => {
+      const m = /gate waits for approval \(caravan approve (\S+) gate\)/.exec(second.output());
+      if (m !== null) secondId = m[1]!;
+      return m !== null;
+    });
+    expect(secondId).not.toBe(runId);
+    await cli(dir, 'approve', secondId, 'gate');
+    expect(await second.exited).toBe(0);
+  });
+
+  it('queue: the new run waits for a slot, then runs', async () => {
+    const dir = await repo({ 'held.yaml': held('queue') });
+    const { proc, runId } = await firstRun(dir);
+    const second = spawnCli(dir, 'run', 'held');
+    await until('the second run to say it waits', () => second.output().includes('waiting: 1 run of held running (concurrency limit 1, policy queue)'));
+    expect(second.output()).not.toMatch(/gate waits for approval/);
+    await cli(dir, 'approve', runId, 'gate');
+    expect(await proc.exited).toBe(0);
+    let secondId = '';
+    await until('the second run to start', () => {
+      const m = /gate waits for approval \(caravan approve (\S+) gate\)/.exec(second.output());
+      if (m !== null) secondId = m[1]!;
+      return m !== null;
+    });
+    await cli(dir, 'approve', secondId, 'gate');
+    expect(await second.exited).toBe(0);
+  });
+});
