@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, openSync, readSync, closeSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
@@ -11,6 +11,8 @@ export interface WorkerJob {
   onLine: (stream: 'stdout' | 'stderr', line: string) => void;
   /** Where the job writes its outputs; removed before the job starts. */
   outputsFile: (workerDir: string) => string;
+  /** The command is plain (no $, quotes or shell syntax): it may run in a subshell of the worker. */
+  direct?: boolean;
 }
 
 export type WorkerResult = { kind: 'exit'; status: number; outputsFile: string } | { kind: 'timeout' | 'cancelled' | 'lost'; outputsFile: string };
@@ -18,13 +20,17 @@ export type WorkerResult = { kind: 'exit'; status: number; outputsFile: string }
 interface Worker {
   child: ChildProcess;
   dir: string;
+  /** Kept open for the worker's life: rewriting and reading them costs no open() per job. */
+  fds: { run: number; out: number; err: number } | undefined;
   busy: boolean;
   pending?: (status: number) => void;
   dead: boolean;
 }
 
-// Each job is a fresh `/bin/sh run.sh`, exactly like `sh -c` (its own $$, exports and cd).
-const LOOP = 'while IFS= read -r j; do /bin/sh "$j/run.sh" </dev/null >"$j/out" 2>"$j/err"; echo "$?"; done';
+// A job is a fresh `/bin/sh run.sh`, exactly like `sh -c` (its own $$, exports and cd). A
+// plain command with no shell syntax (mode f) skips that shell, as make does: a subshell of
+// the worker (a fork) sources the script, so a builtin such as `true` costs no exec at all.
+const LOOP = 'while IFS=" " read -r m j; do if [ "$m" = f ]; then ( . "$j/run.sh" ); else /bin/sh "$j/run.sh"; fi </dev/null >"$j/out" 2>"$j/err"; echo "$?"; done';
 const MAX_LINE = 4096;
 export const KILL_GRACE_MS = 5_000;
 
@@ -47,7 +53,8 @@ export class ShellWorkerPool {
     const dir = join(this.root, `w${this.seq++}`);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const child = spawn('/bin/sh', ['-c', LOOP], { detached: true, stdio: ['pipe', 'pipe', 'ignore'] });
-    const w: Worker = { child, dir, busy: false, dead: false };
+    const fds = { run: openSync(join(dir, 'run.sh'), 'w+', 0o600), out: openSync(join(dir, 'out'), 'a+'), err: openSync(join(dir, 'err'), 'a+') };
+    const w: Worker = { child, dir, fds, busy: false, dead: false };
     createInterface({ input: child.stdout! }).on('line', (l) => {
       const done = w.pending;
       w.pending = undefined;
@@ -55,6 +62,8 @@ export class ShellWorkerPool {
     });
     child.on('exit', () => {
       w.dead = true;
+      // A killed job's last output is still read through these; run() closes them then.
+      if (!w.busy) closeFds(w);
       this.all.delete(w);
       const i = this.idle.indexOf(w);
       if (i >= 0) this.idle.splice(i, 1);
@@ -91,8 +100,13 @@ export class ShellWorkerPool {
     w.busy = true;
     const outputsFile = job.outputsFile(w.dir);
     rmSync(outputsFile, { force: true });
-    writeFileSync(join(w.dir, 'run.sh'), job.script(outputsFile), { mode: 0o600 });
-    const tails = { stdout: new Tail(join(w.dir, 'out')), stderr: new Tail(join(w.dir, 'err')) };
+    const fds = w.fds!;
+    // No truncate (slow on some file systems): the script ends in `exit`, so whatever a longer
+    // earlier script left after it is never read.
+    const script = Buffer.from(`${job.script(outputsFile)}\nexit\n`);
+    writeSync(fds.run, script, 0, script.length, 0);
+    // The worker truncates out and err (same files) as each job starts.
+    const tails = { stdout: new Tail(fds.out), stderr: new Tail(fds.err) };
     let reason: 'timeout' | 'cancelled' | undefined;
     const kill = (why: 'timeout' | 'cancelled'): void => {
       if (reason !== undefined) return;
@@ -111,7 +125,7 @@ export class ShellWorkerPool {
     const status = await new Promise<number>((resolve) => {
       w.pending = resolve;
       if (job.signal.aborted) kill('cancelled');
-      w.child.stdin!.write(`${w.dir}\n`);
+      w.child.stdin!.write(`${job.direct === true ? 'f' : 's'} ${w.dir}\n`);
     });
     clearInterval(poll);
     if (timer !== undefined) clearTimeout(timer);
@@ -119,6 +133,7 @@ export class ShellWorkerPool {
     tails.stdout.read((l) => job.onLine('stdout', l), true);
     tails.stderr.read((l) => job.onLine('stderr', l), true);
     if (reason !== undefined) signalGroup(w, 'SIGKILL');
+    if (w.dead) closeFds(w);
     this.release(w);
     if (reason !== undefined) return { kind: reason, outputsFile };
     if (status < 0) return { kind: 'lost', outputsFile };
@@ -129,10 +144,18 @@ export class ShellWorkerPool {
     for (const w of this.all) {
       w.child.stdin!.end();
       signalGroup(w, 'SIGKILL');
+      closeFds(w);
+      w.dead = true;
     }
     this.all.clear();
     this.idle.length = 0;
   }
+}
+
+function closeFds(w: Worker): void {
+  if (w.fds === undefined) return;
+  for (const fd of Object.values(w.fds)) closeSync(fd);
+  w.fds = undefined;
 }
 
 function signalGroup(w: Worker, sig: NodeJS.Signals): void {
@@ -144,30 +167,20 @@ function signalGroup(w: Worker, sig: NodeJS.Signals): void {
   }
 }
 
-/** Reads new complete lines of a growing file. */
+/** Reads new complete lines of a growing file, through a descriptor kept open. */
 class Tail {
   private offset = 0;
   private partial = '';
 
-  constructor(private readonly path: string) {}
+  constructor(private readonly fd: number) {}
 
   read(onLine: (l: string) => void, final: boolean): void {
-    let size: number;
-    try {
-      size = statSync(this.path).size;
-    } catch {
-      return;
-    }
+    const size = fstatSync(this.fd).size;
     if (size > this.offset) {
-      const fd = openSync(this.path, 'r');
-      try {
-        const buf = Buffer.alloc(Math.min(size - this.offset, 8 * 1024 * 1024));
-        const n = readSync(fd, buf, 0, buf.length, this.offset);
-        this.offset += n;
-        this.partial += buf.subarray(0, n).toString('utf8');
-      } finally {
-        closeSync(fd);
-      }
+      const buf = Buffer.alloc(Math.min(size - this.offset, 8 * 1024 * 1024));
+      const n = readSync(this.fd, buf, 0, buf.length, this.offset);
+      this.offset += n;
+      this.partial += buf.subarray(0, n).toString('utf8');
     }
     let i = this.partial.indexOf('\n');
     while (i !== -1) {

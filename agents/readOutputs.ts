@@ -11,6 +11,8 @@ export type OutputsResult = { ok: true; outputs: Record<string, string> } | { ok
  * Oversize or malformed files fail the task with the reason, never silently.
  */
 export async function readOutputs(path: string, declared: readonly string[]): Promise<OutputsResult> {
+  // Nothing declared: whatever the file holds is not kept, so it is not read.
+  if (declared.length === 0) return { ok: true, outputs: {} };
   let size: number;
   try {
     size = (await stat(path)).size;

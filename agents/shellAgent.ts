@@ -108,11 +108,13 @@ const SIGNALS = new Map(Object.entries(osConstants.signals).map(([name, n]) => [
 
 async function runInWorker(pool: ShellWorkerPool, action: AgentAction, cwd: string, io: AgentIo): Promise<AgentResult> {
   const lines = Object.entries(action.env).map(([k, v]) => `export ${k}=${shQuote(v)}`);
+  const plain = action.args === undefined && SIMPLE.test(action.run!.trim()) && !SHELL_ONLY.has(action.run!.trim().split(/ +/)[0]!);
   const body = action.args !== undefined ? `exec ${action.args.map(shQuote).join(' ')}` : action.run!;
   let lastErr = '';
   const r = await pool.run({
     script: (outputs: string) => `${lines.join('\n')}\nexport CARAVAN_OUTPUTS=${shQuote(outputs)}\ncd ${shQuote(cwd)} || exit 126\n${body}\n`,
     outputsFile: (dir) => join(dir, 'outputs'),
+    direct: plain || action.args !== undefined,
     ...(action.timeoutMs !== undefined ? { timeoutMs: action.timeoutMs } : {}),
     signal: io.signal,
     onLine: (stream, l) => {

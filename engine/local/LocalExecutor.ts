@@ -145,6 +145,6 @@ export class LocalExecutor implements Executor {
     const params = interpolateDeep(spec.params ?? {}, req.dispatch.context);
     const child = await this.options.runChild(spec.name, params, { runId: req.runId, task: req.dispatch.instance });
     if (child.status !== 'succeeded') return { ok: false, error: `child run ${child.runId} of '${spec.name}' ${child.status}`, retryable: false };
-    return { ok: true, outputs: { runId: child.runId, ...child.outputs } };
+    return { ok: true, outputs: { ...child.outputs, runId: child.runId, status: child.status } };
   }
 }

@@ -236,6 +236,12 @@ function err(code: PendingDiagnostic['code'], message: string, path: Array<strin
   return { severity: 'error', code, message, path };
 }
 
+/** Outputs a task may be read for: its declared ones, plus runId and status of a child workflow. */
 export function declaredOutputs(task: Record<string, unknown>): Set<string> {
-  return new Set(asStringArray(task['outputs']));
+  const out = new Set(asStringArray(task['outputs']));
+  if (task['workflow'] !== undefined) {
+    out.add('runId');
+    out.add('status');
+  }
+  return out;
 }

@@ -162,3 +162,37 @@ describe('when Git cannot be written', () => {
     await git(dir, 'fsck', '--strict', '--no-progress');
   });
 });
+
+describe('task faults are clear and nothing is lost', () => {
+  it('a missing command, a task killed by a signal and garbled outputs each fail with their reason, and every event is recorded', async () => {
+    const wf = workflow('faults', '  failFast: false\n  tasks:\n    - { name: missing, run: "no-such-tool --flag" }\n    - { name: killed, run: "kill -KILL $$" }\n    - { name: garbled, run: "echo not-key-value > \\"$CARAVAN_OUTPUTS\\"", outputs: [x] }\n    - { name: fine, agent: noop }\n');
+    const dir = await repo({ 'faults.yaml': wf });
+    const run = await new RunService({ repoDir: dir }).start('faults', {});
+    const { state } = await run.done;
+    expect(state.status).toBe('failed');
+    const runJson = JSON.parse(await git(dir, 'show', `caravan/runs:runs/faults/${run.runId}/run.json`)) as { tasks: Record<string, { status: string; error?: string }> };
+    expect(runJson.tasks['missing']).toMatchObject({ status: 'failed' });
+    expect(runJson.tasks['missing']!.error).toMatch(/^command not found \(exit 127\): .*no-such-tool: not found$/);
+    expect(runJson.tasks['killed']).toMatchObject({ status: 'failed', error: 'killed by SIGKILL' });
+    expect(runJson.tasks['garbled']).toMatchObject({ status: 'failed', error: "outputs line 1 is not key=value: 'not-key-value'" });
+    expect(runJson.tasks['fine']).toMatchObject({ status: 'succeeded' });
+    const events = (await git(dir, 'show', `caravan/runs:runs/faults/${run.runId}/events.ndjson`)).trim().split('\n');
+    expect(events).toHaveLength(state.seq);
+  });
+});
+
+describe('a task that runs another workflow', () => {
+  it('starts a child run, waits for it, and records both', async () => {
+    const parent = workflow('parent', '  tasks:\n    - { name: child, workflow: { name: kid, params: { who: "${{ run.id }}" } } }\n    - { name: after, needs: [child], run: "echo child was ${{ tasks.child.outputs.runId }}" }\n');
+    const kid = workflow('kid', '  params:\n    who: { type: string, required: true }\n  tasks:\n    - { name: hello, run: "echo hi ${{ params.who }}" }\n');
+    const dir = await repo({ 'parent.yaml': parent, 'kid.yaml': kid });
+    const run = await new RunService({ repoDir: dir }).start('parent', {});
+    const { state } = await run.done;
+    expect(state.status).toBe('succeeded');
+    const childRun = state.instances.get('child')!.outputs['runId']!;
+    const kidJson = JSON.parse(await git(dir, 'show', `caravan/runs:runs/kid/${childRun}/run.json`)) as { status: string; trigger: string; params: object };
+    expect(kidJson).toMatchObject({ status: 'succeeded', trigger: `workflow:${run.runId}/child`, params: { who: run.runId } });
+    const after = (await git(dir, 'show', `caravan/runs:runs/parent/${run.runId}/events.ndjson`)).split('\n').find((l) => l.includes('"task.log"') && l.includes('"after"'));
+    expect(JSON.parse(after!)).toMatchObject({ line: `child was ${childRun}` });
+  });
+});
