@@ -126,6 +126,10 @@ export class RunRecorder {
       });
       this.checkpointed = count;
       this.lastCheckpointAt = this.now();
+      // The checkpoint itself is an event of the run: it says how much the audit branch holds.
+      const marker: RunEvent = { runId: this.o.runId, at: this.lastCheckpointAt, type: 'checkpoint', seq: count };
+      this.events.push(marker);
+      this.unflushed.push(JSON.stringify(marker) + '\n');
     } catch (e) {
       this.failures++;
       this.o.onWarning?.(`audit checkpoint failed (kept in memory and in ${this.o.journalPath}; retrying): ${(e as Error).message}`);

@@ -43,9 +43,11 @@ describe('a local run recorded in Git', () => {
     const runJson = JSON.parse(await git(dir, 'show', `caravan/runs:runs/pipe/${run.runId}/run.json`)) as { status: string; tasks: Record<string, { outputs?: object }> };
     expect(runJson.status).toBe('succeeded');
     expect(runJson.tasks['a']!.outputs).toEqual({ v: '1' });
-    const events = (await git(dir, 'show', `caravan/runs:runs/pipe/${run.runId}/events.ndjson`)).trim().split('\n').map((l) => JSON.parse(l) as { type: string; line?: string });
+    const all = (await git(dir, 'show', `caravan/runs:runs/pipe/${run.runId}/events.ndjson`)).trim().split('\n').map((l) => JSON.parse(l) as { type: string; line?: string });
+    const events = all.filter((e) => e.type !== 'checkpoint');
     expect(events[0]!.type).toBe('run.started');
     expect(events.at(-1)!.type).toBe('run.succeeded');
+    expect(events).toHaveLength(state.seq);
     expect(events.filter((e) => e.type === 'task.log').map((e) => e.line)).toEqual(['A', 'got 1']);
     expect(await git(dir, 'notes', '--ref=caravan', 'show', head)).toMatch(new RegExp(`run ${run.runId} of pipe: succeeded in .* \\(record ${auditCommit.slice(0, 12)} on caravan/runs\\)\\n$`));
 
@@ -156,7 +158,7 @@ describe('when Git cannot be written', () => {
     await expect(git(dir, 'rev-parse', '--verify', '-q', 'caravan/runs')).rejects.toThrow();
     full = false;
     await recorder.finish(state);
-    const events = (await git(dir, 'show', 'caravan/runs:runs/pipe/full-disk/events.ndjson')).trim().split('\n');
+    const events = (await git(dir, 'show', 'caravan/runs:runs/pipe/full-disk/events.ndjson')).trim().split('\n').filter((l) => !l.includes('"type":"checkpoint"'));
     expect(events).toHaveLength(state.seq);
     await expect(stat(journal)).rejects.toThrow();
     await git(dir, 'fsck', '--strict', '--no-progress');
@@ -176,8 +178,11 @@ describe('task faults are clear and nothing is lost', () => {
     expect(runJson.tasks['killed']).toMatchObject({ status: 'failed', error: 'killed by SIGKILL' });
     expect(runJson.tasks['garbled']).toMatchObject({ status: 'failed', error: "outputs line 1 is not key=value: 'not-key-value'" });
     expect(runJson.tasks['fine']).toMatchObject({ status: 'succeeded' });
-    const events = (await git(dir, 'show', `caravan/runs:runs/faults/${run.runId}/events.ndjson`)).trim().split('\n');
-    expect(events).toHaveLength(state.seq);
+    const events = (await git(dir, 'show', `caravan/runs:runs/faults/${run.runId}/events.ndjson`)).trim().split('\n').map((l) => JSON.parse(l) as { type: string; seq?: number });
+    // Every event the engine applied, plus a marker for each earlier checkpoint.
+    expect(events.filter((e) => e.type !== 'checkpoint')).toHaveLength(state.seq);
+    expect(events.filter((e) => e.type === 'checkpoint').length).toBeGreaterThanOrEqual(1);
+    expect(events.find((e) => e.type === 'checkpoint')!.seq).toBeGreaterThanOrEqual(1);
   });
 });
 
