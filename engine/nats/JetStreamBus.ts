@@ -1,0 +1,174 @@
+import { createHash } from 'node:crypto';
+import { connect, headers, type NatsConnection, type NodeConnectionOptions } from '@nats-io/transport-node';
+import {
+  AckPolicy,
+  DeliverPolicy,
+  RetentionPolicy,
+  StorageType,
+  jetstream,
+  jetstreamManager,
+  type ConsumerMessages,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+} from '@nats-io/jetstream';
+import type { Bus } from '../run/Bus.js';
+import type { RunEvent } from '../run/RunEvent.js';
+
+export const EVENTS_STREAM = 'CARAVAN_EVENTS';
+const ORIGIN_HEADER = 'Caravan-Origin';
+const MS = 1_000_000; // JetStream durations are nanoseconds
+
+export interface StreamLimits {
+  maxAgeMs?: number;
+  maxBytes?: number;
+  replicas?: number;
+  /** How long a Nats-Msg-Id is remembered for de-duplication. */
+  duplicateWindowMs?: number;
+}
+
+export interface JetStreamBusOptions {
+  connection: NodeConnectionOptions;
+  stream?: string;
+  limits?: StreamLimits;
+  /** Acknowledge after this many messages (ack policy "all": one ack covers all before it)... */
+  ackEvery?: number;
+  /** ...or this long after the first unacknowledged one. */
+  ackAfterMs?: number;
+}
+
+/**
+ * The Bus on NATS JetStream. Every event goes to one stream (`caravan.ev.>`) with its
+ * `Nats-Msg-Id` (`<run>:<task>:<attempt>:<event>`), so a republished event is stored once.
+ * Publishes are pipelined: publish() returns at once, a failed publish (server restarting)
+ * is retried with the same id until it is stored, and flush() waits for all of them.
+ * Subscribers read through durable pull consumers with batched acknowledgements, and keep
+ * their place across reconnects.
+ */
+export class JetStreamBus implements Bus {
+  private readonly pending = new Set<Promise<void>>();
+  private readonly consumers = new Set<{ stop: () => Promise<void> }>();
+  private closed = false;
+
+  private constructor(
+    readonly nc: NatsConnection,
+    private readonly js: JetStreamClient,
+    private readonly jsm: JetStreamManager,
+    private readonly o: JetStreamBusOptions,
+  ) {}
+
+  static async connect(o: JetStreamBusOptions): Promise<JetStreamBus> {
+    const nc = await connect(o.connection);
+    const jsm = await jetstreamManager(nc);
+    const bus = new JetStreamBus(nc, jetstream(nc), jsm, o);
+    await bus.ensureStream();
+    return bus;
+  }
+
+  get stream(): string {
+    return this.o.stream ?? EVENTS_STREAM;
+  }
+
+  /** Creates the stream, or brings an existing one to the configured limits. */
+  async ensureStream(): Promise<void> {
+    const l = this.o.limits ?? {};
+    const config = {
+      name: this.stream,
+      subjects: ['caravan.ev.>'],
+      retention: RetentionPolicy.Limits,
+      storage: StorageType.File,
+      max_age: (l.maxAgeMs ?? 7 * 24 * 3_600_000) * MS,
+      max_bytes: l.maxBytes ?? -1,
+      num_replicas: l.replicas ?? 1,
+      duplicate_window: (l.duplicateWindowMs ?? 120_000) * MS,
+    };
+    try {
+      await this.jsm.streams.info(this.stream);
+      await this.jsm.streams.update(this.stream, config);
+    } catch (e) {
+      if (!/not found/i.test((e as Error).message)) throw e;
+      await this.jsm.streams.add(config);
+    }
+  }
+
+  publish(subject: string, event: RunEvent, options: { msgId: string; origin: 'engine' | 'agent' }): void {
+    const h = headers();
+    h.set(ORIGIN_HEADER, options.origin);
+    const data = JSON.stringify(event);
+    const attempt = async (n: number): Promise<void> => {
+      try {
+        await this.js.publish(subject, data, { msgID: options.msgId, headers: h, timeout: 5000 });
+      } catch (e) {
+        if (this.closed) return;
+        await new Promise((r) => setTimeout(r, Math.min(2000, 50 * 2 ** n)));
+        return attempt(n + 1);
+      }
+    };
+    const p: Promise<void> = attempt(0).finally(() => this.pending.delete(p));
+    this.pending.add(p);
+  }
+
+  /** Resolves once every event published so far is stored in the stream. */
+  async flush(): Promise<void> {
+    while (this.pending.size > 0) await Promise.all([...this.pending]);
+  }
+
+  subscribe(pattern: string, handler: Parameters<Bus['subscribe']>[1]): () => void {
+    const name = `caravan-${createHash('sha256').update(`${this.stream}/${pattern}`).digest('hex').slice(0, 20)}`;
+    let messages: ConsumerMessages | undefined;
+    let stopped = false;
+    let unacked: JsMsg | undefined;
+    let count = 0;
+    let timer: NodeJS.Timeout | undefined;
+    const ack = (): void => {
+      if (timer !== undefined) clearTimeout(timer);
+      timer = undefined;
+      unacked?.ack();
+      unacked = undefined;
+      count = 0;
+    };
+    const entry = {
+      stop: async (): Promise<void> => {
+        stopped = true;
+        ack();
+        await messages?.close().catch(() => undefined);
+        await this.jsm.consumers.delete(this.stream, name).catch(() => undefined);
+      },
+    };
+    this.consumers.add(entry);
+    void (async () => {
+      await this.jsm.consumers.add(this.stream, {
+        durable_name: name,
+        filter_subject: pattern,
+        ack_policy: AckPolicy.All,
+        deliver_policy: DeliverPolicy.All,
+      });
+      if (stopped) return;
+      const consumer = await this.js.consumers.get(this.stream, name);
+      messages = await consumer.consume({
+        max_messages: 512,
+        callback: (m) => {
+          const origin = m.headers?.get(ORIGIN_HEADER) === 'engine' ? 'engine' : 'agent';
+          handler(m.json<RunEvent>(), { subject: m.subject, origin });
+          unacked = m;
+          if (++count >= (this.o.ackEvery ?? 64)) ack();
+          else timer ??= setTimeout(ack, this.o.ackAfterMs ?? 20);
+        },
+      });
+    })().catch((e: unknown) => {
+      if (!stopped && !this.closed) process.emitWarning(`caravan: JetStream consumer for ${pattern} stopped: ${(e as Error).message}`);
+    });
+    return () => {
+      this.consumers.delete(entry);
+      void entry.stop();
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.flush();
+    for (const c of this.consumers) await c.stop();
+    this.consumers.clear();
+    this.closed = true;
+    await this.nc.drain().catch(() => undefined);
+  }
+}

@@ -1,0 +1,97 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createConnection, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** True when the binary is on PATH. */
+export function hasBinary(name: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' }).status === 0;
+}
+
+/**
+ * Whether integration tests that need `name` should run. Under CI=true a missing server is
+ * an error (the test fails loudly); on a developer machine the suite is skipped with a note.
+ */
+export function requireServer(name: string, install: string): boolean {
+  if (hasBinary(name)) return true;
+  if (process.env['CI'] === 'true') throw new Error(`${name} is not installed but CI=true: ${install}`);
+  process.stderr.write(`[caravan tests] ${name} not found; skipping its integration tests (${install})\n`);
+  return false;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitForPort(port: number, limitMs: number, proc: ChildProcess): Promise<void> {
+  const end = Date.now() + limitMs;
+  while (Date.now() < end) {
+    if (proc.exitCode !== null) throw new Error(`server exited with code ${proc.exitCode} before listening on ${port}`);
+    const ok = await new Promise<boolean>((r) => {
+      const c = createConnection({ port, host: '127.0.0.1' });
+      c.once('connect', () => { c.destroy(); r(true); });
+      c.once('error', () => r(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`nothing listening on port ${port} after ${limitMs} ms`);
+}
+
+/** A real `nats-server -js` on a free port with a temporary store; restartable on the same port and store. */
+export class NatsServer {
+  private proc: ChildProcess | undefined;
+  private output = '';
+
+  private constructor(readonly port: number, readonly storeDir: string) {}
+
+  static async start(): Promise<NatsServer> {
+    const s = new NatsServer(await freePort(), await mkdtemp(join(tmpdir(), 'caravan-nats-')));
+    await s.run();
+    return s;
+  }
+
+  get url(): string {
+    return `nats://127.0.0.1:${this.port}`;
+  }
+
+  private async run(): Promise<void> {
+    this.proc = spawn('nats-server', ['-js', '-a', '127.0.0.1', '-p', String(this.port), '-sd', this.storeDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc.stdout!.on('data', (c: Buffer) => { this.output += c.toString(); });
+    this.proc.stderr!.on('data', (c: Buffer) => { this.output += c.toString(); });
+    try {
+      await waitForPort(this.port, 10_000, this.proc);
+    } catch (e) {
+      throw new Error(`${(e as Error).message}\n${this.output.slice(-2000)}`);
+    }
+  }
+
+  async stop(): Promise<void> {
+    const p = this.proc;
+    if (p === undefined || p.exitCode !== null) return;
+    await new Promise<void>((r) => {
+      p.once('exit', () => r());
+      p.kill('SIGTERM');
+      setTimeout(() => p.kill('SIGKILL'), 5000).unref();
+    });
+    this.proc = undefined;
+  }
+
+  async restart(): Promise<void> {
+    await this.stop();
+    await this.run();
+  }
+
+  async close(): Promise<void> {
+    await this.stop();
+    await rm(this.storeDir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,93 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LocalExecutor } from '../../engine/local/LocalExecutor.js';
+import { JetStreamBus } from '../../engine/nats/JetStreamBus.js';
+import { natsConnectionOptions } from '../../engine/nats/natsConnectionOptions.js';
+import { runSubjects, eventSubject } from '../../engine/run/Bus.js';
+import { realClock } from '../../engine/run/Clock.js';
+import { RunEngine } from '../../engine/run/RunEngine.js';
+import { eventId, type RunEvent } from '../../engine/run/RunEvent.js';
+import { buildRunPlan } from '../../engine/run/RunPlan.js';
+import { validateText } from '../../engine/spec/validateWorkflows.js';
+import { NatsServer, requireServer } from '../harness/natsServer.js';
+
+const available = requireServer('nats-server', 'apt-get install -y nats-server');
+
+async function until(what: string, check: () => boolean, limitMs = 30_000): Promise<void> {
+  const end = Date.now() + limitMs;
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe.skipIf(!available)('the NATS JetStream bus against a real nats-server', () => {
+  let server: NatsServer;
+  beforeAll(async () => {
+    server = await NatsServer.start();
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  async function bus(): Promise<JetStreamBus> {
+    return JetStreamBus.connect({ connection: await natsConnectionOptions({}, [server.url]), limits: { maxAgeMs: 3_600_000, duplicateWindowMs: 60_000 } });
+  }
+
+  it('creates its stream idempotently, with the configured limits', async () => {
+    const a = await bus();
+    const b = await bus();
+    const info = await b['jsm'].streams.info('CARAVAN_EVENTS');
+    expect(info.config.subjects).toEqual(['caravan.ev.>']);
+    expect(info.config.max_age).toBe(3_600_000 * 1_000_000);
+    expect(info.config.duplicate_window).toBe(60_000 * 1_000_000);
+    await a.close();
+    await b.close();
+  });
+
+  it('loses nothing and duplicates nothing when the server restarts while events are published', async () => {
+    const b = await bus();
+    const got: string[] = [];
+    const stop = b.subscribe(runSubjects('wf', 'restart'), (e) => got.push('task' in e ? e.task : ''));
+    const send = (i: number): void => {
+      const e: RunEvent = { runId: 'restart', at: i, type: 'task.started', task: `t${i}`, attempt: 1 };
+      b.publish(eventSubject('wf', 'restart', `t${i}`), e, { msgId: eventId(e), origin: 'agent' });
+    };
+    for (let i = 0; i < 200; i++) send(i);
+    await b.flush();
+    await until('the first 200', () => got.length >= 200);
+    const restarting = server.restart();
+    for (let i = 200; i < 400; i++) send(i);
+    // Republished with the same ids: stored once.
+    for (let i = 150; i < 250; i++) send(i);
+    await restarting;
+    await b.flush();
+    await until('all 400', () => got.length >= 400);
+    for (let i = 400; i < 410; i++) send(i);
+    await until('the marker events', () => got.length >= 410);
+    expect(got).toHaveLength(410);
+    expect(new Set(got).size).toBe(410);
+    stop();
+    await b.close();
+  });
+
+  it('carries a real run: local agents report over JetStream to the engine, across a server restart', async () => {
+    const tasks = Array.from({ length: 30 }, (_, i) => `    - { name: t${i}, run: "sleep 0.02"${i > 0 ? `, needs: [t${i - 1}]` : ''} }\n`).join('');
+    const wf = validateText('n.yaml', `apiVersion: caravan/v1\nkind: Workflow\nmetadata:\n  name: natsrun\nspec:\n  tasks:\n${tasks}`).workflow!;
+    const b = await bus();
+    const clock = realClock();
+    const executor = new LocalExecutor(b, clock, { baseDir: process.cwd() });
+    const engine = new RunEngine({ plan: buildRunPlan(wf, { maxParallel: 4 }), runId: 'nats-run', executor, bus: b, clock });
+    const succeeded: string[] = [];
+    engine.onEvent((e) => {
+      if (e.type === 'task.succeeded') succeeded.push(e.task);
+    });
+    engine.start({}, 'test');
+    await until('a third of the run', () => succeeded.length >= 10);
+    await server.restart();
+    const state = await engine.done();
+    expect(state.status).toBe('succeeded');
+    expect(succeeded).toEqual(Array.from({ length: 30 }, (_, i) => `t${i}`));
+    await executor.close();
+    await b.close();
+  });
+});
