@@ -94,7 +94,8 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .option('-p, --param <name=value>', 'run parameter (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .option('--json', 'print one JSON event per line', false)
     .option('--parallelism <n>', 'tasks running at once (default 32)', (v: string) => positiveInt(v, '--parallelism'))
-    .action(async (workflow: string, opts: { param: string[]; json: boolean; parallelism?: number }) => {
+    .addOption(new Option('--bus <bus>', 'where task events travel: memory, or NATS JetStream at $NATS_URL').choices(['memory', 'nats']).default('memory'))
+    .action(async (workflow: string, opts: { param: string[]; json: boolean; parallelism?: number; bus: 'memory' | 'nats' }) => {
       exit = await (await runCommands()).runCommand(workflow, opts, io);
     });
 

@@ -7,6 +7,7 @@ import { GitAuditStore } from '../audit/GitAuditStore.js';
 import { RunRecorder, type JournalHeader } from '../audit/RunRecorder.js';
 import { newRunId } from '../audit/updateRef.js';
 import { CaravanError } from '../errors/CaravanError.js';
+import type { Bus } from '../run/Bus.js';
 import { realClock, type Clock } from '../run/Clock.js';
 import type { Executor } from '../run/Executor.js';
 import { parseParams } from '../run/parseParams.js';
@@ -33,7 +34,9 @@ export interface RunServiceOptions {
   checkpointEveryEvents?: number;
   checkpointEveryMs?: number;
   /** Replaces the local executor (tests, other backends). */
-  executor?: (bus: InMemoryBus, clock: Clock) => Executor;
+  executor?: (bus: Bus, clock: Clock) => Executor;
+  /** Where task events travel: in memory (default) or NATS JetStream (NATS_URL and friends). */
+  bus?: 'memory' | 'nats';
 }
 
 export interface StartedRun {
@@ -195,13 +198,14 @@ export class RunService {
   private async launch(workflow: Workflow, source: string, runId: string, commit: string | undefined, begin: (e: RunEngine) => void, previous: RunEvent[]): Promise<StartedRun> {
     const name = workflow.metadata.name;
     const plan = buildRunPlan(workflow, { maxParallel: this.o.parallelism ?? 32 });
-    const bus = new InMemoryBus();
+    const bus: Bus = this.o.bus === 'nats' ? await this.connectNats() : new InMemoryBus();
     const executor = this.o.executor?.(bus, this.clock) ?? new LocalExecutor(bus, this.clock, {
       baseDir: this.o.repoDir,
       shellWorkers: Math.min(plan.maxParallel, 64),
       runChild: (child, params, parent) => this.runChild(child, params, parent),
     });
-    const engine = new RunEngine({ plan, runId, executor, bus, clock: this.clock, publishDecisions: false });
+    // On NATS every event goes to the stream, for other observers; in memory nobody else listens.
+    const engine = new RunEngine({ plan, runId, executor, bus, clock: this.clock, publishDecisions: this.o.bus === 'nats' });
     const recorder = new RunRecorder(this.audit, {
       workflow: name,
       runId,
@@ -238,6 +242,17 @@ export class RunService {
       }
     })();
     return { runId, workflow: name, engine, done };
+  }
+
+  private async connectNats(): Promise<Bus> {
+    const { JetStreamBus } = await import('../nats/JetStreamBus.js');
+    const { natsConnectionOptions } = await import('../nats/natsConnectionOptions.js');
+    const connection = await natsConnectionOptions();
+    try {
+      return await JetStreamBus.connect({ connection: { ...connection, maxReconnectAttempts: -1, timeout: 5000 } });
+    } catch (e) {
+      throw new CaravanError('BUS_UNAVAILABLE', `cannot use NATS JetStream at ${String(connection.servers)}: ${(e as Error).message} (set NATS_URL, or run without --bus nats)`, { cause: e });
+    }
   }
 
   private apply(engine: RunEngine, c: ControlCommand): void {

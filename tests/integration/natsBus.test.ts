@@ -91,3 +91,36 @@ describe.skipIf(!available)('the NATS JetStream bus against a real nats-server',
     await b.close();
   });
 });
+
+describe.skipIf(!available)('caravan run --bus nats', () => {
+  it('runs with its events on JetStream, and says clearly when NATS is not there', async () => {
+    const { main } = await import('../../engine/cli/main.js');
+    const { repoWith, workflow } = await import('./gitRepo.js');
+    const { rm } = await import('node:fs/promises');
+    const server = await NatsServer.start();
+    const dir = await repoWith({ 'ok.yaml': workflow('ok', '  tasks:\n    - { name: a, run: "echo hi" }\n    - { name: b, needs: [a], agent: noop }\n') });
+    const saved = process.env['NATS_URL'];
+    try {
+      process.env['NATS_URL'] = server.url;
+      let out = '';
+      const code = await main(['run', 'ok', '--bus', 'nats'], { cwd: dir, stdout: (t) => { out += t; }, stderr: (t) => { out += t; } });
+      expect(code).toBe(0);
+      expect(out).toMatch(/run \S+ of ok succeeded/);
+      const b = await JetStreamBus.connect({ connection: await natsConnectionOptions({}, [server.url]) });
+      const info = await b['jsm'].streams.info('CARAVAN_EVENTS');
+      // Every event of the run, the engine's decisions included.
+      expect(info.state.messages).toBeGreaterThanOrEqual(8);
+      await b.close();
+      await server.stop();
+      let err = '';
+      const down = await main(['run', 'ok', '--bus', 'nats'], { cwd: dir, stdout: () => undefined, stderr: (t) => { err += t; } });
+      expect(down).toBe(74);
+      expect(err).toMatch(new RegExp(`^caravan: cannot use NATS JetStream at ${server.url.replace(/[.]/g, '\\.')}: .*\\(set NATS_URL, or run without --bus nats\\)\\n$`));
+    } finally {
+      if (saved === undefined) delete process.env['NATS_URL'];
+      else process.env['NATS_URL'] = saved;
+      await server.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
