@@ -3,6 +3,7 @@
  * --json the last line of stdout is one JSON object for machines.
  */
 import { compileBench } from './compileBench.js';
+import { natsIngestBench } from './natsIngestBench.js';
 import { runInprocBench } from './runInprocBench.js';
 import { runPeersBench } from './runPeersBench.js';
 import { runScaleBench } from './runScaleBench.js';
@@ -16,6 +17,7 @@ const suites: Record<string, Suite> = {
   'run-inproc': () => runInprocBench(),
   'run-scale': () => runScaleBench(),
   'run-peers': () => runPeersBench(),
+  'nats-ingest': () => natsIngestBench(),
 };
 
 async function run(): Promise<number> {

@@ -70,7 +70,7 @@ export class NatsServer {
     try {
       await waitForPort(this.port, 10_000, this.proc);
     } catch (e) {
-      throw new Error(`${(e as Error).message}\n${this.output.slice(-2000)}`);
+      throw new Error(`${(e as Error).message}\n${this.output.slice(-2000)}`, { cause: e });
     }
   }
 
