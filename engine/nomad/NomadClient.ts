@@ -1,0 +1,106 @@
+import { request } from 'undici';
+import { CaravanError } from '../errors/CaravanError.js';
+import type { NomadJob } from '../compile/NomadJob.js';
+
+export interface NomadClientOptions {
+  /** e.g. http://127.0.0.1:4646 (default: $NOMAD_ADDR). */
+  address?: string;
+  /** ACL token (default: $NOMAD_TOKEN); sent as X-Nomad-Token, never logged. */
+  token?: string;
+  namespace?: string;
+  region?: string;
+  timeoutMs?: number;
+  retries?: number;
+}
+
+export class NomadApiError extends CaravanError {
+  constructor(readonly status: number, readonly method: string, readonly path: string, message: string) {
+    super('NOMAD_API', `Nomad ${method} ${path} answered ${status}: ${message.trim()}`, { data: { status, method, path } });
+    this.name = 'NomadApiError';
+  }
+}
+
+export interface ValidateResult {
+  ValidationErrors: string[] | null;
+  Error: string;
+  Warnings: string;
+  DriverConfigValidated: boolean;
+}
+
+export interface RegisterResult {
+  EvalID: string;
+  JobModifyIndex: number;
+  Warnings: string;
+}
+
+export interface PlanResult {
+  Diff?: { Type: string };
+  FailedTGAllocs?: Record<string, unknown> | null;
+  JobModifyIndex: number;
+  Warnings: string;
+}
+
+/**
+ * A small typed client for the Nomad HTTP API over undici (Nomad has no official Node
+ * client). Every call has a timeout; connection errors and 5xx answers are retried with
+ * backoff; any other error is a NomadApiError with the status and the server's message.
+ */
+export class NomadClient {
+  readonly address: string;
+  private readonly token: string | undefined;
+
+  constructor(private readonly o: NomadClientOptions = {}) {
+    this.address = (o.address ?? process.env['NOMAD_ADDR'] ?? 'http://127.0.0.1:4646').replace(/\/+$/, '');
+    this.token = o.token ?? process.env['NOMAD_TOKEN'];
+  }
+
+  validateJob(job: NomadJob): Promise<ValidateResult> {
+    return this.call('POST', '/v1/validate/job', { Job: job });
+  }
+
+  /** Registers a job; with `modifyIndex`, only if the job has not changed since (check-and-set). */
+  registerJob(job: NomadJob, modifyIndex?: number): Promise<RegisterResult> {
+    return this.call('POST', '/v1/jobs', { Job: job, ...(modifyIndex !== undefined ? { EnforceIndex: true, JobModifyIndex: modifyIndex } : {}) });
+  }
+
+  planJob(job: NomadJob): Promise<PlanResult> {
+    return this.call('POST', `/v1/job/${encodeURIComponent(job.ID)}/plan`, { Job: job, Diff: true });
+  }
+
+  readJob(id: string): Promise<NomadJob & { JobModifyIndex: number; Version: number }> {
+    return this.call('GET', `/v1/job/${encodeURIComponent(id)}`);
+  }
+
+  deregisterJob(id: string, purge = false): Promise<{ EvalID: string }> {
+    return this.call('DELETE', `/v1/job/${encodeURIComponent(id)}${purge ? '?purge=true' : ''}`);
+  }
+
+  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const url = new URL(this.address + path);
+    if (this.o.namespace !== undefined) url.searchParams.set('namespace', this.o.namespace);
+    if (this.o.region !== undefined) url.searchParams.set('region', this.o.region);
+    const headers: Record<string, string> = { 'content-type': 'application/json' };
+    if (this.token !== undefined) headers['x-nomad-token'] = this.token;
+    const retries = this.o.retries ?? 3;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const res = await request(url, { method: method as 'GET', headers, ...(body !== undefined ? { body: JSON.stringify(body) } : {}), headersTimeout: this.o.timeoutMs ?? 10_000, bodyTimeout: this.o.timeoutMs ?? 10_000 });
+        const text = await res.body.text();
+        if (res.statusCode >= 200 && res.statusCode < 300) return (text === '' ? {} : JSON.parse(text)) as T;
+        if (res.statusCode >= 500 && attempt < retries && !/validation failed|error occurred/i.test(text)) {
+          await backoff(attempt);
+          continue;
+        }
+        throw new NomadApiError(res.statusCode, method, path, text);
+      } catch (e) {
+        if (e instanceof NomadApiError) throw e;
+        if (attempt >= retries) throw new CaravanError('NOMAD_UNREACHABLE', `cannot reach Nomad at ${this.address}: ${(e as Error).message}`, { cause: e });
+        await backoff(attempt);
+      }
+    }
+  }
+}
+
+function backoff(attempt: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** attempt)));
+}
