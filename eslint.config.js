@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'nomad-jobs/**', 'tests/fixtures/**'] },
+  { ignores: ['dist/**', 'node_modules/**', 'nomad-jobs/**', 'tests/fixtures/**', '.caravan-tmp/**', 'reports/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

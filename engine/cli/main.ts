@@ -37,6 +37,11 @@ function version(): string {
  * User errors print one line; only internal errors print a stack trace.
  */
 export async function main(argv: readonly string[], io: Io = processIo()): Promise<ExitCode> {
+  // The task runner inside a Nomad allocation: not a user command, and its flags are its own.
+  if (argv[0] === 'agent') {
+    const { agentCommand } = await import('../../agents/agentCommand.js');
+    return (await agentCommand(argv.slice(1), io.stderr)) as ExitCode;
+  }
   let exit: ExitCode = EXIT.OK;
   const program = new Command('caravan')
     .description('GitOps pipeline engine for HashiCorp Nomad')
@@ -95,7 +100,9 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .option('--json', 'print one JSON event per line', false)
     .option('--parallelism <n>', 'tasks running at once (default 32)', (v: string) => positiveInt(v, '--parallelism'))
     .addOption(new Option('--bus <bus>', 'where task events travel: memory, or NATS JetStream at $NATS_URL').choices(['memory', 'nats']).default('memory'))
-    .action(async (workflow: string, opts: { param: string[]; json: boolean; parallelism?: number; bus: 'memory' | 'nats' }) => {
+    .addOption(new Option('--backend <backend>', 'where tasks run: local, or Nomad at $NOMAD_ADDR (with --bus nats)').choices(['local', 'nomad']).default('local'))
+    .option('--agent-command <cmd>', 'how Nomad clients start the agent runner (default: this node and checkout)')
+    .action(async (workflow: string, opts: { param: string[]; json: boolean; parallelism?: number; bus: 'memory' | 'nats'; backend: 'local' | 'nomad'; agentCommand?: string }) => {
       exit = await (await runCommands()).runCommand(workflow, opts, io);
     });
 

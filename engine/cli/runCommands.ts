@@ -14,6 +14,8 @@ export interface RunOptions {
   /** Overrides terminal detection (false: plain lines). */
   tty?: boolean;
   bus?: 'memory' | 'nats';
+  backend?: 'local' | 'nomad';
+  agentCommand?: string;
 }
 
 async function service(io: Io, extra: Partial<ConstructorParameters<typeof RunService>[0]> = {}): Promise<RunService> {
@@ -65,7 +67,7 @@ function progressFor(io: Io, json: boolean, tty: boolean | undefined): RunProgre
 
 export async function runCommand(workflow: string, options: RunOptions, io: Io): Promise<ExitCode> {
   const progress = progressFor(io, options.json, options.tty);
-  const svc = await service(io, { onEvent: (e: RunEvent, s) => progress.onEvent(e, s), ...(options.parallelism !== undefined ? { parallelism: options.parallelism } : {}), ...(options.bus !== undefined ? { bus: options.bus } : {}) });
+  const svc = await service(io, { onEvent: (e: RunEvent, s) => progress.onEvent(e, s), ...(options.parallelism !== undefined ? { parallelism: options.parallelism } : {}), ...(options.bus !== undefined ? { bus: options.bus } : {}), ...(options.backend !== undefined ? { backend: options.backend } : {}), ...(options.agentCommand !== undefined ? { agentCommand: options.agentCommand.split(/\s+/).filter((a) => a !== '') } : {}) });
   const started = await svc.start(workflow, parseParamFlags(options.param));
   return follow(started, progress, io, options.json);
 }

@@ -1,6 +1,20 @@
 import type { TaskSpec } from '../spec/Workflow.js';
 
 /**
+ * Nomad evaluates strings in a task's driver config as HCL templates, where `${` and `%{`
+ * start an interpolation or a directive (a live agent rejects `${{ ... }}` with "Missing
+ * key/value separator"). What the user wrote must reach the runner verbatim, so it is
+ * escaped (`$${`, `%%{`); the runner's own `${NOMAD_TASK_DIR}` is left for Nomad to fill in.
+ */
+export function escapeHcl(s: string): string {
+  return s.replace(/\$\{/g, () => '$${').replace(/%\{/g, () => '%%{');
+}
+
+export function unescapeHcl(s: string): string {
+  return s.replace(/\$\$\{/g, () => '${').replace(/%%\{/g, () => '%{');
+}
+
+/**
  * The arguments that start the agent runner for one task. The runner (`caravan agent`) reads
  * the attempt's context from the dispatch payload, evaluates the `${{ }}` expressions left in
  * these arguments, runs the action, and reports over the bus. Keeping the user's command in
@@ -18,20 +32,20 @@ export function agentArgs(
   const common = ['--workflow', workflow, '--task', task.name, '--payload', payloadPath, ...extra];
   if (timeout !== undefined) common.push('--timeout', timeout);
   if (task.outputs !== undefined && task.outputs.length > 0) common.push('--outputs', task.outputs.join(','));
-  if (task.workingDir !== undefined) common.push('--cwd', task.workingDir);
+  if (task.workingDir !== undefined) common.push('--cwd', escapeHcl(task.workingDir));
   const agent = task.agent ?? (task.http !== undefined ? 'http' : task.sleep !== undefined ? 'sleep' : 'shell');
   switch (agent) {
     case 'shell':
-      if (task.run !== undefined) return ['shell', ...common, '--', task.run];
-      return ['exec', ...common, '--', ...(task.args ?? [])];
+      if (task.run !== undefined) return ['shell', ...common, '--', escapeHcl(task.run)];
+      return ['exec', ...common, '--', ...(task.args ?? []).map(escapeHcl)];
     case 'http': {
       const h = task.http!;
-      const out = ['http', ...common, '--method', h.method ?? 'GET', '--url', h.url];
+      const out = ['http', ...common, '--method', h.method ?? 'GET', '--url', escapeHcl(h.url)];
       for (const [name, value] of Object.entries(h.headers ?? {}).sort(([a], [b]) => (a < b ? -1 : 1))) {
-        if (typeof value === 'string') out.push('--header', `${name}: ${value}`);
+        if (typeof value === 'string') out.push('--header', escapeHcl(`${name}: ${value}`));
         else out.push('--header-from-env', `${name}=${secretHeaders.get(name)!}`);
       }
-      if (h.body !== undefined) out.push('--body', typeof h.body === 'string' ? h.body : JSON.stringify(h.body));
+      if (h.body !== undefined) out.push('--body', escapeHcl(typeof h.body === 'string' ? h.body : JSON.stringify(h.body)));
       return out;
     }
     case 'sleep':
@@ -39,6 +53,6 @@ export function agentArgs(
     case 'noop':
       return ['noop', ...common];
     default:
-      return ['plugin', ...common, '--type', agent, '--with', JSON.stringify(task.with ?? {})];
+      return ['plugin', ...common, '--type', agent, '--with', escapeHcl(JSON.stringify(task.with ?? {}))];
   }
 }

@@ -1,3 +1,4 @@
+import { unescapeHcl } from './agentInvocation.js';
 import type { NomadJob } from './NomadJob.js';
 
 export interface FieldChange {
@@ -95,7 +96,8 @@ interface Invocation {
 
 /** `caravan agent shell --timeout 5m -- echo hi` as program, flags and the user's command. */
 function parseInvocation(config: Record<string, unknown> | undefined): Invocation {
-  const args = config !== undefined && Array.isArray(config['args']) ? (config['args'] as string[]) : [];
+  // Shown as the user wrote them, without Nomad's template escaping.
+  const args = config !== undefined && Array.isArray(config['args']) ? (config['args'] as string[]).map(unescapeHcl) : [];
   const program: string[] = [String(config?.['command'] ?? '')];
   const flags = new Map<string, string>();
   let i = 0;

@@ -17,6 +17,7 @@ import { buildRunPlan } from '../run/RunPlan.js';
 import type { RunState } from '../run/RunState.js';
 import { textLine } from '../spec/formatDiagnostics.js';
 import { validateText, validateWorkflows } from '../spec/validateWorkflows.js';
+import { packageRoot } from '../packageRoot.js';
 import type { Workflow } from '../spec/Workflow.js';
 import { InMemoryBus } from './InMemoryBus.js';
 import { LiveRuns, type ControlCommand } from './LiveRuns.js';
@@ -37,6 +38,10 @@ export interface RunServiceOptions {
   executor?: (bus: Bus, clock: Clock) => Executor;
   /** Where task events travel: in memory (default) or NATS JetStream (NATS_URL and friends). */
   bus?: 'memory' | 'nats';
+  /** Where tasks run: this machine (default) or Nomad ($NOMAD_ADDR; needs the NATS bus). */
+  backend?: 'local' | 'nomad';
+  /** How Nomad clients start the agent runner (default: this Node and this checkout's bin). */
+  agentCommand?: string[];
 }
 
 export interface StartedRun {
@@ -198,12 +203,16 @@ export class RunService {
   private async launch(workflow: Workflow, source: string, runId: string, commit: string | undefined, begin: (e: RunEngine) => void, previous: RunEvent[]): Promise<StartedRun> {
     const name = workflow.metadata.name;
     const plan = buildRunPlan(workflow, { maxParallel: this.o.parallelism ?? 32 });
+    if (this.o.backend === 'nomad' && this.o.bus !== 'nats') {
+      throw new CaravanError('USAGE', 'tasks on Nomad report over NATS: use --backend nomad with --bus nats');
+    }
     const bus: Bus = this.o.bus === 'nats' ? await this.connectNats() : new InMemoryBus();
-    const executor = this.o.executor?.(bus, this.clock) ?? new LocalExecutor(bus, this.clock, {
+    const local = (): Executor => new LocalExecutor(bus, this.clock, {
       baseDir: this.o.repoDir,
       shellWorkers: Math.min(plan.maxParallel, 64),
       runChild: (child, params, parent) => this.runChild(child, params, parent),
     });
+    const executor = this.o.executor?.(bus, this.clock) ?? (this.o.backend === 'nomad' ? await this.nomadExecutor(workflow, commit, bus, local()) : local());
     // On NATS every event goes to the stream, for other observers; in memory nobody else listens.
     const engine = new RunEngine({ plan, runId, executor, bus, clock: this.clock, publishDecisions: this.o.bus === 'nats' });
     const recorder = new RunRecorder(this.audit, {
@@ -242,6 +251,21 @@ export class RunService {
       }
     })();
     return { runId, workflow: name, engine, done };
+  }
+
+  /** Registers the workflow's jobs (with this commit in their meta) and dispatches to them. */
+  private async nomadExecutor(workflow: Workflow, commit: string | undefined, bus: Bus, fallback: Executor): Promise<Executor> {
+    const { NomadClient } = await import('../nomad/NomadClient.js');
+    const { NomadExecutor } = await import('../nomad/NomadExecutor.js');
+    const { compileWorkflow } = await import('../compile/compileWorkflow.js');
+    const { natsConnectionOptions } = await import('../nats/natsConnectionOptions.js');
+    const nomad = new NomadClient();
+    const agentCommand = this.o.agentCommand ?? [process.execPath, join(packageRoot(), 'bin', 'caravan.js'), 'agent'];
+    for (const j of compileWorkflow(workflow, { agentCommand, ...(commit !== undefined ? { gitCommit: commit } : {}) })) {
+      if (j.kind === 'task') await nomad.registerJob(j.job);
+    }
+    const servers = (await natsConnectionOptions()).servers;
+    return new NomadExecutor(nomad, bus, this.clock, { natsServers: Array.isArray(servers) ? servers : [String(servers)], fallback });
   }
 
   private async connectNats(): Promise<Bus> {

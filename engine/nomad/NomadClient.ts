@@ -67,6 +67,23 @@ export class NomadClient {
     return this.call('POST', `/v1/job/${encodeURIComponent(job.ID)}/plan`, { Job: job, Diff: true });
   }
 
+  /**
+   * Dispatches a parameterized job. The idempotency token makes a repeated dispatch (a
+   * restarted controller, a retried request) return the same child instead of a second one.
+   */
+  dispatchJob(id: string, payload: Uint8Array, meta: Record<string, string>, idempotencyToken: string): Promise<{ DispatchedJobID: string; EvalID: string }> {
+    return this.call('POST', `/v1/job/${encodeURIComponent(id)}/dispatch?idempotency_token=${encodeURIComponent(idempotencyToken)}`, { Payload: Buffer.from(payload).toString('base64'), Meta: meta });
+  }
+
+  /** Stops a job (a dispatched child included) without purging its history. */
+  stopJob(id: string): Promise<{ EvalID: string }> {
+    return this.call('DELETE', `/v1/job/${encodeURIComponent(id)}`);
+  }
+
+  jobAllocations(id: string): Promise<Array<{ ID: string; ClientStatus: string; TaskStates?: Record<string, { State: string; Failed: boolean; Events: Array<{ Type: string; DisplayMessage: string; ExitCode?: number }> }> }>> {
+    return this.call('GET', `/v1/job/${encodeURIComponent(id)}/allocations`);
+  }
+
   readJob(id: string): Promise<NomadJob & { JobModifyIndex: number; Version: number }> {
     return this.call('GET', `/v1/job/${encodeURIComponent(id)}`);
   }
@@ -76,7 +93,9 @@ export class NomadClient {
   }
 
   private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const url = new URL(this.address + path);
+    const url = new URL(this.address + path.replace(/\?.*$/, ''));
+    const query = path.includes('?') ? path.slice(path.indexOf('?') + 1) : '';
+    for (const [k, v] of new URLSearchParams(query)) url.searchParams.set(k, v);
     if (this.o.namespace !== undefined) url.searchParams.set('namespace', this.o.namespace);
     if (this.o.region !== undefined) url.searchParams.set('region', this.o.region);
     const headers: Record<string, string> = { 'content-type': 'application/json' };

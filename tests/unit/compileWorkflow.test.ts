@@ -56,7 +56,8 @@ describe('a dispatched task', () => {
           Driver: 'raw_exec',
           Config: {
             command: 'caravan',
-            args: ['agent', 'shell', '--workflow', 'demo', '--task', 'build_All', '--payload', '${NOMAD_TASK_DIR}/input.json', '--timeout', '2m', '--outputs', 'artifact', '--', 'make ${{ params.target }}'],
+            // The user's command is escaped for Nomad's HCL templating; the runner's path is not.
+            args: ['agent', 'shell', '--workflow', 'demo', '--task', 'build_All', '--payload', '${NOMAD_TASK_DIR}/input.json', '--timeout', '2m', '--outputs', 'artifact', '--', 'make $${{ params.target }}'],
           },
           Env: { CARAVAN_TASK: 'build_All', CARAVAN_WORKFLOW: 'demo', MODE: 'fast' },
           DispatchPayload: { File: 'input.json' },

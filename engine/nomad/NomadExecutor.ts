@@ -1,0 +1,105 @@
+import type { DispatchPayload } from '../../agents/agentCommand.js';
+import { taskJobId } from '../compile/jobId.js';
+import { eventSubject, type Bus } from '../run/Bus.js';
+import type { Clock } from '../run/Clock.js';
+import type { Executor, StartRequest } from '../run/Executor.js';
+import { eventId, type RunEvent } from '../run/RunEvent.js';
+import type { NomadClient } from './NomadClient.js';
+
+export interface NomadExecutorOptions {
+  /** NATS servers the agents in allocations report to. */
+  natsServers: string[];
+  /** Runs what Nomad does not: pooled tasks, compensations and child workflows, for now. */
+  fallback: Executor;
+}
+
+/** Nomad dispatch meta values may only hold what Nomad accepts in an idempotency token, too. */
+function token(s: string): string {
+  return s.replace(/[^A-Za-z0-9_.:-]/g, (c) => `_${c.charCodeAt(0).toString(16)}`);
+}
+
+/**
+ * Runs each attempt of a task as one dispatch of its parameterized batch job. The payload
+ * carries the attempt's context; the agent runner in the allocation reports over NATS. The
+ * idempotency token `<run>:<task>:<attempt>` means a repeated dispatch (after a controller
+ * restart) never starts a second child. Pooled tasks, compensations and child workflows go
+ * to the fallback executor until pools and compensation jobs run on Nomad.
+ */
+export class NomadExecutor implements Executor {
+  private readonly children = new Map<string, string>();
+  private closed = false;
+
+  constructor(private readonly nomad: NomadClient, private readonly bus: Bus, private readonly clock: Clock, private readonly o: NomadExecutorOptions) {}
+
+  start(req: StartRequest): void {
+    const task = req.plan.tasks.get(req.dispatch.task)!;
+    if (task.kind !== 'agent' || req.dispatch.kind !== 'task') {
+      this.o.fallback.start(req);
+      return;
+    }
+    void this.dispatch(req);
+  }
+
+  private async dispatch(req: StartRequest): Promise<void> {
+    const wf = req.plan.workflow.metadata.name;
+    const d = req.dispatch;
+    const payload: DispatchPayload = { runId: req.runId, workflow: wf, instance: d.instance, attempt: d.attempt, kind: d.kind, context: d.context, nats: this.o.natsServers };
+    const meta: Record<string, string> = { caravan_run: req.runId, caravan_attempt: String(d.attempt) };
+    if (d.index !== undefined) meta['caravan_item'] = String(d.index);
+    const key = `${req.runId}:${d.instance}:${d.attempt}`;
+    try {
+      const r = await this.nomad.dispatchJob(taskJobId(wf, d.task), new TextEncoder().encode(JSON.stringify(payload)), meta, token(key));
+      this.children.set(key, r.DispatchedJobID);
+      void this.watch(req, r.DispatchedJobID);
+    } catch (e) {
+      this.fail(req, `dispatch to Nomad failed: ${(e as Error).message}`);
+    }
+  }
+
+  private fail(req: StartRequest, error: string): void {
+    const wf = req.plan.workflow.metadata.name;
+    const failed: RunEvent = { runId: req.runId, at: this.clock.now(), type: 'task.failed', task: req.dispatch.instance, attempt: req.dispatch.attempt, error, retryable: true };
+    // Same id as the agent's own failure report: if both arrive, JetStream keeps one.
+    this.bus.publish(eventSubject(wf, req.runId, req.dispatch.instance), failed, { msgId: eventId(failed), origin: 'agent' });
+  }
+
+  /**
+   * Watches the child's allocation for failures the runner inside cannot report (it never
+   * started: driver failure, bad config; or it was killed, OOM, lost with its node). A
+   * failure the runner did report arrives twice and is applied once.
+   */
+  private async watch(req: StartRequest, child: string): Promise<void> {
+    for (let i = 0; !this.closed; i++) {
+      await new Promise((r) => setTimeout(r, Math.min(2000, 250 * (i + 1))));
+      let allocs;
+      try {
+        allocs = await this.nomad.jobAllocations(child);
+      } catch {
+        continue;
+      }
+      const done = allocs.find((a) => a.ClientStatus === 'failed' || a.ClientStatus === 'lost' || a.ClientStatus === 'complete');
+      if (done === undefined) continue;
+      if (done.ClientStatus !== 'complete') {
+        const events = Object.values(done.TaskStates ?? {}).flatMap((t) => t.Events);
+        const why = [...events].reverse().find((e) => ['Driver Failure', 'Failed Validation', 'OOM Killed', 'Killed', 'Terminated', 'Setup Failure', 'Failed Artifact Download'].includes(e.Type));
+        this.fail(req, `Nomad allocation ${done.ID.slice(0, 8)} ${done.ClientStatus}${why !== undefined ? `: ${why.Type}: ${why.DisplayMessage.trim()}` : ''}`);
+      }
+      return;
+    }
+  }
+
+  cancel(runId: string, instance: string, attempt: number): void {
+    const key = `${runId}:${instance}:${attempt}`;
+    const child = this.children.get(key);
+    if (child === undefined) {
+      this.o.fallback.cancel(runId, instance, attempt);
+      return;
+    }
+    void this.nomad.stopJob(child).catch(() => undefined);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.o.fallback.close();
+  }
+}

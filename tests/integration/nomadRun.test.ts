@@ -1,0 +1,89 @@
+import { rm } from 'node:fs/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RunService } from '../../engine/local/RunService.js';
+import { NomadClient } from '../../engine/nomad/NomadClient.js';
+import { NomadAgent, requireNomad } from '../harness/nomadAgent.js';
+import { NatsServer, requireServer } from '../harness/natsServer.js';
+import { git, repoWith, workflow } from './gitRepo.js';
+
+const nomadBin = requireNomad();
+const natsOk = requireServer('nats-server', 'apt-get install -y nats-server');
+
+describe.skipIf(nomadBin === undefined || !natsOk)('a run on Nomad, reporting over NATS JetStream', () => {
+  let nomad: NomadAgent;
+  let nats: NatsServer;
+  let dir: string;
+  const saved = { NOMAD_ADDR: process.env['NOMAD_ADDR'], NATS_URL: process.env['NATS_URL'] };
+  beforeAll(async () => {
+    [nomad, nats] = await Promise.all([NomadAgent.start(nomadBin!), NatsServer.start()]);
+    process.env['NOMAD_ADDR'] = nomad.address;
+    process.env['NATS_URL'] = nats.url;
+    dir = await repoWith({
+      'onnomad.yaml': workflow('onnomad', [
+        '  tasks:',
+        '    - { name: a, run: "printf \'x=41\\\\n\' > \\"$CARAVAN_OUTPUTS\\"", outputs: [x] }',
+        '    - { name: b, needs: [a], run: "echo got ${{ tasks.a.outputs.x }}; printf \'y=%s\\\\n\' $(( ${{ tasks.a.outputs.x }} + 1 )) > \\"$CARAVAN_OUTPUTS\\"", outputs: [y] }',
+        '    - { name: c, needs: [b], run: "test \\"${{ tasks.b.outputs.y }}\\" = 42" }',
+        '',
+      ].join('\n')),
+    });
+  }, 120_000);
+  afterAll(async () => {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+    await Promise.all([nomad?.close(), nats?.close()]);
+    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('dispatches each task to its job, passes outputs along, and records the run in Git', async () => {
+    const svc = new RunService({ repoDir: dir, backend: 'nomad', bus: 'nats' });
+    const run = await svc.start('onnomad', {});
+    const { state } = await run.done;
+    expect([state.status, state.failureReason ?? '']).toEqual(['succeeded', '']);
+    expect(state.instances.get('b')!.outputs).toEqual({ y: '42' });
+    const client = new NomadClient({ address: nomad.address });
+    const head = (await git(dir, 'rev-parse', 'HEAD')).trim();
+    const job = await client.readJob('caravan-onnomad-a');
+    expect(job.Meta).toMatchObject({ 'caravan.workflow': 'onnomad', 'caravan.task': 'a', 'caravan.git-commit': head });
+    const children = (await (await fetch(`${nomad.address}/v1/jobs?prefix=${encodeURIComponent('caravan-onnomad-b/dispatch')}`)).json()) as Array<{ ID: string }>;
+    expect(children).toHaveLength(1);
+    const logs = (await git(dir, 'show', `caravan/runs:runs/onnomad/${run.runId}/events.ndjson`)).split('\n').filter((l) => l.includes('"task.log"')).map((l) => (JSON.parse(l) as { line: string }).line);
+    expect(logs).toContain('got 41');
+  }, 120_000);
+
+  it('never starts a second child for the same run, task and attempt (idempotency token)', async () => {
+    const client = new NomadClient({ address: nomad.address });
+    const payload = new TextEncoder().encode(JSON.stringify({ runId: 'idem', workflow: 'onnomad', instance: 'a', attempt: 1, kind: 'task', context: { params: {}, tasks: {}, run: {} }, nats: [nats.url] }));
+    const meta = { caravan_run: 'idem', caravan_attempt: '1' };
+    const first = await client.dispatchJob('caravan-onnomad-a', payload, meta, 'idem:a:1');
+    const second = await client.dispatchJob('caravan-onnomad-a', payload, meta, 'idem:a:1');
+    expect(second.DispatchedJobID).toBe(first.DispatchedJobID);
+  });
+});
+
+describe.skipIf(nomadBin === undefined || !natsOk)('allocation failures the runner cannot report', () => {
+  it('a runner that cannot start fails the task with Nomad\'s reason, and the run ends', async () => {
+    const [nomad, nats] = await Promise.all([NomadAgent.start(nomadBin!), NatsServer.start()]);
+    const saved = { NOMAD_ADDR: process.env['NOMAD_ADDR'], NATS_URL: process.env['NATS_URL'] };
+    process.env['NOMAD_ADDR'] = nomad.address;
+    process.env['NATS_URL'] = nats.url;
+    const dir = await repoWith({ 'broken.yaml': workflow('broken', '  tasks:\n    - { name: a, run: "echo never", retry: { attempts: 2, delay: 1s } }\n') });
+    try {
+      const svc = new RunService({ repoDir: dir, backend: 'nomad', bus: 'nats', agentCommand: ['/nonexistent/caravan', 'agent'] });
+      const { state } = await (await svc.start('broken', {})).done;
+      expect(state.status).toBe('failed');
+      const a = state.instances.get('a')!;
+      expect(a.attempts).toHaveLength(2);
+      expect(a.error).toMatch(/^Nomad allocation [0-9a-f]{8} failed: Driver Failure: .*\/nonexistent\/caravan/);
+    } finally {
+      for (const [k, v] of Object.entries(saved)) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+      await Promise.all([nomad.close(), nats.close()]);
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
+});
