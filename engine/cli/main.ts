@@ -102,7 +102,8 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .addOption(new Option('--bus <bus>', 'where task events travel: memory, or NATS JetStream at $NATS_URL').choices(['memory', 'nats']).default('memory'))
     .addOption(new Option('--backend <backend>', 'where tasks run: local, or Nomad at $NOMAD_ADDR (with --bus nats)').choices(['local', 'nomad']).default('local'))
     .option('--agent-command <cmd>', 'how Nomad clients start the agent runner (default: this node and checkout)')
-    .action(async (workflow: string, opts: { param: string[]; json: boolean; parallelism?: number; bus: 'memory' | 'nats'; backend: 'local' | 'nomad'; agentCommand?: string }) => {
+    .addOption(new Option('--registry <registry>', 'mirror run status to Consul KV at $CONSUL_HTTP_ADDR').choices(['none', 'consul']).default('none'))
+    .action(async (workflow: string, opts: { param: string[]; json: boolean; parallelism?: number; bus: 'memory' | 'nats'; backend: 'local' | 'nomad'; agentCommand?: string; registry: 'none' | 'consul' }) => {
       exit = await (await runCommands()).runCommand(workflow, opts, io);
     });
 

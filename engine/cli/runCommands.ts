@@ -16,6 +16,7 @@ export interface RunOptions {
   bus?: 'memory' | 'nats';
   backend?: 'local' | 'nomad';
   agentCommand?: string;
+  registry?: 'none' | 'consul';
 }
 
 async function service(io: Io, extra: Partial<ConstructorParameters<typeof RunService>[0]> = {}): Promise<RunService> {
@@ -67,7 +68,7 @@ function progressFor(io: Io, json: boolean, tty: boolean | undefined): RunProgre
 
 export async function runCommand(workflow: string, options: RunOptions, io: Io): Promise<ExitCode> {
   const progress = progressFor(io, options.json, options.tty);
-  const svc = await service(io, { onEvent: (e: RunEvent, s) => progress.onEvent(e, s), ...(options.parallelism !== undefined ? { parallelism: options.parallelism } : {}), ...(options.bus !== undefined ? { bus: options.bus } : {}), ...(options.backend !== undefined ? { backend: options.backend } : {}), ...(options.agentCommand !== undefined ? { agentCommand: options.agentCommand.split(/\s+/).filter((a) => a !== '') } : {}) });
+  const svc = await service(io, { onEvent: (e: RunEvent, s) => progress.onEvent(e, s), ...(options.parallelism !== undefined ? { parallelism: options.parallelism } : {}), ...(options.bus !== undefined ? { bus: options.bus } : {}), ...(options.backend !== undefined ? { backend: options.backend } : {}), ...(options.agentCommand !== undefined ? { agentCommand: options.agentCommand.split(/\s+/).filter((a) => a !== '') } : {}), ...(options.registry === 'consul' ? { registry: 'consul' as const } : {}) });
   const started = await svc.start(workflow, parseParamFlags(options.param));
   return follow(started, progress, io, options.json);
 }

@@ -42,6 +42,8 @@ export interface RunServiceOptions {
   backend?: 'local' | 'nomad';
   /** How Nomad clients start the agent runner (default: this Node and this checkout's bin). */
   agentCommand?: string[];
+  /** Mirror run status to Consul KV ($CONSUL_HTTP_ADDR) for the Consul UI. */
+  registry?: 'consul';
 }
 
 export interface StartedRun {
@@ -238,11 +240,14 @@ export class RunService {
     begin(engine);
     // The first checkpoint holds the workflow definition, so a crash at any point can resume.
     await recorder.checkpoint().catch(() => undefined);
+    const mirror = await this.mirror(engine);
+    await mirror?.(undefined);
     const done = (async () => {
       const state = await engine.done();
       stopWatching();
       try {
         const auditCommit = await recorder.finish(state);
+        await mirror?.(auditCommit);
         return { state, auditCommit };
       } finally {
         await executor.close();
@@ -266,6 +271,23 @@ export class RunService {
     }
     const servers = (await natsConnectionOptions()).servers;
     return new NomadExecutor(nomad, bus, this.clock, { natsServers: Array.isArray(servers) ? servers : [String(servers)], fallback });
+  }
+
+  /** A function that writes the run's status to Consul KV, when a registry is configured. */
+  private async mirror(engine: RunEngine): Promise<((auditCommit: string | undefined) => Promise<void>) | undefined> {
+    if (this.o.registry !== 'consul') return undefined;
+    const { ConsulRegistry } = await import('../consul/ConsulRegistry.js');
+    const registry = new ConsulRegistry();
+    return async (auditCommit) => {
+      const s = engine.state;
+      const tasks: Record<string, number> = {};
+      for (const g of s.groups.values()) tasks[g.status] = (tasks[g.status] ?? 0) + 1;
+      try {
+        await registry.mirrorRun({ workflow: s.workflow, runId: s.runId, status: s.status, tasks, startedAt: s.startedAtIso, ...(s.finishedAt !== undefined ? { finishedAt: new Date(s.finishedAt).toISOString() } : {}), ...(auditCommit !== undefined ? { auditCommit } : {}) });
+      } catch (e) {
+        this.o.onWarning?.(`could not mirror run ${s.runId} to Consul: ${(e as Error).message}`);
+      }
+    };
   }
 
   private async connectNats(): Promise<Bus> {

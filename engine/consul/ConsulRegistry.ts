@@ -1,0 +1,141 @@
+import Consul from 'consul';
+import { CaravanError } from '../errors/CaravanError.js';
+
+export interface ConsulRegistryOptions {
+  /** host:port of the agent's HTTP API (default: $CONSUL_HTTP_ADDR, else 127.0.0.1:8500). */
+  address?: string;
+  /** ACL token (default: $CONSUL_HTTP_TOKEN). */
+  token?: string;
+}
+
+export interface RunStatusRecord {
+  workflow: string;
+  runId: string;
+  status: string;
+  tasks: Record<string, number>;
+  startedAt: string;
+  finishedAt?: string;
+  /** Commit of the run's record on caravan/runs. */
+  auditCommit?: string;
+}
+
+export interface LeaderOptions {
+  key?: string;
+  ttlMs?: number;
+  lockDelayMs?: number;
+  holder: string;
+  onElected: () => void;
+  /** Called at once when leadership is lost (session gone, lock taken): stop leader work. */
+  onLost: (reason: string) => void;
+}
+
+/**
+ * Caravan's registry on Consul (behind its own interface: the `consul` npm package is no
+ * longer maintained upstream). The controller registers itself as `caravan-controller` with a
+ * TTL check, elects a leader with a session lock on `caravan/leader`, and mirrors run status
+ * to KV `caravan/runs/<workflow>/<run-id>` for the Consul UI.
+ */
+export class ConsulRegistry {
+  private readonly consul: Consul;
+
+  constructor(o: ConsulRegistryOptions = {}) {
+    const addr = (o.address ?? process.env['CONSUL_HTTP_ADDR'] ?? '127.0.0.1:8500').replace(/^https?:\/\//, '');
+    const [host, port] = addr.split(':');
+    const token = o.token ?? process.env['CONSUL_HTTP_TOKEN'];
+    this.consul = new Consul({ host: host ?? '127.0.0.1', port: Number(port ?? 8500), ...(token !== undefined ? { defaults: { token } } : {}) });
+  }
+
+  /** Registers `caravan-controller` with a TTL check kept passing; returns the deregister function. */
+  async registerController(id: string, ttlMs = 15_000): Promise<() => Promise<void>> {
+    // The package's typings demand `timeout` on every check; a TTL check has none.
+    const registration = {
+      id,
+      name: 'caravan-controller',
+      tags: ['caravan'],
+      check: { name: 'caravan controller alive', ttl: `${Math.ceil(ttlMs / 1000)}s`, deregistercriticalserviceafter: '1m' },
+    } as unknown as Parameters<Consul['agent']['service']['register']>[0];
+    await this.consul.agent.service.register(registration);
+    const pass = (): Promise<void> => this.consul.agent.check.pass(`service:${id}`).then(() => undefined, () => undefined);
+    await pass();
+    const timer = setInterval(() => void pass(), Math.max(1000, ttlMs / 3));
+    timer.unref();
+    return async () => {
+      clearInterval(timer);
+      await this.consul.agent.service.deregister(id).catch(() => undefined);
+    };
+  }
+
+  /** Mirrors a run's status to KV `caravan/runs/<workflow>/<run-id>`. */
+  async mirrorRun(r: RunStatusRecord): Promise<void> {
+    await this.consul.kv.set({ key: `caravan/runs/${r.workflow}/${r.runId}`, value: JSON.stringify(r) });
+  }
+
+  async readRun(workflow: string, runId: string): Promise<RunStatusRecord | undefined> {
+    const item = (await this.consul.kv.get(`caravan/runs/${workflow}/${runId}`)) as { Value?: string } | undefined | null;
+    return item?.Value !== undefined ? (JSON.parse(item.Value) as RunStatusRecord) : undefined;
+  }
+
+  /**
+   * Leader election: a session with a TTL and a lock delay, `acquire` on the key, renewal at
+   * half the TTL. Losing the session or the lock calls onLost at once (within one TTL of the
+   * loss); followers keep trying. Returns a stop function that releases the lock.
+   */
+  elect(o: LeaderOptions): () => Promise<void> {
+    const key = o.key ?? 'caravan/leader';
+    const ttl = o.ttlMs ?? 15_000;
+    let session: string | undefined;
+    let leader = false;
+    let stopped = false;
+    let timer: NodeJS.Timeout | undefined;
+    const lose = (reason: string): void => {
+      if (!leader) return;
+      leader = false;
+      o.onLost(reason);
+    };
+    const tick = async (): Promise<void> => {
+      try {
+        if (session === undefined) {
+          const s = (await this.consul.session.create({ name: `caravan leader ${o.holder}`, ttl: `${Math.ceil(ttl / 1000)}s`, behavior: 'release', lockdelay: `${o.lockDelayMs ?? 1000}ms` })) as { ID: string };
+          session = s.ID;
+        } else {
+          const renewed = (await this.consul.session.renew(session)) as unknown[] | undefined;
+          if (renewed === undefined || (Array.isArray(renewed) && renewed.length === 0)) throw new Error('session expired');
+        }
+        if (!leader) {
+          const got = await this.consul.kv.set({ key, value: JSON.stringify({ holder: o.holder, since: new Date().toISOString() }), acquire: session });
+          if (got === true) {
+            leader = true;
+            o.onElected();
+          }
+        } else {
+          const item = (await this.consul.kv.get(key)) as { Session?: string } | undefined | null;
+          if (item?.Session !== session) lose('the leader lock is held by another session');
+        }
+      } catch (e) {
+        session = undefined;
+        lose(`leader session lost: ${(e as Error).message}`);
+      }
+      if (!stopped) timer = setTimeout(() => void tick(), ttl / 2);
+    };
+    void tick();
+    return async () => {
+      stopped = true;
+      if (timer !== undefined) clearTimeout(timer);
+      if (session !== undefined) {
+        if (leader) await this.consul.kv.set({ key, value: '', release: session }).catch(() => undefined);
+        await this.consul.session.destroy(session).catch(() => undefined);
+      }
+      leader = false;
+    };
+  }
+
+  /** Health of the services Nomad registered for a workflow's pools (for `caravan status`). */
+  async poolHealth(service: string): Promise<Array<{ node: string; status: string }>> {
+    try {
+      const entries = (await this.consul.health.service(service)) as Array<{ Node: { Node: string }; Checks: Array<{ Status: string }> }>;
+      return entries.map((e) => ({ node: e.Node.Node, status: e.Checks.every((c) => c.Status === 'passing') ? 'passing' : 'critical' }));
+    } catch (e) {
+      throw new CaravanError('CONSUL_UNREACHABLE', `cannot read service ${service} from Consul: ${(e as Error).message}`, { cause: e });
+    }
+  }
+}

@@ -1,0 +1,61 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { freePort, hasBinary } from './natsServer.js';
+
+export function consulBinary(): string | undefined {
+  if (hasBinary('consul')) return 'consul';
+  const cached = join(process.env['CARAVAN_BIN_DIR'] ?? join(homedir(), '.cache', 'caravan', 'bin'), 'consul');
+  return existsSync(cached) ? cached : undefined;
+}
+
+export function requireConsul(): string | undefined {
+  const bin = consulBinary();
+  if (bin !== undefined) return bin;
+  if (process.env['CI'] === 'true') throw new Error('consul is not installed but CI=true: run scripts/build-consul.sh');
+  process.stderr.write('[caravan tests] consul not found; skipping its integration tests (scripts/build-consul.sh)\n');
+  return undefined;
+}
+
+/** A real `consul agent -dev` (in memory) on free ports. */
+export class ConsulAgent {
+  private proc: ChildProcess | undefined;
+  private output = '';
+
+  private constructor(readonly httpPort: number) {}
+
+  static async start(bin: string): Promise<ConsulAgent> {
+    const [http, lan, wan, server] = [await freePort(), await freePort(), await freePort(), await freePort()];
+    const a = new ConsulAgent(http);
+    a.proc = spawn(bin, ['agent', '-dev', '-bind=127.0.0.1', '-client=127.0.0.1', `-http-port=${http}`, '-dns-port=-1', '-grpc-port=-1', '-grpc-tls-port=-1', `-serf-lan-port=${lan}`, `-serf-wan-port=${wan}`, `-server-port=${server}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    a.proc.stdout!.on('data', (c: Buffer) => { a.output += c.toString(); });
+    a.proc.stderr!.on('data', (c: Buffer) => { a.output += c.toString(); });
+    const end = Date.now() + 60_000;
+    while (Date.now() < end) {
+      if (a.proc.exitCode !== null) throw new Error(`consul exited (${a.proc.exitCode}):\n${a.output.slice(-3000)}`);
+      try {
+        const res = await fetch(`http://127.0.0.1:${http}/v1/status/leader`);
+        if (res.ok && (await res.json()) !== '') return a;
+      } catch {
+        // not up yet
+      }
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    throw new Error(`consul not ready after 60 s:\n${a.output.slice(-3000)}`);
+  }
+
+  get address(): string {
+    return `127.0.0.1:${this.httpPort}`;
+  }
+
+  async close(): Promise<void> {
+    const p = this.proc;
+    if (p === undefined || p.exitCode !== null) return;
+    await new Promise<void>((r) => {
+      p.once('exit', () => r());
+      p.kill('SIGINT');
+      setTimeout(() => p.kill('SIGKILL'), 10_000).unref();
+    });
+  }
+}
