@@ -112,7 +112,10 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .description('continue a run whose process died, from its last checkpoint and journal')
     .argument('<run-id>')
     .option('--json', 'print one JSON event per line', false)
-    .action(async (runId: string, opts: { json: boolean }) => {
+    .addOption(new Option('--bus <bus>', 'the bus the run used').choices(['memory', 'nats']).default('memory'))
+    .addOption(new Option('--backend <backend>', 'where the run\'s tasks run').choices(['local', 'nomad']).default('local'))
+    .option('--agent-command <cmd>', 'how Nomad clients start the agent runner')
+    .action(async (runId: string, opts: { json: boolean; bus: 'memory' | 'nats'; backend: 'local' | 'nomad'; agentCommand?: string }) => {
       exit = await (await runCommands()).resumeCommand(runId, opts, io);
     });
 

@@ -73,9 +73,14 @@ export async function runCommand(workflow: string, options: RunOptions, io: Io):
   return follow(started, progress, io, options.json);
 }
 
-export async function resumeCommand(runId: string, options: { json: boolean; tty?: boolean }, io: Io): Promise<ExitCode> {
+export async function resumeCommand(runId: string, options: { json: boolean; tty?: boolean; bus?: 'memory' | 'nats'; backend?: 'local' | 'nomad'; agentCommand?: string }, io: Io): Promise<ExitCode> {
   const progress = progressFor(io, options.json, options.tty);
-  const svc = await service(io, { onEvent: (e, s) => progress.onEvent(e, s) });
+  const svc = await service(io, {
+    onEvent: (e, s) => progress.onEvent(e, s),
+    ...(options.bus !== undefined ? { bus: options.bus } : {}),
+    ...(options.backend !== undefined ? { backend: options.backend } : {}),
+    ...(options.agentCommand !== undefined ? { agentCommand: options.agentCommand.split(/\s+/).filter((a) => a !== '') } : {}),
+  });
   const started = await svc.resume(runId);
   io.stderr(`caravan: resuming run ${runId} of ${started.workflow}\n`);
   return follow(started, progress, io, options.json);

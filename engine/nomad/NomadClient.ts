@@ -80,6 +80,12 @@ export class NomadClient {
     return this.call('DELETE', `/v1/job/${encodeURIComponent(id)}`);
   }
 
+  /** IDs of the dispatched children of a parameterized job. */
+  async dispatchedChildren(parent: string): Promise<string[]> {
+    const jobs = await this.call<Array<{ ID: string; ParentID: string }>>('GET', `/v1/jobs?prefix=${encodeURIComponent(`${parent}/dispatch-`)}`);
+    return jobs.filter((j) => j.ParentID === parent).map((j) => j.ID);
+  }
+
   jobAllocations(id: string): Promise<Array<{ ID: string; ClientStatus: string; TaskStates?: Record<string, { State: string; Failed: boolean; Events: Array<{ Type: string; DisplayMessage: string; ExitCode?: number }> }> }>> {
     return this.call('GET', `/v1/job/${encodeURIComponent(id)}/allocations`);
   }

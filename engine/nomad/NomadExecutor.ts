@@ -40,6 +40,36 @@ export class NomadExecutor implements Executor {
     void this.dispatch(req);
   }
 
+  reattach(req: StartRequest): void {
+    const task = req.plan.tasks.get(req.dispatch.task)!;
+    if (task.kind !== 'agent' || req.dispatch.kind !== 'task') {
+      // The fallback (local) cannot adopt an attempt: it is lost with the old process.
+      const lost: RunEvent = { runId: req.runId, at: this.clock.now(), type: 'task.failed', task: req.dispatch.instance, attempt: req.dispatch.attempt, error: 'lost: the engine stopped while this attempt was running', retryable: true, lost: true };
+      this.bus.publish(eventSubject(req.plan.workflow.metadata.name, req.runId, req.dispatch.instance), lost, { msgId: eventId(lost), origin: 'agent' });
+      return;
+    }
+    void (async () => {
+      // A child for this run and attempt may exist already (it may even have finished while
+      // no engine listened; its reports wait on the stream): watch it instead of dispatching.
+      const wf = req.plan.workflow.metadata.name;
+      const parent = taskJobId(wf, req.dispatch.task);
+      try {
+        const children = await this.nomad.dispatchedChildren(parent);
+        for (const c of children) {
+          const job = await this.nomad.readJob(c);
+          if (job.Meta?.['caravan_run'] === req.runId && job.Meta?.['caravan_attempt'] === String(req.dispatch.attempt)) {
+            this.children.set(`${req.runId}:${req.dispatch.instance}:${req.dispatch.attempt}`, c);
+            void this.watch(req, c);
+            return;
+          }
+        }
+      } catch {
+        // Could not look: dispatching with the same idempotency token is still safe.
+      }
+      await this.dispatch(req);
+    })();
+  }
+
   private async dispatch(req: StartRequest): Promise<void> {
     const wf = req.plan.workflow.metadata.name;
     const d = req.dispatch;

@@ -14,6 +14,12 @@ export interface StartRequest {
  */
 export interface Executor {
   start(request: StartRequest): void;
+  /**
+   * Picks up an attempt that was in flight when a previous engine stopped, without starting
+   * it a second time if it is still running or already ran. Executors that cannot (the local
+   * one: the attempt died with the process) leave it out, and the attempt counts as lost.
+   */
+  reattach?(request: StartRequest): void;
   cancel(runId: string, instance: string, attempt: number): void;
   close(): Promise<void>;
 }

@@ -5,7 +5,7 @@ import { eventId, isFinal, type RunEvent } from './RunEvent.js';
 import type { RunPlan } from './RunPlan.js';
 import type { RunState } from './RunState.js';
 import { applyRunEvent, initialRunState } from './reduceRun.js';
-import { scheduleRun } from './scheduleRun.js';
+import { contextFor, scheduleRun, type Dispatch } from './scheduleRun.js';
 
 /** Receives every event the engine applied, in order (progress display, journal, audit). */
 export type RunListener = (event: RunEvent, state: RunState) => void;
@@ -47,6 +47,8 @@ export class RunEngine {
   private finished: Promise<RunState>;
   private resolveFinished!: (s: RunState) => void;
   private stepping = false;
+  /** Reports that arrive before start() or resume() wait: on a durable stream they can. */
+  private accepting = false;
 
   constructor(private readonly deps: RunEngineDeps) {
     this.state = initialRunState(deps.plan, deps.runId);
@@ -54,7 +56,7 @@ export class RunEngine {
     this.unsubscribe = deps.bus.subscribe(runSubjects(deps.plan.workflow.metadata.name, deps.runId), (event, meta) => {
       if (meta.origin === 'engine' || !AGENT_EVENTS.has(event.type)) return;
       this.inbox.push(event);
-      if (!this.draining) {
+      if (this.accepting && !this.draining) {
         this.draining = true;
         queueMicrotask(() => this.drain());
       }
@@ -87,14 +89,24 @@ export class RunEngine {
     const deadline = this.deps.plan.deadlineMs !== undefined ? now + this.deps.plan.deadlineMs : undefined;
     this.record({ runId: this.deps.runId, at: now, type: 'run.started', workflow: this.deps.plan.workflow.metadata.name, params, trigger, ...(commit !== undefined ? { commit } : {}), ...(deadline !== undefined ? { deadline } : {}) });
     this.startTicking();
+    this.accept();
     this.step();
   }
 
+  private accept(): void {
+    this.accepting = true;
+    if (this.inbox.length > 0 && !this.draining) {
+      this.draining = true;
+      queueMicrotask(() => this.drain());
+    }
+  }
+
   /**
-   * Continues a run from its recorded events. Attempts that were in flight when the previous
-   * engine stopped cannot be trusted to report (their process died with it), so each one is
-   * recorded as lost and started again at once (outside the retry budget: the loss was not
-   * the task's fault); finished tasks never run again.
+   * Continues a run from its recorded events; finished tasks never run again. Attempts that
+   * were in flight when the previous engine stopped are handed back to an executor that can
+   * reattach (Nomad: the allocation may still be running and reports on the stream);
+   * otherwise they died with the process, so each is recorded as lost and started again at
+   * once (outside the retry budget: the loss was not the task's fault).
    */
   resume(events: readonly RunEvent[], reason = 'the engine stopped while this attempt was running'): void {
     for (const e of events) applyRunEvent(this.state, this.deps.plan, e);
@@ -103,11 +115,23 @@ export class RunEngine {
       return;
     }
     const now = this.deps.clock.now();
+    const reattach = this.deps.executor.reattach?.bind(this.deps.executor);
     for (const key of [...this.state.active]) {
       const inst = this.state.instances.get(key)!;
-      this.record({ runId: this.deps.runId, at: now, type: 'task.failed', task: key, attempt: inst.attempt, error: `lost: ${reason}`, retryable: true, lost: true });
+      if (reattach !== undefined) {
+        const task = this.deps.plan.tasks.get(inst.task)!;
+        const dispatch: Dispatch = { instance: key, task: inst.task, attempt: inst.attempt, kind: inst.kind, context: contextFor(this.state, this.deps.plan, task, { ...inst, attempt: inst.attempt - 1 }) };
+        if (inst.index !== undefined) dispatch.index = inst.index;
+        if (inst.item !== undefined) dispatch.item = inst.item;
+        reattach({ runId: this.deps.runId, plan: this.deps.plan, dispatch });
+      } else {
+        this.record({ runId: this.deps.runId, at: now, type: 'task.failed', task: key, attempt: inst.attempt, error: `lost: ${reason}`, retryable: true, lost: true });
+      }
     }
     this.startTicking();
+    // Reports that were waiting on the stream (an attempt that finished while no engine
+    // listened) are applied now, after the replay, so they find their attempt.
+    this.accept();
     this.step();
   }
 

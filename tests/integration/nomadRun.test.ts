@@ -87,3 +87,51 @@ describe.skipIf(nomadBin === undefined || !natsOk)('allocation failures the runn
     }
   }, 120_000);
 });
+
+describe.skipIf(nomadBin === undefined || !natsOk)('the controller killed mid-run on Nomad', () => {
+  it('resumes, reattaches to the running allocation, and dispatches no task twice', async () => {
+    const { spawn } = await import('node:child_process');
+    const { readFile, writeFile } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const { fileURLToPath } = await import('node:url');
+    const { main } = await import('../../engine/cli/main.js');
+    const [nomad, nats] = await Promise.all([NomadAgent.start(nomadBin!), NatsServer.start()]);
+    const gate = join(await (await import('node:fs/promises')).mkdtemp(join((await import('node:os')).tmpdir(), 'caravan-gate-')), 'go');
+    const dir = await repoWith({ 'slow.yaml': workflow('slow', `  tasks:\n    - { name: a, run: "echo a" }\n    - { name: b, needs: [a], run: "while [ ! -f ${gate} ]; do sleep 0.1; done; echo b" }\n    - { name: c, needs: [b], run: "echo c" }\n`) });
+    const env = { ...process.env, NOMAD_ADDR: nomad.address, NATS_URL: nats.url };
+    const saved = { NOMAD_ADDR: process.env['NOMAD_ADDR'], NATS_URL: process.env['NATS_URL'] };
+    try {
+      const bin = fileURLToPath(new URL('../../bin/caravan.js', import.meta.url));
+      const child = spawn(process.execPath, [bin, 'run', 'slow', '--backend', 'nomad', '--bus', 'nats'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      child.stdout.on('data', (c: Buffer) => { out += c.toString(); });
+      const end = Date.now() + 60_000;
+      while (!/b started/.test(out)) {
+        if (Date.now() > end) throw new Error(`b never started:\n${out}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const runId = /run (\S+) of slow started/.exec(out)![1]!;
+      child.kill('SIGKILL');
+      await new Promise((r) => child.once('exit', r));
+      // b finishes while no controller is listening; its report waits on the stream.
+      await writeFile(gate, '');
+      process.env['NOMAD_ADDR'] = nomad.address;
+      process.env['NATS_URL'] = nats.url;
+      let resumedOut = '';
+      const code = await main(['resume', runId, '--backend', 'nomad', '--bus', 'nats'], { cwd: dir, stdout: (t) => { resumedOut += t; }, stderr: (t) => { resumedOut += t; } });
+      expect([code, resumedOut]).toEqual([0, expect.stringContaining(`run ${runId} of slow succeeded`)]);
+      const client = new NomadClient({ address: nomad.address });
+      for (const t of ['a', 'b', 'c']) expect([t, (await client.dispatchedChildren(`caravan-slow-${t}`)).length]).toEqual([t, 1]);
+      const events = (await git(dir, 'show', `caravan/runs:runs/slow/${runId}/events.ndjson`)).split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as { type: string; task?: string; attempt?: number });
+      expect(events.filter((e) => e.type === 'task.succeeded' && e.task === 'b').map((e) => e.attempt)).toEqual([1]);
+      expect(await readFile(gate, 'utf8')).toBe('');
+    } finally {
+      for (const [k, v] of Object.entries(saved)) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+      await Promise.all([nomad.close(), nats.close()]);
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 180_000);
+});
