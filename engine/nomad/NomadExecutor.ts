@@ -109,10 +109,13 @@ export class NomadExecutor implements Executor {
       }
       const done = allocs.find((a) => a.ClientStatus === 'failed' || a.ClientStatus === 'lost' || a.ClientStatus === 'complete');
       if (done === undefined) continue;
-      if (done.ClientStatus !== 'complete') {
-        const events = Object.values(done.TaskStates ?? {}).flatMap((t) => t.Events);
+      const events = Object.values(done.TaskStates ?? {}).flatMap((t) => t.Events);
+      // A stopped allocation ends "complete" with a Killed event: the runner was killed and
+      // may not have reported, so it counts as a failed attempt (a report it did send wins).
+      const killed = events.some((e) => e.Type === 'Killed');
+      if (done.ClientStatus !== 'complete' || killed) {
         const why = [...events].reverse().find((e) => ['Driver Failure', 'Failed Validation', 'OOM Killed', 'Killed', 'Terminated', 'Setup Failure', 'Failed Artifact Download'].includes(e.Type));
-        this.fail(req, `Nomad allocation ${done.ID.slice(0, 8)} ${done.ClientStatus}${why !== undefined ? `: ${why.Type}: ${why.DisplayMessage.trim()}` : ''}`);
+        this.fail(req, `Nomad allocation ${done.ID.slice(0, 8)} ${killed ? 'killed' : done.ClientStatus}${why !== undefined ? `: ${why.Type}: ${why.DisplayMessage.trim()}` : ''}`);
       }
       return;
     }

@@ -135,3 +135,52 @@ describe.skipIf(nomadBin === undefined || !natsOk)('the controller killed mid-ru
     }
   }, 180_000);
 });
+
+describe.skipIf(nomadBin === undefined || !natsOk)('an allocation killed under a task', () => {
+  it('counts as a failed attempt and the task is retried under its policy', async () => {
+    const { mkdtemp, writeFile } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const [nomad, nats] = await Promise.all([NomadAgent.start(nomadBin!), NatsServer.start()]);
+    const saved = { NOMAD_ADDR: process.env['NOMAD_ADDR'], NATS_URL: process.env['NATS_URL'] };
+    process.env['NOMAD_ADDR'] = nomad.address;
+    process.env['NATS_URL'] = nats.url;
+    const gate = join(await mkdtemp(join(tmpdir(), 'caravan-gate-')), 'go');
+    const dir = await repoWith({ 'victim.yaml': workflow('victim', `  tasks:\n    - { name: v, run: "while [ ! -f ${gate} ]; do sleep 0.1; done", retry: { attempts: 2, delay: 1s } }\n`) });
+    try {
+      const svc = new RunService({ repoDir: dir, backend: 'nomad', bus: 'nats' });
+      const run = await svc.start('victim', {});
+      const client = new NomadClient({ address: nomad.address });
+      // Wait for the first attempt's allocation to run, then stop it from outside.
+      let alloc: string | undefined;
+      const end = Date.now() + 60_000;
+      while (alloc === undefined) {
+        if (Date.now() > end) throw new Error('no running allocation');
+        const children = await client.dispatchedChildren('caravan-victim-v');
+        for (const c of children) for (const a of await client.jobAllocations(c)) if (a.ClientStatus === 'running') alloc = a.ID;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await fetch(`${nomad.address}/v1/allocation/${alloc}/stop`, { method: 'POST' });
+      // The retry finds the gate open.
+      const retried = Date.now() + 60_000;
+      while ((run.engine.state.instances.get('v')?.attempt ?? 0) < 2) {
+        if (Date.now() > retried) throw new Error('no second attempt');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await writeFile(gate, '');
+      const { state } = await run.done;
+      expect(state.status).toBe('succeeded');
+      const v = state.instances.get('v')!;
+      expect(v.attempts.map((a) => a.status)).toEqual(['failed', 'succeeded']);
+      expect(v.attempts[0]!.error).toMatch(/^Nomad allocation [0-9a-f]{8} killed/);
+      expect(await client.dispatchedChildren('caravan-victim-v')).toHaveLength(2);
+    } finally {
+      for (const [k, v] of Object.entries(saved)) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+      await Promise.all([nomad.close(), nats.close()]);
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 180_000);
+});
