@@ -177,6 +177,18 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     });
 
   program
+    .command('dev')
+    .description('start NATS JetStream, Consul and Nomad in dev mode for Caravan (until Ctrl-C)')
+    .option('--once', 'start, check and stop again', false)
+    .option('--nats-port <n>', 'NATS port (default 4222)', (v: string) => positiveInt(v, '--nats-port'))
+    .option('--consul-port <n>', 'Consul HTTP port (default 8500; the next three are used too)', (v: string) => positiveInt(v, '--consul-port'))
+    .option('--nomad-port <n>', 'Nomad HTTP port (default 4646; the next two are used too)', (v: string) => positiveInt(v, '--nomad-port'))
+    .action(async (opts: { once: boolean; natsPort?: number; consulPort?: number; nomadPort?: number }) => {
+      const { devCommand } = await import('./devCommand.js');
+      exit = await devCommand({ once: opts.once, ports: { ...(opts.natsPort !== undefined ? { nats: opts.natsPort } : {}), ...(opts.consulPort !== undefined ? { consul: opts.consulPort } : {}), ...(opts.nomadPort !== undefined ? { nomad: opts.nomadPort } : {}) } }, io);
+    });
+
+  program
     .command('demo')
     .description("run Caravan's main job on the embedded default, in a scratch repository, and show the audit log")
     .option('--keep', 'keep the scratch repository', false)

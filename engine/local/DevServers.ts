@@ -1,0 +1,106 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+
+export interface DevPorts {
+  nats: number;
+  consul: number;
+  nomad: number;
+}
+
+export const DEFAULT_DEV_PORTS: DevPorts = { nats: 4222, consul: 8500, nomad: 4646 };
+
+interface Binary {
+  name: 'nats-server' | 'consul' | 'nomad';
+  path: string | undefined;
+  install: string;
+}
+
+function find(name: Binary['name']): string | undefined {
+  if (spawnSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' }).status === 0) return name;
+  const cached = join(process.env['CARAVAN_BIN_DIR'] ?? join(homedir(), '.cache', 'caravan', 'bin'), name);
+  return existsSync(cached) ? cached : undefined;
+}
+
+/** The three servers and where each comes from; `install` says how to get a missing one. */
+export function devBinaries(): Binary[] {
+  return [
+    { name: 'nats-server', path: find('nats-server'), install: 'apt-get install nats-server (Debian/Ubuntu), or a release from the NATS project' },
+    { name: 'consul', path: find('consul'), install: 'bash scripts/build-consul.sh (builds Consul v1.16.3, MPL-2.0, from its Go module into ~/.cache/caravan/bin)' },
+    { name: 'nomad', path: find('nomad'), install: 'bash scripts/build-nomad.sh (builds Nomad v1.6.3, MPL-2.0, from its Go module into ~/.cache/caravan/bin)' },
+  ];
+}
+
+async function waitHttp(url: string, ok: (body: unknown) => boolean, limitMs: number, proc: ChildProcess, name: string): Promise<void> {
+  const end = Date.now() + limitMs;
+  while (Date.now() < end) {
+    if (proc.exitCode !== null) throw new Error(`${name} exited with code ${proc.exitCode}`);
+    try {
+      const res = await fetch(url);
+      if (res.ok && ok(await res.json())) return;
+    } catch {
+      // not up yet
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`${name} did not become ready within ${limitMs / 1000} s`);
+}
+
+async function waitTcp(port: number, limitMs: number, proc: ChildProcess): Promise<void> {
+  const { createConnection } = await import('node:net');
+  const end = Date.now() + limitMs;
+  while (Date.now() < end) {
+    if (proc.exitCode !== null) throw new Error(`nats-server exited with code ${proc.exitCode}`);
+    const up = await new Promise<boolean>((r) => {
+      const c = createConnection({ port, host: '127.0.0.1' });
+      c.once('connect', () => { c.destroy(); r(true); });
+      c.once('error', () => r(false));
+    });
+    if (up) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('nats-server did not start listening');
+}
+
+/**
+ * `caravan dev`: NATS JetStream, Consul and Nomad in dev mode on this machine, wired to each
+ * other (Nomad registers pool services in this Consul), with data under ~/.cache/caravan/dev.
+ */
+export class DevServers {
+  private readonly procs: ChildProcess[] = [];
+
+  constructor(readonly ports: DevPorts, private readonly log: (line: string) => void) {}
+
+  async start(bins: { nats: string; consul: string; nomad: string }): Promise<void> {
+    const base = join(process.env['CARAVAN_DEV_DIR'] ?? join(homedir(), '.cache', 'caravan', 'dev'));
+    await mkdir(join(base, 'nats'), { recursive: true });
+    await mkdir(join(base, 'nomad'), { recursive: true });
+    const nats = spawn(bins.nats, ['-js', '-a', '127.0.0.1', '-p', String(this.ports.nats), '-sd', join(base, 'nats')], { stdio: 'ignore' });
+    this.procs.push(nats);
+    await waitTcp(this.ports.nats, 15_000, nats);
+    this.log(`nats-server  nats://127.0.0.1:${this.ports.nats} (JetStream, store ${join(base, 'nats')})`);
+    const consul = spawn(bins.consul, ['agent', '-dev', '-bind=127.0.0.1', '-client=127.0.0.1', `-http-port=${this.ports.consul}`, '-dns-port=-1', '-grpc-port=-1', '-grpc-tls-port=-1', `-serf-lan-port=${this.ports.consul + 1}`, `-serf-wan-port=${this.ports.consul + 2}`, `-server-port=${this.ports.consul + 3}`], { stdio: 'ignore' });
+    this.procs.push(consul);
+    await waitHttp(`http://127.0.0.1:${this.ports.consul}/v1/status/leader`, (b) => b !== '', 60_000, consul, 'consul');
+    this.log(`consul       http://127.0.0.1:${this.ports.consul} (UI at /ui)`);
+    const cfg = join(base, 'nomad', 'dev.hcl');
+    await writeFile(cfg, `data_dir = "${join(base, 'nomad', 'data')}"\nbind_addr = "127.0.0.1"\nports {\n  http = ${this.ports.nomad}\n  rpc  = ${this.ports.nomad + 1}\n  serf = ${this.ports.nomad + 2}\n}\nconsul {\n  address = "127.0.0.1:${this.ports.consul}"\n}\n`);
+    const nomad = spawn(bins.nomad, ['agent', '-dev', `-config=${cfg}`], { stdio: 'ignore' });
+    this.procs.push(nomad);
+    await waitHttp(`http://127.0.0.1:${this.ports.nomad}/v1/nodes`, (b) => Array.isArray(b) && b.some((n: { Status?: string }) => n.Status === 'ready'), 90_000, nomad, 'nomad');
+    this.log(`nomad        http://127.0.0.1:${this.ports.nomad} (UI at /ui; raw_exec enabled)`);
+  }
+
+  async stop(): Promise<void> {
+    for (const p of [...this.procs].reverse()) {
+      if (p.exitCode !== null) continue;
+      await new Promise<void>((r) => {
+        p.once('exit', () => r());
+        p.kill('SIGINT');
+        setTimeout(() => p.kill('SIGKILL'), 10_000).unref();
+      });
+    }
+  }
+}
