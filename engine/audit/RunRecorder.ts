@@ -41,6 +41,8 @@ export class RunRecorder {
   private lastState: RunState | undefined;
   lastCommit: string | undefined;
   failures = 0;
+  /** Set once finish() has written the final record: nothing is written after it. */
+  private closed = false;
 
   constructor(private readonly store: GitAuditStore, private readonly o: RecorderOptions) {
     this.events = [...(o.previous ?? [])];
@@ -87,13 +89,14 @@ export class RunRecorder {
 
   /** Writes a checkpoint now (or after the one in flight). */
   checkpoint(): Promise<void> {
+    if (this.closed) return Promise.resolve();
     if (this.inFlight !== undefined) {
       this.again = true;
       return this.inFlight;
     }
     this.inFlight = this.write().finally(() => {
       this.inFlight = undefined;
-      if (this.again) {
+      if (this.again && !this.closed) {
         this.again = false;
         void this.checkpoint().catch(() => undefined);
       }
@@ -155,6 +158,10 @@ export class RunRecorder {
         await new Promise((r) => setTimeout(r, 50 * 2 ** i));
       }
     }
+    // A checkpoint queued while the final one ran must not write after it.
+    this.closed = true;
+    this.again = false;
+    if (this.inFlight !== undefined) await this.inFlight.catch(() => undefined);
     this.closeJournal();
     if (lastError !== undefined || this.lastCommit === undefined) {
       throw new CaravanError('AUDIT_WRITE_FAILED', `could not record run ${this.o.runId} in Git: ${(lastError as Error | undefined)?.message ?? 'unknown error'}; every event is kept in ${this.o.journalPath}`, { cause: lastError, data: { journal: this.o.journalPath } });
