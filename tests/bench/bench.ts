@@ -4,6 +4,7 @@
  */
 import { compileBench } from './compileBench.js';
 import { natsIngestBench } from './natsIngestBench.js';
+import { nomadDispatchBench } from './nomadDispatchBench.js';
 import { runInprocBench } from './runInprocBench.js';
 import { runPeersBench } from './runPeersBench.js';
 import { runScaleBench } from './runScaleBench.js';
@@ -18,6 +19,7 @@ const suites: Record<string, Suite> = {
   'run-scale': () => runScaleBench(),
   'run-peers': () => runPeersBench(),
   'nats-ingest': () => natsIngestBench(),
+  'nomad-dispatch': () => nomadDispatchBench(),
 };
 
 async function run(): Promise<number> {
