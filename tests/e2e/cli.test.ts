@@ -5,19 +5,13 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { main } from '../../engine/cli/main.js';
+import { cli } from '../harness/cli.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const bin = join(root, 'bin', 'caravan.js');
 const run = promisify(execFile);
 
 /** Runs the CLI in-process against a working directory and captures its output. */
-async function cli(cwd: string, ...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(argv, { cwd, stdout: (t) => { out += t; }, stderr: (t) => { err += t; } });
-  return { code, out, err };
-}
 
 /** Runs the built bin as a user would. */
 async function spawnCli(cwd: string, ...argv: string[]): Promise<{ code: number; out: string; err: string }> {

@@ -3,7 +3,7 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { main } from '../../engine/cli/main.js';
+import { cli } from '../harness/cli.js';
 import { git, repoWith, workflow } from '../integration/gitRepo.js';
 
 const bin = fileURLToPath(new URL('../../bin/caravan.js', import.meta.url));
@@ -20,12 +20,6 @@ async function repo(files: Record<string, string>): Promise<string> {
   return d;
 }
 
-async function cli(cwd: string, ...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(argv, { cwd, stdout: (t) => { out += t; }, stderr: (t) => { err += t; } });
-  return { code, out, err };
-}
 
 /** Starts the real CLI in its own process. */
 function spawnCli(cwd: string, ...argv: string[]): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {

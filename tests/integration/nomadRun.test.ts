@@ -4,10 +4,21 @@ import { RunService } from '../../engine/local/RunService.js';
 import { NomadClient } from '../../engine/nomad/NomadClient.js';
 import { NomadAgent, requireNomad } from '../harness/nomadAgent.js';
 import { NatsServer, requireServer } from '../harness/natsServer.js';
+import { withEnv } from '../harness/cli.js';
 import { git, repoWith, workflow } from './gitRepo.js';
 
 const nomadBin = requireNomad();
 const natsOk = requireServer('nats-server', 'apt-get install -y nats-server');
+
+/** Fresh Nomad and NATS servers, with NOMAD_ADDR and NATS_URL pointing at them, for one test. */
+async function withServers(fn: (nomad: NomadAgent, nats: NatsServer) => Promise<void>): Promise<void> {
+  const [nomad, nats] = await Promise.all([NomadAgent.start(nomadBin!), NatsServer.start()]);
+  try {
+    await withEnv({ NOMAD_ADDR: nomad.address, NATS_URL: nats.url }, () => fn(nomad, nats));
+  } finally {
+    await Promise.all([nomad.close(), nats.close()]);
+  }
+}
 
 describe.skipIf(nomadBin === undefined || !natsOk)('a run on Nomad, reporting over NATS JetStream', () => {
   let nomad: NomadAgent;
@@ -65,26 +76,19 @@ describe.skipIf(nomadBin === undefined || !natsOk)('a run on Nomad, reporting ov
 
 describe.skipIf(nomadBin === undefined || !natsOk)('allocation failures the runner cannot report', () => {
   it('a runner that cannot start fails the task with Nomad\'s reason, and the run ends', async () => {
-    const [nomad, nats] = await Promise.all([NomadAgent.start(nomadBin!), NatsServer.start()]);
-    const saved = { NOMAD_ADDR: process.env['NOMAD_ADDR'], NATS_URL: process.env['NATS_URL'] };
-    process.env['NOMAD_ADDR'] = nomad.address;
-    process.env['NATS_URL'] = nats.url;
-    const dir = await repoWith({ 'broken.yaml': workflow('broken', '  tasks:\n    - { name: a, run: "echo never", retry: { attempts: 2, delay: 1s } }\n') });
-    try {
-      const svc = new RunService({ repoDir: dir, backend: 'nomad', bus: 'nats', agentCommand: ['/nonexistent/caravan', 'agent'] });
-      const { state } = await (await svc.start('broken', {})).done;
-      expect(state.status).toBe('failed');
-      const a = state.instances.get('a')!;
-      expect(a.attempts).toHaveLength(2);
-      expect(a.error).toMatch(/^Nomad allocation [0-9a-f]{8} failed: Driver Failure: .*\/nonexistent\/caravan/);
-    } finally {
-      for (const [k, v] of Object.entries(saved)) {
-        if (v === undefined) delete process.env[k];
-        else process.env[k] = v;
+    await withServers(async () => {
+      const dir = await repoWith({ 'broken.yaml': workflow('broken', '  tasks:\n    - { name: a, run: "echo never", retry: { attempts: 2, delay: 1s } }\n') });
+      try {
+        const svc = new RunService({ repoDir: dir, backend: 'nomad', bus: 'nats', agentCommand: ['/nonexistent/caravan', 'agent'] });
+        const { state } = await (await svc.start('broken', {})).done;
+        expect(state.status).toBe('failed');
+        const a = state.instances.get('a')!;
+        expect(a.attempts).toHaveLength(2);
+        expect(a.error).toMatch(/^Nomad allocation [0-9a-f]{8} failed: Driver Failure: .*\/nonexistent\/caravan/);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
       }
-      await Promise.all([nomad.close(), nats.close()]);
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   }, 120_000);
 });
 
@@ -141,10 +145,7 @@ describe.skipIf(nomadBin === undefined || !natsOk)('an allocation killed under a
     const { mkdtemp, writeFile } = await import('node:fs/promises');
     const { join } = await import('node:path');
     const { tmpdir } = await import('node:os');
-    const [nomad, nats] = await Promise.all([NomadAgent.start(nomadBin!), NatsServer.start()]);
-    const saved = { NOMAD_ADDR: process.env['NOMAD_ADDR'], NATS_URL: process.env['NATS_URL'] };
-    process.env['NOMAD_ADDR'] = nomad.address;
-    process.env['NATS_URL'] = nats.url;
+    await withServers(async (nomad) => {
     const gate = join(await mkdtemp(join(tmpdir(), 'caravan-gate-')), 'go');
     const dir = await repoWith({ 'victim.yaml': workflow('victim', `  tasks:\n    - { name: v, run: "while [ ! -f ${gate} ]; do sleep 0.1; done", retry: { attempts: 2, delay: 1s } }\n`) });
     try {
@@ -175,12 +176,8 @@ describe.skipIf(nomadBin === undefined || !natsOk)('an allocation killed under a
       expect(v.attempts[0]!.error).toMatch(/^Nomad allocation [0-9a-f]{8} killed/);
       expect(await client.dispatchedChildren('caravan-victim-v')).toHaveLength(2);
     } finally {
-      for (const [k, v] of Object.entries(saved)) {
-        if (v === undefined) delete process.env[k];
-        else process.env[k] = v;
-      }
-      await Promise.all([nomad.close(), nats.close()]);
       await rm(dir, { recursive: true, force: true });
     }
+    });
   }, 180_000);
 });
