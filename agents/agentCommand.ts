@@ -1,9 +1,11 @@
-import { readFile } from 'node:fs/promises';
-import { hostname } from 'node:os';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { AgentRegistry } from './builtinAgents.js';
 import { environmentSecrets, prepareAction } from './prepareAction.js';
 import type { AgentResult } from './AgentType.js';
-import { JetStreamBus } from '../engine/nats/JetStreamBus.js';
+import { JetStreamBus, type WorkItem } from '../engine/nats/JetStreamBus.js';
 import { natsConnectionOptions } from '../engine/nats/natsConnectionOptions.js';
 import { eventSubject } from '../engine/run/Bus.js';
 import type { ExpressionContext } from '../engine/run/evaluate.js';
@@ -99,6 +101,7 @@ function taskFrom(p: ParsedArgs): TaskSpec {
  */
 export async function agentCommand(argv: readonly string[], log: (s: string) => void): Promise<number> {
   const p = parse(argv);
+  if (p.action === 'pool') return poolAgent(p, log);
   const payloadFile = p.flags.get('--payload')?.[0];
   if (payloadFile === undefined) {
     log('caravan agent: --payload is required\n');
@@ -106,27 +109,44 @@ export async function agentCommand(argv: readonly string[], log: (s: string) => 
   }
   const payload = JSON.parse(await readFile(payloadFile, 'utf8')) as DispatchPayload;
   const bus = await JetStreamBus.connect({ connection: await natsConnectionOptions(process.env, payload.nats) });
-  const subject = eventSubject(payload.workflow, payload.runId, payload.instance);
-  const base = { runId: payload.runId, task: payload.instance, attempt: payload.attempt };
+  const task = taskFrom(p);
+  const result = await runOne(bus, { runId: payload.runId, workflow: payload.workflow, instance: payload.instance, attempt: payload.attempt, task, context: payload.context, ...(task.timeout !== undefined ? { timeoutMs: parseDuration(task.timeout)! } : {}) });
+  await bus.close();
+  return result.ok ? 0 : 1;
+}
+
+/**
+ * Runs one attempt with the agent registry and reports it on the bus: started, a heartbeat
+ * every 5 s, log lines (at most 1,000), and the result. Used for dispatched tasks and, once
+ * per work item, by pool agents.
+ */
+async function runOne(bus: JetStreamBus, item: WorkItem): Promise<AgentResult> {
+  const subject = eventSubject(item.workflow, item.runId, item.instance);
+  const base = { runId: item.runId, task: item.instance, attempt: item.attempt };
   let logged = 0;
   const publish = (e: RunEvent): void => bus.publish(subject, e, { msgId: eventId(e), origin: 'agent' });
   publish({ ...base, type: 'task.started', at: Date.now() });
   const beat = setInterval(() => publish({ ...base, type: 'task.heartbeat', at: Date.now() }), 5000);
-  const task = taskFrom(p);
   let result: AgentResult;
   try {
-    const prepared = prepareAction(task, 'task', payload.context, { ...(task.timeout !== undefined ? { timeoutMs: parseDuration(task.timeout)! } : {}) }, environmentSecrets);
+    const env = item.defaultsEnv as TaskSpec['env'];
+    const prepared = prepareAction(item.task as TaskSpec, 'task', item.context as ExpressionContext, { ...(env !== undefined ? { env } : {}), ...(item.timeoutMs !== undefined ? { timeoutMs: item.timeoutMs } : {}) }, environmentSecrets);
     const agent = new AgentRegistry().get(prepared.action.agent);
     if (agent === undefined) throw new Error(`unknown agent type '${prepared.action.agent}'`);
-    result = await agent.run(prepared.action, {
-      log: (stream, line) => {
-        if (logged++ < 1000) publish({ ...base, type: 'task.log', at: Date.now() + logged / 1000, stream, line });
-        (stream === 'stderr' ? process.stderr : process.stdout).write(line + '\n');
-      },
-      signal: new AbortController().signal,
-      scratchDir: process.env['NOMAD_TASK_DIR'] ?? process.cwd(),
-      baseDir: process.env['NOMAD_TASK_DIR'] ?? process.cwd(),
-    });
+    const scratch = await mkdtemp(join(process.env['NOMAD_TASK_DIR'] ?? tmpdir(), 'attempt-'));
+    try {
+      result = await agent.run(prepared.action, {
+        log: (stream, line) => {
+          if (logged++ < 1000) publish({ ...base, type: 'task.log', at: Date.now() + logged / 1000, stream, line });
+          (stream === 'stderr' ? process.stderr : process.stdout).write(line + '\n');
+        },
+        signal: new AbortController().signal,
+        scratchDir: scratch,
+        baseDir: process.env['NOMAD_TASK_DIR'] ?? process.cwd(),
+      });
+    } finally {
+      await rm(scratch, { recursive: true, force: true });
+    }
   } catch (e) {
     result = { ok: false, error: (e as Error).message, retryable: false };
   }
@@ -134,6 +154,38 @@ export async function agentCommand(argv: readonly string[], log: (s: string) => 
   const at = Date.now();
   if (result.ok) publish({ ...base, type: 'task.succeeded', at, outputs: result.outputs, ...(result.exitCode !== undefined ? { exitCode: result.exitCode } : {}) });
   else publish({ ...base, type: 'task.failed', at, error: `${result.error} (on ${hostname()})`, retryable: result.retryable, ...(result.exitCode !== undefined ? { exitCode: result.exitCode } : {}) });
+  return result;
+}
+
+/**
+ * `caravan agent pool --workflow W --pool P --concurrency N --health-port PORT`: one agent of
+ * a pool (a Nomad service allocation). It answers /health for the Consul check, takes work
+ * items from the pool's queue, runs them with runOne, and stops cleanly on SIGTERM/SIGINT.
+ */
+async function poolAgent(p: ParsedArgs, log: (s: string) => void): Promise<number> {
+  const one = (f: string): string | undefined => p.flags.get(f)?.[0];
+  const workflow = one('--workflow');
+  const pool = one('--pool');
+  if (workflow === undefined || pool === undefined) {
+    log('caravan agent pool: --workflow and --pool are required\n');
+    return 64;
+  }
+  const concurrency = Number(one('--concurrency') ?? '1');
+  const health = createServer((req, res) => {
+    res.statusCode = req.url === '/health' ? 200 : 404;
+    res.end(req.url === '/health' ? 'ok\n' : '');
+  });
+  await new Promise<void>((r) => health.listen(Number(one('--health-port') ?? '0'), '0.0.0.0', r));
+  const bus = await JetStreamBus.connect({ connection: await natsConnectionOptions(process.env) });
+  const stop = await bus.consumeWork(workflow, pool, concurrency, async (item) => {
+    await runOne(bus, item);
+  });
+  await new Promise<void>((r) => {
+    process.once('SIGTERM', r);
+    process.once('SIGINT', r);
+  });
+  await stop();
   await bus.close();
-  return result.ok ? 0 : 1;
+  health.close();
+  return 0;
 }

@@ -177,6 +177,19 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     });
 
   program
+    .command('pool')
+    .description('manage agent pools on Nomad: pool scale <workflow> <pool> <count>')
+    .argument('<action>', 'scale')
+    .argument('<workflow>')
+    .argument('<pool>')
+    .argument('<count>')
+    .action(async (action: string, workflow: string, pool: string, count: string) => {
+      if (action !== 'scale') throw new CaravanError('USAGE', `pool takes scale, not '${action}'`);
+      const { poolScaleCommand } = await import('./poolCommand.js');
+      exit = await poolScaleCommand(workflow, pool, positiveInt(count, 'count'), io);
+    });
+
+  program
     .command('dev')
     .description('start NATS JetStream, Consul and Nomad in dev mode for Caravan (until Ctrl-C)')
     .option('--once', 'start, check and stop again', false)

@@ -13,6 +13,8 @@ export interface CompileOptions {
   gitCommit?: string;
   /** Job priority (Nomad default 50). */
   priority: number;
+  /** Extra environment for pool agents (for example NATS_URL), set when registering. */
+  agentEnv?: Record<string, string>;
 }
 
 export const DEFAULT_COMPILE_OPTIONS: CompileOptions = {

@@ -202,7 +202,7 @@ function poolJob(workflow: Workflow, poolName: string, pool: PoolSpec, opts: Com
       Name: 'agent',
       Driver: driver,
       Config: config,
-      Env: sortRecord({ ...literal, CARAVAN_POOL: poolName, CARAVAN_WORKFLOW: wf }),
+      Env: sortRecord({ ...literal, ...(opts.agentEnv ?? {}), CARAVAN_POOL: poolName, CARAVAN_WORKFLOW: wf }),
       ...(templates.length > 0 ? { Templates: templates } : {}),
       Resources: nomadResources(pool.resources ?? {}),
       KillTimeout: 30 * SECOND,

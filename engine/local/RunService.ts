@@ -8,6 +8,7 @@ import { RunRecorder, type JournalHeader } from '../audit/RunRecorder.js';
 import { newRunId } from '../audit/updateRef.js';
 import { CaravanError } from '../errors/CaravanError.js';
 import type { Bus } from '../run/Bus.js';
+import type { JetStreamBus } from '../nats/JetStreamBus.js';
 import { realClock, type Clock } from '../run/Clock.js';
 import type { Executor } from '../run/Executor.js';
 import { parseParams } from '../run/parseParams.js';
@@ -266,11 +267,14 @@ export class RunService {
     const { natsConnectionOptions } = await import('../nats/natsConnectionOptions.js');
     const nomad = new NomadClient();
     const agentCommand = this.o.agentCommand ?? [process.execPath, join(packageRoot(), 'bin', 'caravan.js'), 'agent'];
-    for (const j of compileWorkflow(workflow, { agentCommand, ...(commit !== undefined ? { gitCommit: commit } : {}) })) {
-      if (j.kind === 'task') await nomad.registerJob(j.job);
-    }
     const servers = (await natsConnectionOptions()).servers;
-    return new NomadExecutor(nomad, bus, this.clock, { natsServers: Array.isArray(servers) ? servers : [String(servers)], fallback });
+    const natsServers = Array.isArray(servers) ? servers : [String(servers)];
+    // Pool agents reach NATS through NATS_URL in their environment (no credentials: those come from the client).
+    for (const j of compileWorkflow(workflow, { agentCommand, agentEnv: { NATS_URL: natsServers.join(',') }, ...(commit !== undefined ? { gitCommit: commit } : {}) })) {
+      await nomad.registerJob(j.job);
+    }
+    const js = bus as JetStreamBus;
+    return new NomadExecutor(nomad, bus, this.clock, { natsServers, fallback, enqueueWork: (wf, pool, item) => js.enqueueWork(wf, pool, item) });
   }
 
   /** A function that writes the run's status to Consul KV, when a registry is configured. */

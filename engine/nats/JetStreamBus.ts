@@ -16,6 +16,19 @@ import type { Bus } from '../run/Bus.js';
 import type { RunEvent } from '../run/RunEvent.js';
 
 export const EVENTS_STREAM = 'CARAVAN_EVENTS';
+export const WORK_STREAM = 'CARAVAN_WORK';
+
+/** A unit of work for an agent pool: one attempt of one task, with everything to run it. */
+export interface WorkItem {
+  runId: string;
+  workflow: string;
+  instance: string;
+  attempt: number;
+  task: unknown;
+  context: unknown;
+  timeoutMs?: number;
+  defaultsEnv?: Record<string, unknown>;
+}
 const ORIGIN_HEADER = 'Caravan-Origin';
 const MS = 1_000_000; // JetStream durations are nanoseconds
 const DECODER = new TextDecoder();
@@ -110,6 +123,59 @@ export class JetStreamBus implements Bus {
     };
     const p: Promise<void> = attempt(0).finally(() => this.pending.delete(p));
     this.pending.add(p);
+  }
+
+  /**
+   * Queues an attempt for a pool on `caravan.work.<workflow>.<pool>` (a work-queue stream:
+   * each item is handed to one agent and removed when it acknowledges). The id de-duplicates
+   * a repeated hand-off of the same attempt.
+   */
+  async enqueueWork(workflow: string, pool: string, item: WorkItem): Promise<void> {
+    await this.ensureWorkStream();
+    await this.js.publish(`caravan.work.${workflow}.${pool}`, JSON.stringify(item), { msgID: `${item.runId}:${item.instance}:${item.attempt}:work`, timeout: 5000 });
+  }
+
+  private workStream: Promise<void> | undefined;
+
+  ensureWorkStream(): Promise<void> {
+    this.workStream ??= (async () => {
+      const config = { name: WORK_STREAM, subjects: ['caravan.work.>'], retention: RetentionPolicy.Workqueue, storage: StorageType.File, duplicate_window: 120_000 * MS };
+      try {
+        await this.jsm.streams.info(WORK_STREAM);
+      } catch (e) {
+        if (!/not found/i.test((e as Error).message)) throw e;
+        await this.jsm.streams.add(config);
+      }
+    })();
+    return this.workStream;
+  }
+
+  /**
+   * Takes work for a pool, at most `concurrency` items at a time, through the pool's shared
+   * durable consumer; an item is acknowledged (and leaves the queue) when `handle` resolves.
+   */
+  async consumeWork(workflow: string, pool: string, concurrency: number, handle: (item: WorkItem) => Promise<void>): Promise<() => Promise<void>> {
+    await this.ensureWorkStream();
+    const name = `pool-${workflow}-${pool}`.replace(/[^A-Za-z0-9_-]/g, '_');
+    await this.jsm.consumers.add(WORK_STREAM, { durable_name: name, filter_subject: `caravan.work.${workflow}.${pool}`, ack_policy: AckPolicy.Explicit, max_ack_pending: concurrency, ack_wait: 60 * 60_000 * MS });
+    const consumer = await this.js.consumers.get(WORK_STREAM, name);
+    const messages = await consumer.consume({ max_messages: concurrency });
+    void (async () => {
+      let running = 0;
+      const waiters: Array<() => void> = [];
+      for await (const m of messages) {
+        while (running >= concurrency) await new Promise<void>((r) => waiters.push(r));
+        running++;
+        void handle(JSON.parse(DECODER.decode(m.data)) as WorkItem).finally(() => {
+          m.ack();
+          running--;
+          waiters.shift()?.();
+        });
+      }
+    })();
+    return async () => {
+      await messages.close().catch(() => undefined);
+    };
   }
 
   /** Resolves once every event published so far is stored in the stream. */

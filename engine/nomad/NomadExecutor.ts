@@ -1,4 +1,5 @@
 import type { DispatchPayload } from '../../agents/agentCommand.js';
+import type { WorkItem } from '../nats/JetStreamBus.js';
 import { taskJobId } from '../compile/jobId.js';
 import { eventSubject, type Bus } from '../run/Bus.js';
 import type { Clock } from '../run/Clock.js';
@@ -9,8 +10,10 @@ import type { NomadClient } from './NomadClient.js';
 export interface NomadExecutorOptions {
   /** NATS servers the agents in allocations report to. */
   natsServers: string[];
-  /** Runs what Nomad does not: pooled tasks, compensations and child workflows, for now. */
+  /** Runs what Nomad does not: compensations and child workflows, for now. */
   fallback: Executor;
+  /** Hands a pooled task's attempt to its pool's work queue. */
+  enqueueWork?: (workflow: string, pool: string, item: WorkItem) => Promise<void>;
 }
 
 /** Nomad dispatch meta values may only hold what Nomad accepts in an idempotency token, too. */
@@ -33,6 +36,13 @@ export class NomadExecutor implements Executor {
 
   start(req: StartRequest): void {
     const task = req.plan.tasks.get(req.dispatch.task)!;
+    if (task.kind === 'pool' && req.dispatch.kind === 'task' && this.o.enqueueWork !== undefined) {
+      const wf = req.plan.workflow.metadata.name;
+      const d = req.dispatch;
+      const item: WorkItem = { runId: req.runId, workflow: wf, instance: d.instance, attempt: d.attempt, task: task.spec, context: d.context, ...(task.timeoutMs !== undefined ? { timeoutMs: task.timeoutMs } : {}), ...(req.plan.workflow.spec.defaults?.env !== undefined ? { defaultsEnv: req.plan.workflow.spec.defaults.env } : {}) };
+      this.o.enqueueWork(wf, task.spec.pool!, item).catch((e: unknown) => this.fail(req, `could not queue the task for pool ${task.spec.pool!}: ${(e as Error).message}`));
+      return;
+    }
     if (task.kind !== 'agent' || req.dispatch.kind !== 'task') {
       this.o.fallback.start(req);
       return;
