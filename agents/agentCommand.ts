@@ -157,6 +157,13 @@ async function runOne(bus: JetStreamBus, item: WorkItem): Promise<AgentResult> {
   return result;
 }
 
+/** One pool agent's work loop on an open bus (also used in-process by the pool benchmark). */
+export function startPoolAgent(bus: JetStreamBus, workflow: string, pool: string, concurrency: number): Promise<() => Promise<void>> {
+  return bus.consumeWork(workflow, pool, concurrency, async (item) => {
+    await runOne(bus, item);
+  });
+}
+
 /**
  * `caravan agent pool --workflow W --pool P --concurrency N --health-port PORT`: one agent of
  * a pool (a Nomad service allocation). It answers /health for the Consul check, takes work
@@ -177,9 +184,7 @@ async function poolAgent(p: ParsedArgs, log: (s: string) => void): Promise<numbe
   });
   await new Promise<void>((r) => health.listen(Number(one('--health-port') ?? '0'), '0.0.0.0', r));
   const bus = await JetStreamBus.connect({ connection: await natsConnectionOptions(process.env) });
-  const stop = await bus.consumeWork(workflow, pool, concurrency, async (item) => {
-    await runOne(bus, item);
-  });
+  const stop = await startPoolAgent(bus, workflow, pool, concurrency);
   await new Promise<void>((r) => {
     process.once('SIGTERM', r);
     process.once('SIGINT', r);

@@ -5,6 +5,7 @@
 import { compileBench } from './compileBench.js';
 import { natsIngestBench } from './natsIngestBench.js';
 import { nomadDispatchBench } from './nomadDispatchBench.js';
+import { poolBench } from './poolBench.js';
 import { runInprocBench } from './runInprocBench.js';
 import { runPeersBench } from './runPeersBench.js';
 import { runScaleBench } from './runScaleBench.js';
@@ -20,6 +21,7 @@ const suites: Record<string, Suite> = {
   'run-peers': () => runPeersBench(),
   'nats-ingest': () => natsIngestBench(),
   'nomad-dispatch': () => nomadDispatchBench(),
+  pool: () => poolBench(),
 };
 
 async function run(): Promise<number> {
