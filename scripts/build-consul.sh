@@ -9,7 +9,10 @@
 set -euo pipefail
 VERSION=v1.16.3
 BIN="${CARAVAN_BIN_DIR:-$HOME/.cache/caravan/bin}"
-if [ -x "$BIN/consul" ] && "$BIN/consul" version 2>/dev/null | grep -q "Consul ${VERSION}"; then
+# Read the whole version output first: with pipefail, `grep -q` closing the pipe early
+# would make the check fail and rebuild for nothing.
+have="$("$BIN/consul" version 2>/dev/null || true)"
+if [ -x "$BIN/consul" ] && [[ "$have" == *"Consul ${VERSION}"* ]]; then
   echo "consul ${VERSION} already built: $BIN/consul"
   exit 0
 fi

@@ -9,7 +9,10 @@ set -euo pipefail
 VERSION=v1.6.3
 API=v0.0.0-20231030125810-e0497bff1437
 BIN="${CARAVAN_BIN_DIR:-$HOME/.cache/caravan/bin}"
-if [ -x "$BIN/nomad" ] && "$BIN/nomad" version 2>/dev/null | grep -q "Nomad ${VERSION}"; then
+# Read the whole version output first: with pipefail, `grep -q` closing the pipe early
+# would make the check fail and rebuild for nothing.
+have="$("$BIN/nomad" version 2>/dev/null || true)"
+if [ -x "$BIN/nomad" ] && [[ "$have" == *"Nomad ${VERSION}"* ]]; then
   echo "nomad ${VERSION} already built: $BIN/nomad"
   exit 0
 fi
