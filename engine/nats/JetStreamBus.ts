@@ -216,12 +216,12 @@ export class JetStreamBus implements Bus {
       if (stopped) return;
       const consumer = await this.js.consumers.get(this.stream, name);
       messages = await consumer.consume({
-        max_messages: 2048,
+        max_messages: 8192,
         callback: (m) => {
           const { o, e } = JSON.parse(DECODER.decode(m.data)) as { o: 'e' | 'a'; e: RunEvent };
           handler(e, { subject: m.subject, origin: o === 'e' ? 'engine' : 'agent' });
           unacked = m;
-          if (++count >= (this.o.ackEvery ?? 64)) ack();
+          if (++count >= (this.o.ackEvery ?? 256)) ack();
           else timer ??= setTimeout(ack, this.o.ackAfterMs ?? 20);
         },
       });
