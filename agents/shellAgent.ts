@@ -13,6 +13,12 @@ const MAX_LINE = 4096;
 const SHELL_ONLY = new Set(['cd', 'exit', 'export', 'set', 'unset', 'ulimit', 'umask', 'exec', '.', 'source', 'eval', 'read', 'wait', 'alias', 'shift', 'trap', 'return', 'break', 'continue', 'times', 'type', 'hash', 'command', 'builtin', 'readonly', 'local', 'getopts', 'jobs', 'fg', 'bg']);
 const SIMPLE = /^[A-Za-z0-9_/.,:+@%-]+( +[A-Za-z0-9_/.,:=+@%-]+)*$/;
 
+/** A `run` with no shell syntax at all, whose first word is not a shell builtin. */
+function isPlainCommand(run: string): boolean {
+  const trimmed = run.trim();
+  return SIMPLE.test(trimmed) && !SHELL_ONLY.has(trimmed.split(/ +/)[0]!);
+}
+
 /**
  * `run` goes through `/bin/sh -c`; `args` runs without a shell. As GNU make does, a `run`
  * that is a plain command with no shell syntax at all is executed directly: same behaviour,
@@ -25,8 +31,7 @@ export const shellAgent: AgentType = {
     let argv: string[];
     if (action.args !== undefined) argv = action.args;
     else if (action.run !== undefined) {
-      const words = action.run.trim().split(/ +/);
-      argv = SIMPLE.test(action.run.trim()) && !SHELL_ONLY.has(words[0]!) ? words : ['/bin/sh', '-c', action.run];
+      argv = isPlainCommand(action.run) ? action.run.trim().split(/ +/) : ['/bin/sh', '-c', action.run];
     } else return { ok: false, error: 'the shell agent needs run or args', retryable: false };
     const cwd = action.workingDir !== undefined ? resolve(io.baseDir, action.workingDir) : io.baseDir;
     if (io.workers !== undefined) return runInWorker(io.workers, action, cwd, io);
@@ -108,7 +113,7 @@ const SIGNALS = new Map(Object.entries(osConstants.signals).map(([name, n]) => [
 
 async function runInWorker(pool: ShellWorkerPool, action: AgentAction, cwd: string, io: AgentIo): Promise<AgentResult> {
   const lines = Object.entries(action.env).map(([k, v]) => `export ${k}=${shQuote(v)}`);
-  const plain = action.args === undefined && SIMPLE.test(action.run!.trim()) && !SHELL_ONLY.has(action.run!.trim().split(/ +/)[0]!);
+  const plain = action.args === undefined && isPlainCommand(action.run!);
   const body = action.args !== undefined ? `exec ${action.args.map(shQuote).join(' ')}` : action.run!;
   let lastErr = '';
   const r = await pool.run({

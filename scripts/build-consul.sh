@@ -7,20 +7,10 @@
 # published versions of those submodules, and keeps Consul's exclude lines. The checksum
 # database has no entries for several hashicorp modules (404), so it is skipped for them.
 set -euo pipefail
+. "$(dirname "$0")/go-server-build.sh"
 VERSION=v1.16.3
-BIN="${CARAVAN_BIN_DIR:-$HOME/.cache/caravan/bin}"
-# Read the whole version output first: with pipefail, `grep -q` closing the pipe early
-# would make the check fail and rebuild for nothing.
-have="$("$BIN/consul" version 2>/dev/null || true)"
-if [ -x "$BIN/consul" ] && [[ "$have" == *"Consul ${VERSION}"* ]]; then
-  echo "consul ${VERSION} already built: $BIN/consul"
-  exit 0
-fi
-command -v go >/dev/null || { echo "build-consul: Go is required" >&2; exit 1; }
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-cat > "$work/go.mod" <<MOD
-module caravan.local/consulbuild
+export GONOSUMDB='github.com/hashicorp/*'
+build_go_server consul Consul "$VERSION" github.com/hashicorp/consul "module caravan.local/consulbuild
 
 go 1.20
 
@@ -36,19 +26,4 @@ require (
 exclude (
 	github.com/hashicorp/go-msgpack v1.1.5
 	github.com/hashicorp/go-msgpack v1.1.6
-)
-MOD
-cat > "$work/tools.go" <<'GO'
-//go:build tools
-
-package tools
-
-import _ "github.com/hashicorp/consul"
-GO
-mkdir -p "$BIN"
-cd "$work"
-echo "building consul ${VERSION} (several minutes on 2 cores)..."
-export GONOSUMDB='github.com/hashicorp/*'
-GOFLAGS=-mod=mod go mod tidy
-GOFLAGS=-mod=mod go build -trimpath -ldflags=-checklinkname=0 -o "$BIN/consul" github.com/hashicorp/consul
-"$BIN/consul" version
+)"

@@ -179,11 +179,6 @@ export class RunRecorder {
     return this.lastCommit;
   }
 
-  /** Stops without a final checkpoint (the process is going away); the journal stays. */
-  abandon(): void {
-    this.closeJournal();
-  }
-
   private closeJournal(): void {
     this.flush();
     if (this.journalFd !== undefined) closeSync(this.journalFd);

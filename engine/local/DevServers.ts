@@ -1,8 +1,8 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { findServerBinary, waitForPort } from './serverProcess.js';
 
 export interface DevPorts {
   nats: number;
@@ -18,18 +18,12 @@ interface Binary {
   install: string;
 }
 
-function find(name: Binary['name']): string | undefined {
-  if (spawnSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' }).status === 0) return name;
-  const cached = join(process.env['CARAVAN_BIN_DIR'] ?? join(homedir(), '.cache', 'caravan', 'bin'), name);
-  return existsSync(cached) ? cached : undefined;
-}
-
 /** The three servers and where each comes from; `install` says how to get a missing one. */
 export function devBinaries(): Binary[] {
   return [
-    { name: 'nats-server', path: find('nats-server'), install: 'apt-get install nats-server (Debian/Ubuntu), or a release from the NATS project' },
-    { name: 'consul', path: find('consul'), install: 'bash scripts/build-consul.sh (builds Consul v1.16.3, MPL-2.0, from its Go module into ~/.cache/caravan/bin)' },
-    { name: 'nomad', path: find('nomad'), install: 'bash scripts/build-nomad.sh (builds Nomad v1.6.3, MPL-2.0, from its Go module into ~/.cache/caravan/bin)' },
+    { name: 'nats-server', path: findServerBinary('nats-server'), install: 'apt-get install nats-server (Debian/Ubuntu), or a release from the NATS project' },
+    { name: 'consul', path: findServerBinary('consul'), install: 'bash scripts/build-consul.sh (builds Consul v1.16.3, MPL-2.0, from its Go module into ~/.cache/caravan/bin)' },
+    { name: 'nomad', path: findServerBinary('nomad'), install: 'bash scripts/build-nomad.sh (builds Nomad v1.6.3, MPL-2.0, from its Go module into ~/.cache/caravan/bin)' },
   ];
 }
 
@@ -48,22 +42,6 @@ async function waitHttp(url: string, ok: (body: unknown) => boolean, limitMs: nu
   throw new Error(`${name} did not become ready within ${limitMs / 1000} s`);
 }
 
-async function waitTcp(port: number, limitMs: number, proc: ChildProcess): Promise<void> {
-  const { createConnection } = await import('node:net');
-  const end = Date.now() + limitMs;
-  while (Date.now() < end) {
-    if (proc.exitCode !== null) throw new Error(`nats-server exited with code ${proc.exitCode}`);
-    const up = await new Promise<boolean>((r) => {
-      const c = createConnection({ port, host: '127.0.0.1' });
-      c.once('connect', () => { c.destroy(); r(true); });
-      c.once('error', () => r(false));
-    });
-    if (up) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('nats-server did not start listening');
-}
-
 /**
  * `caravan dev`: NATS JetStream, Consul and Nomad in dev mode on this machine, wired to each
  * other (Nomad registers pool services in this Consul), with data under ~/.cache/caravan/dev.
@@ -79,7 +57,7 @@ export class DevServers {
     await mkdir(join(base, 'nomad'), { recursive: true });
     const nats = spawn(bins.nats, ['-js', '-a', '127.0.0.1', '-p', String(this.ports.nats), '-sd', join(base, 'nats')], { stdio: 'ignore' });
     this.procs.push(nats);
-    await waitTcp(this.ports.nats, 15_000, nats);
+    await waitForPort(this.ports.nats, 15_000, nats, 'nats-server');
     this.log(`nats-server  nats://127.0.0.1:${this.ports.nats} (JetStream, store ${join(base, 'nats')})`);
     const consul = spawn(bins.consul, ['agent', '-dev', '-bind=127.0.0.1', '-client=127.0.0.1', `-http-port=${this.ports.consul}`, '-dns-port=-1', '-grpc-port=-1', '-grpc-tls-port=-1', `-serf-lan-port=${this.ports.consul + 1}`, `-serf-wan-port=${this.ports.consul + 2}`, `-server-port=${this.ports.consul + 3}`], { stdio: 'ignore' });
     this.procs.push(consul);

@@ -1,13 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { homedir } from 'node:os';
-import { join } from 'node:path';
-import { freePort, hasBinary } from './natsServer.js';
+import { findServerBinary } from '../../engine/local/serverProcess.js';
+import { freePort } from './natsServer.js';
 
 export function consulBinary(): string | undefined {
-  if (hasBinary('consul')) return 'consul';
-  const cached = join(process.env['CARAVAN_BIN_DIR'] ?? join(homedir(), '.cache', 'caravan', 'bin'), 'consul');
-  return existsSync(cached) ? cached : undefined;
+  return findServerBinary('consul');
 }
 
 export function requireConsul(): string | undefined {

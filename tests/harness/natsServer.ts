@@ -1,12 +1,14 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createConnection, createServer } from 'node:net';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { findServerBinary, waitForPort } from '../../engine/local/serverProcess.js';
 
-/** True when the binary is on PATH. */
+
+/** True when the server binary is on PATH or built into the cache. */
 export function hasBinary(name: string): boolean {
-  return spawnSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' }).status === 0;
+  return findServerBinary(name) !== undefined;
 }
 
 /**
@@ -31,21 +33,6 @@ export async function freePort(): Promise<number> {
   });
 }
 
-async function waitForPort(port: number, limitMs: number, proc: ChildProcess): Promise<void> {
-  const end = Date.now() + limitMs;
-  while (Date.now() < end) {
-    if (proc.exitCode !== null) throw new Error(`server exited with code ${proc.exitCode} before listening on ${port}`);
-    const ok = await new Promise<boolean>((r) => {
-      const c = createConnection({ port, host: '127.0.0.1' });
-      c.once('connect', () => { c.destroy(); r(true); });
-      c.once('error', () => r(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`nothing listening on port ${port} after ${limitMs} ms`);
-}
-
 /** A real `nats-server -js` on a free port with a temporary store; restartable on the same port and store. */
 export class NatsServer {
   private proc: ChildProcess | undefined;
@@ -68,7 +55,7 @@ export class NatsServer {
     this.proc.stdout!.on('data', (c: Buffer) => { this.output += c.toString(); });
     this.proc.stderr!.on('data', (c: Buffer) => { this.output += c.toString(); });
     try {
-      await waitForPort(this.port, 10_000, this.proc);
+      await waitForPort(this.port, 10_000, this.proc, 'nats-server');
     } catch (e) {
       throw new Error(`${(e as Error).message}\n${this.output.slice(-2000)}`, { cause: e });
     }

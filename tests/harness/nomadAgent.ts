@@ -1,15 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { homedir, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, hasBinary } from './natsServer.js';
+import { findServerBinary } from '../../engine/local/serverProcess.js';
+import { freePort } from './natsServer.js';
 
 /** `nomad` on PATH, or the one scripts/build-nomad.sh cached. */
 export function nomadBinary(): string | undefined {
-  if (hasBinary('nomad')) return 'nomad';
-  const cached = join(process.env['CARAVAN_BIN_DIR'] ?? join(homedir(), '.cache', 'caravan', 'bin'), 'nomad');
-  return existsSync(cached) ? cached : undefined;
+  return findServerBinary('nomad');
 }
 
 export function requireNomad(): string | undefined {

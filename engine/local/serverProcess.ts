@@ -1,0 +1,33 @@
+import { spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createConnection } from 'node:net';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+
+/** Where scripts/build-nomad.sh and build-consul.sh leave their binaries. */
+export function serverBinDir(): string {
+  return process.env['CARAVAN_BIN_DIR'] ?? join(homedir(), '.cache', 'caravan', 'bin');
+}
+
+/** A server binary on PATH, else the cached build; undefined when neither exists. */
+export function findServerBinary(name: string): string | undefined {
+  if (spawnSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' }).status === 0) return name;
+  const cached = join(serverBinDir(), name);
+  return existsSync(cached) ? cached : undefined;
+}
+
+/** Waits until something accepts TCP connections on 127.0.0.1:port, failing if `proc` exits first. */
+export async function waitForPort(port: number, limitMs: number, proc: ChildProcess, name: string): Promise<void> {
+  const end = Date.now() + limitMs;
+  while (Date.now() < end) {
+    if (proc.exitCode !== null) throw new Error(`${name} exited with code ${proc.exitCode} before listening on ${port}`);
+    const up = await new Promise<boolean>((r) => {
+      const c = createConnection({ port, host: '127.0.0.1' });
+      c.once('connect', () => { c.destroy(); r(true); });
+      c.once('error', () => r(false));
+    });
+    if (up) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`nothing listening on port ${port} after ${limitMs} ms`);
+}
