@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { CaravanError } from '../errors/CaravanError.js';
 
@@ -7,6 +7,11 @@ export interface RefUpdateOptions {
   /** Attempts while another writer holds the ref's lock file. */
   lockRetries?: number;
   lockRetryMs?: number;
+  /**
+   * A lock file older than this is left by a writer that died (a ref update takes
+   * milliseconds) and is taken over; a killed `caravan run` must not block its own resume.
+   */
+  staleLockMs?: number;
 }
 
 /** The ref's current value: its loose file, else packed-refs, else undefined. */
@@ -50,6 +55,11 @@ export async function updateRef(gitdir: string, ref: string, expected: string | 
       handle = await open(lock, 'wx');
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const age = await stat(lock).then((st) => Date.now() - st.mtimeMs, () => 0);
+      if (age > (options.staleLockMs ?? 5_000)) {
+        await rm(lock, { force: true });
+        continue;
+      }
       if (attempt >= retries) {
         throw new CaravanError('AUDIT_REF_LOCKED', `${ref} is locked by another process (${lock} exists); if no git or caravan process is running, remove the lock file`, { data: { ref, lock }, cause: e });
       }

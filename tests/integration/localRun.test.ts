@@ -110,6 +110,12 @@ describe('when Git cannot be written', () => {
     expect(err).toBeInstanceOf(CaravanError);
     expect((err as CaravanError).code).toBe('AUDIT_REF_LOCKED');
     expect((err as CaravanError).message).toBe(`refs/heads/main is locked by another process (${join(gitdir, 'refs/heads/main.lock')} exists); if no git or caravan process is running, remove the lock file`);
+    // A lock left behind by a writer that died long ago is taken over.
+    const { utimes } = await import('node:fs/promises');
+    const old = new Date(Date.now() - 60_000);
+    await utimes(join(gitdir, 'refs', 'heads', 'main.lock'), old, old);
+    await updateRef(gitdir, 'refs/heads/main', head, head, { lockRetries: 0 });
+    await writeFile(join(gitdir, 'refs', 'heads', 'main.lock'), '');
     // Released while waiting: the update goes through.
     setTimeout(() => void rm(join(gitdir, 'refs', 'heads', 'main.lock')), 30);
     await updateRef(gitdir, 'refs/heads/main', head, head, { lockRetries: 50, lockRetryMs: 5 });
