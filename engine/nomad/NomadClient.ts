@@ -33,6 +33,51 @@ export interface RegisterResult {
   Warnings: string;
 }
 
+export interface NomadTaskEvent {
+  Type: string;
+  DisplayMessage: string;
+  ExitCode?: number;
+  Signal?: number;
+  /** e.g. `oom_killed: "true"` on a Terminated event. */
+  Details?: Record<string, string> | null;
+}
+
+export interface NomadAllocation {
+  ID: string;
+  JobID: string;
+  NodeID?: string;
+  ClientStatus: string;
+  ClientDescription?: string;
+  DesiredStatus?: string;
+  DesiredDescription?: string;
+  ModifyIndex?: number;
+  TaskStates?: Record<string, { State: string; Failed: boolean; Events: NomadTaskEvent[] | null }> | null;
+}
+
+export interface NomadEvaluation {
+  ID: string;
+  JobID: string;
+  Status: string;
+  StatusDescription?: string;
+  TriggeredBy?: string;
+  FailedTGAllocs?: Record<string, unknown> | null;
+  BlockedEval?: string;
+}
+
+export interface NomadJobVersion {
+  Version: number;
+  Stable: boolean;
+  SubmitTime: number;
+  JobModifyIndex: number;
+  Meta?: Record<string, string> | null;
+}
+
+/** The answer to a blocking query: the value and the index to block on next. */
+export interface Indexed<T> {
+  value: T;
+  index: number;
+}
+
 export interface PlanResult {
   Diff?: { Type: string };
   FailedTGAllocs?: Record<string, unknown> | null;
@@ -86,8 +131,48 @@ export class NomadClient {
     return jobs.filter((j) => j.ParentID === parent).map((j) => j.ID);
   }
 
-  jobAllocations(id: string): Promise<Array<{ ID: string; ClientStatus: string; TaskStates?: Record<string, { State: string; Failed: boolean; Events: Array<{ Type: string; DisplayMessage: string; ExitCode?: number }> }> }>> {
+  jobAllocations(id: string): Promise<NomadAllocation[]> {
     return this.call('GET', `/v1/job/${encodeURIComponent(id)}/allocations`);
+  }
+
+  /**
+   * A blocking query on a job's allocations: answers when they change after `index`, or
+   * after `waitS` seconds with the same index (Nomad adds up to 1/16 of jitter).
+   */
+  async watchJobAllocations(id: string, index: number, waitS = 30): Promise<Indexed<NomadAllocation[]>> {
+    return this.callIndexed('GET', `/v1/job/${encodeURIComponent(id)}/allocations?index=${Math.max(1, index)}&wait=${waitS}s`, (waitS + 10) * 1000);
+  }
+
+  allocation(id: string): Promise<NomadAllocation> {
+    return this.call('GET', `/v1/allocation/${encodeURIComponent(id)}`);
+  }
+
+  evaluation(id: string): Promise<NomadEvaluation> {
+    return this.call('GET', `/v1/evaluation/${encodeURIComponent(id)}`);
+  }
+
+  jobEvaluations(id: string): Promise<NomadEvaluation[]> {
+    return this.call('GET', `/v1/job/${encodeURIComponent(id)}/evaluations`);
+  }
+
+  async jobVersions(id: string): Promise<NomadJobVersion[]> {
+    const r = await this.call<{ Versions: NomadJobVersion[] }>('GET', `/v1/job/${encodeURIComponent(id)}/versions`);
+    return r.Versions;
+  }
+
+  /**
+   * Opens `GET /v1/event/stream` for the topics (e.g. `Allocation:*`) from `index`; the body is
+   * newline-delimited JSON. Used by NomadEventStream, which reconnects.
+   */
+  async openEventStream(topics: string[], index: number, signal: AbortSignal): Promise<AsyncIterable<Buffer>> {
+    const url = this.url(`/v1/event/stream?${topics.map((t) => `topic=${encodeURIComponent(t)}`).join('&')}&index=${index}`);
+    // No body timeout: Nomad sends a `{}` heartbeat every 10 s; NomadEventStream watches it.
+    const res = await request(url, { method: 'GET', headers: this.headers(), signal, headersTimeout: this.o.timeoutMs ?? 10_000, bodyTimeout: 0 });
+    if (res.statusCode !== 200) {
+      const text = await res.body.text();
+      throw new NomadApiError(res.statusCode, 'GET', '/v1/event/stream', text);
+    }
+    return res.body;
   }
 
   readJob(id: string): Promise<NomadJob & { JobModifyIndex: number; Version: number }> {
@@ -98,20 +183,37 @@ export class NomadClient {
     return this.call('DELETE', `/v1/job/${encodeURIComponent(id)}${purge ? '?purge=true' : ''}`);
   }
 
-  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  private url(path: string): URL {
     const url = new URL(this.address + path.replace(/\?.*$/, ''));
     const query = path.includes('?') ? path.slice(path.indexOf('?') + 1) : '';
-    for (const [k, v] of new URLSearchParams(query)) url.searchParams.set(k, v);
+    for (const [k, v] of new URLSearchParams(query)) url.searchParams.append(k, v);
     if (this.o.namespace !== undefined) url.searchParams.set('namespace', this.o.namespace);
     if (this.o.region !== undefined) url.searchParams.set('region', this.o.region);
+    return url;
+  }
+
+  private headers(): Record<string, string> {
     const headers: Record<string, string> = { 'content-type': 'application/json' };
     if (this.token !== undefined) headers['x-nomad-token'] = this.token;
+    return headers;
+  }
+
+  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    return (await this.callIndexed<T>(method, path, this.o.timeoutMs ?? 10_000, body)).value;
+  }
+
+  private async callIndexed<T>(method: string, path: string, timeoutMs: number, body?: unknown): Promise<Indexed<T>> {
+    const url = this.url(path);
+    const headers = this.headers();
     const retries = this.o.retries ?? 3;
     for (let attempt = 0; ; attempt++) {
       try {
-        const res = await request(url, { method: method as 'GET', headers, ...(body !== undefined ? { body: JSON.stringify(body) } : {}), headersTimeout: this.o.timeoutMs ?? 10_000, bodyTimeout: this.o.timeoutMs ?? 10_000 });
+        const res = await request(url, { method: method as 'GET', headers, ...(body !== undefined ? { body: JSON.stringify(body) } : {}), headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
         const text = await res.body.text();
-        if (res.statusCode >= 200 && res.statusCode < 300) return (text === '' ? {} : JSON.parse(text)) as T;
+        if (res.statusCode >= 200 && res.statusCode < 300) {
+          const index = Number(res.headers['x-nomad-index'] ?? 0);
+          return { value: (text === '' ? {} : JSON.parse(text)) as T, index: Number.isFinite(index) ? index : 0 };
+        }
         if (res.statusCode >= 500 && attempt < retries && !/validation failed|error occurred/i.test(text)) {
           await backoff(attempt);
           continue;

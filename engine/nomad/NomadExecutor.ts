@@ -5,7 +5,11 @@ import { eventSubject, type Bus } from '../run/Bus.js';
 import type { Clock } from '../run/Clock.js';
 import type { Executor, StartRequest } from '../run/Executor.js';
 import { eventId, type RunEvent } from '../run/RunEvent.js';
-import type { NomadClient } from './NomadClient.js';
+import type { NomadAllocation, NomadClient } from './NomadClient.js';
+import { allocationFailure } from './allocationFailure.js';
+import { NomadEventStream } from './NomadEventStream.js';
+
+const ENDED = new Set(['complete', 'failed', 'lost']);
 
 export interface NomadExecutorOptions {
   /** NATS servers the agents in allocations report to. */
@@ -30,6 +34,10 @@ function token(s: string): string {
  */
 export class NomadExecutor implements Executor {
   private readonly children = new Map<string, string>();
+  /** Dispatched children whose allocation has not ended yet, by job ID. */
+  private readonly watched = new Map<string, StartRequest>();
+  private readonly endedEarly = new Map<string, NomadAllocation>();
+  private stream: NomadEventStream | undefined;
   private closed = false;
 
   constructor(private readonly nomad: NomadClient, private readonly bus: Bus, private readonly clock: Clock, private readonly o: NomadExecutorOptions) {}
@@ -69,7 +77,7 @@ export class NomadExecutor implements Executor {
           const job = await this.nomad.readJob(c);
           if (job.Meta?.['caravan_run'] === req.runId && job.Meta?.['caravan_attempt'] === String(req.dispatch.attempt)) {
             this.children.set(`${req.runId}:${req.dispatch.instance}:${req.dispatch.attempt}`, c);
-            void this.watch(req, c);
+            this.watch(req, c);
             return;
           }
         }
@@ -90,7 +98,7 @@ export class NomadExecutor implements Executor {
     try {
       const r = await this.nomad.dispatchJob(taskJobId(wf, d.task), new TextEncoder().encode(JSON.stringify(payload)), meta, token(key));
       this.children.set(key, r.DispatchedJobID);
-      void this.watch(req, r.DispatchedJobID);
+      this.watch(req, r.DispatchedJobID);
     } catch (e) {
       this.fail(req, `dispatch to Nomad failed: ${(e as Error).message}`);
     }
@@ -104,30 +112,59 @@ export class NomadExecutor implements Executor {
   }
 
   /**
-   * Watches the child's allocation for failures the runner inside cannot report (it never
-   * started: driver failure, bad config; or it was killed, OOM, lost with its node). A
-   * failure the runner did report arrives twice and is applied once.
+   * Watches the child's allocation, through Nomad's event stream (one connection for all
+   * attempts), for failures the runner inside cannot report: it never started (driver
+   * failure, bad config), or it was killed, OOM killed or lost with its node.
    */
-  private async watch(req: StartRequest, child: string): Promise<void> {
-    for (let i = 0; !this.closed; i++) {
-      await new Promise((r) => setTimeout(r, Math.min(2000, 250 * (i + 1))));
-      let allocs;
-      try {
-        allocs = await this.nomad.jobAllocations(child);
-      } catch {
-        continue;
-      }
-      const done = allocs.find((a) => a.ClientStatus === 'failed' || a.ClientStatus === 'lost' || a.ClientStatus === 'complete');
-      if (done === undefined) continue;
-      const events = Object.values(done.TaskStates ?? {}).flatMap((t) => t.Events);
-      // A stopped allocation ends "complete" with a Killed event: the runner was killed and
-      // may not have reported, so it counts as a failed attempt (a report it did send wins).
-      const killed = events.some((e) => e.Type === 'Killed');
-      if (done.ClientStatus !== 'complete' || killed) {
-        const why = [...events].reverse().find((e) => ['Driver Failure', 'Failed Validation', 'OOM Killed', 'Killed', 'Terminated', 'Setup Failure', 'Failed Artifact Download'].includes(e.Type));
-        this.fail(req, `Nomad allocation ${done.ID.slice(0, 8)} ${killed ? 'killed' : done.ClientStatus}${why !== undefined ? `: ${why.Type}: ${why.DisplayMessage.trim()}` : ''}`);
-      }
+  private watch(req: StartRequest, child: string): void {
+    if (this.closed) return;
+    this.stream ??= new NomadEventStream(this.nomad, {
+      topics: ['Allocation:*'],
+      onEvent: (e) => {
+        const a = e.Payload['Allocation'] as NomadAllocation | undefined;
+        if (a !== undefined) this.onAllocation(a);
+      },
+      // Nomad buffers few events, so a (re)connected stream may have missed an ending: read
+      // the watched children's allocations once.
+      onConnected: () => void this.catchUp(),
+    });
+    this.watched.set(child, req);
+    const early = this.endedEarly.get(child);
+    if (early !== undefined) {
+      this.endedEarly.delete(child);
+      this.settle(child, early);
+    }
+  }
+
+  private onAllocation(a: NomadAllocation): void {
+    if (!ENDED.has(a.ClientStatus)) return;
+    if (this.watched.has(a.JobID)) {
+      this.settle(a.JobID, a);
       return;
+    }
+    // The event can beat the dispatch's answer; keep it a while for watch().
+    if (a.JobID.includes('/dispatch-')) {
+      this.endedEarly.set(a.JobID, a);
+      if (this.endedEarly.size > 1000) this.endedEarly.delete(this.endedEarly.keys().next().value!);
+    }
+  }
+
+  private settle(child: string, a: NomadAllocation): void {
+    const req = this.watched.get(child);
+    if (req === undefined) return;
+    this.watched.delete(child);
+    const failure = allocationFailure(a);
+    if (failure !== undefined) this.fail(req, failure.message);
+  }
+
+  private async catchUp(): Promise<void> {
+    for (const child of [...this.watched.keys()]) {
+      try {
+        const done = (await this.nomad.jobAllocations(child)).find((a) => ENDED.has(a.ClientStatus));
+        if (done !== undefined) this.settle(child, done);
+      } catch {
+        // Nomad is away; the next connection catches up again.
+      }
     }
   }
 
@@ -143,6 +180,7 @@ export class NomadExecutor implements Executor {
 
   async close(): Promise<void> {
     this.closed = true;
+    await this.stream?.close();
     await this.o.fallback.close();
   }
 }

@@ -1,8 +1,10 @@
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compileWorkflow } from '../../engine/compile/compileWorkflow.js';
-import type { CompiledJob } from '../../engine/compile/NomadJob.js';
-import { NomadApiError, NomadClient } from '../../engine/nomad/NomadClient.js';
+import type { CompiledJob, NomadJob } from '../../engine/compile/NomadJob.js';
+import { allocationFailure } from '../../engine/nomad/allocationFailure.js';
+import { NomadEventStream, type NomadEvent } from '../../engine/nomad/NomadEventStream.js';
+import { NomadApiError, NomadClient, type NomadAllocation } from '../../engine/nomad/NomadClient.js';
 import { validateWorkflows } from '../../engine/spec/validateWorkflows.js';
 import { NomadAgent, requireNomad } from '../harness/nomadAgent.js';
 
@@ -50,4 +52,120 @@ describe.skipIf(bin === undefined)('compiled jobs on a live `nomad agent -dev`',
     expect((err as NomadApiError).status).toBeGreaterThanOrEqual(400);
     await nomad.registerJob(j.job, current.JobModifyIndex);
   });
+});
+
+/** A parameterized batch job that runs `sh -c <cmd>` with raw_exec (what a dispatched task looks like to Nomad). */
+function shellJob(id: string, cmd: string): NomadJob {
+  return {
+    ID: id, Name: id, Type: 'batch', Datacenters: ['*'],
+    ParameterizedJob: { Payload: 'optional', MetaOptional: ['n'] },
+    TaskGroups: [{ Name: 'g', Count: 1, RestartPolicy: { Attempts: 0, Mode: 'fail' }, ReschedulePolicy: { Attempts: 0, Unlimited: false }, Tasks: [{ Name: 't', Driver: 'raw_exec', Config: { command: '/bin/sh', args: ['-c', cmd] }, Resources: { CPU: 50, MemoryMB: 32 } }] }],
+  } as unknown as NomadJob;
+}
+
+/** A TCP relay to Nomad whose open connections the test can cut (a network fault, not a fake server). */
+async function relay(target: number): Promise<{ port: number; requests: string[]; cut: () => void; close: () => Promise<void> }> {
+  const { createServer, connect } = await import('node:net');
+  const sockets = new Set<import('node:net').Socket>();
+  const requests: string[] = [];
+  const server = createServer((client) => {
+    const upstream = connect(target, '127.0.0.1');
+    sockets.add(client).add(upstream);
+    client.once('data', (c: Buffer) => requests.push(c.toString('latin1').split('\r\n')[0]!));
+    client.pipe(upstream).pipe(client);
+    const end = (): void => { client.destroy(); upstream.destroy(); sockets.delete(client); sockets.delete(upstream); };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as import('node:net').AddressInfo).port,
+    requests,
+    cut: () => { for (const s of sockets) s.destroy(); },
+    close: () => new Promise<void>((r) => { for (const s of sockets) s.destroy(); server.close(() => r()); }),
+  };
+}
+
+async function until<T>(what: string, f: () => T | undefined | Promise<T | undefined>, ms = 60_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe.skipIf(bin === undefined)('watching Nomad: event stream, blocking queries, evaluations and versions', () => {
+  let agent: NomadAgent;
+  let nomad: NomadClient;
+  beforeAll(async () => {
+    agent = await NomadAgent.start(bin!);
+    nomad = new NomadClient({ address: agent.address });
+    await nomad.registerJob(shellJob('fails', 'exit 3'));
+  }, 120_000);
+  afterAll(async () => {
+    await agent?.close();
+  });
+
+  it('a blocking query on allocations answers when they change, with a higher index', async () => {
+    const { mkdtemp, writeFile } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const gate = join(await mkdtemp(join(tmpdir(), 'caravan-gate-')), 'open');
+    await nomad.registerJob(shellJob('gated', `while [ ! -f ${gate} ]; do sleep 0.1; done`));
+    const child = (await nomad.dispatchJob('gated', new Uint8Array(), {}, 'blocking-1')).DispatchedJobID;
+    let seen = await nomad.watchJobAllocations(child, 1, 5);
+    while (!seen.value.some((a) => a.ClientStatus === 'running')) seen = await nomad.watchJobAllocations(child, seen.index, 30);
+    // Nothing changes until the gate opens: the query blocks, then answers with the change.
+    const blocked = nomad.watchJobAllocations(child, seen.index, 120);
+    await writeFile(gate, '');
+    let next = await blocked;
+    while (!next.value.some((a) => a.ClientStatus === 'complete')) next = await nomad.watchJobAllocations(child, next.index, 30);
+    expect(next.index).toBeGreaterThan(seen.index);
+    expect(next.value.map((a) => [a.JobID, a.ClientStatus])).toEqual([[child, 'complete']]);
+  }, 90_000);
+
+  it('evaluations and versions of a job can be read', async () => {
+    await nomad.registerJob(shellJob('versioned', 'exit 0'));
+    // A parameterized job is only evaluated when dispatched.
+    const d = await nomad.dispatchJob('versioned', new Uint8Array(), {}, 'eval-1');
+    const ev = await nomad.evaluation(d.EvalID);
+    expect([ev.JobID, ev.TriggeredBy]).toEqual([d.DispatchedJobID, 'job-register']);
+    expect((await nomad.jobEvaluations(d.DispatchedJobID)).map((e) => e.ID)).toContain(d.EvalID);
+    await nomad.registerJob(shellJob('versioned', 'exit 0 # changed'));
+    const versions = await nomad.jobVersions('versioned');
+    expect(versions.map((v) => v.Version).sort()).toEqual([0, 1]);
+    await expect(nomad.evaluation('00000000-0000-0000-0000-000000000000')).rejects.toMatchObject({ code: 'NOMAD_API', status: 404 });
+  });
+
+  it('the event stream delivers allocation endings, and resumes after a cut connection from the next index', async () => {
+    const r = await relay(agent.httpPort);
+    const seen: NomadEvent[] = [];
+    const connects: boolean[] = [];
+    const viaRelay = new NomadClient({ address: `http://127.0.0.1:${r.port}` });
+    const stream = new NomadEventStream(viaRelay, { topics: ['Allocation:*'], onEvent: (e) => seen.push(e), onConnected: (again) => connects.push(again) });
+    try {
+      await until('the stream to connect', () => (connects.length > 0 ? true : undefined));
+      const ended = (job: string, status: string): NomadEvent | undefined => seen.find((e) => (e.Payload['Allocation'] as NomadAllocation).JobID === job && (e.Payload['Allocation'] as NomadAllocation).ClientStatus === status);
+      const one = (await nomad.dispatchJob('fails', new Uint8Array(), {}, 'stream-1')).DispatchedJobID;
+      const failed = await until('the first child to fail', () => ended(one, 'failed'));
+      expect(allocationFailure(failed.Payload['Allocation'] as NomadAllocation)?.message).toMatch(/failed: Exit Code: 3/);
+      const before = stream.index;
+      r.cut();
+      const two = (await nomad.dispatchJob('fails', new Uint8Array(), {}, 'stream-2')).DispatchedJobID;
+      await until('the second child to fail, seen after the reconnect', () => ended(two, 'failed'));
+      expect(connects).toEqual([false, true]);
+      const streamRequests = r.requests.filter((q) => q.startsWith('GET /v1/event/stream'));
+      expect(streamRequests[1]).toContain(`index=${before + 1}`);
+      // Every batch once: indexes never go back, and no allocation update is delivered twice.
+      const keys = seen.map((e) => `${e.Index}:${e.Key}:${e.Type}`);
+      expect(new Set(keys).size).toBe(keys.length);
+      const indexes = seen.map((e) => e.Index);
+      expect(indexes).toEqual([...indexes].sort((a, b) => a - b));
+    } finally {
+      await stream.close();
+      await r.close();
+    }
+  }, 90_000);
 });

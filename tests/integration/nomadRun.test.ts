@@ -84,7 +84,7 @@ describe.skipIf(nomadBin === undefined || !natsOk)('allocation failures the runn
         expect(state.status).toBe('failed');
         const a = state.instances.get('a')!;
         expect(a.attempts).toHaveLength(2);
-        expect(a.error).toMatch(/^Nomad allocation [0-9a-f]{8} failed: Driver Failure: .*\/nonexistent\/caravan/);
+        expect(a.error).toMatch(/^Nomad allocation [0-9a-f]{8} driver error: .*\/nonexistent\/caravan/);
       } finally {
         await rm(dir, { recursive: true, force: true });
       }
