@@ -38,7 +38,10 @@ export function allocationFailure(a: NomadAllocation): AllocationFailure | undef
   if (killed !== undefined) return say('killed', killed.DisplayMessage.trim() || a.DesiredDescription);
   if (a.ClientStatus === 'failed') {
     const term = last((t) => t === 'Terminated');
-    return say('failed', term?.DisplayMessage.trim() ?? a.ClientDescription);
+    // Under cgroups v1 in a container Nomad may not see the OOM notification (oom_killed
+    // stays "false"); a SIGKILL exit is then all there is, and the memory limit the usual cause.
+    const sigkill = term !== undefined && (term.ExitCode === 137 || term.Signal === 9);
+    return say('failed', term === undefined ? a.ClientDescription : `${term.DisplayMessage.trim()}${sigkill ? ' (SIGKILL: out of memory, or killed from outside)' : ''}`);
   }
   return undefined;
 }

@@ -25,11 +25,14 @@ export class NomadAgent {
 
   private constructor(readonly bin: string, readonly dir: string, readonly httpPort: number) {}
 
-  /** With `consul` (host:port), Nomad registers job services in that Consul agent. */
-  static async start(bin: string, consul?: string): Promise<NomadAgent> {
+  /**
+   * With `consul` (host:port), Nomad registers job services in that Consul agent; `extraHcl`
+   * is appended to the agent's configuration.
+   */
+  static async start(bin: string, consul?: string, extraHcl = ''): Promise<NomadAgent> {
     const dir = await mkdtemp(join(tmpdir(), 'caravan-nomad-'));
     const [http, rpc, serf] = [await freePort(), await freePort(), await freePort()];
-    await writeFile(join(dir, 'agent.hcl'), `data_dir = "${dir}/data"\nbind_addr = "127.0.0.1"\nports {\n  http = ${http}\n  rpc  = ${rpc}\n  serf = ${serf}\n}\n${consul !== undefined ? `consul {\n  address = "${consul}"\n}\n` : ''}`);
+    await writeFile(join(dir, 'agent.hcl'), `data_dir = "${dir}/data"\nbind_addr = "127.0.0.1"\nports {\n  http = ${http}\n  rpc  = ${rpc}\n  serf = ${serf}\n}\n${consul !== undefined ? `consul {\n  address = "${consul}"\n}\n` : ''}${extraHcl}`);
     const agent = new NomadAgent(bin, dir, http);
     agent.proc = spawn(bin, ['agent', '-dev', `-config=${join(dir, 'agent.hcl')}`], { stdio: ['ignore', 'pipe', 'pipe'] });
     agent.proc.stdout!.on('data', (c: Buffer) => { agent.output += c.toString(); });

@@ -1,3 +1,4 @@
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compileWorkflow } from '../../engine/compile/compileWorkflow.js';
@@ -65,8 +66,7 @@ function shellJob(id: string, cmd: string): NomadJob {
 
 /** A TCP relay to Nomad whose open connections the test can cut (a network fault, not a fake server). */
 async function relay(target: number): Promise<{ port: number; requests: string[]; cut: () => void; close: () => Promise<void> }> {
-  const { createServer, connect } = await import('node:net');
-  const sockets = new Set<import('node:net').Socket>();
+  const sockets = new Set<Socket>();
   const requests: string[] = [];
   const server = createServer((client) => {
     const upstream = connect(target, '127.0.0.1');
@@ -79,7 +79,7 @@ async function relay(target: number): Promise<{ port: number; requests: string[]
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return {
-    port: (server.address() as import('node:net').AddressInfo).port,
+    port: (server.address() as AddressInfo).port,
     requests,
     cut: () => { for (const s of sockets) s.destroy(); },
     close: () => new Promise<void>((r) => { for (const s of sockets) s.destroy(); server.close(() => r()); }),
@@ -168,4 +168,30 @@ describe.skipIf(bin === undefined)('watching Nomad: event stream, blocking queri
       await r.close();
     }
   }, 90_000);
+});
+
+describe.skipIf(bin === undefined)('a task over its memory limit on a live Nomad', () => {
+  it('is reported as OOM killed, or as a SIGKILL exit where Nomad cannot see the OOM', async () => {
+    // The exec driver builds a chroot per task; the default one copies /usr (a minute here).
+    const chroot = ['/usr/bin/dash:/bin/sh', '/usr/bin/head:/bin/head', '/usr/bin/tail:/bin/tail', '/usr/lib/x86_64-linux-gnu/libc.so.6:/lib/x86_64-linux-gnu/libc.so.6', '/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2:/lib64/ld-linux-x86-64.so.2', '/etc/ld.so.cache:/etc/ld.so.cache', '/etc/passwd:/etc/passwd', '/etc/group:/etc/group'];
+    const agent = await NomadAgent.start(bin!, undefined, `client {\n  chroot_env {\n${chroot.map((m) => `    "${m.split(':')[0]!}" = "${m.split(':')[1]!}"\n`).join('')}  }\n}\n`);
+    try {
+      const nomad = new NomadClient({ address: agent.address });
+      const node = (await (await fetch(`${agent.address}/v1/nodes`)).json()) as Array<{ ID: string }>;
+      const drivers = ((await (await fetch(`${agent.address}/v1/node/${node[0]!.ID}`)).json()) as { Drivers: Record<string, { Healthy: boolean; HealthDescription: string }> }).Drivers;
+      // raw_exec has no memory limit; the exec driver (root, cgroups) enforces MemoryMB.
+      expect(drivers['exec'], 'the exec driver must be healthy (root and cgroups) for this test').toMatchObject({ Healthy: true });
+      const job = shellJob('hog', '/bin/head -c 400000000 /dev/zero | /bin/tail > /dev/null') as unknown as { TaskGroups: Array<{ Tasks: Array<{ Driver: string; Resources: { MemoryMB: number } }> }> };
+      job.TaskGroups[0]!.Tasks[0]!.Driver = 'exec';
+      job.TaskGroups[0]!.Tasks[0]!.Resources.MemoryMB = 20;
+      await nomad.registerJob(job as unknown as NomadJob);
+      const child = (await nomad.dispatchJob('hog', new Uint8Array(), {}, 'hog-1')).DispatchedJobID;
+      let seen = await nomad.watchJobAllocations(child, 1, 5);
+      while (!seen.value.some((a) => a.ClientStatus === 'failed' || a.ClientStatus === 'complete')) seen = await nomad.watchJobAllocations(child, seen.index, 30);
+      const f = allocationFailure(seen.value[0]!);
+      expect(f?.message).toMatch(/ OOM killed: | failed: Exit Code: 137 \(SIGKILL: out of memory/);
+    } finally {
+      await agent.close();
+    }
+  }, 120_000);
 });

@@ -32,7 +32,8 @@ describe('allocationFailure', () => {
     const f = allocationFailure(alloc('failed', [received, started, ev('Terminated', 'Exit Code: 137, Signal: 9', { ExitCode: 137, Signal: 9, Details: { exit_code: '137', signal: '9', oom_killed: 'true' } }), ev('Not Restarting', 'Policy allows no restarts')]));
     expect(f).toEqual({ kind: 'OOM killed', message: 'Nomad allocation 3f2a9c1e OOM killed: Exit Code: 137, Signal: 9' });
     // The same exit without the flag is an ordinary failure.
-    expect(allocationFailure(alloc('failed', [received, started, ev('Terminated', 'Exit Code: 137, Signal: 9', { Details: { oom_killed: 'false' } })]))?.kind).toBe('failed');
+    expect(allocationFailure(alloc('failed', [received, started, ev('Terminated', 'Exit Code: 137', { ExitCode: 137, Details: { oom_killed: 'false' } })]))).toEqual({ kind: 'failed', message: 'Nomad allocation 3f2a9c1e failed: Exit Code: 137 (SIGKILL: out of memory, or killed from outside)' });
+    expect(allocationFailure(alloc('failed', [received, started, ev('Terminated', 'Exit Code: 2', { ExitCode: 2 })]))?.message).toBe('Nomad allocation 3f2a9c1e failed: Exit Code: 2');
   });
 
   it('an allocation on a node that went down is lost, with the scheduler\'s reason', () => {
