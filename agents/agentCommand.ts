@@ -111,7 +111,15 @@ export async function agentCommand(argv: readonly string[], log: (s: string) => 
   const bus = await JetStreamBus.connect({ connection: await natsConnectionOptions(process.env, payload.nats) });
   const task = taskFrom(p);
   const result = await runOne(bus, { runId: payload.runId, workflow: payload.workflow, instance: payload.instance, attempt: payload.attempt, task, context: payload.context, ...(task.timeout !== undefined ? { timeoutMs: parseDuration(task.timeout)! } : {}) });
+  // A runner must not outlive its reports forever: without NATS its allocation ends with
+  // EX_TEMPFAIL, which the controller's watch of Nomad turns into a failed (retried) attempt.
+  const waitS = Number(process.env['CARAVAN_REPORT_TIMEOUT_S'] ?? 120);
+  const delivered = await bus.flushWithin((Number.isFinite(waitS) && waitS > 0 ? waitS : 120) * 1000);
   await bus.close();
+  if (!delivered) {
+    log(`caravan agent: could not deliver the attempt's reports to NATS within ${waitS} s; giving up\n`);
+    return 75;
+  }
   return result.ok ? 0 : 1;
 }
 

@@ -63,6 +63,7 @@ export class JetStreamBus implements Bus {
   private readonly pending = new Set<Promise<void>>();
   private readonly consumers = new Set<{ stop: () => Promise<void> }>();
   private closed = false;
+  private abandoned = false;
 
   private constructor(
     readonly nc: NatsConnection,
@@ -183,6 +184,27 @@ export class JetStreamBus implements Bus {
     while (this.pending.size > 0) await Promise.all([...this.pending]);
   }
 
+  /**
+   * Waits up to `ms` for every publish to be stored. On false the rest are given up (their
+   * retries stop) and close() does not wait for a server that is not coming back.
+   */
+  async flushWithin(ms: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((r) => { timer = setTimeout(() => r('late'), ms); });
+    try {
+      while (this.pending.size > 0) {
+        if ((await Promise.race([Promise.all([...this.pending]), late])) === 'late') {
+          this.closed = true;
+          this.abandoned = true;
+          return false;
+        }
+      }
+      return true;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   subscribe(pattern: string, handler: Parameters<Bus['subscribe']>[1]): () => void {
     const name = `caravan-${createHash('sha256').update(`${this.stream}/${pattern}`).digest('hex').slice(0, 20)}`;
     let messages: ConsumerMessages | undefined;
@@ -235,6 +257,10 @@ export class JetStreamBus implements Bus {
   }
 
   async close(): Promise<void> {
+    if (this.abandoned) {
+      await this.nc.close().catch(() => undefined);
+      return;
+    }
     await this.flush();
     for (const c of this.consumers) await c.stop();
     this.consumers.clear();

@@ -1,5 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findServerBinary } from '../../engine/local/serverProcess.js';
@@ -21,6 +21,8 @@ export function requireNomad(): string | undefined {
 /** A real `nomad agent -dev` (server and client, raw_exec on) on free ports with a temporary data dir. */
 export class NomadAgent {
   private proc: ChildProcess | undefined;
+  private client: ChildProcess | undefined;
+  private orphans: number[] = [];
   private output = '';
 
   private constructor(readonly bin: string, readonly dir: string, readonly httpPort: number) {}
@@ -39,6 +41,34 @@ export class NomadAgent {
     agent.proc.stderr!.on('data', (c: Buffer) => { agent.output += c.toString(); });
     await agent.waitReady();
     return agent;
+  }
+
+  /**
+   * A server and a separate client agent (raw_exec on), with the server's heartbeat TTL cut
+   * to a second, so that a killed client's node is down, and its allocations lost, within
+   * seconds. The dev agent cannot show this: its client lives in the server's process.
+   */
+  static async startServerAndClient(bin: string): Promise<NomadAgent> {
+    const dir = await mkdtemp(join(tmpdir(), 'caravan-nomad-'));
+    const [http, rpc, serf, chttp, crpc, cserf] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
+    await writeFile(join(dir, 'server.hcl'), `data_dir = "${dir}/server"\nbind_addr = "127.0.0.1"\ndisable_update_check = true\nadvertise {\n  http = "127.0.0.1"\n  rpc  = "127.0.0.1"\n  serf = "127.0.0.1"\n}\nports {\n  http = ${http}\n  rpc  = ${rpc}\n  serf = ${serf}\n}\nserver {\n  enabled = true\n  bootstrap_expect = 1\n  heartbeat_grace = "1s"\n  min_heartbeat_ttl = "1s"\n}\n`);
+    await writeFile(join(dir, 'client.hcl'), `data_dir = "${dir}/client"\nbind_addr = "127.0.0.1"\ndisable_update_check = true\nadvertise {\n  http = "127.0.0.1"\n  rpc  = "127.0.0.1"\n  serf = "127.0.0.1"\n}\nports {\n  http = ${chttp}\n  rpc  = ${crpc}\n  serf = ${cserf}\n}\nclient {\n  enabled = true\n  servers = ["127.0.0.1:${rpc}"]\n}\nplugin "raw_exec" {\n  config {\n    enabled = true\n  }\n}\n`);
+    const agent = new NomadAgent(bin, dir, http);
+    const log = (c: Buffer): void => { agent.output += c.toString(); };
+    agent.proc = spawn(bin, ['agent', `-config=${join(dir, 'server.hcl')}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    agent.proc.stdout!.on('data', log);
+    agent.proc.stderr!.on('data', log);
+    agent.client = spawn(bin, ['agent', `-config=${join(dir, 'client.hcl')}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    agent.client.stdout!.on('data', log);
+    agent.client.stderr!.on('data', log);
+    await agent.waitReady();
+    return agent;
+  }
+
+  /** SIGKILLs the separate client agent: its node stops heartbeating, as when a machine dies. */
+  async killClient(): Promise<void> {
+    if (this.client?.pid !== undefined) this.orphans = await descendants(this.client.pid);
+    this.client?.kill('SIGKILL');
   }
 
   get address(): string {
@@ -64,6 +94,7 @@ export class NomadAgent {
   }
 
   async close(): Promise<void> {
+    this.client?.kill('SIGKILL');
     const p = this.proc;
     if (p !== undefined && p.exitCode === null) {
       await new Promise<void>((r) => {
@@ -72,6 +103,31 @@ export class NomadAgent {
         setTimeout(() => p.kill('SIGKILL'), 10_000).unref();
       });
     }
+    // A client killed with SIGKILL leaves behind what it started (executors, log monitors, the
+    // runner) and its allocations' secrets and private dirs mounted.
+    for (const pid of this.orphans) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    const mounts = (await readFile('/proc/self/mounts', 'utf8').catch(() => '')).split('\n').map((l) => l.split(' ')[1] ?? '').filter((m) => m.startsWith(`${this.dir}/`));
+    for (const m of mounts.reverse()) spawnSync('umount', ['-l', m]);
     await rm(this.dir, { recursive: true, force: true });
   }
+}
+
+/** Every process below `root`, from /proc (ppid is the 4th field of /proc/<pid>/stat). */
+async function descendants(root: number): Promise<number[]> {
+  const { readdir } = await import('node:fs/promises');
+  const parent = new Map<number, number>();
+  for (const pid of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(pid)) continue;
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    if (Number.isFinite(ppid)) parent.set(Number(pid), ppid);
+  }
+  const below = (p: number): number[] => [...parent].filter(([, pp]) => pp === p).flatMap(([c]) => [c, ...below(c)]);
+  return below(root);
 }

@@ -70,6 +70,24 @@ describe.skipIf(!available)('the NATS JetStream bus against a real nats-server',
     await b.close();
   });
 
+  it('a runner whose server is gone gives up its reports after the deadline instead of hanging', async () => {
+    const own = await NatsServer.start();
+    const b = await JetStreamBus.connect({ connection: await natsConnectionOptions({}, [own.url]) });
+    await own.close();
+    const e: RunEvent = { runId: 'gone', at: 1, type: 'task.succeeded', task: 't', attempt: 1, outputs: {} };
+    b.publish(eventSubject('wf', 'gone', 't'), e, { msgId: eventId(e), origin: 'agent' });
+    expect(await b.flushWithin(300)).toBe(false);
+    await b.close();
+  });
+
+  it('flushWithin answers true once every publish is stored', async () => {
+    const b = await bus();
+    const e: RunEvent = { runId: 'here', at: 1, type: 'task.succeeded', task: 't', attempt: 1, outputs: {} };
+    b.publish(eventSubject('wf', 'here', 't'), e, { msgId: eventId(e), origin: 'agent' });
+    expect(await b.flushWithin(30_000)).toBe(true);
+    await b.close();
+  });
+
   it('carries a real run: local agents report over JetStream to the engine, across a server restart', async () => {
     const tasks = Array.from({ length: 30 }, (_, i) => `    - { name: t${i}, run: "sleep 0.02"${i > 0 ? `, needs: [t${i - 1}]` : ''} }\n`).join('');
     const wf = validateText('n.yaml', `apiVersion: caravan/v1\nkind: Workflow\nmetadata:\n  name: natsrun\nspec:\n  tasks:\n${tasks}`).workflow!;

@@ -181,3 +181,40 @@ describe.skipIf(nomadBin === undefined || !natsOk)('an allocation killed under a
     });
   }, 180_000);
 });
+
+describe.skipIf(nomadBin === undefined || !natsOk)('the node under a task goes down', () => {
+  it('the attempt fails as lost with its node, with the scheduler\'s reason', async () => {
+    const { mkdtemp, writeFile } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const nats = await NatsServer.start();
+    const nomad = await NomadAgent.startServerAndClient(nomadBin!).catch(async (e: unknown) => {
+      await nats.close();
+      throw e;
+    });
+    const gate = join(await mkdtemp(join(tmpdir(), 'caravan-gate-')), 'go');
+    const dir = await repoWith({ 'stranded.yaml': workflow('stranded', `  tasks:\n    - { name: s, run: "while [ ! -f ${gate} ]; do sleep 0.1; done" }\n`) });
+    try {
+      await withEnv({ NOMAD_ADDR: nomad.address, NATS_URL: nats.url }, async () => {
+        const svc = new RunService({ repoDir: dir, backend: 'nomad', bus: 'nats' });
+        const run = await svc.start('stranded', {});
+        const client = new NomadClient({ address: nomad.address });
+        const end = Date.now() + 60_000;
+        for (let running = false; !running; ) {
+          if (Date.now() > end) throw new Error('no running allocation');
+          for (const c of await client.dispatchedChildren('caravan-stranded-s')) for (const a of await client.jobAllocations(c)) running ||= a.ClientStatus === 'running';
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        await nomad.killClient();
+        const { state } = await run.done;
+        expect(state.status).toBe('failed');
+        expect(state.instances.get('s')!.attempts.map((a) => [a.status, a.error])).toEqual([['failed', expect.stringMatching(/^Nomad allocation [0-9a-f]{8} lost node: alloc is lost since its node is down$/)]]);
+      });
+    } finally {
+      // The runner outlives its killed client agent (raw_exec); let it end.
+      await writeFile(gate, '');
+      await Promise.all([nomad.close(), nats.close()]);
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 180_000);
+});
