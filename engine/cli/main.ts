@@ -102,8 +102,9 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .addOption(new Option('--bus <bus>', 'where task events travel: memory, or NATS JetStream at $NATS_URL').choices(['memory', 'nats']).default('memory'))
     .addOption(new Option('--backend <backend>', 'where tasks run: local, or Nomad at $NOMAD_ADDR (with --bus nats)').choices(['local', 'nomad']).default('local'))
     .option('--agent-command <cmd>', 'how Nomad clients start the agent runner (default: this node and checkout)')
-    .addOption(new Option('--registry <registry>', 'mirror run status to Consul KV at $CONSUL_HTTP_ADDR').choices(['none', 'consul']).default('none'))
-    .action(async (workflow: string, opts: { param: string[]; json: boolean; parallelism?: number; bus: 'memory' | 'nats'; backend: 'local' | 'nomad'; agentCommand?: string; registry: 'none' | 'consul' }) => {
+    .addOption(new Option('--registry <registry>', 'register in Consul at $CONSUL_HTTP_ADDR and mirror run status to its KV').choices(['none', 'consul']).default('none'))
+    .option('--leader', 'act as the controller: schedule only while holding the caravan/leader lock (needs --registry consul)', false)
+    .action(async (workflow: string, opts: { param: string[]; json: boolean; parallelism?: number; bus: 'memory' | 'nats'; backend: 'local' | 'nomad'; agentCommand?: string; registry: 'none' | 'consul'; leader: boolean }) => {
       exit = await (await runCommands()).runCommand(workflow, opts, io);
     });
 
@@ -115,7 +116,9 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .addOption(new Option('--bus <bus>', 'the bus the run used').choices(['memory', 'nats']).default('memory'))
     .addOption(new Option('--backend <backend>', 'where the run\'s tasks run').choices(['local', 'nomad']).default('local'))
     .option('--agent-command <cmd>', 'how Nomad clients start the agent runner')
-    .action(async (runId: string, opts: { json: boolean; bus: 'memory' | 'nats'; backend: 'local' | 'nomad'; agentCommand?: string }) => {
+    .addOption(new Option('--registry <registry>', 'register in Consul at $CONSUL_HTTP_ADDR and mirror run status to its KV').choices(['none', 'consul']).default('none'))
+    .option('--leader', 'act as the controller: schedule only while holding the caravan/leader lock (needs --registry consul)', false)
+    .action(async (runId: string, opts: { json: boolean; bus: 'memory' | 'nats'; backend: 'local' | 'nomad'; agentCommand?: string; registry: 'none' | 'consul'; leader: boolean }) => {
       exit = await (await runCommands()).resumeCommand(runId, opts, io);
     });
 

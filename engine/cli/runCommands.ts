@@ -17,6 +17,13 @@ export interface RunOptions {
   backend?: 'local' | 'nomad';
   agentCommand?: string;
   registry?: 'none' | 'consul';
+  leader?: boolean;
+}
+
+/** The registry and leader options of `run` and `resume`. */
+function registryOptions(o: { registry?: 'none' | 'consul'; leader?: boolean }): Partial<ConstructorParameters<typeof RunService>[0]> {
+  if (o.leader === true && o.registry !== 'consul') throw new CaravanError('USAGE', '--leader needs --registry consul: the leader lock lives in Consul');
+  return { ...(o.registry === 'consul' ? { registry: 'consul' as const } : {}), ...(o.leader === true ? { leader: {} } : {}) };
 }
 
 async function service(io: Io, extra: Partial<ConstructorParameters<typeof RunService>[0]> = {}): Promise<RunService> {
@@ -68,14 +75,15 @@ function progressFor(io: Io, json: boolean, tty: boolean | undefined): RunProgre
 
 export async function runCommand(workflow: string, options: RunOptions, io: Io): Promise<ExitCode> {
   const progress = progressFor(io, options.json, options.tty);
-  const svc = await service(io, { onEvent: (e: RunEvent, s) => progress.onEvent(e, s), ...(options.parallelism !== undefined ? { parallelism: options.parallelism } : {}), ...(options.bus !== undefined ? { bus: options.bus } : {}), ...(options.backend !== undefined ? { backend: options.backend } : {}), ...(options.agentCommand !== undefined ? { agentCommand: options.agentCommand.split(/\s+/).filter((a) => a !== '') } : {}), ...(options.registry === 'consul' ? { registry: 'consul' as const } : {}) });
+  const svc = await service(io, { onEvent: (e: RunEvent, s) => progress.onEvent(e, s), ...(options.parallelism !== undefined ? { parallelism: options.parallelism } : {}), ...(options.bus !== undefined ? { bus: options.bus } : {}), ...(options.backend !== undefined ? { backend: options.backend } : {}), ...(options.agentCommand !== undefined ? { agentCommand: options.agentCommand.split(/\s+/).filter((a) => a !== '') } : {}), ...registryOptions(options) });
   const started = await svc.start(workflow, parseParamFlags(options.param));
   return follow(started, progress, io, options.json);
 }
 
-export async function resumeCommand(runId: string, options: { json: boolean; tty?: boolean; bus?: 'memory' | 'nats'; backend?: 'local' | 'nomad'; agentCommand?: string }, io: Io): Promise<ExitCode> {
+export async function resumeCommand(runId: string, options: { json: boolean; tty?: boolean; bus?: 'memory' | 'nats'; backend?: 'local' | 'nomad'; agentCommand?: string; registry?: 'none' | 'consul'; leader?: boolean }, io: Io): Promise<ExitCode> {
   const progress = progressFor(io, options.json, options.tty);
   const svc = await service(io, {
+    ...registryOptions(options),
     onEvent: (e, s) => progress.onEvent(e, s),
     ...(options.bus !== undefined ? { bus: options.bus } : {}),
     ...(options.backend !== undefined ? { backend: options.backend } : {}),

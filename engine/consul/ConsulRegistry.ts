@@ -1,5 +1,8 @@
 import Consul from 'consul';
 import { CaravanError } from '../errors/CaravanError.js';
+import type { LeaderOptions, Registry, RunStatusRecord } from '../run/Registry.js';
+
+export type { LeaderOptions, RunStatusRecord } from '../run/Registry.js';
 
 export interface ConsulRegistryOptions {
   /** host:port of the agent's HTTP API (default: $CONSUL_HTTP_ADDR, else 127.0.0.1:8500). */
@@ -8,34 +11,13 @@ export interface ConsulRegistryOptions {
   token?: string;
 }
 
-export interface RunStatusRecord {
-  workflow: string;
-  runId: string;
-  status: string;
-  tasks: Record<string, number>;
-  startedAt: string;
-  finishedAt?: string;
-  /** Commit of the run's record on caravan/runs. */
-  auditCommit?: string;
-}
-
-export interface LeaderOptions {
-  key?: string;
-  ttlMs?: number;
-  lockDelayMs?: number;
-  holder: string;
-  onElected: () => void;
-  /** Called at once when leadership is lost (session gone, lock taken): stop leader work. */
-  onLost: (reason: string) => void;
-}
-
 /**
  * Caravan's registry on Consul (behind its own interface: the `consul` npm package is no
  * longer maintained upstream). The controller registers itself as `caravan-controller` with a
  * TTL check, elects a leader with a session lock on `caravan/leader`, and mirrors run status
  * to KV `caravan/runs/<workflow>/<run-id>` for the Consul UI.
  */
-export class ConsulRegistry {
+export class ConsulRegistry implements Registry {
   private readonly consul: Consul;
 
   constructor(o: ConsulRegistryOptions = {}) {
@@ -83,9 +65,11 @@ export class ConsulRegistry {
   elect(o: LeaderOptions): () => Promise<void> {
     const key = o.key ?? 'caravan/leader';
     const ttl = o.ttlMs ?? 15_000;
+    const lockDelay = o.lockDelayMs ?? 1000;
     let session: string | undefined;
     let leader = false;
     let stopped = false;
+    let ticking = false;
     let timer: NodeJS.Timeout | undefined;
     const lose = (reason: string): void => {
       if (!leader) return;
@@ -93,9 +77,12 @@ export class ConsulRegistry {
       o.onLost(reason);
     };
     const tick = async (): Promise<void> => {
+      if (ticking || stopped) return;
+      ticking = true;
+      if (timer !== undefined) clearTimeout(timer);
       try {
         if (session === undefined) {
-          const s = (await this.consul.session.create({ name: `caravan leader ${o.holder}`, ttl: `${Math.ceil(ttl / 1000)}s`, behavior: 'release', lockdelay: `${o.lockDelayMs ?? 1000}ms` })) as { ID: string };
+          const s = (await this.consul.session.create({ name: `caravan leader ${o.holder}`, ttl: `${Math.ceil(ttl / 1000)}s`, behavior: 'release', lockdelay: `${lockDelay}ms` })) as { ID: string };
           session = s.ID;
         } else {
           const renewed = (await this.consul.session.renew(session)) as unknown[] | undefined;
@@ -103,7 +90,7 @@ export class ConsulRegistry {
         }
         if (!leader) {
           const got = await this.consul.kv.set({ key, value: JSON.stringify({ holder: o.holder, since: new Date().toISOString() }), acquire: session });
-          if (got === true) {
+          if (got === true && !stopped) {
             leader = true;
             o.onElected();
           }
@@ -114,12 +101,36 @@ export class ConsulRegistry {
       } catch (e) {
         session = undefined;
         lose(`leader session lost: ${(e as Error).message}`);
+      } finally {
+        ticking = false;
       }
       if (!stopped) timer = setTimeout(() => void tick(), ttl / 2);
     };
+    // A blocking query on the key between renewals: the leader sees its lock go (session
+    // destroyed or invalidated) as soon as Consul does, and followers see it free and try at
+    // once (again after the lock delay, which Consul enforces after an invalidation).
+    const watch = this.consul.watch({ method: this.consul.kv.get, options: { key, wait: `${Math.max(1, Math.ceil(ttl / 2000))}s` }, backoffFactor: 100, backoffMax: 2000 });
+    watch.on('change', (item: { Session?: string } | undefined | null) => {
+      if (stopped) return;
+      // An answer can predate our own acquire: confirm with a consistent read before giving up.
+      if (leader && item?.Session !== session) {
+        void (this.consul.kv.get(key) as Promise<{ Session?: string } | undefined | null>).then(
+          (now) => {
+            if (leader && !stopped && now?.Session !== session) lose('the leader lock was released or taken over');
+          },
+          () => undefined,
+        );
+      }
+      if (!leader && (item?.Session === undefined || item.Session === '')) {
+        void tick();
+        setTimeout(() => void (leader || stopped ? undefined : tick()), lockDelay + 100).unref();
+      }
+    });
+    watch.on('error', () => undefined);
     void tick();
     return async () => {
       stopped = true;
+      watch.end();
       if (timer !== undefined) clearTimeout(timer);
       if (session !== undefined) {
         if (leader) await this.consul.kv.set({ key, value: '', release: session }).catch(() => undefined);

@@ -22,6 +22,7 @@ export type ErrorCode =
   | 'DEV_MISSING'
   | 'AUDIT_REF_LOCKED'
   | 'AUDIT_WRITE_FAILED'
+  | 'LEADERSHIP_LOST'
   | 'INTERNAL';
 
 /** Process exit codes, following BSD sysexits where one fits. */
@@ -34,6 +35,7 @@ export const EXIT = {
   UNAVAILABLE: 69,
   INTERNAL: 70,
   IO: 74,
+  TEMPFAIL: 75,
 } as const;
 
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
@@ -58,6 +60,7 @@ const exitByCode: Record<ErrorCode, ExitCode> = {
   DEV_MISSING: EXIT.UNAVAILABLE,
   AUDIT_REF_LOCKED: EXIT.IO,
   AUDIT_WRITE_FAILED: EXIT.IO,
+  LEADERSHIP_LOST: EXIT.TEMPFAIL,
   INTERNAL: EXIT.INTERNAL,
 };
 

@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { readFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import * as git from 'isomorphic-git';
@@ -11,6 +12,7 @@ import type { Bus } from '../run/Bus.js';
 import type { JetStreamBus } from '../nats/JetStreamBus.js';
 import { realClock, type Clock } from '../run/Clock.js';
 import type { Executor } from '../run/Executor.js';
+import type { Registry } from '../run/Registry.js';
 import { parseParams } from '../run/parseParams.js';
 import type { RunEvent } from '../run/RunEvent.js';
 import { RunEngine } from '../run/RunEngine.js';
@@ -43,8 +45,24 @@ export interface RunServiceOptions {
   backend?: 'local' | 'nomad';
   /** How Nomad clients start the agent runner (default: this Node and this checkout's bin). */
   agentCommand?: string[];
-  /** Mirror run status to Consul KV ($CONSUL_HTTP_ADDR) for the Consul UI. */
-  registry?: 'consul';
+  /**
+   * Where operators see this controller and its runs: Consul ($CONSUL_HTTP_ADDR: the
+   * `caravan-controller` service and KV `caravan/runs/...`), or a Registry given here.
+   */
+  registry?: 'consul' | Registry;
+  /**
+   * Act as the cluster's controller: schedule only while holding the leader lock in the
+   * registry, and stop at once when it is lost (done() then rejects with LEADERSHIP_LOST;
+   * the next leader resumes the run).
+   */
+  leader?: { key?: string; ttlMs?: number; lockDelayMs?: number };
+}
+
+interface Leadership {
+  ready: Promise<void>;
+  lost?: CaravanError;
+  engines: Set<RunEngine>;
+  stop: () => Promise<void>;
 }
 
 export interface StartedRun {
@@ -63,6 +81,10 @@ export class RunService {
   readonly audit: GitAuditStore;
   readonly live: LiveRuns;
   private readonly clock: Clock;
+  private registryInstance: Promise<Registry | undefined> | undefined;
+  private leadership: Leadership | undefined;
+  /** Runs launched by this service and not over yet (leadership is kept while there are any). */
+  private running = 0;
 
   constructor(private readonly o: RunServiceOptions) {
     if (!existsSync(join(o.repoDir, '.git'))) {
@@ -204,7 +226,24 @@ export class RunService {
   }
 
   private async launch(workflow: Workflow, source: string, runId: string, commit: string | undefined, begin: (e: RunEngine) => void, previous: RunEvent[]): Promise<StartedRun> {
+    this.running++;
+    try {
+      return await this.launchLed(workflow, source, runId, commit, begin, previous);
+    } catch (e) {
+      await this.ended();
+      throw e;
+    }
+  }
+
+  private async launchLed(workflow: Workflow, source: string, runId: string, commit: string | undefined, begin: (e: RunEngine) => void, previous: RunEvent[]): Promise<StartedRun> {
     const name = workflow.metadata.name;
+    const registry = await this.registry();
+    // Registering Nomad jobs is leader work too: wait for the lock before anything else.
+    const leadership = await this.lead(registry);
+    const deregister = registry !== undefined ? await registry.registerController(`caravan-controller-${hostname()}-${process.pid}-${runId}`).catch((e: unknown) => {
+      this.o.onWarning?.(`could not register caravan-controller: ${(e as Error).message}`);
+      return undefined;
+    }) : undefined;
     const plan = buildRunPlan(workflow, { maxParallel: this.o.parallelism ?? 32 });
     if (this.o.backend === 'nomad' && this.o.bus !== 'nats') {
       throw new CaravanError('USAGE', 'tasks on Nomad report over NATS: use --backend nomad with --bus nats');
@@ -241,19 +280,40 @@ export class RunService {
     begin(engine);
     // The first checkpoint holds the workflow definition, so a crash at any point can resume.
     await recorder.checkpoint().catch(() => undefined);
-    const mirror = await this.mirror(engine);
+    leadership?.engines.add(engine);
+    if (leadership?.lost !== undefined) engine.relinquish(leadership.lost);
+    const mirror = this.mirror(engine, registry);
     await mirror?.(undefined);
     const done = (async () => {
-      const state = await engine.done();
-      stopWatching();
       try {
-        const auditCommit = await recorder.finish(state);
-        await mirror?.(auditCommit);
-        return { state, auditCommit };
+        let state: RunState;
+        try {
+          state = await engine.done();
+        } catch (e) {
+          // Leadership lost: keep what was recorded (journal and a checkpoint) for the next
+          // leader's resume; running attempts are left to it.
+          stopWatching();
+          recorder.flush();
+          await recorder.checkpoint().catch(() => undefined);
+          await executor.close();
+          await bus.close();
+          await this.live.unregister(runId);
+          throw e;
+        }
+        stopWatching();
+        try {
+          const auditCommit = await recorder.finish(state);
+          await mirror?.(auditCommit);
+          return { state, auditCommit };
+        } finally {
+          await executor.close();
+          await bus.close();
+          await this.live.unregister(runId);
+        }
       } finally {
-        await executor.close();
-        await bus.close();
-        await this.live.unregister(runId);
+        leadership?.engines.delete(engine);
+        await deregister?.();
+        await this.ended();
       }
     })();
     return { runId, workflow: name, engine, done };
@@ -278,10 +338,8 @@ export class RunService {
   }
 
   /** A function that writes the run's status to Consul KV, when a registry is configured. */
-  private async mirror(engine: RunEngine): Promise<((auditCommit: string | undefined) => Promise<void>) | undefined> {
-    if (this.o.registry !== 'consul') return undefined;
-    const { ConsulRegistry } = await import('../consul/ConsulRegistry.js');
-    const registry = new ConsulRegistry();
+  private mirror(engine: RunEngine, registry: Registry | undefined): ((auditCommit: string | undefined) => Promise<void>) | undefined {
+    if (registry === undefined) return undefined;
     return async (auditCommit) => {
       const s = engine.state;
       const tasks: Record<string, number> = {};
@@ -292,6 +350,59 @@ export class RunService {
         this.o.onWarning?.(`could not mirror run ${s.runId} to Consul: ${(e as Error).message}`);
       }
     };
+  }
+
+  private registry(): Promise<Registry | undefined> {
+    this.registryInstance ??= (async () => {
+      const r = this.o.registry;
+      if (r === undefined) return undefined;
+      if (r !== 'consul') return r;
+      const { ConsulRegistry } = await import('../consul/ConsulRegistry.js');
+      return new ConsulRegistry();
+    })();
+    return this.registryInstance;
+  }
+
+  /**
+   * Waits for the leader lock when this service is the controller. One campaign serves all of
+   * the service's runs (child workflows included); losing the lock relinquishes every one of
+   * them at once, and the lock is released when the last run is over.
+   */
+  private async lead(registry: Registry | undefined): Promise<Leadership | undefined> {
+    const o = this.o.leader;
+    if (o === undefined) return undefined;
+    if (registry === undefined) throw new CaravanError('USAGE', 'leader election needs a registry: use --leader with --registry consul');
+    if (this.leadership === undefined) {
+      let elected!: () => void;
+      const l: Leadership = { ready: new Promise<void>((r) => { elected = r; }), engines: new Set(), stop: async () => undefined };
+      const key = o.key ?? 'caravan/leader';
+      l.stop = registry.elect({
+        key,
+        holder: `${hostname()}:${process.pid}`,
+        ...(o.ttlMs !== undefined ? { ttlMs: o.ttlMs } : {}),
+        ...(o.lockDelayMs !== undefined ? { lockDelayMs: o.lockDelayMs } : {}),
+        onElected: () => elected(),
+        onLost: (why) => {
+          l.lost = new CaravanError('LEADERSHIP_LOST', `lost the leader lock ${key} (${why}); stopped scheduling. The next leader resumes the run${l.engines.size === 1 ? '' : 's'}: caravan resume ${[...l.engines].map((e) => e.state.runId).join(' ')}`, { data: { key, runs: [...l.engines].map((e) => e.state.runId) } });
+          for (const e of l.engines) e.relinquish(l.lost);
+        },
+      });
+      this.leadership = l;
+    }
+    const l = this.leadership;
+    await l.ready;
+    if (l.lost !== undefined) throw l.lost;
+    return l;
+  }
+
+  /** One launched run is over: when none is left, the leader lock is released. */
+  private async ended(): Promise<void> {
+    this.running--;
+    if (this.running === 0 && this.leadership !== undefined) {
+      const l = this.leadership;
+      this.leadership = undefined;
+      await l.stop();
+    }
   }
 
   private async connectNats(): Promise<Bus> {

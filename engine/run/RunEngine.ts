@@ -46,13 +46,20 @@ export class RunEngine {
   private tickTimer: TimerHandle | undefined;
   private finished: Promise<RunState>;
   private resolveFinished!: (s: RunState) => void;
+  private rejectFinished!: (e: Error) => void;
+  private relinquished = false;
   private stepping = false;
   /** Reports that arrive before start() or resume() wait: on a durable stream they can. */
   private accepting = false;
 
   constructor(private readonly deps: RunEngineDeps) {
     this.state = initialRunState(deps.plan, deps.runId);
-    this.finished = new Promise((r) => { this.resolveFinished = r; });
+    this.finished = new Promise((resolve, reject) => {
+      this.resolveFinished = resolve;
+      this.rejectFinished = reject;
+    });
+    // Relinquishing can happen before anyone awaits done(); whoever does still sees the error.
+    this.finished.catch(() => undefined);
     this.unsubscribe = deps.bus.subscribe(runSubjects(deps.plan.workflow.metadata.name, deps.runId), (event, meta) => {
       if (meta.origin === 'engine' || !AGENT_EVENTS.has(event.type)) return;
       this.inbox.push(event);
@@ -158,7 +165,25 @@ export class RunEngine {
     return ok;
   }
 
+  /**
+   * Stops all leader work at once (leadership lost): nothing more is applied, scheduled,
+   * started or timed out here. Attempts already running are left alone for the next leader,
+   * which resumes the run from its record and reattaches to them. done() rejects with the
+   * error given.
+   */
+  relinquish(error: Error): void {
+    if (this.relinquished || isFinal(this.state.status)) return;
+    this.relinquished = true;
+    this.accepting = false;
+    this.inbox = [];
+    if (this.wakeTimer !== undefined) this.deps.clock.clearTimer(this.wakeTimer);
+    if (this.tickTimer !== undefined) this.deps.clock.clearTimer(this.tickTimer);
+    this.unsubscribe();
+    this.rejectFinished(error);
+  }
+
   private control(e: RunEvent): boolean {
+    if (this.relinquished) return false;
     const ok = this.record(e);
     if (ok) this.step();
     return ok;
@@ -166,6 +191,7 @@ export class RunEngine {
 
   private drain(): void {
     this.draining = false;
+    if (this.relinquished) return;
     const batch = this.inbox;
     this.inbox = [];
     for (const e of batch) this.record(e);
@@ -184,7 +210,7 @@ export class RunEngine {
   }
 
   private step(timerPass = false): void {
-    if (this.stepping) return;
+    if (this.stepping || this.relinquished) return;
     this.stepping = true;
     try {
       let wakeAt: number | undefined;
@@ -198,6 +224,7 @@ export class RunEngine {
         this.flush();
         for (const c of d.cancel) this.deps.executor.cancel(this.deps.runId, c.instance, c.attempt);
         for (const x of d.dispatch) {
+          if (this.relinquished) break;
           // Only attempts the reducer accepted as queued are started.
           const inst = this.state.instances.get(x.instance);
           if (inst?.status === 'queued' && inst.attempt === x.attempt) this.deps.executor.start({ runId: this.deps.runId, plan: this.deps.plan, dispatch: x });

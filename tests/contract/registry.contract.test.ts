@@ -1,0 +1,102 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ConsulRegistry } from '../../engine/consul/ConsulRegistry.js';
+import { InMemoryRegistry } from '../../engine/local/InMemoryRegistry.js';
+import type { Registry } from '../../engine/run/Registry.js';
+import { ConsulAgent, requireConsul } from '../harness/consulAgent.js';
+
+async function until(what: string, check: () => boolean | Promise<boolean>, limitMs = 30_000): Promise<void> {
+  const end = Date.now() + limitMs;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+interface Subject {
+  registry: Registry;
+  /** Takes the leader lock from `holder` behind its back (an expired session, for real). */
+  revoke: (holder: string, key: string) => Promise<void>;
+  /** The controller instances the registry shows operators now. */
+  controllers: () => Promise<string[]>;
+}
+
+/** The behaviour every Registry must have, in memory or on Consul. */
+function registryContract(name: string, make: () => Promise<Subject>, available: boolean, ttlMs: number): void {
+  describe.skipIf(!available)(`Registry contract: ${name}`, () => {
+    let s: Subject;
+    beforeAll(async () => {
+      s = await make();
+    }, 90_000);
+
+    it('mirrors run status and reads it back; an unknown run reads as undefined', async () => {
+      const rec = { workflow: 'wf', runId: 'r-1', status: 'running', tasks: { succeeded: 2, running: 1 }, startedAt: '2026-11-22T00:00:00.000Z' };
+      await s.registry.mirrorRun(rec);
+      expect(await s.registry.readRun('wf', 'r-1')).toEqual(rec);
+      await s.registry.mirrorRun({ ...rec, status: 'succeeded', finishedAt: '2026-11-22T00:01:00.000Z', auditCommit: 'a'.repeat(40) });
+      expect((await s.registry.readRun('wf', 'r-1'))?.status).toBe('succeeded');
+      expect(await s.registry.readRun('wf', 'nope')).toBeUndefined();
+    });
+
+    it('shows a registered controller until it deregisters', async () => {
+      const off = await s.registry.registerController('caravan-controller-contract', ttlMs);
+      expect(await s.controllers()).toContain('caravan-controller-contract');
+      await off();
+      expect(await s.controllers()).not.toContain('caravan-controller-contract');
+    });
+
+    it('elects one leader; the next contender leads once it steps down', async () => {
+      const key = `caravan/leader-${name}-stepdown`;
+      const log: string[] = [];
+      const stopA = s.registry.elect({ key, holder: 'a', ttlMs, lockDelayMs: 0, onElected: () => log.push('a elected'), onLost: () => log.push('a lost') });
+      await until('a to lead', () => log.includes('a elected'));
+      const stopB = s.registry.elect({ key, holder: 'b', ttlMs, lockDelayMs: 0, onElected: () => log.push('b elected'), onLost: () => log.push('b lost') });
+      await stopA();
+      await until('b to lead', () => log.includes('b elected'));
+      await stopB();
+      // Stepping down is not a loss: nobody is told to stop mid-work.
+      expect(log).toEqual(['a elected', 'b elected']);
+    }, 60_000);
+
+    it('a leader whose lock is taken away is told at once, and another contender leads', async () => {
+      const key = `caravan/leader-${name}-revoked`;
+      const log: string[] = [];
+      // The lock delay is what keeps two leaders from overlapping: after a lost session nobody
+      // may take the lock for that long, and the old leader must have noticed by then.
+      const stopA = s.registry.elect({ key, holder: 'a', ttlMs, lockDelayMs: 1000, onElected: () => log.push('a elected'), onLost: () => log.push('a lost') });
+      await until('a to lead', () => log.includes('a elected'));
+      const stopB = s.registry.elect({ key, holder: 'b', ttlMs, lockDelayMs: 1000, onElected: () => log.push('b elected'), onLost: () => log.push('b lost') });
+      await s.revoke('a', key);
+      await until('b to lead', () => log.includes('b elected'));
+      await stopA();
+      await stopB();
+      expect(log.slice(0, 3)).toEqual(['a elected', 'a lost', 'b elected']);
+    }, 60_000);
+  });
+}
+
+const memory = new InMemoryRegistry();
+registryContract('in memory', async () => ({
+  registry: memory,
+  revoke: async (holder, key) => memory.revoke(holder, key),
+  controllers: async () => memory.controllerIds,
+}), true, 10_000);
+
+const consulBin = requireConsul();
+let agent: ConsulAgent | undefined;
+afterAll(async () => {
+  await agent?.close();
+});
+registryContract('Consul', async () => {
+  agent = await ConsulAgent.start(consulBin!);
+  const base = `http://${agent.address}`;
+  return {
+    registry: new ConsulRegistry({ address: agent.address }),
+    // Destroying the session is what an expired TTL or a partition does to the lock.
+    revoke: async (holder, key) => {
+      const held = (await (await fetch(`${base}/v1/kv/${key}`)).json()) as Array<{ Session: string; Value: string }>;
+      expect(JSON.parse(Buffer.from(held[0]!.Value, 'base64').toString()).holder).toBe(holder);
+      await fetch(`${base}/v1/session/destroy/${held[0]!.Session}`, { method: 'PUT' });
+    },
+    controllers: async () => Object.keys((await (await fetch(`${base}/v1/agent/services`)).json()) as Record<string, unknown>),
+  };
+}, consulBin !== undefined, 10_000);
