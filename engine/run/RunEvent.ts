@@ -30,8 +30,9 @@ export type RunEvent =
   | (Base & { type: 'task.started'; task: string; attempt: number })
   | (Base & { type: 'task.heartbeat'; task: string; attempt: number })
   | (Base & { type: 'task.log'; task: string; attempt: number; stream: 'stdout' | 'stderr'; line: string })
-  | (Base & { type: 'task.succeeded'; task: string; attempt: number; outputs: Record<string, string>; exitCode?: number })
-  | (Base & { type: 'task.failed'; task: string; attempt: number; error: string; exitCode?: number; retryable: boolean; lost?: boolean })
+  /** `startedAt`: when the attempt started, if no task.started was sent for it (a short pooled task reports once). */
+  | (Base & { type: 'task.succeeded'; task: string; attempt: number; outputs: Record<string, string>; exitCode?: number; startedAt?: number })
+  | (Base & { type: 'task.failed'; task: string; attempt: number; error: string; exitCode?: number; retryable: boolean; lost?: boolean; startedAt?: number })
   | (Base & { type: 'task.retry-scheduled'; task: string; attempt: number; retryAt: number })
   | (Base & { type: 'task.skipped'; task: string; reason: string })
   | (Base & { type: 'task.cancelled'; task: string; attempt: number; reason: string })

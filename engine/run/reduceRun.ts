@@ -153,8 +153,9 @@ function apply(state: RunState, plan: RunPlan, e: RunEvent): boolean {
       inst.status = 'succeeded';
       inst.outputs = e.outputs;
       if (e.exitCode !== undefined) inst.exitCode = e.exitCode;
-      inst.startedAt ??= e.at;
+      inst.startedAt ??= e.startedAt ?? e.at;
       inst.finishedAt = e.at;
+      if (e.startedAt !== undefined) last(inst).startedAt ??= e.startedAt;
       Object.assign(last(inst), { status: 'succeeded', finishedAt: e.at }, e.exitCode !== undefined ? { exitCode: e.exitCode } : {});
       const key = plan.tasks.get(inst.task)?.breakerKey;
       if (key !== undefined) state.breakers.delete(key);
@@ -173,6 +174,10 @@ function apply(state: RunState, plan: RunPlan, e: RunEvent): boolean {
       else delete inst.lost;
       inst.error = e.error;
       if (e.exitCode !== undefined) inst.exitCode = e.exitCode;
+      if (e.startedAt !== undefined) {
+        inst.startedAt ??= e.startedAt;
+        last(inst).startedAt ??= e.startedAt;
+      }
       Object.assign(last(inst), { status: 'failed', finishedAt: e.at, error: e.error }, e.exitCode !== undefined ? { exitCode: e.exitCode } : {});
       const b = state.breakers.get(t.breakerKey) ?? { failures: 0 };
       b.failures++;

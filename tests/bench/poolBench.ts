@@ -1,3 +1,5 @@
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { startPoolAgent } from '../../agents/agentCommand.js';
 import { JetStreamBus } from '../../engine/nats/JetStreamBus.js';
 import { natsConnectionOptions } from '../../engine/nats/natsConnectionOptions.js';
@@ -12,19 +14,29 @@ import { validateText } from '../../engine/spec/validateWorkflows.js';
 import { NatsServer, requireServer } from '../harness/natsServer.js';
 import { percentile, round } from './stats.js';
 
+const AGENTS = Number(process.env['POOL_AGENTS'] ?? 4);
+const CONCURRENCY = Number(process.env['POOL_CONCURRENCY'] ?? 64);
+
 export interface PoolResult {
   suite: 'pool';
   tasks: number;
   tasks_per_s: number;
   coord_p50_ms: number;
   coord_p99_ms: number;
+  /** The engine's part alone: from receiving a success to publishing the successor. */
+  engine_p50_ms: number;
+  engine_p99_ms: number;
+  agents: number;
+  concurrency: number;
 }
 
 /**
  * 10,000 `noop` tasks (100 independent chains of 100) through an agent pool on a real
- * nats-server: the engine queues each attempt on the pool's work queue, four in-process pool
- * agents (64 at a time each) take them and report over JetStream. Coordination overhead:
- * from an agent publishing a task's success to the engine queueing its successor.
+ * nats-server: the engine queues each attempt on the pool's work queue, pool agents
+ * (POOL_AGENTS, default 4, each POOL_CONCURRENCY at a time, default 64; in this process, or
+ * real `caravan agent pool` processes with POOL_AGENT_PROCESSES=1) take them and report over
+ * JetStream. Coordination overhead: from an agent publishing a task's success to the engine
+ * queueing its successor.
  */
 export async function poolBench(chains = 100, length = 100): Promise<PoolResult> {
   if (!requireServer('nats-server', 'apt-get install -y nats-server')) throw new Error('nats-server is required');
@@ -36,14 +48,32 @@ export async function poolBench(chains = 100, length = 100): Promise<PoolResult>
     const plan = buildRunPlan(wf, { maxParallel: 256 });
     const connection = await natsConnectionOptions({}, [server.url]);
     const bus = await JetStreamBus.connect({ connection });
-    const agents = await Promise.all(Array.from({ length: 4 }, async () => {
-      const b = await JetStreamBus.connect({ connection });
-      return { b, stop: await startPoolAgent(b, 'poolbench', 'p', 64) };
-    }));
+    await bus.ensureWorkStream();
     const succeededAt = new Map<string, number>();
-    bus.subscribe('caravan.ev.poolbench.>', (e) => {
-      if (e.type === 'task.succeeded') succeededAt.set(e.task, performance.now());
-    });
+    // In-process agents by default (on two cores, separate processes mostly add context
+    // switches); POOL_AGENT_PROCESSES=1 runs real `caravan agent pool` processes instead.
+    const agents = process.env['POOL_AGENT_PROCESSES'] === '1'
+      ? Array.from({ length: AGENTS }, () => {
+        const child = spawn(process.execPath, [fileURLToPath(new URL('../../bin/caravan.js', import.meta.url)), 'agent', 'pool', '--workflow', 'poolbench', '--pool', 'p', '--concurrency', String(CONCURRENCY)], { env: { ...process.env, NATS_URL: server.url }, stdio: ['ignore', 'inherit', 'inherit'] });
+        return { stop: () => new Promise<void>((r) => { child.once('exit', () => r()); child.kill('SIGTERM'); }) };
+      })
+      : await Promise.all(Array.from({ length: AGENTS }, async () => {
+        const b = await JetStreamBus.connect({ connection });
+        // The moment a task succeeds is when its agent publishes the result.
+        const publish = b.publish.bind(b);
+        b.publish = (subject, e, o) => {
+          if (e.type === 'task.succeeded') succeededAt.set(e.task, performance.now());
+          publish(subject, e, o);
+        };
+        const stop = await startPoolAgent(b, 'poolbench', 'p', CONCURRENCY);
+        return { stop: async () => { await stop(); await b.close(); } };
+      }));
+    if (process.env['POOL_AGENT_PROCESSES'] === '1') {
+      // Agents in other processes: the engine process sees a success when it arrives.
+      bus.subscribe('caravan.ev.poolbench.>', (e) => {
+        if (e.type === 'task.succeeded') succeededAt.set(e.task, performance.now());
+      });
+    }
     const queuedAt = new Map<string, number>();
     const clock = realClock();
     const nomad = new NomadExecutor(new NomadClient({ address: 'http://127.0.0.1:1' }), bus, clock, { natsServers: [server.url], fallback: new LocalExecutor(bus, clock, { baseDir: process.cwd() }), enqueueWork: (w, p, item) => bus.enqueueWork(w, p, item) });
@@ -55,24 +85,31 @@ export async function poolBench(chains = 100, length = 100): Promise<PoolResult>
       cancel: (r, i, a) => nomad.cancel(r, i, a),
       close: () => nomad.close(),
     };
-    const engine = new RunEngine({ plan, runId: 'poolbench', executor, bus, clock, publishDecisions: false, tickMs: 60_000 });
+    // When the engine itself receives each success: splits the overhead into NATS transit
+    // (agent publish to engine receipt) and the engine's own part (receipt to the next publish).
+    const receivedAt = new Map<string, number>();
+    const observed = Object.create(bus) as JetStreamBus;
+    observed.subscribe = (pattern, handler) => bus.subscribe(pattern, (e, meta) => {
+      if (e.type === 'task.succeeded') receivedAt.set(e.task, performance.now());
+      handler(e, meta);
+    });
+    const engine = new RunEngine({ plan, runId: 'poolbench', executor, bus: observed, clock, publishDecisions: false, tickMs: 60_000 });
     const t0 = performance.now();
     engine.start({}, 'bench');
     const state = await engine.done();
     const wall = (performance.now() - t0) / 1000;
     if (state.status !== 'succeeded') throw new Error(`run ${state.status}`);
     const overheads: number[] = [];
+    const inEngine: number[] = [];
     for (const t of plan.tasks.values()) {
       const need = t.needs[0];
       if (need === undefined || !succeededAt.has(need)) continue;
       overheads.push(queuedAt.get(t.name)! - succeededAt.get(need)!);
+      inEngine.push(queuedAt.get(t.name)! - receivedAt.get(need)!);
     }
-    for (const a of agents) {
-      await a.stop();
-      await a.b.close();
-    }
+    await Promise.all(agents.map((a) => a.stop()));
     await bus.close();
-    return { suite: 'pool', tasks: plan.tasks.size, tasks_per_s: Math.round(plan.tasks.size / wall), coord_p50_ms: round(percentile(overheads, 50), 2), coord_p99_ms: round(percentile(overheads, 99), 2) };
+    return { suite: 'pool', tasks: plan.tasks.size, tasks_per_s: Math.round(plan.tasks.size / wall), coord_p50_ms: round(percentile(overheads, 50), 2), coord_p99_ms: round(percentile(overheads, 99), 2), engine_p50_ms: round(percentile(inEngine, 50), 2), engine_p99_ms: round(percentile(inEngine, 99), 2), agents: AGENTS, concurrency: CONCURRENCY };
   } finally {
     await server.close();
   }

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { rm } from 'node:fs/promises';
 import { consulBinary } from '../harness/consulAgent.js';
 import { nomadBinary } from '../harness/nomadAgent.js';
-import { freePort, hasBinary } from '../harness/natsServer.js';
+import { freePort, freePortRun, hasBinary } from '../harness/natsServer.js';
 
 const bin = fileURLToPath(new URL('../../bin/caravan.js', import.meta.url));
 const run = promisify(execFile);
@@ -35,7 +35,7 @@ describe('caravan dev', () => {
 
   const all = hasBinary('nats-server') && consulBinary() !== undefined && nomadBinary() !== undefined;
   it.skipIf(!all && process.env['CI'] !== 'true')('starts all three, wired together, and stops them', async () => {
-    const [nats, consul, nomad] = [await freePort(), await freePort(), await freePort()];
+    const [nats, consul, nomad] = [await freePort(), await freePortRun(4), await freePortRun(3)];
     const devDir = `/tmp/caravan-dev-test-${process.pid}`;
     const r = await caravan(['dev', '--once', '--nats-port', String(nats), '--consul-port', String(consul), '--nomad-port', String(nomad)], { ...process.env, CARAVAN_DEV_DIR: devDir });
     await rm(devDir, { recursive: true, force: true });

@@ -33,6 +33,29 @@ export async function freePort(): Promise<number> {
   });
 }
 
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+/**
+ * A free port whose next `count - 1` ports are free too, for servers that take a run of
+ * ports (`caravan dev` gives Consul and Nomad base+1.. for their other listeners). Ports
+ * come from below the kernel's ephemeral range, so other tests' free ports do not land there.
+ */
+export async function freePortRun(count: number): Promise<number> {
+  for (let tries = 0; tries < 200; tries++) {
+    const base = 20_000 + Math.floor(Math.random() * 10_000);
+    let ok = true;
+    for (let i = 0; i < count && ok; i++) ok = await canListen(base + i);
+    if (ok) return base;
+  }
+  throw new Error(`no run of ${count} free ports found`);
+}
+
 /** A real `nats-server -js` on a free port with a temporary store; restartable on the same port and store. */
 export class NatsServer {
   private proc: ChildProcess | undefined;

@@ -70,6 +70,31 @@ describe.skipIf(!available)('the NATS JetStream bus against a real nats-server',
     await b.close();
   });
 
+  it('a pool agent reports a short task once (its result, with startedAt) and a longer one as started, then its result', async () => {
+    const { startPoolAgent } = await import('../../agents/agentCommand.js');
+    const engineSide = await bus();
+    const agentSide = await bus();
+    const got: RunEvent[] = [];
+    const stopSub = engineSide.subscribe(runSubjects('pooled', 'once'), (e) => got.push(e));
+    const stopAgent = await startPoolAgent(agentSide, 'pooled', 'p', 4);
+    const item = (instance: string, task: unknown) => ({ runId: 'once', workflow: 'pooled', instance, attempt: 1, task, context: {} });
+    const before = Date.now();
+    await engineSide.enqueueWork('pooled', 'p', item('quick', { name: 'quick', agent: 'noop' }));
+    await engineSide.enqueueWork('pooled', 'p', item('slow', { name: 'slow', sleep: '400ms' }));
+    await until('both results', () => got.filter((e) => e.type === 'task.succeeded').length === 2);
+    const of = (task: string) => got.filter((e) => 'task' in e && e.task === task);
+    expect(of('quick').map((e) => e.type)).toEqual(['task.succeeded']);
+    const quick = of('quick')[0] as Extract<RunEvent, { type: 'task.succeeded' }>;
+    expect(quick.startedAt).toBeGreaterThanOrEqual(before);
+    expect(quick.startedAt).toBeLessThanOrEqual(quick.at);
+    expect(of('slow').map((e) => e.type)).toEqual(['task.started', 'task.succeeded']);
+    expect((of('slow')[1] as Extract<RunEvent, { type: 'task.succeeded' }>).startedAt).toBeUndefined();
+    stopSub();
+    await stopAgent();
+    await agentSide.close();
+    await engineSide.close();
+  });
+
   it('a runner whose server is gone gives up its reports after the deadline instead of hanging', async () => {
     const own = await NatsServer.start();
     const b = await JetStreamBus.connect({ connection: await natsConnectionOptions({}, [own.url]) });

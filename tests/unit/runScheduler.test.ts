@@ -219,3 +219,20 @@ describe('the reducer is idempotent and replayable', () => {
     );
   });
 });
+
+describe('a result reported without task.started', () => {
+  it('takes the attempt from queued to its end, keeping when it started', async () => {
+    const { buildRunPlan } = await import('../../engine/run/RunPlan.js');
+    const { workflowOf } = await import('./simulateRun.js');
+    const plan = buildRunPlan(workflowOf('  tasks:\n    - { name: a, agent: noop }\n    - { name: b, agent: noop }\n'), { maxParallel: 10 });
+    const s = initialRunState(plan, 'r');
+    applyRunEvent(s, plan, { runId: 'r', at: T0, type: 'run.started', workflow: 'sim', params: {}, trigger: 'test' });
+    for (const t of ['a', 'b']) applyRunEvent(s, plan, { runId: 'r', at: T0, type: 'task.queued', task: t, attempt: 1 });
+    expect(applyRunEvent(s, plan, { runId: 'r', at: T0 + 30, type: 'task.succeeded', task: 'a', attempt: 1, outputs: {}, startedAt: T0 + 10 })).toBe(true);
+    expect(applyRunEvent(s, plan, { runId: 'r', at: T0 + 40, type: 'task.failed', task: 'b', attempt: 1, error: 'x', retryable: false, startedAt: T0 + 20 })).toBe(true);
+    const a = s.instances.get('a')!;
+    const b = s.instances.get('b')!;
+    expect([a.status, a.startedAt, a.finishedAt, a.attempts[0]!.startedAt]).toEqual(['succeeded', T0 + 10, T0 + 30, T0 + 10]);
+    expect([b.status, b.startedAt, b.attempts[0]!.startedAt]).toEqual(['failed', T0 + 20, T0 + 20]);
+  });
+});
