@@ -1,8 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { findServerBinary, waitForPort } from '../../engine/local/serverProcess.js';
 
 
@@ -61,10 +61,17 @@ export class NatsServer {
   private proc: ChildProcess | undefined;
   private output = '';
 
-  private constructor(readonly port: number, readonly storeDir: string) {}
+  private constructor(readonly port: number, readonly storeDir: string, private readonly configFile?: string) {}
 
-  static async start(): Promise<NatsServer> {
-    const s = new NatsServer(await freePort(), await mkdtemp(join(tmpdir(), 'caravan-nats-')));
+  /** With `config`, the server also reads that configuration (auth, TLS) from a file. */
+  static async start(config?: string): Promise<NatsServer> {
+    const dir = await mkdtemp(join(tmpdir(), 'caravan-nats-'));
+    let file: string | undefined;
+    if (config !== undefined) {
+      file = join(dir, 'server.conf');
+      await writeFile(file, config);
+    }
+    const s = new NatsServer(await freePort(), join(dir, 'store'), file);
     await s.run();
     return s;
   }
@@ -74,7 +81,7 @@ export class NatsServer {
   }
 
   private async run(): Promise<void> {
-    this.proc = spawn('nats-server', ['-js', '-a', '127.0.0.1', '-p', String(this.port), '-sd', this.storeDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc = spawn('nats-server', [...(this.configFile !== undefined ? ['-c', this.configFile] : []), '-js', '-a', '127.0.0.1', '-p', String(this.port), '-sd', this.storeDir], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc.stdout!.on('data', (c: Buffer) => { this.output += c.toString(); });
     this.proc.stderr!.on('data', (c: Buffer) => { this.output += c.toString(); });
     try {
@@ -102,6 +109,6 @@ export class NatsServer {
 
   async close(): Promise<void> {
     await this.stop();
-    await rm(this.storeDir, { recursive: true, force: true });
+    await rm(dirname(this.storeDir), { recursive: true, force: true });
   }
 }

@@ -1,0 +1,114 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createUser } from '@nats-io/nkeys';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { JetStreamBus } from '../../engine/nats/JetStreamBus.js';
+import { natsConnectionOptions } from '../../engine/nats/natsConnectionOptions.js';
+import { eventSubject, runSubjects } from '../../engine/run/Bus.js';
+import { eventId, type RunEvent } from '../../engine/run/RunEvent.js';
+import { NatsServer, requireServer } from '../harness/natsServer.js';
+
+const available = requireServer('nats-server', 'apt-get install -y nats-server');
+
+/** Connects with settings from `env` only, publishes one event and reads it back through JetStream. */
+async function roundTrip(env: NodeJS.ProcessEnv, url: string): Promise<string> {
+  const bus = await JetStreamBus.connect({ connection: { ...(await natsConnectionOptions(env, [url])), maxReconnectAttempts: 0, timeout: 5000 } });
+  try {
+    const got: string[] = [];
+    const stop = bus.subscribe(runSubjects('auth', 'r1'), (e) => got.push(e.type));
+    const e: RunEvent = { runId: 'r1', at: 1, type: 'task.started', task: 't', attempt: 1 };
+    bus.publish(eventSubject('auth', 'r1', 't'), e, { msgId: eventId(e), origin: 'agent' });
+    await bus.flush();
+    const end = Date.now() + 15_000;
+    while (got.length === 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    stop();
+    return got.join(',');
+  } finally {
+    await bus.close();
+  }
+}
+
+async function refused(env: NodeJS.ProcessEnv, url: string): Promise<string> {
+  try {
+    await roundTrip(env, url);
+  } catch (e) {
+    return (e as Error).message;
+  }
+  return 'connected';
+}
+
+describe.skipIf(!available)('NATS credentials and TLS from the environment, against servers that require them', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'caravan-nats-auth-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a token (NATS_TOKEN)', async () => {
+    const server = await NatsServer.start('authorization { token: "tok-3f9a1c" }\n');
+    try {
+      expect(await roundTrip({ NATS_TOKEN: 'tok-3f9a1c' }, server.url)).toBe('task.started');
+      const why = await refused({ NATS_TOKEN: 'wrong' }, server.url);
+      expect(why).toMatch(/authorization/i);
+      expect(why).not.toContain('wrong');
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('a user and password (NATS_USER, NATS_PASSWORD)', async () => {
+    const server = await NatsServer.start('authorization { user: caravan, password: "pw-81b2" }\n');
+    try {
+      expect(await roundTrip({ NATS_USER: 'caravan', NATS_PASSWORD: 'pw-81b2' }, server.url)).toBe('task.started');
+      expect(await refused({ NATS_USER: 'caravan' }, server.url)).toMatch(/authorization/i);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('an nkey seed read from a file (NATS_NKEY_SEED_FILE)', async () => {
+    const user = createUser();
+    const seedFile = join(dir, 'user.nk');
+    await writeFile(seedFile, new TextDecoder().decode(user.getSeed()) + '\n', { mode: 0o600 });
+    const server = await NatsServer.start(`authorization { users: [ { nkey: "${user.getPublicKey()}" } ] }\n`);
+    try {
+      expect(await roundTrip({ NATS_NKEY_SEED_FILE: seedFile }, server.url)).toBe('task.started');
+      const other = join(dir, 'other.nk');
+      await writeFile(other, new TextDecoder().decode(createUser().getSeed()));
+      expect(await refused({ NATS_NKEY_SEED_FILE: other }, server.url)).toMatch(/authorization/i);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('TLS with a private CA (NATS_CA_FILE), verified: a client without the CA is refused', async () => {
+    const ssl = (...args: string[]): void => {
+      execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+    };
+    ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '1', '-subj', '/CN=caravan test CA');
+    ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1');
+    await writeFile(join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
+    ssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.pem', '-days', '1', '-extfile', 'san.ext');
+    const server = await NatsServer.start(`tls {\n  cert_file: "${join(dir, 'server.pem')}"\n  key_file: "${join(dir, 'server.key')}"\n}\nauthorization { token: "tok-tls" }\n`);
+    try {
+      expect(await roundTrip({ NATS_CA_FILE: join(dir, 'ca.pem'), NATS_TOKEN: 'tok-tls' }, server.url)).toBe('task.started');
+      expect(await refused({ NATS_TOKEN: 'tok-tls' }, server.url)).toMatch(/certificate|self.signed|tls/i);
+    } finally {
+      await server.close();
+    }
+    // Mutual TLS: the server verifies a client certificate (NATS_CERT_FILE, NATS_KEY_FILE).
+    ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'client.key', '-out', 'client.csr', '-subj', '/CN=caravan-agent');
+    ssl('x509', '-req', '-in', 'client.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'client.pem', '-days', '1');
+    const mutual = await NatsServer.start(`tls {\n  cert_file: "${join(dir, 'server.pem')}"\n  key_file: "${join(dir, 'server.key')}"\n  ca_file: "${join(dir, 'ca.pem')}"\n  verify: true\n}\n`);
+    try {
+      expect(await roundTrip({ NATS_CA_FILE: join(dir, 'ca.pem'), NATS_CERT_FILE: join(dir, 'client.pem'), NATS_KEY_FILE: join(dir, 'client.key') }, mutual.url)).toBe('task.started');
+      expect(await refused({ NATS_CA_FILE: join(dir, 'ca.pem') }, mutual.url)).not.toBe('connected');
+    } finally {
+      await mutual.close();
+    }
+  });
+});
