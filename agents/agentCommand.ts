@@ -21,7 +21,10 @@ export interface DispatchPayload {
   instance: string;
   attempt: number;
   kind: 'task' | 'compensate';
-  context: ExpressionContext;
+  /** The attempt's context; absent when it was too large for Nomad's payload (see contextRef). */
+  context?: ExpressionContext;
+  /** Key of the context on the CARAVAN_CONTEXT stream, when it did not fit the payload. */
+  contextRef?: string;
   /** NATS servers to report to (credentials come from the allocation's environment). */
   nats: string[];
 }
@@ -110,7 +113,8 @@ export async function agentCommand(argv: readonly string[], log: (s: string) => 
   const payload = JSON.parse(await readFile(payloadFile, 'utf8')) as DispatchPayload;
   const bus = await JetStreamBus.connect({ connection: await natsConnectionOptions(process.env, payload.nats) });
   const task = taskFrom(p);
-  const result = await runOne(bus, { runId: payload.runId, workflow: payload.workflow, instance: payload.instance, attempt: payload.attempt, task, context: payload.context, ...(task.timeout !== undefined ? { timeoutMs: parseDuration(task.timeout)! } : {}) });
+  const context = payload.contextRef !== undefined ? (JSON.parse(await bus.getContext(payload.contextRef)) as ExpressionContext) : payload.context ?? {};
+  const result = await runOne(bus, { runId: payload.runId, workflow: payload.workflow, instance: payload.instance, attempt: payload.attempt, task, context, ...(task.timeout !== undefined ? { timeoutMs: parseDuration(task.timeout)! } : {}) });
   // A runner must not outlive its reports forever: without NATS its allocation ends with
   // EX_TEMPFAIL, which the controller's watch of Nomad turns into a failed (retried) attempt.
   const waitS = Number(process.env['CARAVAN_REPORT_TIMEOUT_S'] ?? 120);

@@ -30,6 +30,12 @@ export interface WorkItem {
   defaultsEnv?: Record<string, unknown>;
 }
 const ORIGIN_HEADER = 'Caravan-Origin';
+const CONTEXT_STREAM = 'CARAVAN_CONTEXT';
+
+/** One NATS subject token: `.`, wildcards and anything unusual are hex-escaped. */
+function subjectToken(s: string): string {
+  return s.replace(/[^A-Za-z0-9_-]/g, (c) => `%${c.charCodeAt(0).toString(16)}`);
+}
 const MS = 1_000_000; // JetStream durations are nanoseconds
 const DECODER = new TextDecoder();
 
@@ -137,6 +143,31 @@ export class JetStreamBus implements Bus {
   }
 
   private workStream: Promise<void> | undefined;
+  private contextStream: Promise<void> | undefined;
+
+  /**
+   * Keeps an attempt's context for its runner when it is too large for the dispatch payload
+   * (Nomad takes at most 16 KiB): one message per key on `caravan.ctx.<key>`, kept a week.
+   */
+  async putContext(key: string, data: string): Promise<void> {
+    this.contextStream ??= (async () => {
+      const config = { name: CONTEXT_STREAM, subjects: ['caravan.ctx.>'], storage: StorageType.File, max_msgs_per_subject: 1, max_age: 7 * 24 * 3_600_000 * MS };
+      try {
+        await this.jsm.streams.info(CONTEXT_STREAM);
+      } catch (e) {
+        if (!/not found/i.test((e as Error).message)) throw e;
+        await this.jsm.streams.add(config);
+      }
+    })();
+    await this.contextStream;
+    await this.js.publish(`caravan.ctx.${subjectToken(key)}`, data, { msgID: `ctx:${key}`, timeout: 5000 });
+  }
+
+  async getContext(key: string): Promise<string> {
+    const m = await this.jsm.streams.getMessage(CONTEXT_STREAM, { last_by_subj: `caravan.ctx.${subjectToken(key)}` });
+    if (m === null) throw new Error(`no stored context ${key} on ${CONTEXT_STREAM}`);
+    return m.string();
+  }
 
   ensureWorkStream(): Promise<void> {
     this.workStream ??= (async () => {

@@ -18,7 +18,12 @@ export interface NomadExecutorOptions {
   fallback: Executor;
   /** Hands a pooled task's attempt to its pool's work queue. */
   enqueueWork?: (workflow: string, pool: string, item: WorkItem) => Promise<void>;
+  /** Keeps a context too large for the dispatch payload where the runner can fetch it. */
+  storeContext?: (key: string, data: string) => Promise<void>;
 }
+
+/** Nomad refuses dispatch payloads over 16 KiB; leave room for the rest of the payload. */
+const PAYLOAD_LIMIT = 16 * 1024;
 
 /** Nomad dispatch meta values may only hold what Nomad accepts in an idempotency token, too. */
 function token(s: string): string {
@@ -96,7 +101,16 @@ export class NomadExecutor implements Executor {
     if (d.index !== undefined) meta['caravan_item'] = String(d.index);
     const key = `${req.runId}:${d.instance}:${d.attempt}`;
     try {
-      const r = await this.nomad.dispatchJob(taskJobId(wf, d.task), new TextEncoder().encode(JSON.stringify(payload)), meta, token(key));
+      let bytes = new TextEncoder().encode(JSON.stringify(payload));
+      if (bytes.length > PAYLOAD_LIMIT) {
+        // Upstream outputs and params can outgrow the payload: the runner fetches them.
+        if (this.o.storeContext === undefined) throw new Error(`the attempt's context is ${bytes.length} bytes, over Nomad's 16 KiB dispatch payload, and no store is configured`);
+        await this.o.storeContext(key, JSON.stringify(d.context));
+        const byRef: DispatchPayload = { ...payload, contextRef: key };
+        delete byRef.context;
+        bytes = new TextEncoder().encode(JSON.stringify(byRef));
+      }
+      const r = await this.nomad.dispatchJob(taskJobId(wf, d.task), bytes, meta, token(key));
       this.children.set(key, r.DispatchedJobID);
       this.watch(req, r.DispatchedJobID);
     } catch (e) {

@@ -64,6 +64,30 @@ describe.skipIf(nomadBin === undefined || !natsOk)('a run on Nomad, reporting ov
     expect(logs).toContain('got 41');
   }, 120_000);
 
+  it('a context over Nomad\'s 16 KiB payload reaches the runner through NATS', async () => {
+    const big = await repoWith({ 'bigctx.yaml': workflow('bigctx', [
+      '  params:',
+      '    blob: { type: string }',
+      '  tasks:',
+      '    - { name: measure, run: "v=\'${{ params.blob }}\'; printf \'n=%s\\\\n\' ${#v} > \\"$CARAVAN_OUTPUTS\\"", outputs: [n] }',
+      '',
+    ].join('\n')) });
+    try {
+      const svc = new RunService({ repoDir: big, backend: 'nomad', bus: 'nats' });
+      const { state } = await (await svc.start('bigctx', { blob: 'x'.repeat(40_000) })).done;
+      expect([state.status, state.failureReason ?? '']).toEqual(['succeeded', '']);
+      expect(state.instances.get('measure')!.outputs).toEqual({ n: '40000' });
+      // The payload Nomad holds carries a reference, not the 40 kB.
+      const client = new NomadClient({ address: nomad.address });
+      const [child] = await client.dispatchedChildren('caravan-bigctx-measure');
+      const held = (await client.readJob(child!)) as unknown as { Payload: string };
+      const payload = JSON.parse(Buffer.from(held.Payload, 'base64').toString()) as { context?: unknown; contextRef?: string };
+      expect([payload.context, payload.contextRef]).toEqual([undefined, `${state.runId}:measure:1`]);
+    } finally {
+      await rm(big, { recursive: true, force: true });
+    }
+  }, 120_000);
+
   it('never starts a second child for the same run, task and attempt (idempotency token)', async () => {
     const client = new NomadClient({ address: nomad.address });
     const payload = new TextEncoder().encode(JSON.stringify({ runId: 'idem', workflow: 'onnomad', instance: 'a', attempt: 1, kind: 'task', context: { params: {}, tasks: {}, run: {} }, nats: [nats.url] }));
