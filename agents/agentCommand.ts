@@ -139,7 +139,7 @@ const scratchRoot = taskDir ?? tmpdir();
  * every 5 s, log lines (at most 1,000), and the result. Used for dispatched tasks and, once
  * per work item, by pool agents.
  */
-async function runOne(bus: JetStreamBus, item: WorkItem): Promise<AgentResult> {
+async function runOne(bus: JetStreamBus, item: WorkItem, signal: AbortSignal = new AbortController().signal): Promise<AgentResult> {
   const subject = eventSubject(item.workflow, item.runId, item.instance);
   const base = { runId: item.runId, task: item.instance, attempt: item.attempt };
   let logged = 0;
@@ -174,7 +174,7 @@ async function runOne(bus: JetStreamBus, item: WorkItem): Promise<AgentResult> {
           if (logged++ < 1000) publish({ ...base, type: 'task.log', at: Date.now() + logged / 1000, stream, line });
           (stream === 'stderr' ? process.stderr : process.stdout).write(line + '\n');
         },
-        signal: new AbortController().signal,
+        signal,
         scratchDir: scratch ?? scratchRoot,
         baseDir: taskDir ?? process.cwd(),
       });
@@ -195,8 +195,8 @@ async function runOne(bus: JetStreamBus, item: WorkItem): Promise<AgentResult> {
 
 /** One pool agent's work loop on an open bus (also used in-process by the pool benchmark). */
 export function startPoolAgent(bus: JetStreamBus, workflow: string, pool: string, concurrency: number): Promise<() => Promise<void>> {
-  return bus.consumeWork(workflow, pool, concurrency, async (item) => {
-    await runOne(bus, item);
+  return bus.consumeWork(workflow, pool, concurrency, async (item, signal) => {
+    await runOne(bus, item, signal);
   });
 }
 

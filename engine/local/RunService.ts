@@ -334,7 +334,7 @@ export class RunService {
       await nomad.registerJob(j.job);
     }
     const js = bus as JetStreamBus;
-    return new NomadExecutor(nomad, bus, this.clock, { natsServers, fallback, enqueueWork: (wf, pool, item) => js.enqueueWork(wf, pool, item), storeContext: (key, data) => js.putContext(key, data) });
+    return new NomadExecutor(nomad, bus, this.clock, { natsServers, fallback, enqueueWork: (wf, pool, item) => js.enqueueWork(wf, pool, item), cancelWork: (wf, pool, ref) => js.cancelWork(wf, pool, ref), storeContext: (key, data) => js.putContext(key, data) });
   }
 
   /** A function that writes the run's status to Consul KV, when a registry is configured. */

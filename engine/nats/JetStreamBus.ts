@@ -29,6 +29,12 @@ export interface WorkItem {
   timeoutMs?: number;
   defaultsEnv?: Record<string, unknown>;
 }
+/** Which attempt a pool control message is about. */
+export interface WorkRef {
+  runId: string;
+  instance: string;
+  attempt: number;
+}
 const ORIGIN_HEADER = 'Caravan-Origin';
 const CONTEXT_STREAM = 'CARAVAN_CONTEXT';
 
@@ -186,19 +192,49 @@ export class JetStreamBus implements Bus {
    * Takes work for a pool, at most `concurrency` items at a time, through the pool's shared
    * durable consumer; an item is acknowledged (and leaves the queue) when `handle` resolves.
    */
-  async consumeWork(workflow: string, pool: string, concurrency: number, handle: (item: WorkItem) => Promise<void>): Promise<() => Promise<void>> {
+  async consumeWork(workflow: string, pool: string, concurrency: number, handle: (item: WorkItem, signal: AbortSignal) => Promise<void>): Promise<() => Promise<void>> {
     await this.ensureWorkStream();
     const name = `pool-${workflow}-${pool}`.replace(/[^A-Za-z0-9_-]/g, '_');
     await this.jsm.consumers.add(WORK_STREAM, { durable_name: name, filter_subject: `caravan.work.${workflow}.${pool}`, ack_policy: AckPolicy.Explicit, max_ack_pending: concurrency, ack_wait: 60 * 60_000 * MS });
     const consumer = await this.js.consumers.get(WORK_STREAM, name);
     const messages = await consumer.consume({ max_messages: concurrency });
+    // Cancels for this pool: abort the attempt if it runs here; otherwise remember it a
+    // while, in case its item is still queued and comes here next.
+    const inflight = new Map<string, AbortController>();
+    const cancelled = new Set<string>();
+    const control = this.nc.subscribe(`caravan.control.${workflow}.${pool}`, {
+      callback: (_err, m) => {
+        let ref: WorkRef;
+        try {
+          ref = JSON.parse(DECODER.decode(m.data)) as WorkRef;
+        } catch {
+          return;
+        }
+        const key = `${ref.runId}:${ref.instance}:${ref.attempt}`;
+        const running = inflight.get(key);
+        if (running !== undefined) running.abort();
+        else {
+          cancelled.add(key);
+          if (cancelled.size > 10_000) cancelled.delete(cancelled.values().next().value!);
+        }
+      },
+    });
     void (async () => {
       let running = 0;
       const waiters: Array<() => void> = [];
       for await (const m of messages) {
         while (running >= concurrency) await new Promise<void>((r) => waiters.push(r));
+        const item = JSON.parse(DECODER.decode(m.data)) as WorkItem;
+        const key = `${item.runId}:${item.instance}:${item.attempt}`;
+        if (cancelled.delete(key)) {
+          m.ack();
+          continue;
+        }
         running++;
-        void handle(JSON.parse(DECODER.decode(m.data)) as WorkItem).finally(() => {
+        const abort = new AbortController();
+        inflight.set(key, abort);
+        void handle(item, abort.signal).finally(() => {
+          inflight.delete(key);
           m.ack();
           running--;
           waiters.shift()?.();
@@ -206,9 +242,19 @@ export class JetStreamBus implements Bus {
       }
     })();
     return async () => {
+      control.unsubscribe();
       await messages.close().catch(() => undefined);
     };
   }
+
+  /**
+   * Asks a pool's agents to stop an attempt (a core NATS broadcast, so at most once: an agent
+   * that misses it runs the attempt to its end, and the run ignores that late report).
+   */
+  cancelWork(workflow: string, pool: string, ref: WorkRef): void {
+    this.nc.publish(`caravan.control.${workflow}.${pool}`, JSON.stringify(ref));
+  }
+
 
   /** Resolves once every event published so far is stored in the stream. */
   async flush(): Promise<void> {

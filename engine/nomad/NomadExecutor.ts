@@ -1,5 +1,6 @@
 import type { DispatchPayload } from '../../agents/agentCommand.js';
-import type { WorkItem } from '../nats/JetStreamBus.js';
+import type { WorkItem, WorkRef } from '../nats/JetStreamBus.js';
+import type { RunPlan } from '../run/RunPlan.js';
 import { taskJobId } from '../compile/jobId.js';
 import { eventSubject, type Bus } from '../run/Bus.js';
 import type { Clock } from '../run/Clock.js';
@@ -18,6 +19,8 @@ export interface NomadExecutorOptions {
   fallback: Executor;
   /** Hands a pooled task's attempt to its pool's work queue. */
   enqueueWork?: (workflow: string, pool: string, item: WorkItem) => Promise<void>;
+  /** Asks a pool's agents to stop an attempt they may have taken. */
+  cancelWork?: (workflow: string, pool: string, ref: WorkRef) => void;
   /** Keeps a context too large for the dispatch payload where the runner can fetch it. */
   storeContext?: (key: string, data: string) => Promise<void>;
 }
@@ -43,11 +46,14 @@ export class NomadExecutor implements Executor {
   private readonly watched = new Map<string, StartRequest>();
   private readonly endedEarly = new Map<string, NomadAllocation>();
   private stream: NomadEventStream | undefined;
+  /** Each run's plan, to find a cancelled instance's pool. */
+  private readonly plans = new Map<string, RunPlan>();
   private closed = false;
 
   constructor(private readonly nomad: NomadClient, private readonly bus: Bus, private readonly clock: Clock, private readonly o: NomadExecutorOptions) {}
 
   start(req: StartRequest): void {
+    this.plans.set(req.runId, req.plan);
     const task = req.plan.tasks.get(req.dispatch.task)!;
     if (task.kind === 'pool' && req.dispatch.kind === 'task' && this.o.enqueueWork !== undefined) {
       const wf = req.plan.workflow.metadata.name;
@@ -65,6 +71,12 @@ export class NomadExecutor implements Executor {
 
   reattach(req: StartRequest): void {
     const task = req.plan.tasks.get(req.dispatch.task)!;
+    if (task.kind === 'pool' && req.dispatch.kind === 'task' && this.o.enqueueWork !== undefined) {
+      // The item is queued, taken, or done with its report waiting on the stream. Queueing it
+      // again with the same message id is dropped by JetStream within its duplicate window.
+      this.start(req);
+      return;
+    }
     if (task.kind !== 'agent' || req.dispatch.kind !== 'task') {
       // The fallback (local) cannot adopt an attempt: it is lost with the old process.
       const lost: RunEvent = { runId: req.runId, at: this.clock.now(), type: 'task.failed', task: req.dispatch.instance, attempt: req.dispatch.attempt, error: 'lost: the engine stopped while this attempt was running', retryable: true, lost: true };
@@ -186,6 +198,12 @@ export class NomadExecutor implements Executor {
     const key = `${runId}:${instance}:${attempt}`;
     const child = this.children.get(key);
     if (child === undefined) {
+      const plan = this.plans.get(runId);
+      const task = plan?.tasks.get(instance.replace(/\[\d+\]$/, ''));
+      if (plan !== undefined && task?.kind === 'pool' && task.spec.pool !== undefined && this.o.cancelWork !== undefined) {
+        this.o.cancelWork(plan.workflow.metadata.name, task.spec.pool, { runId, instance, attempt });
+        return;
+      }
       this.o.fallback.cancel(runId, instance, attempt);
       return;
     }

@@ -12,9 +12,9 @@ import { NatsServer, requireServer } from '../harness/natsServer.js';
 
 const available = requireServer('nats-server', 'apt-get install -y nats-server');
 
-async function until(what: string, check: () => boolean, limitMs = 30_000): Promise<void> {
+async function until(what: string, check: () => boolean | Promise<boolean>, limitMs = 30_000): Promise<void> {
   const end = Date.now() + limitMs;
-  while (!check()) {
+  while (!(await check())) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
@@ -94,6 +94,47 @@ describe.skipIf(!available)('the NATS JetStream bus against a real nats-server',
     await agentSide.close();
     await engineSide.close();
   });
+
+  it('cancelling a run stops a pooled attempt an agent has taken, and an agent skips a cancelled item it has not', async () => {
+    const { startPoolAgent } = await import('../../agents/agentCommand.js');
+    const { NomadExecutor } = await import('../../engine/nomad/NomadExecutor.js');
+    const { NomadClient } = await import('../../engine/nomad/NomadClient.js');
+    const engineSide = await bus();
+    const agentSide = await bus();
+    const reports: RunEvent[] = [];
+    const stopSub = engineSide.subscribe('caravan.ev.cancelpool.>', (e) => reports.push(e));
+    const stopAgent = await startPoolAgent(agentSide, 'cancelpool', 'p', 1);
+    const wf = validateText('c.yaml', 'apiVersion: caravan/v1\nkind: Workflow\nmetadata:\n  name: cancelpool\nspec:\n  pools:\n    p: { count: 1, concurrency: 2 }\n  tasks:\n    - { name: long, pool: p, sleep: 60s }\n    - { name: queued, pool: p, sleep: 60s }\n').workflow!;
+    const plan = buildRunPlan(wf, { maxParallel: 4 });
+    const clock = realClock();
+    const executor = new NomadExecutor(new NomadClient({ address: 'http://127.0.0.1:1' }), engineSide, clock, {
+      natsServers: [server.url],
+      fallback: new LocalExecutor(engineSide, clock, { baseDir: process.cwd() }),
+      enqueueWork: (w, p, item) => engineSide.enqueueWork(w, p, item),
+      cancelWork: (w, p, ref) => engineSide.cancelWork(w, p, ref),
+    });
+    const engine = new RunEngine({ plan, runId: 'cp1', executor, bus: engineSide, clock, publishDecisions: false });
+    engine.start({}, 'test');
+    // The agent takes one item at a time: one task runs, the other waits in the queue.
+    await until('one task to start', () => engine.state.instances.get('long')?.status === 'running' || engine.state.instances.get('queued')?.status === 'running');
+    const running = engine.state.instances.get('long')!.status === 'running' ? 'long' : 'queued';
+    const waiting = running === 'long' ? 'queued' : 'long';
+    // Both were handed to the queue (the pool has room for two); the agent took one.
+    expect(engine.state.instances.get(waiting)!.status).toBe('queued');
+    engine.cancel('test', 'stop');
+    expect((await engine.done()).status).toBe('cancelled');
+    // The runner stopped its sleep (60 s) at once and said so; the queued item never ran.
+    await until('the running attempt to stop', () => reports.some((e) => e.type === 'task.failed' && e.task === running));
+    expect(reports.find((e) => e.type === 'task.failed' && e.task === running)).toMatchObject({ error: expect.stringMatching(/^cancelled/) });
+    const info = async () => (await engineSide['jsm'].streams.info('CARAVAN_WORK')).state.messages;
+    await until('the queue to drain', async () => (await info()) === 0);
+    expect(reports.filter((e) => 'task' in e && e.task === waiting)).toEqual([]);
+    stopSub();
+    await stopAgent();
+    await executor.close();
+    await agentSide.close();
+    await engineSide.close();
+  }, 60_000);
 
   it('a runner whose server is gone gives up its reports after the deadline instead of hanging', async () => {
     const own = await NatsServer.start();
