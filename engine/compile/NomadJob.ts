@@ -79,7 +79,7 @@ export interface NomadTask {
 /** One compiled job and what it came from. */
 export interface CompiledJob {
   id: string;
-  kind: 'task' | 'pool';
+  kind: 'task' | 'compensate' | 'pool';
   workflow: string;
   /** Task name (kind task) or pool name (kind pool). */
   source: string;

@@ -2,7 +2,7 @@ import type { EnvMap, PoolSpec, Resources, TaskSpec, Workflow } from '../spec/Wo
 import { agentArgs } from './agentInvocation.js';
 import { DEFAULT_COMPILE_OPTIONS, DISPATCH_META_OPTIONAL, DISPATCH_META_REQUIRED, type CompileOptions } from './CompileOptions.js';
 import { CompileError, type CompileProblem } from './CompileError.js';
-import { MAX_JOB_ID_LENGTH, poolJobId, taskJobId } from './jobId.js';
+import { MAX_JOB_ID_LENGTH, poolJobId, compensateJobId, taskJobId } from './jobId.js';
 import type { CompiledJob, NomadJob, NomadTask, NomadTemplate } from './NomadJob.js';
 import { specHash } from './specHash.js';
 
@@ -28,6 +28,9 @@ export function compileWorkflow(workflow: Workflow, options: Partial<CompileOpti
   for (const task of tasks) {
     if (task.pool !== undefined || task.approval !== undefined || task.workflow !== undefined) continue;
     jobs.push({ id: taskJobId(name, task.name), kind: 'task', workflow: name, source: task.name, job: finish(taskJob(workflow, task, opts), opts) });
+    if (task.compensate !== undefined) {
+      jobs.push({ id: compensateJobId(name, task.name), kind: 'compensate', workflow: name, source: task.name, job: finish(taskJob(workflow, compensationTask(task), opts, compensateJobId(name, task.name)), opts) });
+    }
   }
   for (const [poolName, pool] of Object.entries(workflow.spec.pools ?? {}).sort(([a], [b]) => (a < b ? -1 : 1))) {
     jobs.push({ id: poolJobId(name, poolName), kind: 'pool', workflow: name, source: poolName, job: finish(poolJob(workflow, poolName, pool, opts), opts) });
@@ -90,14 +93,34 @@ function finish(job: NomadJob, opts: CompileOptions): NomadJob {
   return { ...ordered, Meta: sortRecord(meta) };
 }
 
-function taskJob(workflow: Workflow, task: TaskSpec, opts: CompileOptions): NomadJob {
+/**
+ * A task's compensation as a task of its own: its command, its environment over the task's,
+ * its timeout; the task's driver, image, resources and working directory. No outputs.
+ */
+export function compensationTask(task: TaskSpec): TaskSpec {
+  const c = task.compensate ?? {};
+  const env = { ...(task.env ?? {}), ...(c.env ?? {}) };
+  return {
+    name: task.name,
+    ...(c.run !== undefined ? { run: c.run } : {}),
+    ...(c.args !== undefined ? { args: c.args } : {}),
+    ...(Object.keys(env).length > 0 ? { env } : {}),
+    ...((c.timeout ?? task.timeout) !== undefined ? { timeout: (c.timeout ?? task.timeout)! } : {}),
+    ...(task.driver !== undefined ? { driver: task.driver } : {}),
+    ...(task.image !== undefined ? { image: task.image } : {}),
+    ...(task.resources !== undefined ? { resources: task.resources } : {}),
+    ...(task.workingDir !== undefined ? { workingDir: task.workingDir } : {}),
+  };
+}
+
+function taskJob(workflow: Workflow, task: TaskSpec, opts: CompileOptions, id = taskJobId(workflow.metadata.name, task.name)): NomadJob {
   const wf = workflow.metadata.name;
   const defaults = workflow.spec.defaults ?? {};
   const driver = task.driver ?? defaults.driver ?? 'raw_exec';
   const timeout = task.timeout ?? defaults.timeout;
   const env = { ...(defaults.env ?? {}), ...(task.env ?? {}) };
   const resources = task.resources ?? defaults.resources ?? {};
-  const job = baseJob(taskJobId(wf, task.name), 'batch', { 'caravan.task': task.name, 'caravan.workflow': wf }, opts);
+  const job = baseJob(id, 'batch', { 'caravan.task': task.name, 'caravan.workflow': wf, ...(id !== taskJobId(wf, task.name) ? { 'caravan.compensates': task.name } : {}) }, opts);
   job.ParameterizedJob = { Payload: 'required', MetaRequired: [...DISPATCH_META_REQUIRED], MetaOptional: [...DISPATCH_META_OPTIONAL] };
   const secretHeaders = new Map<string, string>();
   for (const [h, v] of Object.entries(task.http?.headers ?? {})) {

@@ -42,7 +42,7 @@ function workflowSection(w: WorkflowChange): string[] {
 }
 
 function jobLines(j: JobChange): string[] {
-  const what = j.kind === 'pool' ? `pool ${j.source}` : `task ${j.source}`;
+  const what = j.kind === 'pool' ? `pool ${j.source}` : j.kind === 'compensate' ? `compensation of ${j.source}` : `task ${j.source}`;
   const out = [`- ${MARK[j.action]} \`${j.id}\` (${what}): ${j.action}`];
   for (const f of j.fields) {
     const multiLine = (f.before ?? '').includes('\n') || (f.after ?? '').includes('\n');

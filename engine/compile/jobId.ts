@@ -10,6 +10,11 @@ export function taskJobId(workflow: string, task: string): string {
   return `caravan-${sanitizeName(workflow)}-${sanitizeName(task)}`;
 }
 
+/** The job that undoes a task (its `compensate`), dispatched when a saga unwinds. */
+export function compensateJobId(workflow: string, task: string): string {
+  return `${taskJobId(workflow, task)}-compensate`;
+}
+
 export function poolJobId(workflow: string, pool: string): string {
   return `caravan-${sanitizeName(workflow)}-pool-${sanitizeName(pool)}`;
 }

@@ -9,7 +9,7 @@ import { canonicalJson } from './specHash.js';
 
 export interface JobChange {
   id: string;
-  kind: 'task' | 'pool';
+  kind: 'task' | 'compensate' | 'pool';
   source: string;
   action: 'create' | 'update' | 'destroy';
   fields: FieldChange[];

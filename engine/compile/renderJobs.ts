@@ -10,8 +10,9 @@ CI runs \`npx caravan render --check\`, which fails when these files are stale.
 
 Each file is one Nomad job in the JSON form of the HTTP API (\`{"Job": {...}}\`), so it can
 be registered with \`curl -X POST --data @file $NOMAD_ADDR/v1/jobs\`. Job IDs are
-\`caravan-<workflow>-<task>\` for dispatched tasks and \`caravan-<workflow>-pool-<pool>\`
-for agent pools. \`caravan.git-commit\` is added to Job Meta when Caravan registers a job,
+\`caravan-<workflow>-<task>\` for dispatched tasks, \`caravan-<workflow>-<task>-compensate\`
+for a task's compensation, and \`caravan-<workflow>-pool-<pool>\` for agent pools.
+\`caravan.git-commit\` is added to Job Meta when Caravan registers a job,
 not here: a file cannot hold the hash of the commit that contains it.
 `;
 

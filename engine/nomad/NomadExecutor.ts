@@ -1,7 +1,9 @@
 import type { DispatchPayload } from '../../agents/agentCommand.js';
 import type { WorkItem, WorkRef } from '../nats/JetStreamBus.js';
 import type { RunPlan } from '../run/RunPlan.js';
-import { taskJobId } from '../compile/jobId.js';
+import { compensateJobId, taskJobId } from '../compile/jobId.js';
+import { compensationTask } from '../compile/compileWorkflow.js';
+import { parseDuration } from '../spec/parseDuration.js';
 import { eventSubject, type Bus } from '../run/Bus.js';
 import type { Clock } from '../run/Clock.js';
 import type { Executor, StartRequest } from '../run/Executor.js';
@@ -15,7 +17,7 @@ const ENDED = new Set(['complete', 'failed', 'lost']);
 export interface NomadExecutorOptions {
   /** NATS servers the agents in allocations report to. */
   natsServers: string[];
-  /** Runs what Nomad does not: compensations and child workflows, for now. */
+  /** Runs what Nomad does not: child workflows (a run of their own, on this engine) and approvals. */
   fallback: Executor;
   /** Hands a pooled task's attempt to its pool's work queue. */
   enqueueWork?: (workflow: string, pool: string, item: WorkItem) => Promise<void>;
@@ -28,6 +30,11 @@ export interface NomadExecutorOptions {
 /** Nomad refuses dispatch payloads over 16 KiB; leave room for the rest of the payload. */
 const PAYLOAD_LIMIT = 16 * 1024;
 
+/** The parameterized job an attempt is a dispatch of: the task's, or its compensation's. */
+function jobFor(workflow: string, d: { task: string; kind: 'task' | 'compensate' }): string {
+  return d.kind === 'compensate' ? compensateJobId(workflow, d.task) : taskJobId(workflow, d.task);
+}
+
 /** Nomad dispatch meta values may only hold what Nomad accepts in an idempotency token, too. */
 function token(s: string): string {
   return s.replace(/[^A-Za-z0-9_.:-]/g, (c) => `_${c.charCodeAt(0).toString(16)}`);
@@ -37,8 +44,10 @@ function token(s: string): string {
  * Runs each attempt of a task as one dispatch of its parameterized batch job. The payload
  * carries the attempt's context; the agent runner in the allocation reports over NATS. The
  * idempotency token `<run>:<task>:<attempt>` means a repeated dispatch (after a controller
- * restart) never starts a second child. Pooled tasks, compensations and child workflows go
- * to the fallback executor until pools and compensation jobs run on Nomad.
+ * restart) never starts a second child. A compensation is a dispatch of the task's
+ * `-compensate` job; a pooled task (or its compensation) is an item on its pool's work queue.
+ * Child workflows and approval gates need no process: they go to the fallback executor, which
+ * runs a child workflow as a run of its own on this engine, its tasks on Nomad as well.
  */
 export class NomadExecutor implements Executor {
   private readonly children = new Map<string, string>();
@@ -55,14 +64,17 @@ export class NomadExecutor implements Executor {
   start(req: StartRequest): void {
     this.plans.set(req.runId, req.plan);
     const task = req.plan.tasks.get(req.dispatch.task)!;
-    if (task.kind === 'pool' && req.dispatch.kind === 'task' && this.o.enqueueWork !== undefined) {
+    if (task.kind === 'pool' && this.o.enqueueWork !== undefined) {
       const wf = req.plan.workflow.metadata.name;
       const d = req.dispatch;
-      const item: WorkItem = { runId: req.runId, workflow: wf, instance: d.instance, attempt: d.attempt, task: task.spec, context: d.context, ...(task.timeoutMs !== undefined ? { timeoutMs: task.timeoutMs } : {}), ...(req.plan.workflow.spec.defaults?.env !== undefined ? { defaultsEnv: req.plan.workflow.spec.defaults.env } : {}) };
+      // A compensation runs in the pool too, as a task of its own.
+      const spec = d.kind === 'compensate' ? compensationTask(task.spec) : task.spec;
+      const timeoutMs = spec.timeout !== undefined ? parseDuration(spec.timeout) : task.timeoutMs;
+      const item: WorkItem = { runId: req.runId, workflow: wf, instance: d.instance, attempt: d.attempt, task: spec, context: d.context, ...(timeoutMs !== undefined ? { timeoutMs } : {}), ...(req.plan.workflow.spec.defaults?.env !== undefined ? { defaultsEnv: req.plan.workflow.spec.defaults.env } : {}) };
       this.o.enqueueWork(wf, task.spec.pool!, item).catch((e: unknown) => this.fail(req, `could not queue the task for pool ${task.spec.pool!}: ${(e as Error).message}`));
       return;
     }
-    if (task.kind !== 'agent' || req.dispatch.kind !== 'task') {
+    if (task.kind !== 'agent') {
       this.o.fallback.start(req);
       return;
     }
@@ -71,13 +83,13 @@ export class NomadExecutor implements Executor {
 
   reattach(req: StartRequest): void {
     const task = req.plan.tasks.get(req.dispatch.task)!;
-    if (task.kind === 'pool' && req.dispatch.kind === 'task' && this.o.enqueueWork !== undefined) {
+    if (task.kind === 'pool' && this.o.enqueueWork !== undefined) {
       // The item is queued, taken, or done with its report waiting on the stream. Queueing it
       // again with the same message id is dropped by JetStream within its duplicate window.
       this.start(req);
       return;
     }
-    if (task.kind !== 'agent' || req.dispatch.kind !== 'task') {
+    if (task.kind !== 'agent') {
       // The fallback (local) cannot adopt an attempt: it is lost with the old process.
       const lost: RunEvent = { runId: req.runId, at: this.clock.now(), type: 'task.failed', task: req.dispatch.instance, attempt: req.dispatch.attempt, error: 'lost: the engine stopped while this attempt was running', retryable: true, lost: true };
       this.bus.publish(eventSubject(req.plan.workflow.metadata.name, req.runId, req.dispatch.instance), lost, { msgId: eventId(lost), origin: 'agent' });
@@ -87,7 +99,7 @@ export class NomadExecutor implements Executor {
       // A child for this run and attempt may exist already (it may even have finished while
       // no engine listened; its reports wait on the stream): watch it instead of dispatching.
       const wf = req.plan.workflow.metadata.name;
-      const parent = taskJobId(wf, req.dispatch.task);
+      const parent = jobFor(wf, req.dispatch);
       try {
         const children = await this.nomad.dispatchedChildren(parent);
         for (const c of children) {
@@ -122,7 +134,7 @@ export class NomadExecutor implements Executor {
         delete byRef.context;
         bytes = new TextEncoder().encode(JSON.stringify(byRef));
       }
-      const r = await this.nomad.dispatchJob(taskJobId(wf, d.task), bytes, meta, token(key));
+      const r = await this.nomad.dispatchJob(jobFor(wf, d), bytes, meta, token(key));
       this.children.set(key, r.DispatchedJobID);
       this.watch(req, r.DispatchedJobID);
     } catch (e) {
@@ -199,7 +211,8 @@ export class NomadExecutor implements Executor {
     const child = this.children.get(key);
     if (child === undefined) {
       const plan = this.plans.get(runId);
-      const task = plan?.tasks.get(instance.replace(/\[\d+\]$/, ''));
+      // Instance keys: `task`, `task[i]`, and `<either>:compensate` for a compensation.
+      const task = plan?.tasks.get(instance.replace(/:compensate$/, '').replace(/\[\d+\]$/, ''));
       if (plan !== undefined && task?.kind === 'pool' && task.spec.pool !== undefined && this.o.cancelWork !== undefined) {
         this.o.cancelWork(plan.workflow.metadata.name, task.spec.pool, { runId, instance, attempt });
         return;

@@ -1,4 +1,5 @@
 import { rm } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RunService } from '../../engine/local/RunService.js';
 import { NomadClient } from '../../engine/nomad/NomadClient.js';
@@ -85,6 +86,34 @@ describe.skipIf(nomadBin === undefined || !natsOk)('a run on Nomad, reporting ov
       expect([payload.context, payload.contextRef]).toEqual([undefined, `${state.runId}:measure:1`]);
     } finally {
       await rm(big, { recursive: true, force: true });
+    }
+  }, 120_000);
+
+  it('a failed saga undoes completed steps with their compensation jobs on Nomad', async () => {
+    const saga = await repoWith({ 'undo.yaml': workflow('undo', [
+      '  tasks:',
+      '    - name: reserve',
+      '      run: "printf \'r=res-7\\\\n\' > \\"$CARAVAN_OUTPUTS\\""',
+      '      outputs: [r]',
+      '      compensate: { run: "echo releasing ${{ tasks.reserve.outputs.r }} on $(hostname)" }',
+      '    - { name: ship, needs: [reserve], run: "exit 4" }',
+      '',
+    ].join('\n')) });
+    try {
+      const svc = new RunService({ repoDir: saga, backend: 'nomad', bus: 'nats' });
+      const { state } = await (await svc.start('undo', {})).done;
+      expect(state.status).toBe('failed');
+      const undo = state.instances.get('reserve:compensate')!;
+      expect([undo.kind, undo.status]).toEqual(['compensate', 'succeeded']);
+      const client = new NomadClient({ address: nomad.address });
+      // The compensation ran as a dispatch of its own job, and its log reached the record.
+      const children = await client.dispatchedChildren('caravan-undo-reserve-compensate');
+      expect(children).toHaveLength(1);
+      expect((await client.readJob(children[0]!)).Meta).toMatchObject({ caravan_run: state.runId });
+      const logs = (await git(saga, 'show', `caravan/runs:runs/undo/${state.runId}/events.ndjson`)).split('\n').filter((l) => l.includes('"task.log"')).map((l) => (JSON.parse(l) as { line: string }).line);
+      expect(logs).toContain(`releasing res-7 on ${hostname()}`);
+    } finally {
+      await rm(saga, { recursive: true, force: true });
     }
   }, 120_000);
 

@@ -94,6 +94,19 @@ describe('a dispatched task', () => {
     expect(tasks[0]!.Config['args']).toEqual(['agent', 'prepare', '--workflow', 'demo', '--task', 'a', '--payload', '${NOMAD_TASK_DIR}/input.json', '--', 'echo', 'hi']);
   });
 
+  it('a task with a compensation also compiles its undo job: the compensate command, its env over the task\'s, its own timeout', () => {
+    const wf = workflow('  tasks:\n    - name: charge\n      run: charge ${{ params.order }}\n      env: { MODE: live, REGION: eu }\n      timeout: 5m\n      outputs: [payment]\n      compensate:\n        run: refund ${{ tasks.charge.outputs.payment }}\n        env: { MODE: refund }\n        timeout: 30s\n  params:\n    order: { type: string }\n');
+    const jobs = compileWorkflow(wf);
+    expect(jobs.map((j) => [j.id, j.kind, j.source])).toEqual([['caravan-demo-charge', 'task', 'charge'], ['caravan-demo-charge-compensate', 'compensate', 'charge']]);
+    const undo = jobs[1]!.job;
+    expect(undo.Meta).toMatchObject({ 'caravan.task': 'charge', 'caravan.compensates': 'charge' });
+    expect(undo.ParameterizedJob).toEqual(jobs[0]!.job.ParameterizedJob);
+    const task = undo.TaskGroups[0]!.Tasks[0]!;
+    expect((task.Config as { args: string[] }).args).toEqual(['agent', 'shell', '--workflow', 'demo', '--task', 'charge', '--payload', '${NOMAD_TASK_DIR}/input.json', '--timeout', '30s', '--', 'refund $${{ tasks.charge.outputs.payment }}']);
+    expect(task.Env).toMatchObject({ MODE: 'refund', REGION: 'eu' });
+    expect(undo.TaskGroups[0]!.RestartPolicy).toEqual({ Attempts: 0, Mode: 'fail' });
+  });
+
   it('approval gates and sub-workflows compile to nothing; pooled tasks to their pool', () => {
     const wf = workflow('  pools:\n    p: { count: 3 }\n  tasks:\n    - name: a\n      approval: {}\n    - name: b\n      workflow: { name: other }\n    - name: c\n      pool: p\n      run: echo\n');
     expect(compileWorkflow(wf).map((j) => [j.id, j.kind, j.job.Type, j.job.TaskGroups[0]!.Count])).toEqual([['caravan-demo-pool-p', 'pool', 'service', 3]]);
