@@ -34,12 +34,12 @@ afterEach(async () => {
 describe('caravan render', () => {
   it('the repository itself is up to date (render --check passes)', async () => {
     const r = await cli(root, 'render', '--check');
-    expect(r.out).toBe('nomad-jobs/ is up to date (18 jobs from 6 workflows)\n');
+    expect(r.out).toBe('nomad-jobs/ is up to date (20 jobs from 6 workflows)\n');
     expect(r.code).toBe(0);
   });
 
   it('writes, then --check passes; an edit makes it stale; render fixes it and removes jobs that went away', async () => {
-    expect((await cli(dir, 'render')).out).toBe('nomad-jobs/: 19 written, 0 removed, 0 unchanged (18 jobs from 6 workflows)\n');
+    expect((await cli(dir, 'render')).out).toBe('nomad-jobs/: 21 written, 0 removed, 0 unchanged (20 jobs from 6 workflows)\n');
     expect((await cli(dir, 'render', '--check')).code).toBe(0);
 
     const saga = join(dir, 'workflows', 'order-saga.yaml');
@@ -59,11 +59,13 @@ describe('caravan render', () => {
       '',
     ].join('\n'));
 
-    expect((await cli(dir, 'render')).out).toBe('nomad-jobs/: 3 written, 1 removed, 16 unchanged (18 jobs from 6 workflows)\n');
+    expect((await cli(dir, 'render')).out).toBe('nomad-jobs/: 3 written, 1 removed, 18 unchanged (20 jobs from 6 workflows)\n');
     expect((await cli(dir, 'render', '--check')).code).toBe(0);
     expect(Object.keys(await tree(join(dir, 'nomad-jobs'))).filter((p) => p.startsWith('order-saga/')).sort()).toEqual([
       'order-saga/caravan-order-saga-alert.json',
+      'order-saga/caravan-order-saga-charge-card-compensate.json',
       'order-saga/caravan-order-saga-charge-card.json',
+      'order-saga/caravan-order-saga-reserve-stock-compensate.json',
       'order-saga/caravan-order-saga-reserve-stock.json',
       'order-saga/caravan-order-saga-ship.json',
     ]);

@@ -8,10 +8,13 @@ export async function cli(cwd: string, ...argv: string[]): Promise<{ code: numbe
   return { code, out, err };
 }
 
-/** Sets environment variables for the duration of `fn`, restoring them after. */
-export async function withEnv<T>(vars: Record<string, string>, fn: () => Promise<T>): Promise<T> {
+/** Runs `fn` with these variables set (undefined: unset), then puts the environment back. */
+export async function withEnv<T>(vars: Record<string, string | undefined>, fn: () => Promise<T>): Promise<T> {
   const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
-  Object.assign(process.env, vars);
+  for (const [k, v] of Object.entries(vars)) {
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  }
   try {
     return await fn();
   } finally {

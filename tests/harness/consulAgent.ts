@@ -21,10 +21,11 @@ export class ConsulAgent {
 
   private constructor(readonly httpPort: number) {}
 
-  static async start(bin: string): Promise<ConsulAgent> {
+  /** `hcl`: extra configuration, e.g. ACLs (`-hcl`). */
+  static async start(bin: string, hcl?: string): Promise<ConsulAgent> {
     const [http, lan, wan, server] = [await freePort(), await freePort(), await freePort(), await freePort()];
     const a = new ConsulAgent(http);
-    a.proc = spawn(bin, ['agent', '-dev', '-bind=127.0.0.1', '-client=127.0.0.1', `-http-port=${http}`, '-dns-port=-1', '-grpc-port=-1', '-grpc-tls-port=-1', `-serf-lan-port=${lan}`, `-serf-wan-port=${wan}`, `-server-port=${server}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    a.proc = spawn(bin, ['agent', '-dev', '-bind=127.0.0.1', '-client=127.0.0.1', `-http-port=${http}`, '-dns-port=-1', '-grpc-port=-1', '-grpc-tls-port=-1', `-serf-lan-port=${lan}`, `-serf-wan-port=${wan}`, `-server-port=${server}`, ...(hcl !== undefined ? [`-hcl=${hcl}`] : [])], { stdio: ['ignore', 'pipe', 'pipe'] });
     a.proc.stdout!.on('data', (c: Buffer) => { a.output += c.toString(); });
     a.proc.stderr!.on('data', (c: Buffer) => { a.output += c.toString(); });
     const end = Date.now() + 60_000;

@@ -75,12 +75,43 @@ export class NomadAgent {
     return `http://127.0.0.1:${this.httpPort}`;
   }
 
+  /**
+   * A dev agent with ACLs on, bootstrapped: `token` is the management token. Anonymous
+   * requests are denied.
+   */
+  static async startWithAcl(bin: string): Promise<NomadAgent & { token: string }> {
+    const dir = await mkdtemp(join(tmpdir(), 'caravan-nomad-'));
+    const [http, rpc, serf] = [await freePort(), await freePort(), await freePort()];
+    await writeFile(join(dir, 'agent.hcl'), `data_dir = "${dir}/data"\nbind_addr = "127.0.0.1"\nports {\n  http = ${http}\n  rpc  = ${rpc}\n  serf = ${serf}\n}\nacl {\n  enabled = true\n}\n`);
+    const agent = new NomadAgent(bin, dir, http);
+    agent.proc = spawn(bin, ['agent', '-dev', `-config=${join(dir, 'agent.hcl')}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    agent.proc.stdout!.on('data', (c: Buffer) => { agent.output += c.toString(); });
+    agent.proc.stderr!.on('data', (c: Buffer) => { agent.output += c.toString(); });
+    let token: string | undefined;
+    const end = Date.now() + 60_000;
+    while (token === undefined) {
+      if (Date.now() > end) throw new Error(`nomad ACL bootstrap failed:\n${agent.output.slice(-3000)}`);
+      try {
+        const res = await fetch(`${agent.address}/v1/acl/bootstrap`, { method: 'POST' });
+        if (res.ok) token = ((await res.json()) as { SecretID: string }).SecretID;
+      } catch {
+        // not up yet
+      }
+      if (token === undefined) await new Promise((r) => setTimeout(r, 250));
+    }
+    agent.aclToken = token;
+    await agent.waitReady();
+    return Object.assign(agent, { token });
+  }
+
+  private aclToken: string | undefined;
+
   private async waitReady(): Promise<void> {
     const end = Date.now() + 60_000;
     while (Date.now() < end) {
       if (this.proc?.exitCode !== null && this.proc?.exitCode !== undefined) throw new Error(`nomad exited (${this.proc.exitCode}):\n${this.output.slice(-3000)}`);
       try {
-        const res = await fetch(`${this.address}/v1/nodes`);
+        const res = await fetch(`${this.address}/v1/nodes`, { headers: this.aclToken !== undefined ? { 'x-nomad-token': this.aclToken } : {} });
         if (res.ok) {
           const nodes = (await res.json()) as Array<{ Status: string }>;
           if (nodes.some((n) => n.Status === 'ready')) return;
