@@ -1,3 +1,4 @@
+import { maskSecrets } from './maskSecrets.js';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { hostname, tmpdir } from 'node:os';
@@ -114,7 +115,7 @@ export async function agentCommand(argv: readonly string[], log: (s: string) => 
   const bus = await JetStreamBus.connect({ connection: await natsConnectionOptions(process.env, payload.nats) });
   const task = taskFrom(p);
   const context = payload.contextRef !== undefined ? (JSON.parse(await bus.getContext(payload.contextRef)) as ExpressionContext) : payload.context ?? {};
-  const result = await runOne(bus, { runId: payload.runId, workflow: payload.workflow, instance: payload.instance, attempt: payload.attempt, task, context, ...(task.timeout !== undefined ? { timeoutMs: parseDuration(task.timeout)! } : {}) });
+  const result = await runOne(bus, { runId: payload.runId, workflow: payload.workflow, instance: payload.instance, attempt: payload.attempt, task, context, ...(task.timeout !== undefined ? { timeoutMs: parseDuration(task.timeout)! } : {}) }, undefined, p.flags.get('--mask-env') ?? []);
   // A runner must not outlive its reports forever: without NATS its allocation ends with
   // EX_TEMPFAIL, which the controller's watch of Nomad turns into a failed (retried) attempt.
   const waitS = Number(process.env['CARAVAN_REPORT_TIMEOUT_S'] ?? 120);
@@ -139,7 +140,7 @@ const scratchRoot = taskDir ?? tmpdir();
  * every 5 s, log lines (at most 1,000), and the result. Used for dispatched tasks and, once
  * per work item, by pool agents.
  */
-async function runOne(bus: JetStreamBus, item: WorkItem, signal: AbortSignal = new AbortController().signal): Promise<AgentResult> {
+async function runOne(bus: JetStreamBus, item: WorkItem, signal: AbortSignal = new AbortController().signal, maskEnv: readonly string[] = []): Promise<AgentResult> {
   const subject = eventSubject(item.workflow, item.runId, item.instance);
   const base = { runId: item.runId, task: item.instance, attempt: item.attempt };
   let logged = 0;
@@ -159,9 +160,13 @@ async function runOne(bus: JetStreamBus, item: WorkItem, signal: AbortSignal = n
     publish({ ...base, type: 'task.heartbeat', at: Date.now() });
   }, 5000);
   let result: AgentResult;
+  // Secret values this attempt can see: those it resolved itself (a pool item's
+  // `{secret: ...}` env) and those Nomad put in its environment (`--mask-env NAME`).
+  const secrets: string[] = maskEnv.map((k) => process.env[k]).filter((v): v is string => v !== undefined);
   try {
     const env = item.defaultsEnv as TaskSpec['env'];
     const prepared = prepareAction(item.task as TaskSpec, 'task', item.context as ExpressionContext, { ...(env !== undefined ? { env } : {}), ...(item.timeoutMs !== undefined ? { timeoutMs: item.timeoutMs } : {}) }, environmentSecrets);
+    secrets.push(...prepared.secrets);
     const agent = agents.get(prepared.action.agent);
     if (agent === undefined) throw new Error(`unknown agent type '${prepared.action.agent}'`);
     // Only the shell agent writes files (its outputs file); a pool of built-in agents should
@@ -171,8 +176,9 @@ async function runOne(bus: JetStreamBus, item: WorkItem, signal: AbortSignal = n
       result = await agent.run(prepared.action, {
         log: (stream, line) => {
           sendStarted();
-          if (logged++ < 1000) publish({ ...base, type: 'task.log', at: Date.now() + logged / 1000, stream, line });
-          (stream === 'stderr' ? process.stderr : process.stdout).write(line + '\n');
+          const masked = maskSecrets(line, secrets);
+          if (logged++ < 1000) publish({ ...base, type: 'task.log', at: Date.now() + logged / 1000, stream, line: masked });
+          (stream === 'stderr' ? process.stderr : process.stdout).write(masked + '\n');
         },
         signal,
         scratchDir: scratch ?? scratchRoot,
@@ -189,7 +195,7 @@ async function runOne(bus: JetStreamBus, item: WorkItem, signal: AbortSignal = n
   const at = Date.now();
   const start = startSent ? {} : { startedAt };
   if (result.ok) publish({ ...base, type: 'task.succeeded', at, outputs: result.outputs, ...(result.exitCode !== undefined ? { exitCode: result.exitCode } : {}), ...start });
-  else publish({ ...base, type: 'task.failed', at, error: `${result.error} (on ${host})`, retryable: result.retryable, ...(result.exitCode !== undefined ? { exitCode: result.exitCode } : {}), ...start });
+  else publish({ ...base, type: 'task.failed', at, error: `${maskSecrets(result.error, secrets)} (on ${host})`, retryable: result.retryable, ...(result.exitCode !== undefined ? { exitCode: result.exitCode } : {}), ...start });
   return result;
 }
 

@@ -263,7 +263,11 @@ function compileEnv(env: EnvMap): { literal: Record<string, string>; templates: 
   for (const key of Object.keys(env).sort()) {
     const v = env[key]!;
     if (typeof v === 'string') literal[key] = v;
-    else if ('secret' in v) lines.push(`${key}={{ with nomadVar "${v.secret.path}" }}{{ .${v.secret.key} }}{{ end }}`);
+    else if ('secret' in v) {
+      lines.push(`${key}={{ with nomadVar "${v.secret.path}" }}{{ .${v.secret.key} }}{{ end }}`);
+      // The runner masks this variable's value in what it reports (logs, errors).
+      hostArgs.push('--mask-env', key);
+    }
     else hostArgs.push('--env-from-host', `${key}=${v.fromHost}`);
   }
   const templates: NomadTemplate[] = lines.length === 0 ? [] : [{ EmbeddedTmpl: lines.join('\n') + '\n', DestPath: SECRETS_ENV_FILE, Envvars: true, ChangeMode: 'noop' }];

@@ -1,3 +1,4 @@
+import { maskSecrets } from '../../agents/maskSecrets.js';
 import { mkdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -99,9 +100,7 @@ export class LocalExecutor implements Executor {
         return;
       }
       logged++;
-      let masked = line;
-      for (const s of secrets) if (s.length >= 3) masked = masked.split(s).join('***');
-      this.publish(req, { ...base, type: 'task.log', at: this.clock.now() + logged / 1000, stream, line: masked });
+      this.publish(req, { ...base, type: 'task.log', at: this.clock.now() + logged / 1000, stream, line: maskSecrets(line, secrets) });
     };
     const beatKey = `${runId}:${dispatch.instance}:${dispatch.attempt}`;
     this.beating.set(beatKey, () => this.publish(req, { ...base, type: 'task.heartbeat', at: this.clock.now() }));

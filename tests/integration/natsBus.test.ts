@@ -95,6 +95,31 @@ describe.skipIf(!available)('the NATS JetStream bus against a real nats-server',
     await engineSide.close();
   });
 
+  it('a pool agent masks the secret values its task resolved, in log lines and errors', async () => {
+    const { startPoolAgent } = await import('../../agents/agentCommand.js');
+    const engineSide = await bus();
+    const agentSide = await bus();
+    const got: RunEvent[] = [];
+    const stopSub = engineSide.subscribe(runSubjects('masked', 'm1'), (e) => got.push(e));
+    const stopAgent = await startPoolAgent(agentSide, 'masked', 'p', 1);
+    const secret = 's3cr3t-4c1d-token';
+    process.env['CARAVAN_SECRET_CARAVAN_PROD_TOKEN'] = secret;
+    try {
+      const task = { name: 'leak', env: { TOKEN: { secret: { path: 'caravan/prod', key: 'token' } } }, run: 'echo "token is $TOKEN"; echo "bad $TOKEN" >&2; exit 3' };
+      await engineSide.enqueueWork('masked', 'p', { runId: 'm1', workflow: 'masked', instance: 'leak', attempt: 1, task, context: {} });
+      await until('the result', () => got.some((e) => e.type === 'task.failed'));
+    } finally {
+      delete process.env['CARAVAN_SECRET_CARAVAN_PROD_TOKEN'];
+    }
+    const text = JSON.stringify(got);
+    expect(text).not.toContain(secret);
+    expect(got.filter((e) => e.type === 'task.log').map((e) => (e as Extract<RunEvent, { type: 'task.log' }>).line).sort()).toEqual(['bad ***', 'token is ***']);
+    stopSub();
+    await stopAgent();
+    await agentSide.close();
+    await engineSide.close();
+  });
+
   it('cancelling a run stops a pooled attempt an agent has taken, and an agent skips a cancelled item it has not', async () => {
     const { startPoolAgent } = await import('../../agents/agentCommand.js');
     const { NomadExecutor } = await import('../../engine/nomad/NomadExecutor.js');

@@ -117,6 +117,30 @@ describe.skipIf(nomadBin === undefined || !natsOk)('a run on Nomad, reporting ov
     }
   }, 120_000);
 
+  it('a secret from a Nomad Variable reaches the task and is masked in everything it reports', async () => {
+    const secret = 'nv-9d2e7f-secret';
+    const put = await fetch(`${nomad.address}/v1/var/caravan/demo`, { method: 'PUT', body: JSON.stringify({ Path: 'caravan/demo', Items: { token: secret } }) });
+    expect(put.status).toBe(200);
+    const repo = await repoWith({ 'usesecret.yaml': workflow('usesecret', [
+      '  tasks:',
+      '    - name: use',
+      '      env: { TOKEN: { secret: { path: caravan/demo, key: token } } }',
+      '      run: "echo \\"token is $TOKEN\\"; test ${#TOKEN} = 16"',
+      '',
+    ].join('\n')) });
+    try {
+      const svc = new RunService({ repoDir: repo, backend: 'nomad', bus: 'nats' });
+      const { state } = await (await svc.start('usesecret', {})).done;
+      expect([state.status, state.failureReason ?? '']).toEqual(['succeeded', '']);
+      const record = await git(repo, 'show', `caravan/runs:runs/usesecret/${state.runId}/events.ndjson`);
+      expect(record).toContain('token is ***');
+      expect(record).not.toContain(secret);
+      expect(JSON.stringify(await new NomadClient({ address: nomad.address }).readJob('caravan-usesecret-use'))).not.toContain(secret);
+    } finally {
+      await rm(repo, { recursive: true, force: true });
+    }
+  }, 120_000);
+
   it('never starts a second child for the same run, task and attempt (idempotency token)', async () => {
     const client = new NomadClient({ address: nomad.address });
     const payload = new TextEncoder().encode(JSON.stringify({ runId: 'idem', workflow: 'onnomad', instance: 'a', attempt: 1, kind: 'task', context: { params: {}, tasks: {}, run: {} }, nats: [nats.url] }));

@@ -80,6 +80,9 @@ describe('a dispatched task', () => {
       ChangeMode: 'noop',
     }]);
     expect(task.Config['args']).toContain('HOME_DIR=HOME');
+    // The runner is told which variable to mask in what it reports, never its value.
+    const args = task.Config['args'] as string[];
+    expect(args.slice(args.indexOf('--mask-env'), args.indexOf('--mask-env') + 2)).toEqual(['--mask-env', 'TOKEN']);
   });
 
   it('runs containers through a prepare and a report runner around the user image', () => {
