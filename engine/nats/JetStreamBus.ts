@@ -11,6 +11,7 @@ import {
   type JetStreamClient,
   type JetStreamManager,
   type JsMsg,
+  type StreamConfig,
 } from '@nats-io/jetstream';
 import type { Bus } from '../run/Bus.js';
 import type { RunEvent } from '../run/RunEvent.js';
@@ -156,15 +157,7 @@ export class JetStreamBus implements Bus {
    * (Nomad takes at most 16 KiB): one message per key on `caravan.ctx.<key>`, kept a week.
    */
   async putContext(key: string, data: string): Promise<void> {
-    this.contextStream ??= (async () => {
-      const config = { name: CONTEXT_STREAM, subjects: ['caravan.ctx.>'], storage: StorageType.File, max_msgs_per_subject: 1, max_age: 7 * 24 * 3_600_000 * MS };
-      try {
-        await this.jsm.streams.info(CONTEXT_STREAM);
-      } catch (e) {
-        if (!/not found/i.test((e as Error).message)) throw e;
-        await this.jsm.streams.add(config);
-      }
-    })();
+    this.contextStream ??= this.createIfMissing({ name: CONTEXT_STREAM, subjects: ['caravan.ctx.>'], storage: StorageType.File, max_msgs_per_subject: 1, max_age: 7 * 24 * 3_600_000 * MS });
     await this.contextStream;
     await this.js.publish(`caravan.ctx.${subjectToken(key)}`, data, { msgID: `ctx:${key}`, timeout: 5000 });
   }
@@ -176,16 +169,18 @@ export class JetStreamBus implements Bus {
   }
 
   ensureWorkStream(): Promise<void> {
-    this.workStream ??= (async () => {
-      const config = { name: WORK_STREAM, subjects: ['caravan.work.>'], retention: RetentionPolicy.Workqueue, storage: StorageType.File, duplicate_window: 120_000 * MS };
-      try {
-        await this.jsm.streams.info(WORK_STREAM);
-      } catch (e) {
-        if (!/not found/i.test((e as Error).message)) throw e;
-        await this.jsm.streams.add(config);
-      }
-    })();
+    this.workStream ??= this.createIfMissing({ name: WORK_STREAM, subjects: ['caravan.work.>'], retention: RetentionPolicy.Workqueue, storage: StorageType.File, duplicate_window: 120_000 * MS });
     return this.workStream;
+  }
+
+  /** Creates a stream unless it exists (left as it is: another controller may have tuned it). */
+  private async createIfMissing(config: Partial<StreamConfig> & { name: string }): Promise<void> {
+    try {
+      await this.jsm.streams.info(config.name);
+    } catch (e) {
+      if (!/not found/i.test((e as Error).message)) throw e;
+      await this.jsm.streams.add(config);
+    }
   }
 
   /**

@@ -5,15 +5,7 @@ import { natsConnectionOptions } from '../../engine/nats/natsConnectionOptions.j
 import { eventId, type RunEvent } from '../../engine/run/RunEvent.js';
 import { eventSubject, runSubjects, type Bus } from '../../engine/run/Bus.js';
 import { NatsServer, requireServer } from '../harness/natsServer.js';
-
-/** Waits until `check` holds; the limit only turns a hang into a failure. */
-async function until(what: string, check: () => boolean, limitMs = 15_000): Promise<void> {
-  const end = Date.now() + limitMs;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+import { until } from '../harness/until.js';
 
 function event(runId: string, task: string, attempt: number, type: 'task.started' | 'task.heartbeat' = 'task.started', at = 1): RunEvent {
   return { runId, at, type, task, attempt };

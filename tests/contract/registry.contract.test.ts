@@ -3,14 +3,7 @@ import { ConsulRegistry } from '../../engine/consul/ConsulRegistry.js';
 import { InMemoryRegistry } from '../../engine/local/InMemoryRegistry.js';
 import type { Registry } from '../../engine/run/Registry.js';
 import { ConsulAgent, requireConsul } from '../harness/consulAgent.js';
-
-async function until(what: string, check: () => boolean | Promise<boolean>, limitMs = 30_000): Promise<void> {
-  const end = Date.now() + limitMs;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+import { until } from '../harness/until.js';
 
 interface Subject {
   registry: Registry;

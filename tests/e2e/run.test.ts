@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cli } from '../harness/cli.js';
 import { git, repoWith, workflow } from '../integration/gitRepo.js';
+import { until } from '../harness/until.js';
 
 const bin = fileURLToPath(new URL('../../bin/caravan.js', import.meta.url));
 const dirs: string[] = [];
@@ -30,16 +31,6 @@ function spawnCli(cwd: string, ...argv: string[]): { child: ChildProcess; output
   child.stderr!.on('data', (c: Buffer) => { out += c.toString(); });
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
   return { child, output: () => out, exited };
-}
-
-/** Waits for a condition on real time (a process elsewhere); fails with `what` if it never holds. */
-async function until(what: string, check: () => Promise<boolean> | boolean, limitMs = 20_000): Promise<void> {
-  const end = Date.now() + limitMs;
-  while (Date.now() < end) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`timed out waiting for ${what}`);
 }
 
 const ok = workflow('ok', '  params:\n    who: { type: string, default: world }\n  tasks:\n    - { name: a, run: "echo hello ${{ params.who }}" }\n    - { name: b, needs: [a], agent: noop }\n');

@@ -1,16 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConsulRegistry } from '../../engine/consul/ConsulRegistry.js';
 import { ConsulAgent, requireConsul } from '../harness/consulAgent.js';
+import { until } from '../harness/until.js';
 
 const bin = requireConsul();
-
-async function until(what: string, check: () => Promise<boolean> | boolean, limitMs = 30_000): Promise<void> {
-  const end = Date.now() + limitMs;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe.skipIf(bin === undefined)('the Consul registry against a real `consul agent -dev`', () => {
   let agent: ConsulAgent;

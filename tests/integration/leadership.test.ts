@@ -9,14 +9,7 @@ import type { Registry } from '../../engine/run/Registry.js';
 import type { RunEvent } from '../../engine/run/RunEvent.js';
 import { ConsulAgent, requireConsul } from '../harness/consulAgent.js';
 import { repoWith, workflow } from './gitRepo.js';
-
-async function until(what: string, check: () => boolean | Promise<boolean>, limitMs = 30_000): Promise<void> {
-  const end = Date.now() + limitMs;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+import { until } from '../harness/until.js';
 
 /**
  * A controller that loses the leader lock mid-run stops scheduling at once; the next leader

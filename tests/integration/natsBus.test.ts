@@ -9,16 +9,9 @@ import { eventId, type RunEvent } from '../../engine/run/RunEvent.js';
 import { buildRunPlan } from '../../engine/run/RunPlan.js';
 import { validateText } from '../../engine/spec/validateWorkflows.js';
 import { NatsServer, requireServer } from '../harness/natsServer.js';
+import { until } from '../harness/until.js';
 
 const available = requireServer('nats-server', 'apt-get install -y nats-server');
-
-async function until(what: string, check: () => boolean | Promise<boolean>, limitMs = 30_000): Promise<void> {
-  const end = Date.now() + limitMs;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 describe.skipIf(!available)('the NATS JetStream bus against a real nats-server', () => {
   let server: NatsServer;
