@@ -10,6 +10,9 @@ import { contextFor, scheduleRun, type Dispatch } from './scheduleRun.js';
 /** Receives every event the engine applied, in order (progress display, journal, audit). */
 export type RunListener = (event: RunEvent, state: RunState) => void;
 
+/** How many waiting reports make the engine apply them without waiting for the microtask. */
+const DRAIN_EVERY = 32;
+
 /** Event types an executor or agent reports; everything else is decided by the engine. */
 const AGENT_EVENTS = new Set<RunEvent['type']>(['task.started', 'task.heartbeat', 'task.log', 'task.succeeded', 'task.failed']);
 
@@ -63,7 +66,12 @@ export class RunEngine {
     this.unsubscribe = deps.bus.subscribe(runSubjects(deps.plan.workflow.metadata.name, deps.runId), (event, meta) => {
       if (meta.origin === 'engine' || !AGENT_EVENTS.has(event.type)) return;
       this.inbox.push(event);
-      if (this.accepting && !this.draining) {
+      if (!this.accepting) return;
+      // Reports are applied in batches, one scheduling pass each. A bus that hands over a
+      // whole socket read at once (hundreds of messages) would make the first of them wait
+      // for the last: past DRAIN_EVERY the batch is applied at once.
+      if (this.inbox.length >= DRAIN_EVERY && !this.stepping) this.drain();
+      else if (!this.draining) {
         this.draining = true;
         queueMicrotask(() => this.drain());
       }
@@ -191,7 +199,7 @@ export class RunEngine {
 
   private drain(): void {
     this.draining = false;
-    if (this.relinquished) return;
+    if (this.relinquished || this.inbox.length === 0) return;
     const batch = this.inbox;
     this.inbox = [];
     for (const e of batch) this.record(e);
