@@ -2,7 +2,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createUser } from '@nats-io/nkeys';
+import { encodeAccount, encodeOperator, encodeUser, fmtCreds } from '@nats-io/jwt';
+import { createAccount, createOperator, createUser } from '@nats-io/nkeys';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JetStreamBus } from '../../engine/nats/JetStreamBus.js';
 import { natsConnectionOptions } from '../../engine/nats/natsConnectionOptions.js';
@@ -80,6 +81,31 @@ describe.skipIf(!available)('NATS credentials and TLS from the environment, agai
       const other = join(dir, 'other.nk');
       await writeFile(other, new TextDecoder().decode(createUser().getSeed()));
       expect(await refused({ NATS_NKEY_SEED_FILE: other }, server.url)).toMatch(/authorization/i);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('a creds file (NATS_CREDS_FILE): a user JWT signed by an account the operator-mode server trusts', async () => {
+    const operator = createOperator();
+    const account = createAccount();
+    // Every limit spelled out: one left out reads as 0 (no subscriptions, no payload).
+    const limits = { subs: -1, data: -1, payload: -1, imports: -1, exports: -1, wildcards: true, conn: -1, leaf: -1, mem_storage: -1, disk_storage: -1, streams: -1, consumer: -1 };
+    const accountJwt = await encodeAccount('caravan', account, { limits }, { signer: operator });
+    // JetStream in operator mode needs a system account.
+    const system = createAccount();
+    const systemJwt = await encodeAccount('SYS', system, {}, { signer: operator });
+    const config = `operator: "${await encodeOperator('test-operator', operator)}"\nsystem_account: ${system.getPublicKey()}\nresolver: MEMORY\nresolver_preload: {\n  ${account.getPublicKey()}: "${accountJwt}"\n  ${system.getPublicKey()}: "${systemJwt}"\n}\n`;
+    const creds = async (file: string, signer = account): Promise<string> => {
+      const user = createUser();
+      await writeFile(join(dir, file), fmtCreds(await encodeUser('agent', user, signer), user), { mode: 0o600 });
+      return join(dir, file);
+    };
+    const server = await NatsServer.start(config);
+    try {
+      expect(await roundTrip({ NATS_CREDS_FILE: await creds('agent.creds') }, server.url)).toBe('task.started');
+      // Signed by an account the server does not know.
+      expect(await refused({ NATS_CREDS_FILE: await creds('stranger.creds', createAccount()) }, server.url)).toMatch(/authorization|authentication/i);
     } finally {
       await server.close();
     }
