@@ -284,9 +284,12 @@ export class JetStreamBus implements Bus {
     let unacked: JsMsg | undefined;
     let count = 0;
     let timer: NodeJS.Timeout | undefined;
+    let soon: NodeJS.Immediate | undefined;
     const ack = (): void => {
       if (timer !== undefined) clearTimeout(timer);
       timer = undefined;
+      if (soon !== undefined) clearImmediate(soon);
+      soon = undefined;
       unacked?.ack();
       unacked = undefined;
       count = 0;
@@ -315,7 +318,9 @@ export class JetStreamBus implements Bus {
           const { o, e } = JSON.parse(DECODER.decode(m.data)) as { o: 'e' | 'a'; e: RunEvent };
           handler(e, { subject: m.subject, origin: o === 'e' ? 'engine' : 'agent' });
           unacked = m;
-          if (++count >= (this.o.ackEvery ?? 256)) ack();
+          // Acknowledged after the handler's microtasks (the engine applies and journals a
+          // batch there), never inline: an ack covers every message before it.
+          if (++count >= (this.o.ackEvery ?? 256)) soon ??= setImmediate(ack);
           else timer ??= setTimeout(ack, this.o.ackAfterMs ?? 20);
         },
       });

@@ -41,7 +41,7 @@ export class RunEngine {
   readonly state: RunState;
   private readonly listeners: RunListener[] = [];
   private readonly flushers: Array<() => void> = [];
-  private readonly unsubscribe: () => void;
+  private unsubscribe: (() => void) | undefined;
   private inbox: RunEvent[] = [];
   private draining = false;
   private wakeTimer: TimerHandle | undefined;
@@ -52,8 +52,6 @@ export class RunEngine {
   private rejectFinished!: (e: Error) => void;
   private relinquished = false;
   private stepping = false;
-  /** Reports that arrive before start() or resume() wait: on a durable stream they can. */
-  private accepting = false;
 
   constructor(private readonly deps: RunEngineDeps) {
     this.state = initialRunState(deps.plan, deps.runId);
@@ -63,19 +61,6 @@ export class RunEngine {
     });
     // Relinquishing can happen before anyone awaits done(); whoever does still sees the error.
     this.finished.catch(() => undefined);
-    this.unsubscribe = deps.bus.subscribe(runSubjects(deps.plan.workflow.metadata.name, deps.runId), (event, meta) => {
-      if (meta.origin === 'engine' || !AGENT_EVENTS.has(event.type)) return;
-      this.inbox.push(event);
-      if (!this.accepting) return;
-      // Reports are applied in batches, one scheduling pass each. A bus that hands over a
-      // whole socket read at once (hundreds of messages) would make the first of them wait
-      // for the last: past DRAIN_EVERY the batch is applied at once.
-      if (this.inbox.length >= DRAIN_EVERY && !this.stepping) this.drain();
-      else if (!this.draining) {
-        this.draining = true;
-        queueMicrotask(() => this.drain());
-      }
-    });
   }
 
   onEvent(listener: RunListener): void {
@@ -108,12 +93,24 @@ export class RunEngine {
     this.step();
   }
 
+  /**
+   * Subscribes to the run's reports once the engine can apply them (after the replay, on
+   * resume). A durable stream keeps what arrived before; subscribing earlier would let the
+   * bus acknowledge reports that a crash in between would then lose.
+   */
   private accept(): void {
-    this.accepting = true;
-    if (this.inbox.length > 0 && !this.draining) {
-      this.draining = true;
-      queueMicrotask(() => this.drain());
-    }
+    this.unsubscribe = this.deps.bus.subscribe(runSubjects(this.deps.plan.workflow.metadata.name, this.deps.runId), (event, meta) => {
+      if (meta.origin === 'engine' || !AGENT_EVENTS.has(event.type)) return;
+      this.inbox.push(event);
+      // Reports are applied in batches, one scheduling pass each. A bus that hands over a
+      // whole socket read at once (hundreds of messages) would make the first of them wait
+      // for the last: past DRAIN_EVERY the batch is applied at once.
+      if (this.inbox.length >= DRAIN_EVERY && !this.stepping) this.drain();
+      else if (!this.draining) {
+        this.draining = true;
+        queueMicrotask(() => this.drain());
+      }
+    });
   }
 
   /**
@@ -182,11 +179,10 @@ export class RunEngine {
   relinquish(error: Error): void {
     if (this.relinquished || isFinal(this.state.status)) return;
     this.relinquished = true;
-    this.accepting = false;
     this.inbox = [];
     if (this.wakeTimer !== undefined) this.deps.clock.clearTimer(this.wakeTimer);
     if (this.tickTimer !== undefined) this.deps.clock.clearTimer(this.tickTimer);
-    this.unsubscribe();
+    this.unsubscribe?.();
     this.rejectFinished(error);
   }
 
@@ -277,7 +273,7 @@ export class RunEngine {
   private finish(): void {
     if (this.wakeTimer !== undefined) this.deps.clock.clearTimer(this.wakeTimer);
     if (this.tickTimer !== undefined) this.deps.clock.clearTimer(this.tickTimer);
-    this.unsubscribe();
+    this.unsubscribe?.();
     this.resolveFinished(this.state);
   }
 }
