@@ -53,6 +53,8 @@ export interface BreakerState {
   openUntil?: number;
   /** Failures counted when it last opened: one more means the half-open probe failed. */
   failuresAtOpen?: number;
+  /** The half-open probe succeeded: the scheduler records `breaker.closed`. */
+  probeSucceeded?: boolean;
 }
 
 /**

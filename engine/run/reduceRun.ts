@@ -158,7 +158,11 @@ function apply(state: RunState, plan: RunPlan, e: RunEvent): boolean {
       if (e.startedAt !== undefined) last(inst).startedAt ??= e.startedAt;
       Object.assign(last(inst), { status: 'succeeded', finishedAt: e.at }, e.exitCode !== undefined ? { exitCode: e.exitCode } : {});
       const key = plan.tasks.get(inst.task)?.breakerKey;
-      if (key !== undefined) state.breakers.delete(key);
+      const b = key !== undefined ? state.breakers.get(key) : undefined;
+      // A success resets the failure count; after the breaker opened it is the probe that
+      // closes it, which the scheduler records as breaker.closed.
+      if (b?.openUntil !== undefined) b.probeSucceeded = true;
+      else if (key !== undefined) state.breakers.delete(key);
       instanceDone(state, plan, inst);
       return true;
     }

@@ -212,7 +212,9 @@ function startCandidates(state: RunState, plan: RunPlan, d: Decision, base: Base
       }
     }
     const breaker = state.breakers.get(c.task.breakerKey);
-    if (breaker?.openUntil !== undefined) {
+    if (breaker?.probeSucceeded === true) {
+      // closes in this pass
+    } else if (breaker?.openUntil !== undefined) {
       if (breaker.openUntil > now) {
         ok = false;
         full.add(c.task.breakerKey);
@@ -236,10 +238,17 @@ function startCandidates(state: RunState, plan: RunPlan, d: Decision, base: Base
   }
 }
 
-/** Breakers that open (or re-open after a failed probe) now; nothing of theirs starts in this pass. */
+/**
+ * Breakers that open (or re-open after a failed probe) now, whose keys are returned: nothing
+ * of theirs starts in this pass. A breaker whose probe succeeded closes.
+ */
 function openBreakers(state: RunState, d: Decision, base: Base, now: number): Set<string> {
   const opening = new Set<string>();
   for (const [key, b] of state.breakers) {
+    if (b.probeSucceeded === true) {
+      d.events.push({ ...base, type: 'breaker.closed', key });
+      continue;
+    }
     if (b.failures < BREAKER_THRESHOLD) continue;
     const neverOpened = b.openUntil === undefined;
     const probeFailed = b.openUntil !== undefined && b.openUntil <= now && b.failures > (b.failuresAtOpen ?? 0);

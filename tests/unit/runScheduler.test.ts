@@ -154,6 +154,23 @@ describe('concurrency and circuit breakers', () => {
   });
 });
 
+describe('a circuit breaker whose probe succeeds', () => {
+  it('records breaker.closed, and what waited behind it starts without a cool-down', () => {
+    let n = 0;
+    const sim = simulate('  failFast: false\n  tasks:\n' + Array.from({ length: 9 }, (_, i) => `    - { name: t${i}, agent: http, http: { url: "http://x" } }\n`).join(''), () => (n++ < 5 ? { ok: false, error: 'down', retryable: false } : { ok: true }), { maxParallel: 1 });
+    const kinds = sim.events.filter((e) => e.type === 'breaker.opened' || e.type === 'breaker.closed').map((e) => e.type);
+    expect(kinds).toEqual(['breaker.opened', 'breaker.closed']);
+    const opened = sim.events.find((e) => e.type === 'breaker.opened')!;
+    const closed = sim.events.find((e) => e.type === 'breaker.closed')!;
+    // The probe ran at the end of the cool-down; the three after it did not wait another one.
+    const starts = sim.dispatches.map((d) => d.at);
+    expect(starts[5]).toBe(opened.at + BREAKER_COOLDOWN_MS);
+    expect(starts.slice(6).every((t) => t < closed.at + BREAKER_COOLDOWN_MS)).toBe(true);
+    expect(sim.state.breakers.size).toBe(0);
+    expect(sim.state.instances.get('t8')!.status).toBe('succeeded');
+  });
+});
+
 describe('cancel, pause and approvals', () => {
   it('cancel stops everything at once', () => {
     const sim = simulate('  tasks:\n    - { name: a, run: x }\n    - { name: b, run: x, needs: [a] }\n', () => ({ ok: true, hang: true }), { controls: [{ at: T0 + 5000, event: () => ({ runId: 'run-1', at: T0 + 5000, type: 'run.cancelled', by: 'alice', reason: 'wrong data' }) }] });
