@@ -186,10 +186,11 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .argument('<workflow>')
     .argument('<pool>')
     .argument('<count>')
-    .action(async (action: string, workflow: string, pool: string, count: string) => {
+    .option('--wait <seconds>', 'wait until that many agents run (exit 1 if not within the time)', (v: string) => positiveInt(v, '--wait'))
+    .action(async (action: string, workflow: string, pool: string, count: string, opts: { wait?: number }) => {
       if (action !== 'scale') throw new CaravanError('USAGE', `pool takes scale, not '${action}'`);
       const { poolScaleCommand } = await import('./poolCommand.js');
-      exit = await poolScaleCommand(workflow, pool, positiveInt(count, 'count'), io);
+      exit = await poolScaleCommand(workflow, pool, positiveInt(count, 'count'), io, opts.wait);
     });
 
   program

@@ -23,6 +23,7 @@ export type ErrorCode =
   | 'AUDIT_REF_LOCKED'
   | 'AUDIT_WRITE_FAILED'
   | 'LEADERSHIP_LOST'
+  | 'POOL_NOT_READY'
   | 'INTERNAL';
 
 /** Process exit codes, following BSD sysexits where one fits. */
@@ -61,6 +62,7 @@ const exitByCode: Record<ErrorCode, ExitCode> = {
   AUDIT_REF_LOCKED: EXIT.IO,
   AUDIT_WRITE_FAILED: EXIT.IO,
   LEADERSHIP_LOST: EXIT.TEMPFAIL,
+  POOL_NOT_READY: EXIT.FAILED,
   INTERNAL: EXIT.INTERNAL,
 };
 

@@ -71,7 +71,9 @@ describe.skipIf(nomadBin === undefined || consulBin === undefined || !natsOk)('e
 
       // caravan pool scale: three agents through Nomad.
       const { cli } = await import('../harness/cli.js');
-      expect(await cli(dir, 'pool', 'scale', 'mixed', 'workers', '3')).toEqual({ code: 0, out: 'caravan-mixed-pool-workers: 2 → 3 agents\n', err: '' });
+      const scale = await cli(dir, 'pool', 'scale', 'mixed', 'workers', '3', '--wait', '90');
+      expect([scale.code, scale.out]).toEqual([0, 'caravan-mixed-pool-workers: 2 → 3 agents\ncaravan-mixed-pool-workers: 3 agents running\n']);
+      expect(scale.err).toMatch(/caravan: 3 of 3 agents running\n$/);
       expect((await client.readJob('caravan-mixed-pool-workers')).TaskGroups[0]!.Count).toBe(3);
       const scaled = Date.now() + 60_000;
       while (Date.now() < scaled && (await registry.poolHealth('caravan-mixed-pool-workers')).length < 3) await new Promise((r) => setTimeout(r, 500));
