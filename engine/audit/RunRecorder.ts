@@ -20,6 +20,8 @@ export interface RecorderOptions {
   now?: () => number;
   /** Called when a checkpoint could not be written (it is retried at the next one). */
   onWarning?: (message: string) => void;
+  /** After each checkpoint, with its commit on caravan/runs (the final one excepted). */
+  onCheckpoint?: (commit: string) => void;
   /** Events recorded before this recorder took over (resume). */
   previous?: readonly RunEvent[];
 }
@@ -43,6 +45,7 @@ export class RunRecorder {
   failures = 0;
   /** Set once finish() has written the final record: nothing is written after it. */
   private closed = false;
+  private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly store: GitAuditStore, private readonly o: RecorderOptions) {
     this.events = [...(o.previous ?? [])];
@@ -83,13 +86,39 @@ export class RunRecorder {
     this.events.push(e);
     this.lastState = state;
     this.unflushed.push(JSON.stringify(e) + '\n');
-    const due = this.events.length - this.checkpointed >= (this.o.everyEvents ?? 500) || this.now() - this.lastCheckpointAt >= (this.o.everyMs ?? 2000);
+    const everyMs = this.o.everyMs ?? 2000;
+    const due = this.events.length - this.checkpointed >= (this.o.everyEvents ?? 500) || this.now() - this.lastCheckpointAt >= everyMs;
     if (due) void this.checkpoint().catch(() => undefined);
+    else if (this.timer === undefined && !this.closed) {
+      // A quiet run (a long task, no events) still reaches Git within everyMs of its last event.
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        void this.checkpoint().catch(() => undefined);
+      }, Math.max(0, everyMs - (this.now() - this.lastCheckpointAt)));
+      this.timer.unref();
+    }
+  }
+
+  /**
+   * Stops writing to Git (the journal is flushed and closed): for a run this process no
+   * longer leads, whose record now belongs to the next leader.
+   */
+  close(): void {
+    this.closed = true;
+    this.again = false;
+    this.clearTimer();
+    if (this.journalFd !== undefined) this.closeJournal();
+  }
+
+  private clearTimer(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
   }
 
   /** Writes a checkpoint now (or after the one in flight). */
   checkpoint(): Promise<void> {
     if (this.closed) return Promise.resolve();
+    this.clearTimer();
     if (this.inFlight !== undefined) {
       this.again = true;
       return this.inFlight;
@@ -129,6 +158,7 @@ export class RunRecorder {
       });
       this.checkpointed = count;
       this.lastCheckpointAt = this.now();
+      if (!final) this.o.onCheckpoint?.(this.lastCommit);
       // The checkpoint itself is an event of the run: it says how much the audit branch holds.
       const marker: RunEvent = { runId: this.o.runId, at: this.lastCheckpointAt, type: 'checkpoint', seq: count };
       this.events.push(marker);
@@ -161,6 +191,7 @@ export class RunRecorder {
     // A checkpoint queued while the final one ran must not write after it.
     this.closed = true;
     this.again = false;
+    this.clearTimer();
     if (this.inFlight !== undefined) await this.inFlight.catch(() => undefined);
     this.closeJournal();
     if (lastError !== undefined || this.lastCommit === undefined) {

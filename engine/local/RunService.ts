@@ -257,6 +257,7 @@ export class RunService {
     const executor = this.o.executor?.(bus, this.clock) ?? (this.o.backend === 'nomad' ? await this.nomadExecutor(workflow, commit, bus, local()) : local());
     // On NATS every event goes to the stream, for other observers; in memory nobody else listens.
     const engine = new RunEngine({ plan, runId, executor, bus, clock: this.clock, publishDecisions: this.o.bus === 'nats' });
+    let mirror: ((auditCommit: string | undefined) => Promise<void>) | undefined;
     const recorder = new RunRecorder(this.audit, {
       workflow: name,
       runId,
@@ -267,6 +268,8 @@ export class RunService {
       ...(this.o.checkpointEveryMs !== undefined ? { everyMs: this.o.checkpointEveryMs } : {}),
       now: () => this.clock.now(),
       ...(this.o.onWarning !== undefined ? { onWarning: this.o.onWarning } : {}),
+      // Operators follow a live run in the Consul UI: its status at each checkpoint.
+      onCheckpoint: (commit) => void mirror?.(commit),
       previous,
     });
     await recorder.open();
@@ -282,7 +285,7 @@ export class RunService {
     await recorder.checkpoint().catch(() => undefined);
     leadership?.engines.add(engine);
     if (leadership?.lost !== undefined) engine.relinquish(leadership.lost);
-    const mirror = this.mirror(engine, registry);
+    mirror = this.mirror(engine, registry);
     await mirror?.(undefined);
     const done = (async () => {
       try {
@@ -295,6 +298,7 @@ export class RunService {
           stopWatching();
           recorder.flush();
           await recorder.checkpoint().catch(() => undefined);
+          recorder.close();
           await executor.close();
           await bus.close();
           await this.live.unregister(runId);
@@ -340,7 +344,7 @@ export class RunService {
   /** A function that writes the run's status to Consul KV, when a registry is configured. */
   private mirror(engine: RunEngine, registry: Registry | undefined): ((auditCommit: string | undefined) => Promise<void>) | undefined {
     if (registry === undefined) return undefined;
-    return async (auditCommit) => {
+    const write = async (auditCommit: string | undefined): Promise<void> => {
       const s = engine.state;
       const tasks: Record<string, number> = {};
       for (const g of s.groups.values()) tasks[g.status] = (tasks[g.status] ?? 0) + 1;
@@ -350,7 +354,11 @@ export class RunService {
         this.o.onWarning?.(`could not mirror run ${s.runId} to Consul: ${(e as Error).message}`);
       }
     };
+    // One write at a time, in order: a slow checkpoint's write must not land after the final one.
+    let queue = Promise.resolve();
+    return (auditCommit) => (queue = queue.then(() => write(auditCommit)));
   }
+
 
   private registry(): Promise<Registry | undefined> {
     this.registryInstance ??= (async () => {

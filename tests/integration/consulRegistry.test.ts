@@ -48,6 +48,35 @@ describe.skipIf(bin === undefined)('the Consul registry against a real `consul a
     }
   });
 
+  it('a live run\'s status in KV follows its checkpoints, each with its commit on caravan/runs', async () => {
+    const { mkdtemp, writeFile } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const { git, repoWith, workflow } = await import('./gitRepo.js');
+    const { RunService } = await import('../../engine/local/RunService.js');
+    const gate = join(await mkdtemp(join(tmpdir(), 'caravan-gate-')), 'go');
+    const dir = await repoWith({ 'live.yaml': workflow('live', `  tasks:\n    - { name: a, agent: noop }\n    - { name: b, needs: [a], run: "while [ ! -f ${gate} ]; do sleep 0.05; done" }\n`) });
+    const saved = process.env['CONSUL_HTTP_ADDR'];
+    process.env['CONSUL_HTTP_ADDR'] = agent.address;
+    try {
+      const run = await new RunService({ repoDir: dir, registry: 'consul', checkpointEveryMs: 100 }).start('live', {});
+      // While b waits: a checkpoint has a done and b running, and KV says so.
+      let live: Awaited<ReturnType<typeof registry.readRun>>;
+      await until('a checkpoint with a done', async () => {
+        live = await registry.readRun('live', run.runId);
+        return live?.tasks['succeeded'] === 1 && live.auditCommit !== undefined;
+      });
+      expect(live!).toMatchObject({ status: 'running', tasks: { succeeded: 1, running: 1 } });
+      expect((await git(dir, 'cat-file', '-t', live!.auditCommit!)).trim()).toBe('commit');
+      await writeFile(gate, '');
+      const { auditCommit } = await run.done;
+      expect(await registry.readRun('live', run.runId)).toMatchObject({ status: 'succeeded', tasks: { succeeded: 2 }, auditCommit });
+    } finally {
+      if (saved === undefined) delete process.env['CONSUL_HTTP_ADDR'];
+      else process.env['CONSUL_HTTP_ADDR'] = saved;
+    }
+  });
+
   it('elects one leader; a lost session stops the old leader within one TTL, and the other takes over', async () => {
     const ttl = 10_000; // Consul's minimum session TTL
     const events: string[] = [];

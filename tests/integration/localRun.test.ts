@@ -74,6 +74,29 @@ describe('a local run recorded in Git', () => {
     await git(dir, 'fsck', '--strict', '--no-progress');
   });
 
+  it('a quiet run still reaches Git within checkpointEveryMs of its last event', async () => {
+    const { mkdtemp } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { until } = await import('../harness/until.js');
+    const gate = join(await mkdtemp(join(tmpdir(), 'caravan-gate-')), 'go');
+    const dir = await repo({ 'quiet.yaml': workflow('quiet', `  tasks:\n    - { name: a, agent: noop }\n    - { name: b, needs: [a], run: "while [ ! -f ${gate} ]; do sleep 0.05; done" }\n`) });
+    const svc = new RunService({ repoDir: dir, checkpointEveryEvents: 10_000, checkpointEveryMs: 200 });
+    const run = await svc.start('quiet', {});
+    try {
+      // After b starts nothing happens until its first heartbeat (5 s); the record on
+      // caravan/runs must show b running before that.
+      let stored: Awaited<ReturnType<typeof svc.audit.readRun>>;
+      await until('a checkpoint with b running', async () => {
+        stored = await svc.audit.readRun(run.runId, 'quiet');
+        return (stored?.run['tasks'] as Record<string, { status: string }> | undefined)?.['b']?.status === 'running';
+      });
+      expect(stored!.events.some((e) => e.type === 'task.heartbeat')).toBe(false);
+    } finally {
+      await writeFile(gate, '');
+    }
+    expect((await run.done).state.status).toBe('succeeded');
+  });
+
   it('works in a dirty repository on a detached HEAD, and in one with no commits at all', async () => {
     const dir = await repo({ 'pipe.yaml': pipeline });
     await git(dir, 'checkout', '-q', '--detach');
