@@ -257,7 +257,7 @@ export class RunService {
     const executor = this.o.executor?.(bus, this.clock) ?? (this.o.backend === 'nomad' ? await this.nomadExecutor(workflow, commit, bus, local()) : local());
     // On NATS every event goes to the stream, for other observers; in memory nobody else listens.
     const engine = new RunEngine({ plan, runId, executor, bus, clock: this.clock, publishDecisions: this.o.bus === 'nats' });
-    let mirror: ((auditCommit: string | undefined) => Promise<void>) | undefined;
+    const mirror = this.mirror(engine, registry);
     const recorder = new RunRecorder(this.audit, {
       workflow: name,
       runId,
@@ -285,7 +285,6 @@ export class RunService {
     await recorder.checkpoint().catch(() => undefined);
     leadership?.engines.add(engine);
     if (leadership?.lost !== undefined) engine.relinquish(leadership.lost);
-    mirror = this.mirror(engine, registry);
     await mirror?.(undefined);
     const done = (async () => {
       try {
