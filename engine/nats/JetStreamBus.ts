@@ -163,8 +163,8 @@ export class JetStreamBus implements Bus {
   /**
    * A JetStream publish: stored once the stream's acknowledgement arrives (a reply to a
    * per-message subject under one inbox subscription). nats.js's own `js.publish` does the
-   * same with a subscription entry, a timer and an error object per message; this path was
-   * 3-4 times faster on this machine (25k vs 70-100k pipelined publishes/s). A message with
+   * same with a subscription entry, a timer and an error object per message; this path is
+   * 1.6-1.8 times faster (`npm run bench -- nats-publish`). A message with
    * no ack within `timeoutMs` is failed by one sweeper; the callers retry with the same
    * Nats-Msg-Id, so the stream still stores it once.
    */

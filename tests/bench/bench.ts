@@ -4,6 +4,7 @@
  */
 import { compileBench } from './compileBench.js';
 import { natsIngestBench } from './natsIngestBench.js';
+import { natsPublishBench } from './natsPublishBench.js';
 import { nomadDispatchBench } from './nomadDispatchBench.js';
 import { poolBench } from './poolBench.js';
 import { runInprocBench } from './runInprocBench.js';
@@ -20,6 +21,7 @@ const suites: Record<string, Suite> = {
   'run-scale': () => runScaleBench(),
   'run-peers': () => runPeersBench(),
   'nats-ingest': () => natsIngestBench(),
+  'nats-publish': () => natsPublishBench(),
   'nomad-dispatch': () => nomadDispatchBench(),
   pool: () => poolBench(),
 };
