@@ -131,6 +131,48 @@ export async function agentCommand(argv: readonly string[], log: (s: string) => 
 const agents = new AgentRegistry();
 const host = hostname();
 const REPORT_START_AFTER_MS = 100;
+const HEARTBEAT_MS = 5000;
+
+interface InFlight {
+  startedAt: number;
+  lastBeat: number;
+  sendStarted: () => void;
+  beat: () => void;
+}
+
+/**
+ * One timer for every attempt this runner has in flight (a pool agent runs many): it sends
+ * an attempt's `task.started` once it has run REPORT_START_AFTER_MS, and a heartbeat every
+ * HEARTBEAT_MS. Two timers per attempt cost a pool of short tasks more than the tasks.
+ */
+const inFlight = new (class {
+  private readonly attempts = new Set<InFlight>();
+  private timer: NodeJS.Timeout | undefined;
+
+  watch(a: InFlight): void {
+    this.attempts.add(a);
+    this.timer ??= setInterval(() => this.tick(), REPORT_START_AFTER_MS / 2);
+  }
+
+  forget(a: InFlight): void {
+    this.attempts.delete(a);
+    if (this.attempts.size === 0 && this.timer !== undefined) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+    }
+  }
+
+  private tick(): void {
+    const now = Date.now();
+    for (const a of this.attempts) {
+      if (now - a.startedAt >= REPORT_START_AFTER_MS) a.sendStarted();
+      if (now - a.lastBeat >= HEARTBEAT_MS) {
+        a.lastBeat = now;
+        a.beat();
+      }
+    }
+  }
+})();
 /** The allocation's task directory, under Nomad. */
 const taskDir = process.env['NOMAD_TASK_DIR'];
 const scratchRoot = taskDir ?? tmpdir();
@@ -154,11 +196,8 @@ async function runOne(bus: JetStreamBus, item: WorkItem, signal: AbortSignal = n
     startSent = true;
     publish({ ...base, type: 'task.started', at: startedAt });
   };
-  const startTimer = setTimeout(sendStarted, REPORT_START_AFTER_MS);
-  const beat = setInterval(() => {
-    sendStarted();
-    publish({ ...base, type: 'task.heartbeat', at: Date.now() });
-  }, 5000);
+  const watch: InFlight = { startedAt, lastBeat: startedAt, sendStarted, beat: () => publish({ ...base, type: 'task.heartbeat', at: Date.now() }) };
+  inFlight.watch(watch);
   let result: AgentResult;
   // Secret values this attempt can see: those it resolved itself (a pool item's
   // `{secret: ...}` env) and those Nomad put in its environment (`--mask-env NAME`).
@@ -190,8 +229,7 @@ async function runOne(bus: JetStreamBus, item: WorkItem, signal: AbortSignal = n
   } catch (e) {
     result = { ok: false, error: (e as Error).message, retryable: false };
   }
-  clearInterval(beat);
-  clearTimeout(startTimer);
+  inFlight.forget(watch);
   const at = Date.now();
   const start = startSent ? {} : { startedAt };
   if (result.ok) publish({ ...base, type: 'task.succeeded', at, outputs: result.outputs, ...(result.exitCode !== undefined ? { exitCode: result.exitCode } : {}), ...start });
