@@ -115,15 +115,18 @@ export async function runsCommand(workflow: string | undefined, io: Io): Promise
 
 export async function statusCommand(runId: string, io: Io, json: boolean): Promise<ExitCode> {
   const svc = await service(io);
-  const stored = await svc.audit.readRun(runId);
-  if (stored === undefined) throw new CaravanError('RUN_NOT_FOUND', `no run ${runId} on caravan/runs`);
   const live = await svc.live.get(runId);
+  // A live run on this machine: its journal is ahead of the last checkpoint (and there may
+  // be none yet).
+  const fromJournal = live !== undefined ? await svc.journalSnapshot(runId) : undefined;
+  const current = fromJournal ?? (await svc.audit.readRun(runId))?.run;
+  if (current === undefined) throw new CaravanError('RUN_NOT_FOUND', `no run ${runId} on caravan/runs`);
   if (json) {
-    io.stdout(JSON.stringify({ ...stored.run, live: live !== undefined }) + '\n');
+    io.stdout(JSON.stringify({ ...current, live: live !== undefined }) + '\n');
     return EXIT.OK;
   }
-  const r = stored.run as { status: string; workflow: string; startedAt: string; durationMs?: number; failureReason?: string; tasks: Record<string, { status: string; attempts?: number; error?: string; reason?: string; durationMs?: number; instances?: unknown[] }> };
-  io.stdout(`run ${runId} of ${r.workflow}: ${r.status}${live !== undefined ? ` (live in process ${live.pid}; last checkpoint shown)` : ''}\n`);
+  const r = current as { status: string; workflow: string; startedAt: string; durationMs?: number; failureReason?: string; tasks: Record<string, { status: string; attempts?: number; error?: string; reason?: string; durationMs?: number; instances?: unknown[] }> };
+  io.stdout(`run ${runId} of ${r.workflow}: ${r.status}${live !== undefined ? ` (live in process ${live.pid}${fromJournal === undefined ? '; last checkpoint shown' : ''})` : ''}\n`);
   io.stdout(`started ${r.startedAt}${r.durationMs !== undefined ? `, took ${formatDuration(r.durationMs)}` : ''}\n`);
   if (r.failureReason !== undefined) io.stdout(`failure: ${r.failureReason}\n`);
   const rows = [['TASK', 'STATUS', 'ATTEMPTS', 'DURATION', 'NOTE']];

@@ -17,7 +17,8 @@ import { parseParams } from '../run/parseParams.js';
 import type { RunEvent } from '../run/RunEvent.js';
 import { RunEngine } from '../run/RunEngine.js';
 import { buildRunPlan } from '../run/RunPlan.js';
-import type { RunState } from '../run/RunState.js';
+import { snapshotRun, type RunState } from '../run/RunState.js';
+import { applyRunEvent, initialRunState } from '../run/reduceRun.js';
 import { textLine } from '../spec/formatDiagnostics.js';
 import { validateText, validateWorkflows } from '../spec/validateWorkflows.js';
 import { packageRoot } from '../packageRoot.js';
@@ -195,6 +196,22 @@ export class RunService {
       throw new CaravanError('RUN_NOT_LIVE', `run ${runId} is not running (${String(stored.run['status'])}); ${stored.run['status'] === 'running' ? `resume it with \`caravan resume ${runId}\` first` : 'nothing to do'}`);
     }
     await this.live.send(runId, command);
+  }
+
+  /**
+   * A live run's state as of its last journaled event (the audit branch may be up to a
+   * checkpoint behind): the journal replayed through the reducer. Undefined without a journal.
+   */
+  async journalSnapshot(runId: string): Promise<Record<string, unknown> | undefined> {
+    const journal = await this.readJournal(runId);
+    const source = journal?.header.workflowSource;
+    if (journal === undefined || source === undefined) return undefined;
+    const parsed = validateText(`${runId}/workflow.yaml`, source);
+    if (parsed.workflow === undefined) return undefined;
+    const plan = buildRunPlan(parsed.workflow, { maxParallel: this.o.parallelism ?? 32 });
+    const state = initialRunState(plan, runId);
+    for (const e of journal.events) applyRunEvent(state, plan, e);
+    return snapshotRun(state);
   }
 
   private async readJournal(runId: string): Promise<{ header: JournalHeader; events: RunEvent[] } | undefined> {

@@ -103,6 +103,27 @@ describe('a live run, from another process', () => {
     expect(after.err).toBe(`caravan: run ${runId} is not running (succeeded); nothing to do\n`);
   });
 
+  it('status of a live run shows its journal, ahead of the last checkpoint', async () => {
+    const wf = workflow('watched', '  tasks:\n    - { name: first, agent: noop }\n    - { name: second, needs: [first], run: "while [ ! -f go ]; do sleep 0.05; done" }\n');
+    const dir = await repo({ 'watched.yaml': wf });
+    await writeFile(join(dir, '.gitignore'), 'go\n');
+    const proc = spawnCli(dir, 'run', 'watched');
+    let runId = '';
+    await until('the second task to start', () => {
+      const m = /run (\S+) of watched started[\s\S]*second started/.exec(proc.output());
+      if (m !== null) runId = m[1]!;
+      return m !== null;
+    });
+    const status = await cli(dir, 'status', runId, '--json');
+    expect(status.err).toBe('');
+    const run = JSON.parse(status.out) as { status: string; live: boolean; tasks: Record<string, { status: string }> };
+    expect([run.status, run.live, run.tasks['first']!.status, run.tasks['second']!.status]).toEqual(['running', true, 'succeeded', 'running']);
+    const table = await cli(dir, 'status', runId);
+    expect(table.out).toMatch(new RegExp(`^run ${runId} of watched: running \\(live in process \\d+\\)\n`));
+    await writeFile(join(dir, 'go'), '');
+    expect(await proc.exited).toBe(0);
+  });
+
   it('resumes after SIGKILL from the last checkpoint and journal, without re-running what succeeded', async () => {
     const wf = workflow('long', '  tasks:\n    - { name: first, run: "echo ran >> first.count" }\n    - { name: second, needs: [first], run: "if [ -f go ]; then echo resumed; else echo $$ > second.pid; exec sleep 60; fi" }\n    - { name: third, needs: [second], run: "echo ran >> third.count" }\n');
     const dir = await repo({ 'long.yaml': wf });
