@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { findServerBinary, waitForPort } from './serverProcess.js';
+import { findServerBinary, stopProcess, waitForPort } from './serverProcess.js';
 
 export interface DevPorts {
   nats: number;
@@ -72,13 +72,6 @@ export class DevServers {
   }
 
   async stop(): Promise<void> {
-    for (const p of [...this.procs].reverse()) {
-      if (p.exitCode !== null) continue;
-      await new Promise<void>((r) => {
-        p.once('exit', () => r());
-        p.kill('SIGINT');
-        setTimeout(() => p.kill('SIGKILL'), 10_000).unref();
-      });
-    }
+    for (const p of [...this.procs].reverse()) await stopProcess(p);
   }
 }

@@ -31,3 +31,13 @@ export async function waitForPort(port: number, limitMs: number, proc: ChildProc
   }
   throw new Error(`nothing listening on port ${port} after ${limitMs} ms`);
 }
+
+/** Asks a server to stop with `signal`, SIGKILLs it after `graceMs`, and waits until it exits. */
+export async function stopProcess(proc: ChildProcess, signal: NodeJS.Signals = 'SIGINT', graceMs = 10_000): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  await new Promise<void>((r) => {
+    proc.once('exit', () => r());
+    proc.kill(signal);
+    setTimeout(() => proc.kill('SIGKILL'), graceMs).unref();
+  });
+}

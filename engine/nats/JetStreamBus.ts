@@ -223,7 +223,9 @@ export class JetStreamBus implements Bus {
   async putContext(key: string, data: string): Promise<void> {
     this.contextStream ??= this.createIfMissing({ name: CONTEXT_STREAM, subjects: ['caravan.ctx.>'], storage: StorageType.File, max_msgs_per_subject: 1, max_age: 7 * 24 * 3_600_000 * MS });
     await this.contextStream;
-    await this.js.publish(`caravan.ctx.${subjectToken(key)}`, data, { msgID: `ctx:${key}`, timeout: 5000 });
+    const h = headers();
+    h.set('Nats-Msg-Id', `ctx:${key}`);
+    await this.publishAcked(`caravan.ctx.${subjectToken(key)}`, data, h);
   }
 
   async getContext(key: string): Promise<string> {

@@ -30,6 +30,11 @@ export interface NomadExecutorOptions {
 /** Nomad refuses dispatch payloads over 16 KiB; leave room for the rest of the payload. */
 const PAYLOAD_LIMIT = 16 * 1024;
 
+/** One attempt: the dispatch's idempotency token (escaped) and the key of its child job here. */
+function attemptKey(runId: string, instance: string, attempt: number): string {
+  return `${runId}:${instance}:${attempt}`;
+}
+
 /** The parameterized job an attempt is a dispatch of: the task's, or its compensation's. */
 function jobFor(workflow: string, d: { task: string; kind: 'task' | 'compensate' }): string {
   return d.kind === 'compensate' ? compensateJobId(workflow, d.task) : taskJobId(workflow, d.task);
@@ -105,7 +110,7 @@ export class NomadExecutor implements Executor {
         for (const c of children) {
           const job = await this.nomad.readJob(c);
           if (job.Meta?.['caravan_run'] === req.runId && job.Meta?.['caravan_attempt'] === String(req.dispatch.attempt)) {
-            this.children.set(`${req.runId}:${req.dispatch.instance}:${req.dispatch.attempt}`, c);
+            this.children.set(attemptKey(req.runId, req.dispatch.instance, req.dispatch.attempt), c);
             this.watch(req, c);
             return;
           }
@@ -123,7 +128,7 @@ export class NomadExecutor implements Executor {
     const payload: DispatchPayload = { runId: req.runId, workflow: wf, instance: d.instance, attempt: d.attempt, kind: d.kind, context: d.context, nats: this.o.natsServers };
     const meta: Record<string, string> = { caravan_run: req.runId, caravan_attempt: String(d.attempt) };
     if (d.index !== undefined) meta['caravan_item'] = String(d.index);
-    const key = `${req.runId}:${d.instance}:${d.attempt}`;
+    const key = attemptKey(req.runId, d.instance, d.attempt);
     try {
       let bytes = new TextEncoder().encode(JSON.stringify(payload));
       if (bytes.length > PAYLOAD_LIMIT) {
@@ -207,7 +212,7 @@ export class NomadExecutor implements Executor {
   }
 
   cancel(runId: string, instance: string, attempt: number): void {
-    const key = `${runId}:${instance}:${attempt}`;
+    const key = attemptKey(runId, instance, attempt);
     const child = this.children.get(key);
     if (child === undefined) {
       const plan = this.plans.get(runId);

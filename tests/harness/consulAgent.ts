@@ -1,17 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { findServerBinary } from '../../engine/local/serverProcess.js';
-import { freePort } from './natsServer.js';
+import { findServerBinary, stopProcess } from '../../engine/local/serverProcess.js';
+import { freePort, requireServerBinary } from './natsServer.js';
 
 export function consulBinary(): string | undefined {
   return findServerBinary('consul');
 }
 
 export function requireConsul(): string | undefined {
-  const bin = consulBinary();
-  if (bin !== undefined) return bin;
-  if (process.env['CI'] === 'true') throw new Error('consul is not installed but CI=true: run scripts/build-consul.sh');
-  process.stderr.write('[caravan tests] consul not found; skipping its integration tests (scripts/build-consul.sh)\n');
-  return undefined;
+  return requireServerBinary('consul', 'run scripts/build-consul.sh');
 }
 
 /** A real `consul agent -dev` (in memory) on free ports. */
@@ -47,12 +43,6 @@ export class ConsulAgent {
   }
 
   async close(): Promise<void> {
-    const p = this.proc;
-    if (p === undefined || p.exitCode !== null) return;
-    await new Promise<void>((r) => {
-      p.once('exit', () => r());
-      p.kill('SIGINT');
-      setTimeout(() => p.kill('SIGKILL'), 10_000).unref();
-    });
+    if (this.proc !== undefined) await stopProcess(this.proc);
   }
 }

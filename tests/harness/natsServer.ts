@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { findServerBinary, waitForPort } from '../../engine/local/serverProcess.js';
+import { findServerBinary, stopProcess, waitForPort } from '../../engine/local/serverProcess.js';
 
 
 /** True when the server binary is on PATH or built into the cache. */
@@ -16,10 +16,16 @@ export function hasBinary(name: string): boolean {
  * an error (the test fails loudly); on a developer machine the suite is skipped with a note.
  */
 export function requireServer(name: string, install: string): boolean {
-  if (hasBinary(name)) return true;
+  return requireServerBinary(name, install) !== undefined;
+}
+
+/** The same, answering with the binary to run (on PATH or from the build cache). */
+export function requireServerBinary(name: string, install: string): string | undefined {
+  const bin = findServerBinary(name);
+  if (bin !== undefined) return bin;
   if (process.env['CI'] === 'true') throw new Error(`${name} is not installed but CI=true: ${install}`);
   process.stderr.write(`[caravan tests] ${name} not found; skipping its integration tests (${install})\n`);
-  return false;
+  return undefined;
 }
 
 export async function freePort(): Promise<number> {
@@ -92,13 +98,7 @@ export class NatsServer {
   }
 
   async stop(): Promise<void> {
-    const p = this.proc;
-    if (p === undefined || p.exitCode !== null) return;
-    await new Promise<void>((r) => {
-      p.once('exit', () => r());
-      p.kill('SIGTERM');
-      setTimeout(() => p.kill('SIGKILL'), 5000).unref();
-    });
+    if (this.proc !== undefined) await stopProcess(this.proc, 'SIGTERM', 5000);
     this.proc = undefined;
   }
 

@@ -2,8 +2,8 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { findServerBinary } from '../../engine/local/serverProcess.js';
-import { freePort } from './natsServer.js';
+import { findServerBinary, stopProcess } from '../../engine/local/serverProcess.js';
+import { freePort, requireServerBinary } from './natsServer.js';
 
 /** `nomad` on PATH, or the one scripts/build-nomad.sh cached. */
 export function nomadBinary(): string | undefined {
@@ -11,11 +11,7 @@ export function nomadBinary(): string | undefined {
 }
 
 export function requireNomad(): string | undefined {
-  const bin = nomadBinary();
-  if (bin !== undefined) return bin;
-  if (process.env['CI'] === 'true') throw new Error('nomad is not installed but CI=true: run scripts/build-nomad.sh');
-  process.stderr.write('[caravan tests] nomad not found; skipping its integration tests (scripts/build-nomad.sh)\n');
-  return undefined;
+  return requireServerBinary('nomad', 'run scripts/build-nomad.sh');
 }
 
 /** A real `nomad agent -dev` (server and client, raw_exec on) on free ports with a temporary data dir. */
@@ -32,15 +28,28 @@ export class NomadAgent {
    * is appended to the agent's configuration.
    */
   static async start(bin: string, consul?: string, extraHcl = ''): Promise<NomadAgent> {
-    const dir = await mkdtemp(join(tmpdir(), 'caravan-nomad-'));
-    const [http, rpc, serf] = [await freePort(), await freePort(), await freePort()];
-    await writeFile(join(dir, 'agent.hcl'), `data_dir = "${dir}/data"\nbind_addr = "127.0.0.1"\nports {\n  http = ${http}\n  rpc  = ${rpc}\n  serf = ${serf}\n}\n${consul !== undefined ? `consul {\n  address = "${consul}"\n}\n` : ''}${extraHcl}`);
-    const agent = new NomadAgent(bin, dir, http);
-    agent.proc = spawn(bin, ['agent', '-dev', `-config=${join(dir, 'agent.hcl')}`], { stdio: ['ignore', 'pipe', 'pipe'] });
-    agent.proc.stdout!.on('data', (c: Buffer) => { agent.output += c.toString(); });
-    agent.proc.stderr!.on('data', (c: Buffer) => { agent.output += c.toString(); });
+    const agent = await NomadAgent.launchDev(bin, `${consul !== undefined ? `consul {\n  address = "${consul}"\n}\n` : ''}${extraHcl}`);
     await agent.waitReady();
     return agent;
+  }
+
+  /** Writes a dev agent's configuration (free ports, a temporary data dir, `extraHcl`) and starts it. */
+  private static async launchDev(bin: string, extraHcl: string): Promise<NomadAgent> {
+    const dir = await mkdtemp(join(tmpdir(), 'caravan-nomad-'));
+    const [http, rpc, serf] = [await freePort(), await freePort(), await freePort()];
+    await writeFile(join(dir, 'agent.hcl'), `data_dir = "${dir}/data"\nbind_addr = "127.0.0.1"\nports {\n  http = ${http}\n  rpc  = ${rpc}\n  serf = ${serf}\n}\n${extraHcl}`);
+    const agent = new NomadAgent(bin, dir, http);
+    agent.proc = agent.spawnLogged(['agent', '-dev', `-config=${join(dir, 'agent.hcl')}`]);
+    return agent;
+  }
+
+  /** Starts `nomad <args>` with its output kept for error messages. */
+  private spawnLogged(args: string[]): ChildProcess {
+    const p = spawn(this.bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const keep = (c: Buffer): void => { this.output += c.toString(); };
+    p.stdout!.on('data', keep);
+    p.stderr!.on('data', keep);
+    return p;
   }
 
   /**
@@ -54,13 +63,8 @@ export class NomadAgent {
     await writeFile(join(dir, 'server.hcl'), `data_dir = "${dir}/server"\nbind_addr = "127.0.0.1"\ndisable_update_check = true\nadvertise {\n  http = "127.0.0.1"\n  rpc  = "127.0.0.1"\n  serf = "127.0.0.1"\n}\nports {\n  http = ${http}\n  rpc  = ${rpc}\n  serf = ${serf}\n}\nserver {\n  enabled = true\n  bootstrap_expect = 1\n  heartbeat_grace = "1s"\n  min_heartbeat_ttl = "1s"\n}\n`);
     await writeFile(join(dir, 'client.hcl'), `data_dir = "${dir}/client"\nbind_addr = "127.0.0.1"\ndisable_update_check = true\nadvertise {\n  http = "127.0.0.1"\n  rpc  = "127.0.0.1"\n  serf = "127.0.0.1"\n}\nports {\n  http = ${chttp}\n  rpc  = ${crpc}\n  serf = ${cserf}\n}\nclient {\n  enabled = true\n  servers = ["127.0.0.1:${rpc}"]\n}\nplugin "raw_exec" {\n  config {\n    enabled = true\n  }\n}\n`);
     const agent = new NomadAgent(bin, dir, http);
-    const log = (c: Buffer): void => { agent.output += c.toString(); };
-    agent.proc = spawn(bin, ['agent', `-config=${join(dir, 'server.hcl')}`], { stdio: ['ignore', 'pipe', 'pipe'] });
-    agent.proc.stdout!.on('data', log);
-    agent.proc.stderr!.on('data', log);
-    agent.client = spawn(bin, ['agent', `-config=${join(dir, 'client.hcl')}`], { stdio: ['ignore', 'pipe', 'pipe'] });
-    agent.client.stdout!.on('data', log);
-    agent.client.stderr!.on('data', log);
+    agent.proc = agent.spawnLogged(['agent', `-config=${join(dir, 'server.hcl')}`]);
+    agent.client = agent.spawnLogged(['agent', `-config=${join(dir, 'client.hcl')}`]);
     await agent.waitReady();
     return agent;
   }
@@ -80,13 +84,7 @@ export class NomadAgent {
    * requests are denied.
    */
   static async startWithAcl(bin: string): Promise<NomadAgent & { token: string }> {
-    const dir = await mkdtemp(join(tmpdir(), 'caravan-nomad-'));
-    const [http, rpc, serf] = [await freePort(), await freePort(), await freePort()];
-    await writeFile(join(dir, 'agent.hcl'), `data_dir = "${dir}/data"\nbind_addr = "127.0.0.1"\nports {\n  http = ${http}\n  rpc  = ${rpc}\n  serf = ${serf}\n}\nacl {\n  enabled = true\n}\n`);
-    const agent = new NomadAgent(bin, dir, http);
-    agent.proc = spawn(bin, ['agent', '-dev', `-config=${join(dir, 'agent.hcl')}`], { stdio: ['ignore', 'pipe', 'pipe'] });
-    agent.proc.stdout!.on('data', (c: Buffer) => { agent.output += c.toString(); });
-    agent.proc.stderr!.on('data', (c: Buffer) => { agent.output += c.toString(); });
+    const agent = await NomadAgent.launchDev(bin, 'acl {\n  enabled = true\n}\n');
     let token: string | undefined;
     const end = Date.now() + 60_000;
     while (token === undefined) {
@@ -126,14 +124,7 @@ export class NomadAgent {
 
   async close(): Promise<void> {
     this.client?.kill('SIGKILL');
-    const p = this.proc;
-    if (p !== undefined && p.exitCode === null) {
-      await new Promise<void>((r) => {
-        p.once('exit', () => r());
-        p.kill('SIGINT');
-        setTimeout(() => p.kill('SIGKILL'), 10_000).unref();
-      });
-    }
+    if (this.proc !== undefined) await stopProcess(this.proc);
     // A client killed with SIGKILL leaves behind what it started (executors, log monitors, the
     // runner) and its allocations' secrets and private dirs mounted.
     for (const pid of this.orphans) {

@@ -8,6 +8,7 @@ import { NomadEventStream, type NomadEvent } from '../../engine/nomad/NomadEvent
 import { NomadApiError, NomadClient, type NomadAllocation } from '../../engine/nomad/NomadClient.js';
 import { validateWorkflows } from '../../engine/spec/validateWorkflows.js';
 import { NomadAgent, requireNomad } from '../harness/nomadAgent.js';
+import { until } from '../harness/until.js';
 
 const bin = requireNomad();
 
@@ -86,16 +87,6 @@ async function relay(target: number): Promise<{ port: number; requests: string[]
   };
 }
 
-async function until<T>(what: string, f: () => T | undefined | Promise<T | undefined>, ms = 60_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 describe.skipIf(bin === undefined)('watching Nomad: event stream, blocking queries, evaluations and versions', () => {
   let agent: NomadAgent;
   let nomad: NomadClient;
@@ -146,15 +137,16 @@ describe.skipIf(bin === undefined)('watching Nomad: event stream, blocking queri
     const viaRelay = new NomadClient({ address: `http://127.0.0.1:${r.port}` });
     const stream = new NomadEventStream(viaRelay, { topics: ['Allocation:*'], onEvent: (e) => seen.push(e), onConnected: (again) => connects.push(again) });
     try {
-      await until('the stream to connect', () => (connects.length > 0 ? true : undefined));
+      await until('the stream to connect', () => connects.length > 0, 60_000);
       const ended = (job: string, status: string): NomadEvent | undefined => seen.find((e) => (e.Payload['Allocation'] as NomadAllocation).JobID === job && (e.Payload['Allocation'] as NomadAllocation).ClientStatus === status);
       const one = (await nomad.dispatchJob('fails', new Uint8Array(), {}, 'stream-1')).DispatchedJobID;
-      const failed = await until('the first child to fail', () => ended(one, 'failed'));
+      await until('the first child to fail', () => ended(one, 'failed') !== undefined, 60_000);
+      const failed = ended(one, 'failed')!;
       expect(allocationFailure(failed.Payload['Allocation'] as NomadAllocation)?.message).toMatch(/failed: Exit Code: 3/);
       const before = stream.index;
       r.cut();
       const two = (await nomad.dispatchJob('fails', new Uint8Array(), {}, 'stream-2')).DispatchedJobID;
-      await until('the second child to fail, seen after the reconnect', () => ended(two, 'failed'));
+      await until('the second child to fail, seen after the reconnect', () => ended(two, 'failed') !== undefined, 60_000);
       expect(connects).toEqual([false, true]);
       const streamRequests = r.requests.filter((q) => q.startsWith('GET /v1/event/stream'));
       expect(streamRequests[1]).toContain(`index=${before + 1}`);
