@@ -115,7 +115,7 @@ export async function agentCommand(argv: readonly string[], log: (s: string) => 
   const bus = await JetStreamBus.connect({ connection: await natsConnectionOptions(process.env, payload.nats) });
   const task = taskFrom(p);
   const context = payload.contextRef !== undefined ? (JSON.parse(await bus.getContext(payload.contextRef)) as ExpressionContext) : payload.context ?? {};
-  const result = await runOne(bus, { runId: payload.runId, workflow: payload.workflow, instance: payload.instance, attempt: payload.attempt, task, context, ...(task.timeout !== undefined ? { timeoutMs: parseDuration(task.timeout)! } : {}) }, undefined, p.flags.get('--mask-env') ?? []);
+  const { result } = await runOne(bus, { runId: payload.runId, workflow: payload.workflow, instance: payload.instance, attempt: payload.attempt, task, context, ...(task.timeout !== undefined ? { timeoutMs: parseDuration(task.timeout)! } : {}) }, undefined, p.flags.get('--mask-env') ?? []);
   // A runner must not outlive its reports forever: without NATS its allocation ends with
   // EX_TEMPFAIL, which the controller's watch of Nomad turns into a failed (retried) attempt.
   const waitS = Number(process.env['CARAVAN_REPORT_TIMEOUT_S'] ?? 120);
@@ -180,13 +180,13 @@ const scratchRoot = taskDir ?? tmpdir();
 /**
  * Runs one attempt with the agent registry and reports it on the bus: started, a heartbeat
  * every 5 s, log lines (at most 1,000), and the result. Used for dispatched tasks and, once
- * per work item, by pool agents.
+ * per work item, by pool agents. `reported` settles once the result is stored.
  */
-async function runOne(bus: JetStreamBus, item: WorkItem, signal: AbortSignal = new AbortController().signal, maskEnv: readonly string[] = []): Promise<AgentResult> {
+async function runOne(bus: JetStreamBus, item: WorkItem, signal: AbortSignal = new AbortController().signal, maskEnv: readonly string[] = []): Promise<{ result: AgentResult; reported: Promise<void> }> {
   const subject = eventSubject(item.workflow, item.runId, item.instance);
   const base = { runId: item.runId, task: item.instance, attempt: item.attempt };
   let logged = 0;
-  const publish = (e: RunEvent): void => bus.publish(subject, e, { msgId: eventId(e), origin: 'agent' });
+  const publish = (e: RunEvent): Promise<void> => bus.publish(subject, e, { msgId: eventId(e), origin: 'agent' });
   // A task that ends within REPORT_START_AFTER_MS reports once (its result, with startedAt):
   // for a pool of short tasks that is a third fewer messages to store and apply.
   const startedAt = Date.now();
@@ -194,9 +194,9 @@ async function runOne(bus: JetStreamBus, item: WorkItem, signal: AbortSignal = n
   const sendStarted = (): void => {
     if (startSent) return;
     startSent = true;
-    publish({ ...base, type: 'task.started', at: startedAt });
+    void publish({ ...base, type: 'task.started', at: startedAt });
   };
-  const watch: InFlight = { startedAt, lastBeat: startedAt, sendStarted, beat: () => publish({ ...base, type: 'task.heartbeat', at: Date.now() }) };
+  const watch: InFlight = { startedAt, lastBeat: startedAt, sendStarted, beat: () => void publish({ ...base, type: 'task.heartbeat', at: Date.now() }) };
   inFlight.watch(watch);
   let result: AgentResult;
   // Secret values this attempt can see: those it resolved itself (a pool item's
@@ -216,7 +216,7 @@ async function runOne(bus: JetStreamBus, item: WorkItem, signal: AbortSignal = n
         log: (stream, line) => {
           sendStarted();
           const masked = maskSecrets(line, secrets);
-          if (logged++ < 1000) publish({ ...base, type: 'task.log', at: Date.now() + logged / 1000, stream, line: masked });
+          if (logged++ < 1000) void publish({ ...base, type: 'task.log', at: Date.now() + logged / 1000, stream, line: masked });
           (stream === 'stderr' ? process.stderr : process.stdout).write(masked + '\n');
         },
         signal,
@@ -232,15 +232,17 @@ async function runOne(bus: JetStreamBus, item: WorkItem, signal: AbortSignal = n
   inFlight.forget(watch);
   const at = Date.now();
   const start = startSent ? {} : { startedAt };
-  if (result.ok) publish({ ...base, type: 'task.succeeded', at, outputs: result.outputs, ...(result.exitCode !== undefined ? { exitCode: result.exitCode } : {}), ...start });
-  else publish({ ...base, type: 'task.failed', at, error: `${maskSecrets(result.error, secrets)} (on ${host})`, retryable: result.retryable, ...(result.exitCode !== undefined ? { exitCode: result.exitCode } : {}), ...start });
-  return result;
+  const reported = result.ok
+    ? publish({ ...base, type: 'task.succeeded', at, outputs: result.outputs, ...(result.exitCode !== undefined ? { exitCode: result.exitCode } : {}), ...start })
+    : publish({ ...base, type: 'task.failed', at, error: `${maskSecrets(result.error, secrets)} (on ${host})`, retryable: result.retryable, ...(result.exitCode !== undefined ? { exitCode: result.exitCode } : {}), ...start });
+  return { result, reported };
 }
 
 /** One pool agent's work loop on an open bus (also used in-process by the pool benchmark). */
 export function startPoolAgent(bus: JetStreamBus, workflow: string, pool: string, concurrency: number): Promise<() => Promise<void>> {
   return bus.consumeWork(workflow, pool, concurrency, async (item, signal) => {
-    await runOne(bus, item, signal);
+    const { reported } = await runOne(bus, item, signal);
+    return { reported };
   });
 }
 
@@ -263,7 +265,9 @@ async function poolAgent(p: ParsedArgs, log: (s: string) => void): Promise<numbe
     res.end(req.url === '/health' ? 'ok\n' : '');
   });
   await new Promise<void>((r) => health.listen(Number(one('--health-port') ?? '0'), '0.0.0.0', r));
-  const bus = await JetStreamBus.connect({ connection: await natsConnectionOptions(process.env) });
+  // How long a taken item may go without word from its agent before another agent gets it.
+  const ackWaitS = Number(process.env['CARAVAN_WORK_ACK_WAIT_S'] ?? 30);
+  const bus = await JetStreamBus.connect({ connection: await natsConnectionOptions(process.env), ...(Number.isFinite(ackWaitS) && ackWaitS > 0 ? { workAckWaitMs: ackWaitS * 1000 } : {}) });
   const stop = await startPoolAgent(bus, workflow, pool, concurrency);
   await new Promise<void>((r) => {
     process.once('SIGTERM', r);

@@ -68,6 +68,11 @@ export interface JetStreamBusOptions {
   ackEvery?: number;
   /** ...or this long after the first unacknowledged one. */
   ackAfterMs?: number;
+  /**
+   * A pool's work item goes to another agent when the agent that took it has not said it
+   * is still working on it for this long (default 30 s).
+   */
+  workAckWaitMs?: number;
 }
 
 /**
@@ -125,7 +130,8 @@ export class JetStreamBus implements Bus {
     }
   }
 
-  publish(subject: string, event: RunEvent, options: { msgId: string; origin: 'engine' | 'agent' }): void {
+  /** Returns at once; the promise settles when the event is stored (or given up at close). */
+  publish(subject: string, event: RunEvent, options: { msgId: string; origin: 'engine' | 'agent' }): Promise<void> {
     // The origin travels in the payload: parsing headers costs more than the rest of a
     // message on the consuming side. The header is kept for people reading the stream.
     const h = headers();
@@ -144,6 +150,7 @@ export class JetStreamBus implements Bus {
     };
     const p: Promise<void> = attempt(0).finally(() => this.pending.delete(p));
     this.pending.add(p);
+    return p;
   }
 
   /**
@@ -251,17 +258,29 @@ export class JetStreamBus implements Bus {
 
   /**
    * Takes work for a pool, at most `concurrency` items at a time, through the pool's shared
-   * durable consumer; an item is acknowledged (and leaves the queue) when `handle` resolves.
+   * durable consumer. `handle` resolves when the attempt is over (its slot is free) with a
+   * promise that settles once its report is stored; only then is the item acknowledged (and
+   * removed from the queue). While an item runs, the agent tells the server every third of
+   * the ack wait that it is still working on it; an agent that dies (killed, node lost)
+   * stops doing so, and the item goes to another agent once the ack wait has passed.
    */
-  async consumeWork(workflow: string, pool: string, concurrency: number, handle: (item: WorkItem, signal: AbortSignal) => Promise<void>): Promise<() => Promise<void>> {
+  async consumeWork(workflow: string, pool: string, concurrency: number, handle: (item: WorkItem, signal: AbortSignal) => Promise<{ reported: Promise<void> }>): Promise<() => Promise<void>> {
     await this.ensureWorkStream();
     const name = `pool-${workflow}-${pool}`.replace(/[^A-Za-z0-9_-]/g, '_');
-    await this.jsm.consumers.add(WORK_STREAM, { durable_name: name, filter_subject: `caravan.work.${workflow}.${pool}`, ack_policy: AckPolicy.Explicit, max_ack_pending: concurrency, ack_wait: 60 * 60_000 * MS });
+    const ackWaitMs = this.o.workAckWaitMs ?? 30_000;
+    // One durable per pool, shared by its agents, so its config must not depend on any one
+    // agent: each agent bounds itself (it pulls only with a free slot, and runs at most
+    // `concurrency`). A consumer-wide max_ack_pending of `concurrency` capped the whole pool
+    // at one agent's worth, and agents with different concurrency (a rolling update) would
+    // have fought over the config.
+    await this.jsm.consumers.add(WORK_STREAM, { durable_name: name, filter_subject: `caravan.work.${workflow}.${pool}`, ack_policy: AckPolicy.Explicit, max_ack_pending: -1, ack_wait: ackWaitMs * MS });
     const consumer = await this.js.consumers.get(WORK_STREAM, name);
-    const messages = await consumer.consume({ max_messages: concurrency });
+    // Pull again once half the batch has arrived, not after every item: a pull is a
+    // JetStream API request, and one per item cost the server more than storing the item.
+    const messages = await consumer.consume({ max_messages: concurrency, threshold_messages: Math.floor(concurrency / 2) });
     // Cancels for this pool: abort the attempt if it runs here; otherwise remember it a
     // while, in case its item is still queued and comes here next.
-    const inflight = new Map<string, AbortController>();
+    const inflight = new Map<string, { abort: AbortController; m: JsMsg }>();
     const cancelled = new Set<string>();
     const control = this.nc.subscribe(`caravan.control.${workflow}.${pool}`, {
       callback: (_err, m) => {
@@ -273,18 +292,28 @@ export class JetStreamBus implements Bus {
         }
         const key = `${ref.runId}:${ref.instance}:${ref.attempt}`;
         const running = inflight.get(key);
-        if (running !== undefined) running.abort();
+        if (running !== undefined) running.abort.abort();
         else {
           cancelled.add(key);
           if (cancelled.size > 10_000) cancelled.delete(cancelled.values().next().value!);
         }
       },
     });
+    const working = setInterval(() => {
+      for (const { m } of inflight.values()) m.working();
+    }, ackWaitMs / 3);
+    working.unref();
     void (async () => {
+      const it = messages[Symbol.asyncIterator]();
       let running = 0;
-      const waiters: Array<() => void> = [];
-      for await (const m of messages) {
-        while (running >= concurrency) await new Promise<void>((r) => waiters.push(r));
+      let freed: (() => void) | undefined;
+      for (;;) {
+        // The next pull is made inside next(): waiting for a free slot first keeps an agent
+        // from taking items it cannot start while another agent of the pool is idle.
+        while (running >= concurrency) await new Promise<void>((r) => { freed = r; });
+        const next = await it.next();
+        if (next.done === true) break;
+        const m = next.value;
         const item = JSON.parse(DECODER.decode(m.data)) as WorkItem;
         const key = `${item.runId}:${item.instance}:${item.attempt}`;
         if (cancelled.delete(key)) {
@@ -293,16 +322,29 @@ export class JetStreamBus implements Bus {
         }
         running++;
         const abort = new AbortController();
-        inflight.set(key, abort);
-        void handle(item, abort.signal).finally(() => {
-          inflight.delete(key);
-          m.ack();
+        inflight.set(key, { abort, m });
+        const free = (): void => {
           running--;
-          waiters.shift()?.();
-        });
+          const f = freed;
+          freed = undefined;
+          f?.();
+        };
+        handle(item, abort.signal).then(
+          ({ reported }) => {
+            free();
+            // Still in flight (and kept alive) until its report is stored.
+            reported.then(() => m.ack(), () => m.nak()).finally(() => inflight.delete(key));
+          },
+          () => {
+            inflight.delete(key);
+            free();
+            m.nak();
+          },
+        );
       }
     })();
     return async () => {
+      clearInterval(working);
       control.unsubscribe();
       await messages.close().catch(() => undefined);
     };

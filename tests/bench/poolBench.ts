@@ -63,7 +63,7 @@ export async function poolBench(chains = 100, length = 100): Promise<PoolResult>
         const publish = b.publish.bind(b);
         b.publish = (subject, e, o) => {
           if (e.type === 'task.succeeded') succeededAt.set(e.task, performance.now());
-          publish(subject, e, o);
+          return publish(subject, e, o);
         };
         const stop = await startPoolAgent(b, 'poolbench', 'p', CONCURRENCY);
         return { stop: async () => { await stop(); await b.close(); } };

@@ -1,3 +1,8 @@
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalExecutor } from '../../engine/local/LocalExecutor.js';
 import { JetStreamBus } from '../../engine/nats/JetStreamBus.js';
@@ -153,6 +158,59 @@ describe.skipIf(!available)('the NATS JetStream bus against a real nats-server',
     await agentSide.close();
     await engineSide.close();
   }, 60_000);
+
+  it('a pool runs count x concurrency items at once: two agents of concurrency 1 run two items together', async () => {
+    const { startPoolAgent } = await import('../../agents/agentCommand.js');
+    const dir = await mkdtemp(join(tmpdir(), 'caravan-pool-'));
+    const engineSide = await bus();
+    const a = await bus();
+    const b = await bus();
+    const got: RunEvent[] = [];
+    const stopSub = engineSide.subscribe(runSubjects('twoagents', 'r1'), (e) => got.push(e));
+    const stops = [await startPoolAgent(a, 'twoagents', 'p', 1), await startPoolAgent(b, 'twoagents', 'p', 1)];
+    // Each task waits for the other to have started: they finish only if they run together.
+    const task = (me: string, other: string) => ({ name: me, run: `touch ${dir}/${me}; i=0; while [ ! -e ${dir}/${other} ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; test -e ${dir}/${other}` });
+    await engineSide.enqueueWork('twoagents', 'p', { runId: 'r1', workflow: 'twoagents', instance: 'x', attempt: 1, task: task('x', 'y'), context: {} });
+    await engineSide.enqueueWork('twoagents', 'p', { runId: 'r1', workflow: 'twoagents', instance: 'y', attempt: 1, task: task('y', 'x'), context: {} });
+    await until('both results', () => got.filter((e) => e.type === 'task.succeeded' || e.type === 'task.failed').length === 2);
+    expect(got.filter((e) => e.type === 'task.succeeded').map((e) => (e as { task: string }).task).sort()).toEqual(['x', 'y']);
+    stopSub();
+    for (const stop of stops) await stop();
+    await a.close();
+    await b.close();
+    await engineSide.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('the item of a pool agent killed mid-task goes to another agent once the ack wait has passed', async () => {
+    const { startPoolAgent } = await import('../../agents/agentCommand.js');
+    const dir = await mkdtemp(join(tmpdir(), 'caravan-pool-'));
+    const engineSide = await bus();
+    const got: RunEvent[] = [];
+    const stopSub = engineSide.subscribe(runSubjects('killedagent', 'r1'), (e) => got.push(e));
+    // Agent A is a real `caravan agent pool` process, SIGKILLed while its task runs.
+    const bin = fileURLToPath(new URL('../../bin/caravan.js', import.meta.url));
+    const a = spawn(process.execPath, [bin, 'agent', 'pool', '--workflow', 'killedagent', '--pool', 'p', '--concurrency', '1'], { env: { ...process.env, NATS_URL: server.url, CARAVAN_WORK_ACK_WAIT_S: '1' }, stdio: 'ignore' });
+    const aExited = new Promise<void>((r) => a.once('exit', () => r()));
+    // The first run records its shell's pid and sleeps; a second run of the item finds that and succeeds.
+    const run = `if [ -e ${dir}/pid ]; then echo second; exit 0; fi; echo $$ > ${dir}/pid; exec sleep 30`;
+    await engineSide.enqueueWork('killedagent', 'p', { runId: 'r1', workflow: 'killedagent', instance: 't', attempt: 1, task: { name: 't', run }, context: {} });
+    await until('agent A to start the task', async () => (await readFile(join(dir, 'pid'), 'utf8').catch(() => '')).trim() !== '');
+    a.kill('SIGKILL');
+    await aExited;
+    process.kill(Number((await readFile(join(dir, 'pid'), 'utf8')).trim()), 'SIGKILL');
+    const b = await JetStreamBus.connect({ connection: await natsConnectionOptions({}, [server.url]), workAckWaitMs: 1000 });
+    const stopB = await startPoolAgent(b, 'killedagent', 'p', 1);
+    await until('the second run to succeed', () => got.some((e) => e.type === 'task.succeeded'));
+    expect(got.filter((e) => e.type === 'task.log').map((e) => (e as { line: string }).line)).toEqual(['second']);
+    // Acknowledged once its report was stored: nothing is left in the queue.
+    await until('the queue to drain', async () => (await engineSide['jsm'].streams.info('CARAVAN_WORK')).state.messages === 0);
+    stopSub();
+    await stopB();
+    await b.close();
+    await engineSide.close();
+    await rm(dir, { recursive: true, force: true });
+  });
 
   it('a runner whose server is gone gives up its reports after the deadline instead of hanging', async () => {
     const own = await NatsServer.start();
