@@ -82,6 +82,11 @@ export class NatsServer {
     return s;
   }
 
+  /** The server's process id while it runs (the pool benchmark reads its CPU time). */
+  get pid(): number | undefined {
+    return this.proc?.pid;
+  }
+
   get url(): string {
     return `nats://127.0.0.1:${this.port}`;
   }
