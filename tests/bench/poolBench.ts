@@ -16,7 +16,7 @@ import { NatsServer, requireServer } from '../harness/natsServer.js';
 import { median, percentile, round } from './stats.js';
 
 const AGENTS = Number(process.env['POOL_AGENTS'] ?? 1);
-const CONCURRENCY = Number(process.env['POOL_CONCURRENCY'] ?? 6);
+const CONCURRENCY = Number(process.env['POOL_CONCURRENCY'] ?? 5);
 const ROUNDS = Number(process.env['POOL_ROUNDS'] ?? 5);
 const WARMUP = Number(process.env['POOL_WARMUP'] ?? 1);
 
@@ -53,11 +53,11 @@ function processCpuUs(pid: number): number {
 /**
  * 10,000 `noop` tasks (100 independent chains of 100) through an agent pool on a real
  * nats-server, POOL_ROUNDS times (default 5; the figures are the medians) after POOL_WARMUP
- * rounds (default 1) that are reported but not counted: the engine queues
- * each attempt on the pool's work queue, pool agents (POOL_AGENTS, default 1, each
- * POOL_CONCURRENCY at a time, default 6; in this process, or real `caravan agent pool`
- * processes with POOL_AGENT_PROCESSES=1) take them and report over JetStream. Coordination
- * overhead: from an agent publishing a task's success to the engine queueing its successor.
+ * rounds (default 1) that are reported but not counted. The engine queues each attempt on
+ * the pool's work queue; pool agents (POOL_AGENTS, default 1, each POOL_CONCURRENCY at a
+ * time, default 5; in this process, or each in a process of its own with
+ * POOL_AGENT_PROCESSES=1) take them and report over JetStream. Coordination overhead: from
+ * an agent publishing a task's success to the engine queueing its successor.
  */
 export async function poolBench(chains = 100, length = 100): Promise<PoolResult> {
   if (!requireServer('nats-server', 'apt-get install -y nats-server')) throw new Error('nats-server is required');
@@ -74,39 +74,44 @@ export async function poolBench(chains = 100, length = 100): Promise<PoolResult>
     const connection = await natsConnectionOptions({}, [server.url]);
     const bus = await JetStreamBus.connect({ connection });
     await bus.ensureWorkStream();
-    const succeededAt = new Map<string, number>();
+    const times = new Timings([...plan.tasks.keys()], WARMUP + ROUNDS);
+    const now = (): number => performance.timeOrigin + performance.now();
     const inProcess = process.env['POOL_AGENT_PROCESSES'] !== '1';
-    // In-process agents by default (on two cores, separate processes mostly add context
-    // switches); POOL_AGENT_PROCESSES=1 runs real `caravan agent pool` processes instead.
+    // In-process agents by default; POOL_AGENT_PROCESSES=1 runs each agent in a process of
+    // its own (startPoolAgent, as in `caravan agent pool`), which reports when it published
+    // each success once it is stopped.
     const agents = !inProcess
-      ? Array.from({ length: AGENTS }, () => {
-        const child = spawn(process.execPath, [fileURLToPath(new URL('../../bin/caravan.js', import.meta.url)), 'agent', 'pool', '--workflow', 'poolbench', '--pool', 'p', '--concurrency', String(CONCURRENCY)], { env: { ...process.env, NATS_URL: server.url }, stdio: ['ignore', 'inherit', 'inherit'] });
-        return { stop: () => new Promise<void>((r) => { child.once('exit', () => r()); child.kill('SIGTERM'); }) };
-      })
+      ? await Promise.all(Array.from({ length: AGENTS }, async () => {
+        const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./poolAgentChild.ts', import.meta.url)), server.url, 'poolbench', 'p', String(CONCURRENCY)], { stdio: ['ignore', 'pipe', 'inherit'] });
+        let out = '';
+        child.stdout.on('data', (c: Buffer) => { out += c.toString(); });
+        const exited = new Promise<void>((r) => child.once('exit', () => r()));
+        while (!out.includes('ready\n')) await new Promise((r) => setTimeout(r, 20));
+        return {
+          stop: async () => {
+            child.kill('SIGTERM');
+            await exited;
+            const published = JSON.parse(out.slice(out.indexOf('ready\n') + 6)) as Record<string, number>;
+            for (const [k, v] of Object.entries(published)) times.set('succeeded', k.slice(0, k.indexOf('/')), k.slice(k.indexOf('/') + 1), v);
+          },
+        };
+      }))
       : await Promise.all(Array.from({ length: AGENTS }, async () => {
         const b = await JetStreamBus.connect({ connection });
         // The moment a task succeeds is when its agent publishes the result.
         const publish = b.publish.bind(b);
         b.publish = (subject, e, o) => {
-          if (e.type === 'task.succeeded') succeededAt.set(e.task, performance.now());
+          if (e.type === 'task.succeeded') times.set('succeeded', e.runId, e.task, now());
           return publish(subject, e, o);
         };
         const stop = await startPoolAgent(b, 'poolbench', 'p', CONCURRENCY);
         return { stop: async () => { await stop(); await b.close(); } };
       }));
-    if (!inProcess) {
-      // Agents in other processes: the engine process sees a success when it arrives.
-      bus.subscribe('caravan.ev.poolbench.>', (e) => {
-        if (e.type === 'task.succeeded') succeededAt.set(e.task, performance.now());
-      });
-    }
-    const queuedAt = new Map<string, number>();
-    const receivedAt = new Map<string, number>();
     const clock = realClock();
     const nomad = new NomadExecutor(new NomadClient({ address: 'http://127.0.0.1:1' }), bus, clock, { natsServers: [server.url], fallback: new LocalExecutor(bus, clock, { baseDir: process.cwd() }), enqueueWork: (w, p, item) => bus.enqueueWork(w, p, item) });
     const executor: Executor = {
       start(req) {
-        queuedAt.set(req.dispatch.instance, performance.now());
+        times.set('queued', req.runId, req.dispatch.instance, now());
         nomad.start(req);
       },
       cancel: (r, i, a) => nomad.cancel(r, i, a),
@@ -116,16 +121,13 @@ export async function poolBench(chains = 100, length = 100): Promise<PoolResult>
     // (agent publish to engine receipt) and the engine's own part (receipt to the next publish).
     const observed = Object.create(bus) as JetStreamBus;
     observed.subscribe = (pattern, handler) => bus.subscribe(pattern, (e, meta) => {
-      if (e.type === 'task.succeeded') receivedAt.set(e.task, performance.now());
+      if (e.type === 'task.succeeded') times.set('received', e.runId, e.task, now());
       handler(e, meta);
     });
-    const rounds: PoolRound[] = [];
-    const warmup: PoolRound[] = [];
+    const runs: Array<{ runId: string; wall: number; nodeUs: number; serverUs: number }> = [];
     for (let r = 0; r < WARMUP + ROUNDS; r++) {
-      succeededAt.clear();
-      queuedAt.clear();
-      receivedAt.clear();
-      const engine = new RunEngine({ plan, runId: `poolbench-${r}`, executor, bus: observed, clock, publishDecisions: false, tickMs: 60_000 });
+      const runId = `poolbench-${r}`;
+      const engine = new RunEngine({ plan, runId, executor, bus: observed, clock, publishDecisions: false, tickMs: 60_000 });
       const server0 = processCpuUs(server.pid!);
       const cpu0 = process.cpuUsage();
       const t0 = performance.now();
@@ -135,10 +137,13 @@ export async function poolBench(chains = 100, length = 100): Promise<PoolResult>
       const cpu = process.cpuUsage(cpu0);
       const serverUs = processCpuUs(server.pid!) - server0;
       if (state.status !== 'succeeded') throw new Error(`run ${state.status}`);
-      (r < WARMUP ? warmup : rounds).push(measure(plan, wall, { succeededAt, receivedAt, queuedAt }, (cpu.user + cpu.system) / plan.tasks.size, serverUs / plan.tasks.size));
+      runs.push({ runId, wall, nodeUs: (cpu.user + cpu.system) / plan.tasks.size, serverUs: serverUs / plan.tasks.size });
     }
     await Promise.all(agents.map((a) => a.stop()));
     await bus.close();
+    const all = runs.map((x, r) => measure(plan, r, x.wall, times, x.nodeUs, x.serverUs));
+    const warmup = all.slice(0, WARMUP);
+    const rounds = all.slice(WARMUP);
     const mid = (k: keyof PoolRound, digits: number): number => round(median(rounds.map((x) => x[k])), digits);
     return {
       suite: 'pool',
@@ -160,15 +165,41 @@ export async function poolBench(chains = 100, length = 100): Promise<PoolResult>
   }
 }
 
-function measure(plan: RunPlan, wall: number, at: { succeededAt: Map<string, number>; receivedAt: Map<string, number>; queuedAt: Map<string, number> }, nodeUs: number, serverUs: number): PoolRound {
+/**
+ * When each task's success was published, reached the engine, and the task was queued, per
+ * round, on the wall clock shared with agent processes. Typed arrays indexed by task rather
+ * than maps of strings: the bench should not feed the garbage collector it is measuring.
+ */
+class Timings {
+  private readonly index = new Map<string, number>();
+  private readonly at: Record<'succeeded' | 'received' | 'queued', Float64Array[]>;
+
+  constructor(readonly tasks: string[], rounds: number) {
+    tasks.forEach((t, i) => this.index.set(t, i));
+    const arrays = (): Float64Array[] => Array.from({ length: rounds }, () => new Float64Array(tasks.length).fill(Number.NaN));
+    this.at = { succeeded: arrays(), received: arrays(), queued: arrays() };
+  }
+
+  set(kind: 'succeeded' | 'received' | 'queued', runId: string, task: string, t: number): void {
+    this.at[kind][Number(runId.slice(runId.lastIndexOf('-') + 1))]![this.index.get(task)!] = t;
+  }
+
+  get(kind: 'succeeded' | 'received' | 'queued', round: number, task: string): number {
+    return this.at[kind][round]![this.index.get(task)!]!;
+  }
+}
+
+function measure(plan: RunPlan, r: number, wall: number, times: Timings, nodeUs: number, serverUs: number): PoolRound {
   const overheads: number[] = [];
   const inEngine: number[] = [];
   for (const t of plan.tasks.values()) {
     const need = t.needs[0];
-    if (need === undefined || !at.succeededAt.has(need)) continue;
-    overheads.push(at.queuedAt.get(t.name)! - at.succeededAt.get(need)!);
-    inEngine.push(at.queuedAt.get(t.name)! - at.receivedAt.get(need)!);
+    if (need === undefined) continue;
+    const queued = times.get('queued', r, t.name);
+    overheads.push(queued - times.get('succeeded', r, need));
+    inEngine.push(queued - times.get('received', r, need));
   }
+  if (overheads.some((x) => !Number.isFinite(x))) throw new Error(`round ${r}: a success or a successor was not timed`);
   return {
     tasks_per_s: Math.round(plan.tasks.size / wall),
     coord_p50_ms: round(percentile(overheads, 50), 2),
