@@ -19,6 +19,13 @@ const AGENTS = Number(process.env['POOL_AGENTS'] ?? 1);
 const CONCURRENCY = Number(process.env['POOL_CONCURRENCY'] ?? 5);
 const ROUNDS = Number(process.env['POOL_ROUNDS'] ?? 5);
 const WARMUP = Number(process.env['POOL_WARMUP'] ?? 1);
+/**
+ * Threads nats-server may run Go code on at once (its GOMAXPROCS); empty: Go's default, one
+ * per core. On a two-core machine the broker, the engine and the agents share, one keeps
+ * the broker's goroutine hand-offs on one core instead of preempting the engine's thread on
+ * the other, as a broker on its own machine would.
+ */
+const NATS_GOMAXPROCS = process.env['POOL_NATS_GOMAXPROCS'] ?? '1';
 
 /** One run of the 10,000-task DAG. */
 export interface PoolRound {
@@ -39,6 +46,9 @@ export interface PoolResult extends PoolRound {
   tasks: number;
   agents: number;
   concurrency: number;
+  agent_processes: boolean;
+  /** nats-server's GOMAXPROCS ('' for Go's default). */
+  nats_gomaxprocs: string;
   rounds: PoolRound[];
   /** Rounds run first and left out of the medians: a cold process is still compiling its hot paths. */
   warmup: PoolRound[];
@@ -61,7 +71,7 @@ function processCpuUs(pid: number): number {
  */
 export async function poolBench(chains = 100, length = 100): Promise<PoolResult> {
   if (!requireServer('nats-server', 'apt-get install -y nats-server')) throw new Error('nats-server is required');
-  const server = await NatsServer.start();
+  const server = await NatsServer.start(undefined, NATS_GOMAXPROCS === '' ? {} : { GOMAXPROCS: NATS_GOMAXPROCS });
   try {
     const tasks: string[] = [];
     for (let c = 0; c < chains; c++) for (let i = 0; i < length; i++) tasks.push(`    - { name: c${c}-${i}, pool: p, agent: noop${i > 0 ? `, needs: [c${c}-${i - 1}]` : ''} }\n`);
@@ -157,6 +167,8 @@ export async function poolBench(chains = 100, length = 100): Promise<PoolResult>
       server_cpu_us_per_task: mid('server_cpu_us_per_task', 0),
       agents: AGENTS,
       concurrency: CONCURRENCY,
+      agent_processes: !inProcess,
+      nats_gomaxprocs: NATS_GOMAXPROCS,
       rounds,
       warmup,
     };

@@ -67,17 +67,20 @@ export class NatsServer {
   private proc: ChildProcess | undefined;
   private output = '';
 
-  private constructor(readonly port: number, readonly storeDir: string, private readonly configFile?: string) {}
+  private constructor(readonly port: number, readonly storeDir: string, private readonly configFile?: string, private readonly env: Record<string, string> = {}) {}
 
-  /** With `config`, the server also reads that configuration (auth, TLS) from a file. */
-  static async start(config?: string): Promise<NatsServer> {
+  /**
+   * With `config`, the server also reads that configuration (auth, TLS) from a file; `env`
+   * is added to its environment (the pool benchmark sets GOMAXPROCS).
+   */
+  static async start(config?: string, env: Record<string, string> = {}): Promise<NatsServer> {
     const dir = await mkdtemp(join(tmpdir(), 'caravan-nats-'));
     let file: string | undefined;
     if (config !== undefined) {
       file = join(dir, 'server.conf');
       await writeFile(file, config);
     }
-    const s = new NatsServer(await freePort(), join(dir, 'store'), file);
+    const s = new NatsServer(await freePort(), join(dir, 'store'), file, env);
     await s.run();
     return s;
   }
@@ -92,7 +95,7 @@ export class NatsServer {
   }
 
   private async run(): Promise<void> {
-    this.proc = spawn('nats-server', [...(this.configFile !== undefined ? ['-c', this.configFile] : []), '-js', '-a', '127.0.0.1', '-p', String(this.port), '-sd', this.storeDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc = spawn('nats-server', [...(this.configFile !== undefined ? ['-c', this.configFile] : []), '-js', '-a', '127.0.0.1', '-p', String(this.port), '-sd', this.storeDir], { env: { ...process.env, ...this.env }, stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc.stdout!.on('data', (c: Buffer) => { this.output += c.toString(); });
     this.proc.stderr!.on('data', (c: Buffer) => { this.output += c.toString(); });
     try {
