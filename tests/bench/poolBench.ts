@@ -20,12 +20,12 @@ const CONCURRENCY = Number(process.env['POOL_CONCURRENCY'] ?? 5);
 const ROUNDS = Number(process.env['POOL_ROUNDS'] ?? 5);
 const WARMUP = Number(process.env['POOL_WARMUP'] ?? 1);
 /**
- * Threads nats-server may run Go code on at once (its GOMAXPROCS); empty: Go's default, one
- * per core. On a two-core machine the broker, the engine and the agents share, one keeps
- * the broker's goroutine hand-offs on one core instead of preempting the engine's thread on
- * the other, as a broker on its own machine would.
+ * nats-server's GOMAXPROCS, empty (the default) for Go's own, one thread per core. With 1,
+ * on a two-core machine that the broker, the engine and the agents share, the broker's
+ * goroutine hand-offs stay on one core instead of preempting the engine's thread on the
+ * other, as a broker on a machine of its own would.
  */
-const NATS_GOMAXPROCS = process.env['POOL_NATS_GOMAXPROCS'] ?? '1';
+const NATS_GOMAXPROCS = process.env['POOL_NATS_GOMAXPROCS'] ?? '';
 
 /** One run of the 10,000-task DAG. */
 export interface PoolRound {
