@@ -11,6 +11,7 @@ import {
   type JetStreamClient,
   type JetStreamManager,
   type JsMsg,
+  type ConsumerConfig,
   type StreamConfig,
 } from '@nats-io/jetstream';
 import type { Bus } from '../run/Bus.js';
@@ -285,6 +286,25 @@ export class JetStreamBus implements Bus {
   }
 
   /**
+   * Creates a durable consumer, or brings one made by another build or another agent to this
+   * config (max_ack_pending and ack_wait; the rest cannot change). A plain add would be
+   * refused by servers from 2.10 on when the config differs, and accepted as an update by
+   * 2.9: doing it explicitly behaves the same on both.
+   */
+  private async ensureConsumer(stream: string, config: Partial<ConsumerConfig> & { durable_name: string }): Promise<void> {
+    let existing: ConsumerConfig;
+    try {
+      existing = (await this.jsm.consumers.info(stream, config.durable_name)).config;
+    } catch (e) {
+      if (!/not found/i.test((e as Error).message)) throw e;
+      await this.jsm.consumers.add(stream, config);
+      return;
+    }
+    const changed = (['max_ack_pending', 'ack_wait'] as const).filter((k) => config[k] !== undefined && existing[k] !== config[k]);
+    if (changed.length > 0) await this.jsm.consumers.update(stream, config.durable_name, Object.fromEntries(changed.map((k) => [k, config[k]])));
+  }
+
+  /**
    * Takes work for a pool, at most `concurrency` items at a time, through the pool's shared
    * durable consumer. `handle` resolves when the attempt is over (its slot is free) with a
    * promise that settles once its report is stored; only then is the item acknowledged (and
@@ -301,7 +321,7 @@ export class JetStreamBus implements Bus {
     // `concurrency`). A consumer-wide max_ack_pending of `concurrency` capped the whole pool
     // at one agent's worth, and agents with different concurrency (a rolling update) would
     // have fought over the config.
-    await this.jsm.consumers.add(WORK_STREAM, { durable_name: name, filter_subject: `caravan.work.${workflow}.${pool}`, ack_policy: AckPolicy.Explicit, max_ack_pending: -1, ack_wait: ackWaitMs * MS });
+    await this.ensureConsumer(WORK_STREAM, { durable_name: name, filter_subject: `caravan.work.${workflow}.${pool}`, ack_policy: AckPolicy.Explicit, max_ack_pending: -1, ack_wait: ackWaitMs * MS });
     const consumer = await this.js.consumers.get(WORK_STREAM, name);
     // Pull again once half the batch has arrived, not after every item: a pull is a
     // JetStream API request, and one per item cost the server more than storing the item.
@@ -441,7 +461,7 @@ export class JetStreamBus implements Bus {
     };
     this.consumers.add(entry);
     void (async () => {
-      await this.jsm.consumers.add(this.stream, {
+      await this.ensureConsumer(this.stream, {
         durable_name: name,
         filter_subject: pattern,
         ack_policy: AckPolicy.All,

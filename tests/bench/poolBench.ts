@@ -71,7 +71,7 @@ function processCpuUs(pid: number): number {
  */
 export async function poolBench(chains = 100, length = 100): Promise<PoolResult> {
   if (!requireServer('nats-server', 'apt-get install -y nats-server')) throw new Error('nats-server is required');
-  const server = await NatsServer.start(undefined, NATS_GOMAXPROCS === '' ? {} : { GOMAXPROCS: NATS_GOMAXPROCS });
+  const server = await NatsServer.start(undefined, NATS_GOMAXPROCS === '' ? {} : { env: { GOMAXPROCS: NATS_GOMAXPROCS } });
   try {
     const tasks: string[] = [];
     for (let c = 0; c < chains; c++) for (let i = 0; i < length; i++) tasks.push(`    - { name: c${c}-${i}, pool: p, agent: noop${i > 0 ? `, needs: [c${c}-${i - 1}]` : ''} }\n`);

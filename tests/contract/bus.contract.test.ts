@@ -4,7 +4,7 @@ import { JetStreamBus } from '../../engine/nats/JetStreamBus.js';
 import { natsConnectionOptions } from '../../engine/nats/natsConnectionOptions.js';
 import { eventId, type RunEvent } from '../../engine/run/RunEvent.js';
 import { eventSubject, runSubjects, type Bus } from '../../engine/run/Bus.js';
-import { NatsServer, requireServer } from '../harness/natsServer.js';
+import { NatsServer, natsServerBinaries } from '../harness/natsServer.js';
 import { until } from '../harness/until.js';
 
 function event(runId: string, task: string, attempt: number, type: 'task.started' | 'task.heartbeat' = 'task.started', at = 1): RunEvent {
@@ -64,15 +64,17 @@ function busContract(name: string, make: () => Promise<Bus>, available: () => bo
   });
 }
 
-const natsAvailable = requireServer('nats-server', 'apt-get install -y nats-server');
-let server: NatsServer | undefined;
+const servers: NatsServer[] = [];
 
 busContract('in-memory', async () => new InMemoryBus(), () => true);
-busContract('NATS JetStream', async () => {
-  server = await NatsServer.start();
-  return JetStreamBus.connect({ connection: await natsConnectionOptions({}, [server.url]) });
-}, () => natsAvailable);
+for (const { label, bin } of natsServerBinaries()) {
+  busContract(`NATS JetStream, ${label}`, async () => {
+    const server = await NatsServer.start(undefined, { bin });
+    servers.push(server);
+    return JetStreamBus.connect({ connection: await natsConnectionOptions({}, [server.url]) });
+  }, () => true);
+}
 
 afterAll(async () => {
-  await server?.close();
+  for (const server of servers) await server.close();
 });

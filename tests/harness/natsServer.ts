@@ -1,9 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { findServerBinary, stopProcess, waitForPort } from '../../engine/local/serverProcess.js';
+import { existsSync } from 'node:fs';
+import { findServerBinary, serverBinDir, stopProcess, waitForPort } from '../../engine/local/serverProcess.js';
 
 
 /** True when the server binary is on PATH or built into the cache. */
@@ -26,6 +27,29 @@ export function requireServerBinary(name: string, install: string): string | und
   if (process.env['CI'] === 'true') throw new Error(`${name} is not installed but CI=true: ${install}`);
   process.stderr.write(`[caravan tests] ${name} not found; skipping its integration tests (${install})\n`);
   return undefined;
+}
+
+/** A nats-server binary the NATS tests run against, and what to call it in test names. */
+export interface NatsServerBinary {
+  label: string;
+  bin: string;
+}
+
+/**
+ * The nats-servers to run the NATS tests against: Debian's (2.9) and one built from the
+ * 2.10 Go module (`bash scripts/build-nats-server.sh`, which .ci/run runs). Under CI=true a
+ * missing one is an error; elsewhere it is skipped with a note.
+ */
+export function natsServerBinaries(): NatsServerBinary[] {
+  const found: NatsServerBinary[] = [];
+  const version = (bin: string): string => spawnSync(bin, ['--version'], { encoding: 'utf8' }).stdout.trim();
+  const system = requireServerBinary('nats-server', 'apt-get install -y nats-server');
+  if (system !== undefined) found.push({ label: version(system), bin: system });
+  const newer = join(serverBinDir(), 'nats-server-v2.10', 'nats-server');
+  if (existsSync(newer)) found.push({ label: version(newer), bin: newer });
+  else if (process.env['CI'] === 'true') throw new Error(`nats-server v2.10 is not built but CI=true: bash scripts/build-nats-server.sh`);
+  else process.stderr.write('[caravan tests] nats-server v2.10 not built; its runs of the NATS tests are skipped (bash scripts/build-nats-server.sh)\n');
+  return found;
 }
 
 export async function freePort(): Promise<number> {
@@ -62,25 +86,29 @@ export async function freePortRun(count: number): Promise<number> {
   throw new Error(`no run of ${count} free ports found`);
 }
 
+export interface NatsServerOptions {
+  /** The binary (default: nats-server on PATH). */
+  bin?: string;
+  /** Added to the server's environment (the pool benchmark sets GOMAXPROCS). */
+  env?: Record<string, string>;
+}
+
 /** A real `nats-server -js` on a free port with a temporary store; restartable on the same port and store. */
 export class NatsServer {
   private proc: ChildProcess | undefined;
   private output = '';
 
-  private constructor(readonly port: number, readonly storeDir: string, private readonly configFile?: string, private readonly env: Record<string, string> = {}) {}
+  private constructor(readonly port: number, readonly storeDir: string, private readonly configFile: string | undefined, private readonly o: NatsServerOptions) {}
 
-  /**
-   * With `config`, the server also reads that configuration (auth, TLS) from a file; `env`
-   * is added to its environment (the pool benchmark sets GOMAXPROCS).
-   */
-  static async start(config?: string, env: Record<string, string> = {}): Promise<NatsServer> {
+  /** With `config`, the server also reads that configuration (auth, TLS) from a file. */
+  static async start(config?: string, o: NatsServerOptions = {}): Promise<NatsServer> {
     const dir = await mkdtemp(join(tmpdir(), 'caravan-nats-'));
     let file: string | undefined;
     if (config !== undefined) {
       file = join(dir, 'server.conf');
       await writeFile(file, config);
     }
-    const s = new NatsServer(await freePort(), join(dir, 'store'), file, env);
+    const s = new NatsServer(await freePort(), join(dir, 'store'), file, o);
     await s.run();
     return s;
   }
@@ -95,7 +123,7 @@ export class NatsServer {
   }
 
   private async run(): Promise<void> {
-    this.proc = spawn('nats-server', [...(this.configFile !== undefined ? ['-c', this.configFile] : []), '-js', '-a', '127.0.0.1', '-p', String(this.port), '-sd', this.storeDir], { env: { ...process.env, ...this.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc = spawn(this.o.bin ?? 'nats-server', [...(this.configFile !== undefined ? ['-c', this.configFile] : []), '-js', '-a', '127.0.0.1', '-p', String(this.port), '-sd', this.storeDir], { env: { ...process.env, ...this.o.env }, stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc.stdout!.on('data', (c: Buffer) => { this.output += c.toString(); });
     this.proc.stderr!.on('data', (c: Buffer) => { this.output += c.toString(); });
     try {

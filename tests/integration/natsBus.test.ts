@@ -13,15 +13,15 @@ import { RunEngine } from '../../engine/run/RunEngine.js';
 import { eventId, type RunEvent } from '../../engine/run/RunEvent.js';
 import { buildRunPlan } from '../../engine/run/RunPlan.js';
 import { validateText } from '../../engine/spec/validateWorkflows.js';
-import { NatsServer, requireServer } from '../harness/natsServer.js';
+import { NatsServer, natsServerBinaries, requireServer } from '../harness/natsServer.js';
 import { until } from '../harness/until.js';
 
 const available = requireServer('nats-server', 'apt-get install -y nats-server');
 
-describe.skipIf(!available)('the NATS JetStream bus against a real nats-server', () => {
+for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream bus against a real ${label}`, () => {
   let server: NatsServer;
   beforeAll(async () => {
-    server = await NatsServer.start();
+    server = await NatsServer.start(undefined, { bin });
   });
   afterAll(async () => {
     await server.close();
@@ -212,8 +212,36 @@ describe.skipIf(!available)('the NATS JetStream bus against a real nats-server',
     await rm(dir, { recursive: true, force: true });
   });
 
+  it('brings durable consumers made by an older build to the current config', async () => {
+    const { startPoolAgent } = await import('../../agents/agentCommand.js');
+    const { AckPolicy, DeliverPolicy } = await import('@nats-io/jetstream');
+    const { createHash } = await import('node:crypto');
+    const b = await bus();
+    await b.ensureWorkStream();
+    const jsm = b['jsm'];
+    // As session 2 made them: the pool capped at one agent's concurrency, an hour's ack wait,
+    // and the events consumer at the server's default of 1,000 unacknowledged messages.
+    await jsm.consumers.add('CARAVAN_WORK', { durable_name: 'pool-oldpool-p', filter_subject: 'caravan.work.oldpool.p', ack_policy: AckPolicy.Explicit, max_ack_pending: 4, ack_wait: 3_600_000 * 1_000_000 });
+    const pattern = runSubjects('oldpool', 'r1');
+    const durable = `caravan-${createHash('sha256').update(`CARAVAN_EVENTS/${pattern}`).digest('hex').slice(0, 20)}`;
+    await jsm.consumers.add('CARAVAN_EVENTS', { durable_name: durable, filter_subject: pattern, ack_policy: AckPolicy.All, deliver_policy: DeliverPolicy.All, max_ack_pending: 1000 });
+    const got: RunEvent[] = [];
+    const stopSub = b.subscribe(pattern, (e) => got.push(e));
+    const stopAgent = await startPoolAgent(b, 'oldpool', 'p', 4);
+    const pool = (await jsm.consumers.info('CARAVAN_WORK', 'pool-oldpool-p')).config;
+    expect(pool.max_ack_pending).toBe(-1);
+    expect(pool.ack_wait).toBe(30_000 * 1_000_000);
+    await until('the events consumer to be updated', async () => (await jsm.consumers.info('CARAVAN_EVENTS', durable)).config.max_ack_pending === 16_384);
+    // And both still work.
+    await b.enqueueWork('oldpool', 'p', { runId: 'r1', workflow: 'oldpool', instance: 'a', attempt: 1, task: { name: 'a', agent: 'noop' }, context: {} });
+    await until('the result', () => got.some((e) => e.type === 'task.succeeded'));
+    stopSub();
+    await stopAgent();
+    await b.close();
+  });
+
   it('a runner whose server is gone gives up its reports after the deadline instead of hanging', async () => {
-    const own = await NatsServer.start();
+    const own = await NatsServer.start(undefined, { bin });
     const b = await JetStreamBus.connect({ connection: await natsConnectionOptions({}, [own.url]) });
     await own.close();
     const e: RunEvent = { runId: 'gone', at: 1, type: 'task.succeeded', task: 't', attempt: 1, outputs: {} };
