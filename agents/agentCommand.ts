@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { AgentRegistry } from './builtinAgents.js';
 import { environmentSecrets, prepareAction } from './prepareAction.js';
 import type { AgentResult } from './AgentType.js';
-import { JetStreamBus, type WorkItem } from '../engine/nats/JetStreamBus.js';
+import { JetStreamBus, PoolAgentStopping, type WorkItem } from '../engine/nats/JetStreamBus.js';
 import { natsConnectionOptions } from '../engine/nats/natsConnectionOptions.js';
 import { eventSubject } from '../engine/run/Bus.js';
 import type { ExpressionContext } from '../engine/run/evaluate.js';
@@ -180,9 +180,10 @@ const scratchRoot = taskDir ?? tmpdir();
 /**
  * Runs one attempt with the agent registry and reports it on the bus: started, a heartbeat
  * every 5 s, log lines (at most 1,000), and the result. Used for dispatched tasks and, once
- * per work item, by pool agents. `reported` settles once the result is stored.
+ * per work item, by pool agents. `reported` settles once the result is stored; it is absent
+ * when a stopping pool agent handed the attempt back (the result is then not reported).
  */
-async function runOne(bus: JetStreamBus, item: WorkItem, signal: AbortSignal = new AbortController().signal, maskEnv: readonly string[] = []): Promise<{ result: AgentResult; reported: Promise<void> }> {
+async function runOne(bus: JetStreamBus, item: WorkItem, signal: AbortSignal = new AbortController().signal, maskEnv: readonly string[] = []): Promise<{ result: AgentResult; reported?: Promise<void> }> {
   const subject = eventSubject(item.workflow, item.runId, item.instance);
   const base = { runId: item.runId, task: item.instance, attempt: item.attempt };
   let logged = 0;
@@ -230,6 +231,7 @@ async function runOne(bus: JetStreamBus, item: WorkItem, signal: AbortSignal = n
     result = { ok: false, error: (e as Error).message, retryable: false };
   }
   inFlight.forget(watch);
+  if (signal.aborted && signal.reason instanceof PoolAgentStopping) return { result };
   const at = Date.now();
   const start = startSent ? {} : { startedAt };
   const reported = result.ok
@@ -239,10 +241,10 @@ async function runOne(bus: JetStreamBus, item: WorkItem, signal: AbortSignal = n
 }
 
 /** One pool agent's work loop on an open bus (also used in-process by the pool benchmark). */
-export function startPoolAgent(bus: JetStreamBus, workflow: string, pool: string, concurrency: number): Promise<() => Promise<void>> {
+export function startPoolAgent(bus: JetStreamBus, workflow: string, pool: string, concurrency: number): Promise<(drainMs?: number) => Promise<void>> {
   return bus.consumeWork(workflow, pool, concurrency, async (item, signal) => {
     const { reported } = await runOne(bus, item, signal);
-    return { reported };
+    return reported !== undefined ? { reported } : {};
   });
 }
 
@@ -273,7 +275,10 @@ async function poolAgent(p: ParsedArgs, log: (s: string) => void): Promise<numbe
     process.once('SIGTERM', r);
     process.once('SIGINT', r);
   });
-  await stop();
+  // Stopped (a scale-down, a new job version): what runs gets CARAVAN_DRAIN_S to finish,
+  // within Nomad's default kill_timeout of 5 s; the rest goes back to the queue at once.
+  const drainS = Number(process.env['CARAVAN_DRAIN_S'] ?? 3);
+  await stop((Number.isFinite(drainS) && drainS >= 0 ? drainS : 3) * 1000);
   await bus.close();
   health.close();
   return 0;

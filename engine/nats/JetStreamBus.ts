@@ -31,6 +31,17 @@ export interface WorkItem {
   timeoutMs?: number;
   defaultsEnv?: Record<string, unknown>;
 }
+/**
+ * The abort reason a pool agent gives the attempts it still runs when it stops (SIGTERM from
+ * Nomad on a scale-down): such an attempt is not reported but handed back to the queue, and
+ * runs again on another agent.
+ */
+export class PoolAgentStopping extends Error {
+  constructor() {
+    super('the pool agent is stopping');
+  }
+}
+
 /** Which attempt a pool control message is about. */
 interface PendingAck {
   resolve: () => void;
@@ -178,6 +189,9 @@ export class JetStreamBus implements Bus {
    * with the next result saves one write per task.
    */
   private holdAck(m: JsMsg): void {
+    // Closed before its report was stored (the report was given up): leave the item to be
+    // delivered again.
+    if (this.closed) return;
     this.heldAcks.push(m);
     this.heldAcksTimer ??= setTimeout(() => this.sendHeldAcks(), 10);
   }
@@ -311,8 +325,11 @@ export class JetStreamBus implements Bus {
    * removed from the queue). While an item runs, the agent tells the server every third of
    * the ack wait that it is still working on it; an agent that dies (killed, node lost)
    * stops doing so, and the item goes to another agent once the ack wait has passed.
+   * Stopping takes no more work, lets what runs finish for up to `drainMs`, then aborts the
+   * rest with PoolAgentStopping (`handle` then resolves without `reported`) and hands their
+   * items back at once; it resolves when nothing runs any more.
    */
-  async consumeWork(workflow: string, pool: string, concurrency: number, handle: (item: WorkItem, signal: AbortSignal) => Promise<{ reported: Promise<void> }>): Promise<() => Promise<void>> {
+  async consumeWork(workflow: string, pool: string, concurrency: number, handle: (item: WorkItem, signal: AbortSignal) => Promise<{ reported?: Promise<void> }>): Promise<(drainMs?: number) => Promise<void>> {
     await this.ensureWorkStream();
     const name = `pool-${workflow}-${pool}`.replace(/[^A-Za-z0-9_-]/g, '_');
     const ackWaitMs = this.o.workAckWaitMs ?? 30_000;
@@ -328,7 +345,8 @@ export class JetStreamBus implements Bus {
     const messages = await consumer.consume({ max_messages: concurrency, threshold_messages: Math.floor(concurrency / 2) });
     // Cancels for this pool: abort the attempt if it runs here; otherwise remember it a
     // while, in case its item is still queued and comes here next.
-    const inflight = new Map<string, { abort: AbortController; m: JsMsg }>();
+    // Taken items until acknowledged; `running` while the attempt runs (then its report is on its way).
+    const inflight = new Map<string, { abort: AbortController; m: JsMsg; running: boolean }>();
     const cancelled = new Set<string>();
     const control = this.nc.subscribe(`caravan.control.${workflow}.${pool}`, {
       callback: (_err, m) => {
@@ -351,9 +369,11 @@ export class JetStreamBus implements Bus {
       for (const { m } of inflight.values()) m.working();
     }, ackWaitMs / 3);
     working.unref();
+    let stopping = false;
+    let running = 0;
+    let idle: (() => void) | undefined;
     void (async () => {
       const it = messages[Symbol.asyncIterator]();
-      let running = 0;
       let freed: (() => void) | undefined;
       for (;;) {
         // The next pull is made inside next(): waiting for a free slot first keeps an agent
@@ -362,6 +382,10 @@ export class JetStreamBus implements Bus {
         const next = await it.next();
         if (next.done === true) break;
         const m = next.value;
+        if (stopping) {
+          m.nak();
+          continue;
+        }
         const item = JSON.parse(DECODER.decode(m.data)) as WorkItem;
         const key = `${item.runId}:${item.instance}:${item.attempt}`;
         if (cancelled.delete(key)) {
@@ -370,18 +394,23 @@ export class JetStreamBus implements Bus {
         }
         running++;
         const abort = new AbortController();
-        inflight.set(key, { abort, m });
+        const entry = { abort, m, running: true };
+        inflight.set(key, entry);
         const free = (): void => {
+          entry.running = false;
           running--;
           const f = freed;
           freed = undefined;
           f?.();
+          if (running === 0) idle?.();
         };
         handle(item, abort.signal).then(
           ({ reported }) => {
             free();
+            // Handed back (nak'd) when the agent stopped it.
+            if (reported === undefined) inflight.delete(key);
             // Still in flight (and kept alive) until its report is stored.
-            reported.then(() => this.holdAck(m), () => m.nak()).finally(() => inflight.delete(key));
+            else void reported.then(() => this.holdAck(m)).finally(() => inflight.delete(key));
           },
           () => {
             inflight.delete(key);
@@ -391,11 +420,24 @@ export class JetStreamBus implements Bus {
         );
       }
     })();
-    return async () => {
+    const allDone = (): Promise<void> => (running === 0 ? Promise.resolve() : new Promise<void>((r) => { idle = r; }));
+    return async (drainMs = 0) => {
+      stopping = true;
+      await messages.close().catch(() => undefined);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([allDone(), new Promise<void>((r) => { timer = setTimeout(r, drainMs); })]);
+      clearTimeout(timer);
+      for (const e of inflight.values()) {
+        if (!e.running || e.abort.signal.aborted) continue;
+        e.abort.abort(new PoolAgentStopping());
+        e.m.nak();
+      }
+      // The aborted attempts end within their agent's kill grace (a shell command's process
+      // group gets SIGTERM, then SIGKILL): waiting for them leaves no process behind.
+      await allDone();
       clearInterval(working);
       this.sendHeldAcks();
       control.unsubscribe();
-      await messages.close().catch(() => undefined);
     };
   }
 

@@ -212,6 +212,43 @@ for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream 
     await rm(dir, { recursive: true, force: true });
   });
 
+  it('a pool agent told to stop lets a short task finish and hands a long one back to the queue at once', async () => {
+    const { startPoolAgent } = await import('../../agents/agentCommand.js');
+    const dir = await mkdtemp(join(tmpdir(), 'caravan-pool-'));
+    const engineSide = await bus();
+    const got: RunEvent[] = [];
+    const stopSub = engineSide.subscribe(runSubjects('stopagent', 'r1'), (e) => got.push(e));
+    // An ack wait of ten minutes: an item that comes back within the test came back because
+    // the stopping agent handed it back, not because the server gave up on it.
+    const env = { ...process.env, NATS_URL: server.url, CARAVAN_WORK_ACK_WAIT_S: '600', CARAVAN_DRAIN_S: '2' };
+    const bin = fileURLToPath(new URL('../../bin/caravan.js', import.meta.url));
+    const a = spawn(process.execPath, [bin, 'agent', 'pool', '--workflow', 'stopagent', '--pool', 'p', '--concurrency', '2'], { env, stdio: 'ignore' });
+    const aExit = new Promise<number | null>((r) => a.once('exit', (code) => r(code)));
+    const long = `if [ -e ${dir}/long ]; then echo second; exit 0; fi; echo $$ > ${dir}/long; exec sleep 30`;
+    const short = `touch ${dir}/short; sleep 1; echo short done`;
+    await engineSide.enqueueWork('stopagent', 'p', { runId: 'r1', workflow: 'stopagent', instance: 'long', attempt: 1, task: { name: 'long', run: long }, context: {} });
+    await engineSide.enqueueWork('stopagent', 'p', { runId: 'r1', workflow: 'stopagent', instance: 'short', attempt: 1, task: { name: 'short', run: short }, context: {} });
+    await until('agent A to start both', async () => (await readFile(join(dir, 'long'), 'utf8').catch(() => '')).trim() !== '' && (await readFile(join(dir, 'short')).then(() => true, () => false)));
+    const sleeper = Number((await readFile(join(dir, 'long'), 'utf8')).trim());
+    a.kill('SIGTERM');
+    expect(await aExit).toBe(0);
+    // The short task finished within the drain and reported; the long one was stopped, its
+    // process group killed, and not reported as failed.
+    expect(got.filter((e) => e.type === 'task.succeeded').map((e) => (e as { task: string }).task)).toEqual(['short']);
+    expect(got.some((e) => e.type === 'task.failed')).toBe(false);
+    expect(() => process.kill(sleeper, 0)).toThrow();
+    const b = await JetStreamBus.connect({ connection: await natsConnectionOptions({}, [server.url]), workAckWaitMs: 600_000 });
+    const stopB = await startPoolAgent(b, 'stopagent', 'p', 1);
+    await until('the long task to run again on agent B', () => got.some((e) => e.type === 'task.succeeded' && e.task === 'long'));
+    expect(got.filter((e) => e.type === 'task.log' && e.task === 'long').map((e) => (e as { line: string }).line)).toEqual(['second']);
+    await until('the queue to drain', async () => (await engineSide['jsm'].streams.info('CARAVAN_WORK')).state.messages === 0);
+    stopSub();
+    await stopB();
+    await b.close();
+    await engineSide.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
   it('brings durable consumers made by an older build to the current config', async () => {
     const { startPoolAgent } = await import('../../agents/agentCommand.js');
     const { AckPolicy, DeliverPolicy } = await import('@nats-io/jetstream');
