@@ -276,9 +276,9 @@ async function poolAgent(p: ParsedArgs, log: (s: string) => void): Promise<numbe
     process.once('SIGINT', r);
   });
   // Stopped (a scale-down, a new job version): what runs gets CARAVAN_DRAIN_S to finish,
-  // within Nomad's default kill_timeout of 5 s; the rest goes back to the queue at once.
-  const drainS = Number(process.env['CARAVAN_DRAIN_S'] ?? 3);
-  await stop((Number.isFinite(drainS) && drainS >= 0 ? drainS : 3) * 1000);
+  // within the 30 s kill_timeout of the compiled pool job; the rest goes back to the queue.
+  const drainS = Number(process.env['CARAVAN_DRAIN_S'] ?? 25);
+  await stop((Number.isFinite(drainS) && drainS >= 0 ? drainS : 25) * 1000);
   await bus.close();
   health.close();
   return 0;
