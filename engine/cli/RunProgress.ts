@@ -52,7 +52,7 @@ export class RunProgress {
       const attempts = first !== undefined && !g.expanded && first.attempt > 1 ? ` (attempt ${first.attempt})` : '';
       const dur = first?.startedAt !== undefined && !g.expanded ? ` ${formatDuration((first.finishedAt ?? this.now()) - first.startedAt)}` : '';
       const fan = g.expanded ? ` ${instances.filter((i) => i.status === 'succeeded').length}/${instances.length} items` : '';
-      const why = g.status === 'failed' || g.status === 'skipped' ? `  ${(first?.error ?? g.reason ?? '').slice(0, 80)}` : first?.status === 'waiting' ? '  waiting for approval' : '';
+      const why = g.status === 'failed' || g.status === 'skipped' ? `  ${(first?.error ?? g.reason ?? '').slice(0, 80)}` : first?.status === 'waiting' ? '  waiting for approval' : first?.status === 'queued' && first.pendingReason !== undefined && !g.expanded ? `  ${first.pendingReason.slice(0, 100)}` : '';
       lines.push(`  ${ICON[g.status] ?? ' '} ${g.name}${fan}${attempts}${dur}${why}`);
     }
     const up = this.drawnLines > 0 ? `\x1b[${this.drawnLines}A` : '';
@@ -66,6 +66,8 @@ function plainLine(e: RunEvent, state: RunState): string | undefined {
   switch (e.type) {
     case 'run.started':
       return `${at} run ${e.runId} of ${e.workflow} started`;
+    case 'task.pending':
+      return `${at} ${e.task} waits: ${e.reason}`;
     case 'task.started':
       return `${at} ${e.task} started${e.attempt > 1 ? ` (attempt ${e.attempt})` : ''}`;
     case 'task.succeeded': {

@@ -8,8 +8,9 @@ import { eventSubject, type Bus } from '../run/Bus.js';
 import type { Clock } from '../run/Clock.js';
 import type { Executor, StartRequest } from '../run/Executor.js';
 import { eventId, type RunEvent } from '../run/RunEvent.js';
-import type { NomadAllocation, NomadClient } from './NomadClient.js';
+import type { NomadAllocation, NomadClient, NomadEvaluation } from './NomadClient.js';
 import { allocationFailure } from './allocationFailure.js';
+import { placementFailure } from './placementFailure.js';
 import { NomadEventStream } from './NomadEventStream.js';
 
 const ENDED = new Set(['complete', 'failed', 'lost']);
@@ -59,6 +60,9 @@ export class NomadExecutor implements Executor {
   /** Dispatched children whose allocation has not ended yet, by job ID. */
   private readonly watched = new Map<string, StartRequest>();
   private readonly endedEarly = new Map<string, NomadAllocation>();
+  /** Children Nomad could not place yet: the reason last told (task.pending), by job ID. */
+  private readonly pendingTold = new Map<string, string>();
+  private readonly blockedEarly = new Map<string, NomadEvaluation>();
   private stream: NomadEventStream | undefined;
   /** Each run's plan, to find a cancelled instance's pool. */
   private readonly plans = new Map<string, RunPlan>();
@@ -162,21 +166,51 @@ export class NomadExecutor implements Executor {
   private watch(req: StartRequest, child: string): void {
     if (this.closed) return;
     this.stream ??= new NomadEventStream(this.nomad, {
-      topics: ['Allocation:*'],
+      topics: ['Allocation:*', 'Evaluation:*'],
       onEvent: (e) => {
         const a = e.Payload['Allocation'] as NomadAllocation | undefined;
         if (a !== undefined) this.onAllocation(a);
+        const ev = e.Payload['Evaluation'] as NomadEvaluation | undefined;
+        if (ev !== undefined) this.onEvaluation(ev);
       },
       // Nomad buffers few events, so a (re)connected stream may have missed an ending: read
       // the watched children's allocations once.
       onConnected: () => void this.catchUp(),
     });
     this.watched.set(child, req);
+    const blocked = this.blockedEarly.get(child);
+    if (blocked !== undefined) {
+      this.blockedEarly.delete(child);
+      this.onEvaluation(blocked);
+    }
     const early = this.endedEarly.get(child);
     if (early !== undefined) {
       this.endedEarly.delete(child);
       this.settle(child, early);
     }
+  }
+
+  /**
+   * An evaluation that could not place a child (no node with room, or none that fits its
+   * constraints) leaves it blocked until Nomad finds room: the run is told why, as the
+   * attempt's task.pending, instead of showing a task queued without a word.
+   */
+  private onEvaluation(ev: NomadEvaluation): void {
+    const reason = placementFailure(ev);
+    if (reason === undefined) return;
+    const req = this.watched.get(ev.JobID);
+    if (req === undefined) {
+      if (ev.JobID.includes('/dispatch-')) {
+        this.blockedEarly.set(ev.JobID, ev);
+        if (this.blockedEarly.size > 1000) this.blockedEarly.delete(this.blockedEarly.keys().next().value!);
+      }
+      return;
+    }
+    if (this.pendingTold.get(ev.JobID) === reason) return;
+    this.pendingTold.set(ev.JobID, reason);
+    const wf = req.plan.workflow.metadata.name;
+    const pending: RunEvent = { runId: req.runId, at: this.clock.now(), type: 'task.pending', task: req.dispatch.instance, attempt: req.dispatch.attempt, reason };
+    this.bus.publish(eventSubject(wf, req.runId, req.dispatch.instance), pending, { msgId: eventId(pending), origin: 'agent' });
   }
 
   private onAllocation(a: NomadAllocation): void {
@@ -196,6 +230,7 @@ export class NomadExecutor implements Executor {
     const req = this.watched.get(child);
     if (req === undefined) return;
     this.watched.delete(child);
+    this.pendingTold.delete(child);
     const failure = allocationFailure(a);
     if (failure !== undefined) this.fail(req, failure.message);
   }
@@ -203,8 +238,13 @@ export class NomadExecutor implements Executor {
   private async catchUp(): Promise<void> {
     for (const child of [...this.watched.keys()]) {
       try {
-        const done = (await this.nomad.jobAllocations(child)).find((a) => ENDED.has(a.ClientStatus));
+        const allocations = await this.nomad.jobAllocations(child);
+        const done = allocations.find((a) => ENDED.has(a.ClientStatus));
         if (done !== undefined) this.settle(child, done);
+        else if (allocations.length === 0) {
+          // Not placed yet: say why, if Nomad says it cannot.
+          for (const ev of await this.nomad.jobEvaluations(child)) this.onEvaluation(ev);
+        }
       } catch {
         // Nomad is away; the next connection catches up again.
       }

@@ -14,7 +14,7 @@ export type RunListener = (event: RunEvent, state: RunState) => void;
 const DRAIN_EVERY = 32;
 
 /** Event types an executor or agent reports; everything else is decided by the engine. */
-const AGENT_EVENTS = new Set<RunEvent['type']>(['task.started', 'task.heartbeat', 'task.log', 'task.succeeded', 'task.failed']);
+const AGENT_EVENTS = new Set<RunEvent['type']>(['task.pending', 'task.started', 'task.heartbeat', 'task.log', 'task.succeeded', 'task.failed']);
 
 export interface RunEngineDeps {
   plan: RunPlan;

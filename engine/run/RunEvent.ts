@@ -27,6 +27,8 @@ export type RunEvent =
   | (Base & { type: 'task.expanded'; task: string; items: unknown[] })
   | (Base & { type: 'task.ready'; task: string })
   | (Base & { type: 'task.queued'; task: string; attempt: number })
+  /** The executor cannot start a queued attempt yet, and why (Nomad has no node with room). */
+  | (Base & { type: 'task.pending'; task: string; attempt: number; reason: string })
   | (Base & { type: 'task.started'; task: string; attempt: number })
   | (Base & { type: 'task.heartbeat'; task: string; attempt: number })
   | (Base & { type: 'task.log'; task: string; attempt: number; stream: 'stdout' | 'stderr'; line: string })
@@ -58,7 +60,7 @@ export function eventId(e: RunEvent): string {
   const task = 'task' in e ? e.task : 'key' in e ? e.key : '-';
   const attempt = 'attempt' in e ? e.attempt : 0;
   // Logs and heartbeats repeat legitimately; their time makes each one distinct.
-  const suffix = e.type === 'task.log' || e.type === 'task.heartbeat' || e.type === 'breaker.opened' || e.type === 'breaker.closed' ? `:${e.at}` : '';
+  const suffix = e.type === 'task.log' || e.type === 'task.heartbeat' || e.type === 'task.pending' || e.type === 'breaker.opened' || e.type === 'breaker.closed' ? `:${e.at}` : '';
   return `${e.runId}:${task}:${attempt}:${e.type}${suffix}`;
 }
 

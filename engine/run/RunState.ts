@@ -29,6 +29,8 @@ export interface InstanceState {
   /** The last attempt was lost with the engine: retried at once, outside the retry budget. */
   lost?: boolean;
   lastHeartbeat?: number;
+  /** Why the executor has not started the queued attempt yet (task.pending). */
+  pendingReason?: string;
   approval?: { requestedAt: number; timeoutAt?: number; by?: string };
 }
 

@@ -128,9 +128,16 @@ function apply(state: RunState, plan: RunPlan, e: RunEvent): boolean {
       for (const b of bucketsOf(plan, inst)) state.activeByBucket.set(b, (state.activeByBucket.get(b) ?? 0) + 1);
       return true;
     }
+    case 'task.pending': {
+      const inst = current(state, e.task, e.attempt);
+      if (inst === undefined || inst.status !== 'queued') return false;
+      inst.pendingReason = e.reason;
+      return true;
+    }
     case 'task.started': {
       const inst = current(state, e.task, e.attempt);
       if (inst === undefined || inst.status !== 'queued') return false;
+      delete inst.pendingReason;
       inst.status = 'running';
       inst.startedAt ??= e.at;
       last(inst).startedAt = e.at;

@@ -6,6 +6,8 @@ import { NomadClient } from '../../engine/nomad/NomadClient.js';
 import { NomadAgent, requireNomad } from '../harness/nomadAgent.js';
 import { NatsServer, requireServer } from '../harness/natsServer.js';
 import { withEnv } from '../harness/cli.js';
+import { until } from '../harness/until.js';
+import type { RunEvent } from '../../engine/run/RunEvent.js';
 import { git, repoWith, workflow } from './gitRepo.js';
 
 const nomadBin = requireNomad();
@@ -162,6 +164,28 @@ describe.skipIf(nomadBin === undefined || !natsOk)('allocation failures the runn
         const a = state.instances.get('a')!;
         expect(a.attempts).toHaveLength(2);
         expect(a.error).toMatch(/^Nomad allocation [0-9a-f]{8} driver error: .*\/nonexistent\/caravan/);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+  }, 120_000);
+});
+
+describe.skipIf(nomadBin === undefined || !natsOk)('a task Nomad cannot place', () => {
+  it('stays queued with Nomad\'s reason (task.pending) until it is cancelled', async () => {
+    await withServers(async () => {
+      // More CPU than the dev node has: Nomad accepts the job but blocks its placement.
+      const dir = await repoWith({ 'toobig.yaml': workflow('toobig', '  tasks:\n    - { name: big, run: "echo never", resources: { cpu: 900000 } }\n') });
+      try {
+        const seen: RunEvent[] = [];
+        const svc = new RunService({ repoDir: dir, backend: 'nomad', bus: 'nats', onEvent: (e) => seen.push(e) });
+        const started = await svc.start('toobig', {});
+        await until('the reason', () => seen.some((e) => e.type === 'task.pending'));
+        const pending = seen.find((e) => e.type === 'task.pending') as Extract<RunEvent, { type: 'task.pending' }>;
+        expect(pending.reason).toMatch(/^Nomad cannot place it yet: 1 node evaluated; 1 out of room \(cpu on 1\)/);
+        expect(started.engine.state.instances.get('big')).toMatchObject({ status: 'queued', pendingReason: pending.reason });
+        started.engine.cancel('test', 'cannot be placed');
+        expect((await started.done).state.status).toBe('cancelled');
       } finally {
         await rm(dir, { recursive: true, force: true });
       }
