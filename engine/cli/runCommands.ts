@@ -125,13 +125,13 @@ export async function statusCommand(runId: string, io: Io, json: boolean): Promi
     io.stdout(JSON.stringify({ ...current, live: live !== undefined }) + '\n');
     return EXIT.OK;
   }
-  const r = current as { status: string; workflow: string; startedAt: string; durationMs?: number; failureReason?: string; tasks: Record<string, { status: string; attempts?: number; error?: string; reason?: string; durationMs?: number; instances?: unknown[] }> };
+  const r = current as { status: string; workflow: string; startedAt: string; durationMs?: number; failureReason?: string; tasks: Record<string, { status: string; attempts?: number; error?: string; reason?: string; pendingReason?: string; durationMs?: number; instances?: unknown[] }> };
   io.stdout(`run ${runId} of ${r.workflow}: ${r.status}${live !== undefined ? ` (live in process ${live.pid}${fromJournal === undefined ? '; last checkpoint shown' : ''})` : ''}\n`);
   io.stdout(`started ${r.startedAt}${r.durationMs !== undefined ? `, took ${formatDuration(r.durationMs)}` : ''}\n`);
   if (r.failureReason !== undefined) io.stdout(`failure: ${r.failureReason}\n`);
   const rows = [['TASK', 'STATUS', 'ATTEMPTS', 'DURATION', 'NOTE']];
   for (const [name, t] of Object.entries(r.tasks)) {
-    rows.push([name, t.status, t.instances !== undefined ? `${t.instances.length} items` : String(t.attempts ?? ''), t.durationMs !== undefined ? formatDuration(t.durationMs) : '', (t.error ?? t.reason ?? '').slice(0, 80)]);
+    rows.push([name, t.status, t.instances !== undefined ? `${t.instances.length} items` : String(t.attempts ?? ''), t.durationMs !== undefined ? formatDuration(t.durationMs) : '', (t.error ?? t.reason ?? t.pendingReason ?? '').slice(0, 80)]);
   }
   io.stdout(table(rows));
   return EXIT.OK;

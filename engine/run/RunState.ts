@@ -144,6 +144,7 @@ function instanceView(i: InstanceState): Record<string, unknown> {
     ...(i.item !== undefined ? { item: i.item } : {}),
     ...(Object.keys(i.outputs).length > 0 ? { outputs: i.outputs } : {}),
     ...(i.error !== undefined ? { error: i.error } : {}),
+    ...(i.pendingReason !== undefined ? { pendingReason: i.pendingReason } : {}),
     ...(i.exitCode !== undefined ? { exitCode: i.exitCode } : {}),
     ...(i.startedAt !== undefined && i.finishedAt !== undefined ? { durationMs: i.finishedAt - i.startedAt } : {}),
   };

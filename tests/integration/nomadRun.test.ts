@@ -8,6 +8,7 @@ import { NatsServer, requireServer } from '../harness/natsServer.js';
 import { withEnv } from '../harness/cli.js';
 import { until } from '../harness/until.js';
 import type { RunEvent } from '../../engine/run/RunEvent.js';
+import { snapshotRun } from '../../engine/run/RunState.js';
 import { git, repoWith, workflow } from './gitRepo.js';
 
 const nomadBin = requireNomad();
@@ -184,6 +185,8 @@ describe.skipIf(nomadBin === undefined || !natsOk)('a task Nomad cannot place', 
         const pending = seen.find((e) => e.type === 'task.pending') as Extract<RunEvent, { type: 'task.pending' }>;
         expect(pending.reason).toMatch(/^Nomad cannot place it yet: 1 node evaluated; 1 out of room \(cpu on 1\)/);
         expect(started.engine.state.instances.get('big')).toMatchObject({ status: 'queued', pendingReason: pending.reason });
+        // caravan status shows it from the snapshot.
+        expect(snapshotRun(started.engine.state)['tasks']).toMatchObject({ big: { status: 'queued', pendingReason: pending.reason } });
         started.engine.cancel('test', 'cannot be placed');
         expect((await started.done).state.status).toBe('cancelled');
       } finally {
