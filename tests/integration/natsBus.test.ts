@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,6 +29,29 @@ for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream 
 
   async function bus(): Promise<JetStreamBus> {
     return JetStreamBus.connect({ connection: await natsConnectionOptions({}, [server.url]), limits: { maxAgeMs: 3_600_000, duplicateWindowMs: 60_000 } });
+  }
+
+  /** A scratch directory, and the engine's side of the bus following run r1 of `workflow`. */
+  async function poolScene(workflow: string): Promise<{ dir: string; engineSide: JetStreamBus; got: RunEvent[]; close: () => Promise<void> }> {
+    const dir = await mkdtemp(join(tmpdir(), 'caravan-pool-'));
+    const engineSide = await bus();
+    const got: RunEvent[] = [];
+    const stopSub = engineSide.subscribe(runSubjects(workflow, 'r1'), (e) => got.push(e));
+    return {
+      dir, engineSide, got,
+      close: async () => {
+        stopSub();
+        await engineSide.close();
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  }
+
+  /** A real `caravan agent pool` process of pool `p`, with `env` added to its environment. */
+  function poolAgentProcess(workflow: string, concurrency: number, env: Record<string, string>): { proc: ChildProcess; exited: Promise<number | null> } {
+    const bin = fileURLToPath(new URL('../../bin/caravan.js', import.meta.url));
+    const proc = spawn(process.execPath, [bin, 'agent', 'pool', '--workflow', workflow, '--pool', 'p', '--concurrency', String(concurrency)], { env: { ...process.env, NATS_URL: server.url, ...env }, stdio: 'ignore' });
+    return { proc, exited: new Promise((r) => proc.once('exit', (code) => r(code))) };
   }
 
   it('creates its stream idempotently, with the configured limits', async () => {
@@ -161,12 +184,9 @@ for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream 
 
   it('a pool runs count x concurrency items at once: two agents of concurrency 1 run two items together', async () => {
     const { startPoolAgent } = await import('../../agents/agentCommand.js');
-    const dir = await mkdtemp(join(tmpdir(), 'caravan-pool-'));
-    const engineSide = await bus();
+    const { dir, engineSide, got, close } = await poolScene('twoagents');
     const a = await bus();
     const b = await bus();
-    const got: RunEvent[] = [];
-    const stopSub = engineSide.subscribe(runSubjects('twoagents', 'r1'), (e) => got.push(e));
     const stops = [await startPoolAgent(a, 'twoagents', 'p', 1), await startPoolAgent(b, 'twoagents', 'p', 1)];
     // Each task waits for the other to have started: they finish only if they run together.
     const task = (me: string, other: string) => ({ name: me, run: `touch ${dir}/${me}; i=0; while [ ! -e ${dir}/${other} ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; test -e ${dir}/${other}` });
@@ -174,30 +194,23 @@ for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream 
     await engineSide.enqueueWork('twoagents', 'p', { runId: 'r1', workflow: 'twoagents', instance: 'y', attempt: 1, task: task('y', 'x'), context: {} });
     await until('both results', () => got.filter((e) => e.type === 'task.succeeded' || e.type === 'task.failed').length === 2);
     expect(got.filter((e) => e.type === 'task.succeeded').map((e) => (e as { task: string }).task).sort()).toEqual(['x', 'y']);
-    stopSub();
     for (const stop of stops) await stop();
     await a.close();
     await b.close();
-    await engineSide.close();
-    await rm(dir, { recursive: true, force: true });
+    await close();
   });
 
   it('the item of a pool agent killed mid-task goes to another agent once the ack wait has passed', async () => {
     const { startPoolAgent } = await import('../../agents/agentCommand.js');
-    const dir = await mkdtemp(join(tmpdir(), 'caravan-pool-'));
-    const engineSide = await bus();
-    const got: RunEvent[] = [];
-    const stopSub = engineSide.subscribe(runSubjects('killedagent', 'r1'), (e) => got.push(e));
+    const { dir, engineSide, got, close } = await poolScene('killedagent');
     // Agent A is a real `caravan agent pool` process, SIGKILLed while its task runs.
-    const bin = fileURLToPath(new URL('../../bin/caravan.js', import.meta.url));
-    const a = spawn(process.execPath, [bin, 'agent', 'pool', '--workflow', 'killedagent', '--pool', 'p', '--concurrency', '1'], { env: { ...process.env, NATS_URL: server.url, CARAVAN_WORK_ACK_WAIT_S: '1' }, stdio: 'ignore' });
-    const aExited = new Promise<void>((r) => a.once('exit', () => r()));
+    const a = poolAgentProcess('killedagent', 1, { CARAVAN_WORK_ACK_WAIT_S: '1' });
     // The first run records its shell's pid and sleeps; a second run of the item finds that and succeeds.
     const run = `if [ -e ${dir}/pid ]; then echo second; exit 0; fi; echo $$ > ${dir}/pid; exec sleep 30`;
     await engineSide.enqueueWork('killedagent', 'p', { runId: 'r1', workflow: 'killedagent', instance: 't', attempt: 1, task: { name: 't', run }, context: {} });
     await until('agent A to start the task', async () => (await readFile(join(dir, 'pid'), 'utf8').catch(() => '')).trim() !== '');
-    a.kill('SIGKILL');
-    await aExited;
+    a.proc.kill('SIGKILL');
+    await a.exited;
     process.kill(Number((await readFile(join(dir, 'pid'), 'utf8')).trim()), 'SIGKILL');
     const b = await JetStreamBus.connect({ connection: await natsConnectionOptions({}, [server.url]), workAckWaitMs: 1000 });
     const stopB = await startPoolAgent(b, 'killedagent', 'p', 1);
@@ -205,33 +218,25 @@ for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream 
     expect(got.filter((e) => e.type === 'task.log').map((e) => (e as { line: string }).line)).toEqual(['second']);
     // Acknowledged once its report was stored: nothing is left in the queue.
     await until('the queue to drain', async () => (await engineSide['jsm'].streams.info('CARAVAN_WORK')).state.messages === 0);
-    stopSub();
     await stopB();
     await b.close();
-    await engineSide.close();
-    await rm(dir, { recursive: true, force: true });
+    await close();
   });
 
   it('a pool agent told to stop lets a short task finish and hands a long one back to the queue at once', async () => {
     const { startPoolAgent } = await import('../../agents/agentCommand.js');
-    const dir = await mkdtemp(join(tmpdir(), 'caravan-pool-'));
-    const engineSide = await bus();
-    const got: RunEvent[] = [];
-    const stopSub = engineSide.subscribe(runSubjects('stopagent', 'r1'), (e) => got.push(e));
+    const { dir, engineSide, got, close } = await poolScene('stopagent');
     // An ack wait of ten minutes: an item that comes back within the test came back because
     // the stopping agent handed it back, not because the server gave up on it.
-    const env = { ...process.env, NATS_URL: server.url, CARAVAN_WORK_ACK_WAIT_S: '600', CARAVAN_DRAIN_S: '2' };
-    const bin = fileURLToPath(new URL('../../bin/caravan.js', import.meta.url));
-    const a = spawn(process.execPath, [bin, 'agent', 'pool', '--workflow', 'stopagent', '--pool', 'p', '--concurrency', '2'], { env, stdio: 'ignore' });
-    const aExit = new Promise<number | null>((r) => a.once('exit', (code) => r(code)));
+    const a = poolAgentProcess('stopagent', 2, { CARAVAN_WORK_ACK_WAIT_S: '600', CARAVAN_DRAIN_S: '2' });
     const long = `if [ -e ${dir}/long ]; then echo second; exit 0; fi; echo $$ > ${dir}/long; exec sleep 30`;
     const short = `touch ${dir}/short; sleep 1; echo short done`;
     await engineSide.enqueueWork('stopagent', 'p', { runId: 'r1', workflow: 'stopagent', instance: 'long', attempt: 1, task: { name: 'long', run: long }, context: {} });
     await engineSide.enqueueWork('stopagent', 'p', { runId: 'r1', workflow: 'stopagent', instance: 'short', attempt: 1, task: { name: 'short', run: short }, context: {} });
     await until('agent A to start both', async () => (await readFile(join(dir, 'long'), 'utf8').catch(() => '')).trim() !== '' && (await readFile(join(dir, 'short')).then(() => true, () => false)));
     const sleeper = Number((await readFile(join(dir, 'long'), 'utf8')).trim());
-    a.kill('SIGTERM');
-    expect(await aExit).toBe(0);
+    a.proc.kill('SIGTERM');
+    expect(await a.exited).toBe(0);
     // The short task finished within the drain and reported; the long one was stopped, its
     // process group killed, and not reported as failed.
     expect(got.filter((e) => e.type === 'task.succeeded').map((e) => (e as { task: string }).task)).toEqual(['short']);
@@ -242,11 +247,9 @@ for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream 
     await until('the long task to run again on agent B', () => got.some((e) => e.type === 'task.succeeded' && e.task === 'long'));
     expect(got.filter((e) => e.type === 'task.log' && e.task === 'long').map((e) => (e as { line: string }).line)).toEqual(['second']);
     await until('the queue to drain', async () => (await engineSide['jsm'].streams.info('CARAVAN_WORK')).state.messages === 0);
-    stopSub();
     await stopB();
     await b.close();
-    await engineSide.close();
-    await rm(dir, { recursive: true, force: true });
+    await close();
   });
 
   it('brings durable consumers made by an older build to the current config', async () => {
