@@ -372,13 +372,14 @@ export class JetStreamBus implements Bus {
     let stopping = false;
     let running = 0;
     let idle: (() => void) | undefined;
+    let freed: (() => void) | undefined;
     void (async () => {
       const it = messages[Symbol.asyncIterator]();
-      let freed: (() => void) | undefined;
       for (;;) {
         // The next pull is made inside next(): waiting for a free slot first keeps an agent
-        // from taking items it cannot start while another agent of the pool is idle.
-        while (running >= concurrency) await new Promise<void>((r) => { freed = r; });
+        // from asking for items it cannot start (it may still hold up to half its
+        // concurrency: a pull asks for what the last batch lacks, not for the free slots).
+        while (running >= concurrency && !stopping) await new Promise<void>((r) => { freed = r; });
         const next = await it.next();
         if (next.done === true) break;
         const m = next.value;
@@ -423,7 +424,12 @@ export class JetStreamBus implements Bus {
     const allDone = (): Promise<void> => (running === 0 ? Promise.resolve() : new Promise<void>((r) => { idle = r; }));
     return async (drainMs = 0) => {
       stopping = true;
-      await messages.close().catch(() => undefined);
+      // The iterator ends only once the loop reads up to its end: wake the loop, which hands
+      // back (naks) what it still holds instead of starting it.
+      const closed = messages.close().catch(() => undefined);
+      const f = freed;
+      freed = undefined;
+      f?.();
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([allDone(), new Promise<void>((r) => { timer = setTimeout(r, drainMs); })]);
       clearTimeout(timer);
@@ -435,6 +441,7 @@ export class JetStreamBus implements Bus {
       // The aborted attempts end within their agent's kill grace (a shell command's process
       // group gets SIGTERM, then SIGKILL): waiting for them leaves no process behind.
       await allDone();
+      await closed;
       clearInterval(working);
       this.sendHeldAcks();
       control.unsubscribe();

@@ -252,6 +252,32 @@ for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream 
     await close();
   });
 
+  it('an agent stopped with every slot busy hands back what it runs and what it holds, at once', async () => {
+    // Ten minutes' ack wait: what reaches the other agent within the test was handed back.
+    const b = await JetStreamBus.connect({ connection: await natsConnectionOptions({}, [server.url]), workAckWaitMs: 600_000 });
+    let started = 0;
+    // Attempts that end only when aborted: every slot stays busy until the agent stops.
+    const stop = await b.consumeWork('busystop', 'p', 2, async (_item, signal) => {
+      started++;
+      await new Promise<void>((r) => signal.addEventListener('abort', () => r()));
+      return {};
+    });
+    for (let i = 0; i < 5; i++) await b.enqueueWork('busystop', 'p', { runId: 'r1', workflow: 'busystop', instance: `t${i}`, attempt: 1, task: {}, context: {} });
+    await until('both slots busy', () => started === 2);
+    await stop(0);
+    // A second agent gets all five, the two that ran included, long before the ack wait.
+    const taken = new Set<string>();
+    const other = await JetStreamBus.connect({ connection: await natsConnectionOptions({}, [server.url]), workAckWaitMs: 600_000 });
+    const stopOther = await other.consumeWork('busystop', 'p', 8, async (item) => {
+      taken.add(item.instance);
+      return {};
+    });
+    await until('all five on the other agent', () => taken.size === 5);
+    await stopOther();
+    await other.close();
+    await b.close();
+  });
+
   it('brings durable consumers made by an older build to the current config', async () => {
     const { startPoolAgent } = await import('../../agents/agentCommand.js');
     const { AckPolicy, DeliverPolicy } = await import('@nats-io/jetstream');
