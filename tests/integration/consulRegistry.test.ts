@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConsulRegistry } from '../../engine/consul/ConsulRegistry.js';
 import { ConsulAgent, requireConsul } from '../harness/consulAgent.js';
 import { until } from '../harness/until.js';
+import { gatePath } from '../harness/gatePath.js';
 
 const bin = requireConsul();
 
@@ -49,12 +50,10 @@ describe.skipIf(bin === undefined)('the Consul registry against a real `consul a
   });
 
   it('a live run\'s status in KV follows its checkpoints, each with its commit on caravan/runs', async () => {
-    const { mkdtemp, writeFile } = await import('node:fs/promises');
-    const { join } = await import('node:path');
-    const { tmpdir } = await import('node:os');
+    const { writeFile } = await import('node:fs/promises');
     const { git, repoWith, workflow } = await import('./gitRepo.js');
     const { RunService } = await import('../../engine/local/RunService.js');
-    const gate = join(await mkdtemp(join(tmpdir(), 'caravan-gate-')), 'go');
+    const gate = await gatePath();
     const dir = await repoWith({ 'live.yaml': workflow('live', `  tasks:\n    - { name: a, agent: noop }\n    - { name: b, needs: [a], run: "while [ ! -f ${gate} ]; do sleep 0.05; done" }\n`) });
     const saved = process.env['CONSUL_HTTP_ADDR'];
     process.env['CONSUL_HTTP_ADDR'] = agent.address;

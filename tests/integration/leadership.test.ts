@@ -1,6 +1,4 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rm, writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConsulRegistry } from '../../engine/consul/ConsulRegistry.js';
 import { InMemoryRegistry } from '../../engine/local/InMemoryRegistry.js';
@@ -10,13 +8,14 @@ import type { RunEvent } from '../../engine/run/RunEvent.js';
 import { ConsulAgent, requireConsul } from '../harness/consulAgent.js';
 import { repoWith, workflow } from './gitRepo.js';
 import { until } from '../harness/until.js';
+import { gatePath } from '../harness/gatePath.js';
 
 /**
  * A controller that loses the leader lock mid-run stops scheduling at once; the next leader
  * resumes the run from its record and finishes it without re-running what succeeded.
  */
 async function loseAndHandOver(registry: Registry, revoke: () => Promise<void>): Promise<{ stoppedAfterMs: number }> {
-  const gate = join(await mkdtemp(join(tmpdir(), 'caravan-gate-')), 'go');
+  const gate = await gatePath();
   const dir = await repoWith({ 'led.yaml': workflow('led', `  tasks:\n    - { name: a, run: "echo a" }\n    - { name: b, needs: [a], run: "while [ ! -f ${gate} ]; do sleep 0.05; done" }\n    - { name: c, needs: [b], run: "echo c" }\n`) });
   try {
     const seen: RunEvent[] = [];

@@ -9,6 +9,7 @@ import { NomadApiError, NomadClient, type NomadAllocation } from '../../engine/n
 import { validateWorkflows } from '../../engine/spec/validateWorkflows.js';
 import { NomadAgent, requireNomad } from '../harness/nomadAgent.js';
 import { until } from '../harness/until.js';
+import { gatePath } from '../harness/gatePath.js';
 
 const bin = requireNomad();
 
@@ -100,10 +101,8 @@ describe.skipIf(bin === undefined)('watching Nomad: event stream, blocking queri
   });
 
   it('a blocking query on allocations answers when they change, with a higher index', async () => {
-    const { mkdtemp, writeFile } = await import('node:fs/promises');
-    const { join } = await import('node:path');
-    const { tmpdir } = await import('node:os');
-    const gate = join(await mkdtemp(join(tmpdir(), 'caravan-gate-')), 'open');
+    const { writeFile } = await import('node:fs/promises');
+    const gate = await gatePath('open');
     await nomad.registerJob(shellJob('gated', `while [ ! -f ${gate} ]; do sleep 0.1; done`));
     const child = (await nomad.dispatchJob('gated', new Uint8Array(), {}, 'blocking-1')).DispatchedJobID;
     let seen = await nomad.watchJobAllocations(child, 1, 5);

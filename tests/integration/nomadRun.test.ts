@@ -10,6 +10,7 @@ import { until } from '../harness/until.js';
 import type { RunEvent } from '../../engine/run/RunEvent.js';
 import { snapshotRun } from '../../engine/run/RunState.js';
 import { git, repoWith, workflow } from './gitRepo.js';
+import { gatePath } from '../harness/gatePath.js';
 
 const nomadBin = requireNomad();
 const natsOk = requireServer('nats-server', 'apt-get install -y nats-server');
@@ -200,11 +201,10 @@ describe.skipIf(nomadBin === undefined || !natsOk)('the controller killed mid-ru
   it('resumes, reattaches to the running allocation, and dispatches no task twice', async () => {
     const { spawn } = await import('node:child_process');
     const { readFile, writeFile } = await import('node:fs/promises');
-    const { join } = await import('node:path');
     const { fileURLToPath } = await import('node:url');
     const { main } = await import('../../engine/cli/main.js');
     const [nomad, nats] = await Promise.all([NomadAgent.start(nomadBin!), NatsServer.start()]);
-    const gate = join(await (await import('node:fs/promises')).mkdtemp(join((await import('node:os')).tmpdir(), 'caravan-gate-')), 'go');
+    const gate = await gatePath();
     const dir = await repoWith({ 'slow.yaml': workflow('slow', `  tasks:\n    - { name: a, run: "echo a" }\n    - { name: b, needs: [a], run: "while [ ! -f ${gate} ]; do sleep 0.1; done; echo b" }\n    - { name: c, needs: [b], run: "echo c" }\n`) });
     const env = { ...process.env, NOMAD_ADDR: nomad.address, NATS_URL: nats.url };
     const saved = { NOMAD_ADDR: process.env['NOMAD_ADDR'], NATS_URL: process.env['NATS_URL'] };
@@ -246,11 +246,9 @@ describe.skipIf(nomadBin === undefined || !natsOk)('the controller killed mid-ru
 
 describe.skipIf(nomadBin === undefined || !natsOk)('an allocation killed under a task', () => {
   it('counts as a failed attempt and the task is retried under its policy', async () => {
-    const { mkdtemp, writeFile } = await import('node:fs/promises');
-    const { join } = await import('node:path');
-    const { tmpdir } = await import('node:os');
+    const { writeFile } = await import('node:fs/promises');
     await withServers(async (nomad) => {
-    const gate = join(await mkdtemp(join(tmpdir(), 'caravan-gate-')), 'go');
+    const gate = await gatePath();
     const dir = await repoWith({ 'victim.yaml': workflow('victim', `  tasks:\n    - { name: v, run: "while [ ! -f ${gate} ]; do sleep 0.1; done", retry: { attempts: 2, delay: 1s } }\n`) });
     try {
       const svc = new RunService({ repoDir: dir, backend: 'nomad', bus: 'nats' });
@@ -288,15 +286,13 @@ describe.skipIf(nomadBin === undefined || !natsOk)('an allocation killed under a
 
 describe.skipIf(nomadBin === undefined || !natsOk)('the node under a task goes down', () => {
   it('the attempt fails as lost with its node, with the scheduler\'s reason', async () => {
-    const { mkdtemp, writeFile } = await import('node:fs/promises');
-    const { join } = await import('node:path');
-    const { tmpdir } = await import('node:os');
+    const { writeFile } = await import('node:fs/promises');
     const nats = await NatsServer.start();
     const nomad = await NomadAgent.startServerAndClient(nomadBin!).catch(async (e: unknown) => {
       await nats.close();
       throw e;
     });
-    const gate = join(await mkdtemp(join(tmpdir(), 'caravan-gate-')), 'go');
+    const gate = await gatePath();
     const dir = await repoWith({ 'stranded.yaml': workflow('stranded', `  tasks:\n    - { name: s, run: "while [ ! -f ${gate} ]; do sleep 0.1; done" }\n`) });
     try {
       await withEnv({ NOMAD_ADDR: nomad.address, NATS_URL: nats.url }, async () => {
