@@ -1,3 +1,4 @@
+import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConsulRegistry } from '../../engine/consul/ConsulRegistry.js';
 import { ConsulAgent, requireConsul } from '../harness/consulAgent.js';
@@ -46,6 +47,7 @@ describe.skipIf(bin === undefined)('the Consul registry against a real `consul a
     } finally {
       if (saved === undefined) delete process.env['CONSUL_HTTP_ADDR'];
       else process.env['CONSUL_HTTP_ADDR'] = saved;
+      await rm(dir, { recursive: true, force: true });
     }
   });
 
@@ -73,6 +75,7 @@ describe.skipIf(bin === undefined)('the Consul registry against a real `consul a
     } finally {
       if (saved === undefined) delete process.env['CONSUL_HTTP_ADDR'];
       else process.env['CONSUL_HTTP_ADDR'] = saved;
+      await rm(dir, { recursive: true, force: true });
     }
   });
 

@@ -8,6 +8,7 @@ import { updateRef } from '../../engine/audit/updateRef.js';
 import { CaravanError } from '../../engine/errors/CaravanError.js';
 import { RunService } from '../../engine/local/RunService.js';
 import { git, repoWith, workflow } from './gitRepo.js';
+import { gatePath } from '../harness/gatePath.js';
 
 const dirs: string[] = [];
 afterEach(async () => {
@@ -75,10 +76,8 @@ describe('a local run recorded in Git', () => {
   });
 
   it('a quiet run still reaches Git within checkpointEveryMs of its last event', async () => {
-    const { mkdtemp } = await import('node:fs/promises');
-    const { tmpdir } = await import('node:os');
     const { until } = await import('../harness/until.js');
-    const gate = join(await mkdtemp(join(tmpdir(), 'caravan-gate-')), 'go');
+    const gate = await gatePath();
     const dir = await repo({ 'quiet.yaml': workflow('quiet', `  tasks:\n    - { name: a, agent: noop }\n    - { name: b, needs: [a], run: "while [ ! -f ${gate} ]; do sleep 0.05; done" }\n`) });
     const svc = new RunService({ repoDir: dir, checkpointEveryEvents: 10_000, checkpointEveryMs: 200 });
     const run = await svc.start('quiet', {});
