@@ -118,14 +118,20 @@ export async function agentCommand(argv: readonly string[], log: (s: string) => 
   const { result } = await runOne(bus, { runId: payload.runId, workflow: payload.workflow, instance: payload.instance, attempt: payload.attempt, task, context, ...(task.timeout !== undefined ? { timeoutMs: parseDuration(task.timeout)! } : {}) }, undefined, p.flags.get('--mask-env') ?? []);
   // A runner must not outlive its reports forever: without NATS its allocation ends with
   // EX_TEMPFAIL, which the controller's watch of Nomad turns into a failed (retried) attempt.
-  const waitS = Number(process.env['CARAVAN_REPORT_TIMEOUT_S'] ?? 120);
-  const delivered = await bus.flushWithin((Number.isFinite(waitS) && waitS > 0 ? waitS : 120) * 1000);
+  const waitS = secondsFromEnv('CARAVAN_REPORT_TIMEOUT_S', 120);
+  const delivered = await bus.flushWithin(waitS * 1000);
   await bus.close();
   if (!delivered) {
     log(`caravan agent: could not deliver the attempt's reports to NATS within ${waitS} s; giving up\n`);
     return 75;
   }
   return result.ok ? 0 : 1;
+}
+
+/** A duration in seconds from the environment; `fallback` when unset or not a usable number. */
+function secondsFromEnv(name: string, fallback: number, o: { zero?: boolean } = {}): number {
+  const s = Number(process.env[name] ?? fallback);
+  return Number.isFinite(s) && (s > 0 || (o.zero === true && s === 0)) ? s : fallback;
 }
 
 const agents = new AgentRegistry();
@@ -268,8 +274,7 @@ async function poolAgent(p: ParsedArgs, log: (s: string) => void): Promise<numbe
   });
   await new Promise<void>((r) => health.listen(Number(one('--health-port') ?? '0'), '0.0.0.0', r));
   // How long a taken item may go without word from its agent before another agent gets it.
-  const ackWaitS = Number(process.env['CARAVAN_WORK_ACK_WAIT_S'] ?? 30);
-  const bus = await JetStreamBus.connect({ connection: await natsConnectionOptions(process.env), ...(Number.isFinite(ackWaitS) && ackWaitS > 0 ? { workAckWaitMs: ackWaitS * 1000 } : {}) });
+  const bus = await JetStreamBus.connect({ connection: await natsConnectionOptions(process.env), workAckWaitMs: secondsFromEnv('CARAVAN_WORK_ACK_WAIT_S', 30) * 1000 });
   const stop = await startPoolAgent(bus, workflow, pool, concurrency);
   await new Promise<void>((r) => {
     process.once('SIGTERM', r);
@@ -277,8 +282,7 @@ async function poolAgent(p: ParsedArgs, log: (s: string) => void): Promise<numbe
   });
   // Stopped (a scale-down, a new job version): what runs gets CARAVAN_DRAIN_S to finish,
   // within the 30 s kill_timeout of the compiled pool job; the rest goes back to the queue.
-  const drainS = Number(process.env['CARAVAN_DRAIN_S'] ?? 25);
-  await stop((Number.isFinite(drainS) && drainS >= 0 ? drainS : 25) * 1000);
+  await stop(secondsFromEnv('CARAVAN_DRAIN_S', 25, { zero: true }) * 1000);
   await bus.close();
   health.close();
   return 0;

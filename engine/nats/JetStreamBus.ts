@@ -16,6 +16,7 @@ import {
 } from '@nats-io/jetstream';
 import type { Bus } from '../run/Bus.js';
 import type { RunEvent } from '../run/RunEvent.js';
+import { forgetOldest } from '../run/forgetOldest.js';
 
 export const EVENTS_STREAM = 'CARAVAN_EVENTS';
 export const WORK_STREAM = 'CARAVAN_WORK';
@@ -42,17 +43,27 @@ export class PoolAgentStopping extends Error {
   }
 }
 
-/** Which attempt a pool control message is about. */
 interface PendingAck {
   resolve: () => void;
   reject: (e: Error) => void;
   until: number;
 }
 
+/** Which attempt a pool control message is about. */
 export interface WorkRef {
   runId: string;
   instance: string;
   attempt: number;
+}
+
+/** One attempt's key in a pool: its work item's message id (with `:work`) and its cancels. */
+function workKey(ref: WorkRef): string {
+  return `${ref.runId}:${ref.instance}:${ref.attempt}`;
+}
+
+/** JetStream's answer for a stream or consumer that does not exist. */
+function isNotFound(e: unknown): boolean {
+  return /not found/i.test((e as Error).message);
 }
 const ORIGIN_HEADER = 'Caravan-Origin';
 const CONTEXT_STREAM = 'CARAVAN_CONTEXT';
@@ -137,7 +148,7 @@ export class JetStreamBus implements Bus {
       await this.jsm.streams.info(this.stream);
       await this.jsm.streams.update(this.stream, config);
     } catch (e) {
-      if (!/not found/i.test((e as Error).message)) throw e;
+      if (!isNotFound(e)) throw e;
       await this.jsm.streams.add(config);
     }
   }
@@ -173,7 +184,7 @@ export class JetStreamBus implements Bus {
   async enqueueWork(workflow: string, pool: string, item: WorkItem): Promise<void> {
     await this.ensureWorkStream();
     const h = headers();
-    h.set('Nats-Msg-Id', `${item.runId}:${item.instance}:${item.attempt}:work`);
+    h.set('Nats-Msg-Id', `${workKey(item)}:work`);
     await this.publishAcked(`caravan.work.${workflow}.${pool}`, JSON.stringify(item), h);
   }
 
@@ -294,7 +305,7 @@ export class JetStreamBus implements Bus {
     try {
       await this.jsm.streams.info(config.name);
     } catch (e) {
-      if (!/not found/i.test((e as Error).message)) throw e;
+      if (!isNotFound(e)) throw e;
       await this.jsm.streams.add(config);
     }
   }
@@ -310,7 +321,7 @@ export class JetStreamBus implements Bus {
     try {
       existing = (await this.jsm.consumers.info(stream, config.durable_name)).config;
     } catch (e) {
-      if (!/not found/i.test((e as Error).message)) throw e;
+      if (!isNotFound(e)) throw e;
       await this.jsm.consumers.add(stream, config);
       return;
     }
@@ -356,12 +367,12 @@ export class JetStreamBus implements Bus {
         } catch {
           return;
         }
-        const key = `${ref.runId}:${ref.instance}:${ref.attempt}`;
-        const running = inflight.get(key);
-        if (running !== undefined) running.abort.abort();
+        const key = workKey(ref);
+        const taken = inflight.get(key);
+        if (taken !== undefined) taken.abort.abort();
         else {
           cancelled.add(key);
-          if (cancelled.size > 10_000) cancelled.delete(cancelled.values().next().value!);
+          forgetOldest(cancelled, 10_000);
         }
       },
     });
@@ -373,6 +384,11 @@ export class JetStreamBus implements Bus {
     let running = 0;
     let idle: (() => void) | undefined;
     let freed: (() => void) | undefined;
+    const wake = (): void => {
+      const f = freed;
+      freed = undefined;
+      f?.();
+    };
     void (async () => {
       const it = messages[Symbol.asyncIterator]();
       for (;;) {
@@ -388,7 +404,7 @@ export class JetStreamBus implements Bus {
           continue;
         }
         const item = JSON.parse(DECODER.decode(m.data)) as WorkItem;
-        const key = `${item.runId}:${item.instance}:${item.attempt}`;
+        const key = workKey(item);
         if (cancelled.delete(key)) {
           m.ack();
           continue;
@@ -400,9 +416,7 @@ export class JetStreamBus implements Bus {
         const free = (): void => {
           entry.running = false;
           running--;
-          const f = freed;
-          freed = undefined;
-          f?.();
+          wake();
           if (running === 0) idle?.();
         };
         handle(item, abort.signal).then(
@@ -427,9 +441,7 @@ export class JetStreamBus implements Bus {
       // The iterator ends only once the loop reads up to its end: wake the loop, which hands
       // back (naks) what it still holds instead of starting it.
       const closed = messages.close().catch(() => undefined);
-      const f = freed;
-      freed = undefined;
-      f?.();
+      wake();
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([allDone(), new Promise<void>((r) => { timer = setTimeout(r, drainMs); })]);
       clearTimeout(timer);

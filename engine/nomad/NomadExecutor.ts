@@ -11,6 +11,7 @@ import { eventId, type RunEvent } from '../run/RunEvent.js';
 import type { NomadAllocation, NomadClient, NomadEvaluation } from './NomadClient.js';
 import { allocationFailure } from './allocationFailure.js';
 import { placementFailure } from './placementFailure.js';
+import { forgetOldest } from '../run/forgetOldest.js';
 import { NomadEventStream } from './NomadEventStream.js';
 
 const ENDED = new Set(['complete', 'failed', 'lost']);
@@ -202,7 +203,7 @@ export class NomadExecutor implements Executor {
     if (req === undefined) {
       if (ev.JobID.includes('/dispatch-')) {
         this.blockedEarly.set(ev.JobID, ev);
-        if (this.blockedEarly.size > 1000) this.blockedEarly.delete(this.blockedEarly.keys().next().value!);
+        forgetOldest(this.blockedEarly, 1000);
       }
       return;
     }
@@ -222,7 +223,7 @@ export class NomadExecutor implements Executor {
     // The event can beat the dispatch's answer; keep it a while for watch().
     if (a.JobID.includes('/dispatch-')) {
       this.endedEarly.set(a.JobID, a);
-      if (this.endedEarly.size > 1000) this.endedEarly.delete(this.endedEarly.keys().next().value!);
+      forgetOldest(this.endedEarly, 1000);
     }
   }
 

@@ -13,6 +13,7 @@ export interface NomadAllocationMetric {
   QuotaExhausted?: string[] | null;
 }
 
+/** `cpu on 1, memory on 2`, or '' for none. */
 function counts(m: Record<string, number> | null | undefined): string {
   return Object.entries(m ?? {}).map(([k, n]) => `${k} on ${n}`).join(', ');
 }
@@ -29,10 +30,18 @@ export function placementFailure(e: NomadEvaluation): string | undefined {
   const m = groups[0]!;
   const parts: string[] = [];
   const evaluated = m.NodesEvaluated ?? 0;
-  if (evaluated === 0) parts.push(`no node is eligible${Object.keys(m.NodesAvailable ?? {}).length > 0 ? ` (nodes per datacenter: ${counts(m.NodesAvailable)})` : ' in its datacenters'}`);
+  const available = counts(m.NodesAvailable);
+  if (evaluated === 0) parts.push(`no node is eligible${available !== '' ? ` (nodes per datacenter: ${available})` : ' in its datacenters'}`);
   else parts.push(`${evaluated} node${evaluated === 1 ? '' : 's'} evaluated`);
-  if ((m.NodesFiltered ?? 0) > 0) parts.push(`${m.NodesFiltered} filtered${Object.keys(m.ConstraintFiltered ?? {}).length > 0 ? ` by constraint ${counts(m.ConstraintFiltered)}` : Object.keys(m.ClassFiltered ?? {}).length > 0 ? ` by class ${counts(m.ClassFiltered)}` : ''}`);
-  if ((m.NodesExhausted ?? 0) > 0) parts.push(`${m.NodesExhausted} out of room${Object.keys(m.DimensionExhausted ?? {}).length > 0 ? ` (${counts(m.DimensionExhausted)})` : ''}`);
+  if ((m.NodesFiltered ?? 0) > 0) {
+    const constraints = counts(m.ConstraintFiltered);
+    const classes = counts(m.ClassFiltered);
+    parts.push(`${m.NodesFiltered} filtered${constraints !== '' ? ` by constraint ${constraints}` : classes !== '' ? ` by class ${classes}` : ''}`);
+  }
+  if ((m.NodesExhausted ?? 0) > 0) {
+    const dimensions = counts(m.DimensionExhausted);
+    parts.push(`${m.NodesExhausted} out of room${dimensions !== '' ? ` (${dimensions})` : ''}`);
+  }
   if ((m.QuotaExhausted ?? []).length > 0) parts.push(`quota exhausted: ${m.QuotaExhausted!.join(', ')}`);
   return `Nomad cannot place it yet: ${parts.join('; ')}; it stays queued until a node has room`;
 }
