@@ -1,6 +1,8 @@
 import { eventSubject, runSubjects, type Bus } from './Bus.js';
 import type { Clock, TimerHandle } from './Clock.js';
 import type { Executor } from './Executor.js';
+import { noopLogger, type Logger } from './Logger.js';
+import { noopMetrics, type AttemptOutcome, type Metrics, type RunOutcome } from './Metrics.js';
 import { eventId, isFinal, type RunEvent } from './RunEvent.js';
 import type { RunPlan } from './RunPlan.js';
 import type { RunState } from './RunState.js';
@@ -30,6 +32,13 @@ export interface RunEngineDeps {
    * onEvent and nobody else listens.
    */
   publishDecisions?: boolean;
+  /**
+   * Where the run's milestones go (start, end, controls, failed attempts), at info; nothing
+   * per event. The engine binds workflow and run to it. Default: none.
+   */
+  logger?: Logger;
+  /** Counts runs and attempts as they end, and the coordination latency per batch of reports. Default: none. */
+  metrics?: Metrics;
 }
 
 /**
@@ -52,9 +61,15 @@ export class RunEngine {
   private rejectFinished!: (e: Error) => void;
   private relinquished = false;
   private stepping = false;
+  private readonly log: Logger;
+  private readonly metrics: Metrics;
+  private readonly workflow: string;
 
   constructor(private readonly deps: RunEngineDeps) {
     this.state = initialRunState(deps.plan, deps.runId);
+    this.workflow = deps.plan.workflow.metadata.name;
+    this.log = (deps.logger ?? noopLogger).child({ workflow: this.workflow, run: deps.runId });
+    this.metrics = deps.metrics ?? noopMetrics;
     this.finished = new Promise((resolve, reject) => {
       this.resolveFinished = resolve;
       this.rejectFinished = reject;
@@ -87,7 +102,7 @@ export class RunEngine {
   start(params: Record<string, unknown>, trigger: string, commit?: string): void {
     const now = this.deps.clock.now();
     const deadline = this.deps.plan.deadlineMs !== undefined ? now + this.deps.plan.deadlineMs : undefined;
-    this.record({ runId: this.deps.runId, at: now, type: 'run.started', workflow: this.deps.plan.workflow.metadata.name, params, trigger, ...(commit !== undefined ? { commit } : {}), ...(deadline !== undefined ? { deadline } : {}) });
+    this.record({ runId: this.deps.runId, at: now, type: 'run.started', workflow: this.workflow, params, trigger, ...(commit !== undefined ? { commit } : {}), ...(deadline !== undefined ? { deadline } : {}) });
     this.startTicking();
     this.accept();
     this.step();
@@ -99,7 +114,7 @@ export class RunEngine {
    * bus acknowledge reports that a crash in between would then lose.
    */
   private accept(): void {
-    this.unsubscribe = this.deps.bus.subscribe(runSubjects(this.deps.plan.workflow.metadata.name, this.deps.runId), (event, meta) => {
+    this.unsubscribe = this.deps.bus.subscribe(runSubjects(this.workflow, this.deps.runId), (event, meta) => {
       if (meta.origin === 'engine' || !AGENT_EVENTS.has(event.type)) return;
       this.inbox.push(event);
       // Reports are applied in batches, one scheduling pass each. A bus that hands over a
@@ -120,7 +135,7 @@ export class RunEngine {
    * otherwise they died with the process, so each is recorded as lost and started again at
    * once (outside the retry budget: the loss was not the task's fault).
    */
-  resume(events: readonly RunEvent[], reason = 'the engine stopped while this attempt was running'): void {
+  recover(events: readonly RunEvent[], reason = 'the engine stopped while this attempt was running'): void {
     for (const e of events) applyRunEvent(this.state, this.deps.plan, e);
     if (isFinal(this.state.status)) {
       this.finish();
@@ -128,6 +143,7 @@ export class RunEngine {
     }
     const now = this.deps.clock.now();
     const reattach = this.deps.executor.reattach?.bind(this.deps.executor);
+    this.log.info('run picked up from its record', { events: events.length, inFlight: this.state.active.size, reattach: reattach !== undefined });
     for (const key of [...this.state.active]) {
       const inst = this.state.instances.get(key)!;
       if (reattach !== undefined) {
@@ -159,15 +175,24 @@ export class RunEngine {
     return this.control({ runId: this.deps.runId, at: this.deps.clock.now(), type: 'run.paused', by });
   }
 
-  resumeRun(by: string): boolean {
+  unpause(by: string): boolean {
     return this.control({ runId: this.deps.runId, at: this.deps.clock.now(), type: 'run.resumed', by });
   }
 
   cancel(by: string, reason?: string): boolean {
-    const active = [...this.state.active].map((k) => [k, this.state.instances.get(k)!.attempt] as const);
-    const ok = this.control({ runId: this.deps.runId, at: this.deps.clock.now(), type: 'run.cancelled', by, ...(reason !== undefined ? { reason } : {}) });
-    if (ok) for (const [k, attempt] of active) this.deps.executor.cancel(this.deps.runId, k, attempt);
-    return ok;
+    const active = [...this.state.active].map((k) => {
+      const inst = this.state.instances.get(k)!;
+      return [k, inst.attempt, inst.attempts[inst.attempts.length - 1]?.startedAt] as const;
+    });
+    const now = this.deps.clock.now();
+    const ok = this.control({ runId: this.deps.runId, at: now, type: 'run.cancelled', by, ...(reason !== undefined ? { reason } : {}) });
+    if (!ok) return false;
+    for (const [k, attempt, startedAt] of active) {
+      // run.cancelled ends these attempts without an event of their own: they are counted here.
+      this.metrics.attemptFinished(this.workflow, 'cancelled', startedAt !== undefined ? (now - startedAt) / 1000 : undefined);
+      this.deps.executor.cancel(this.deps.runId, k, attempt);
+    }
+    return true;
   }
 
   /**
@@ -179,6 +204,8 @@ export class RunEngine {
   relinquish(error: Error): void {
     if (this.relinquished || isFinal(this.state.status)) return;
     this.relinquished = true;
+    // Whoever awaits done() reports the error; this line only marks the moment in the log.
+    this.log.info('run relinquished: another engine takes it over', { err: error });
     this.inbox = [];
     if (this.wakeTimer !== undefined) this.deps.clock.clearTimer(this.wakeTimer);
     if (this.tickTimer !== undefined) this.deps.clock.clearTimer(this.tickTimer);
@@ -198,19 +225,87 @@ export class RunEngine {
     if (this.relinquished || this.inbox.length === 0) return;
     const batch = this.inbox;
     this.inbox = [];
-    for (const e of batch) this.record(e);
+    let oldest = Infinity;
+    for (const e of batch) {
+      if (e.at < oldest) oldest = e.at;
+      this.record(e);
+    }
     this.step();
+    // Agents' clocks are not the engine's: a report from a host running ahead counts as zero.
+    if (this.metrics !== noopMetrics) this.metrics.coordinationLatency(Math.max(0, this.deps.clock.now() - oldest) / 1000);
   }
 
   /** Applies an event and tells listeners; false when the reducer ignored it. */
   private record(e: RunEvent): boolean {
+    // A cancelled attempt counts only if it was queued or running (not an approval gate).
+    const cancelsAttempt = e.type === 'task.cancelled' && this.state.active.has(e.task);
     if (!applyRunEvent(this.state, this.deps.plan, e)) return false;
     for (const l of this.listeners) l(e, this.state);
     if (this.deps.publishDecisions !== false && !AGENT_EVENTS.has(e.type)) {
       const task = 'task' in e ? e.task : undefined;
-      this.deps.bus.publish(eventSubject(this.deps.plan.workflow.metadata.name, this.deps.runId, task), e, { msgId: eventId(e), origin: 'engine' });
+      this.deps.bus.publish(eventSubject(this.workflow, this.deps.runId, task), e, { msgId: eventId(e), origin: 'engine' });
     }
+    this.observe(e, cancelsAttempt);
     return true;
+  }
+
+  /** Metrics and log lines for the events that end something; every other event passes through. */
+  private observe(e: RunEvent, cancelsAttempt: boolean): void {
+    switch (e.type) {
+      case 'task.succeeded':
+        this.attemptEnded(e.task, 'succeeded', e.at);
+        return;
+      case 'task.failed': {
+        this.attemptEnded(e.task, e.lost === true ? 'lost' : 'failed', e.at);
+        const willRetry = this.state.instances.get(e.task)?.status === 'retrying';
+        // info, not warn: a failing task is the workflow's news, recorded in the run; warn is
+        // for trouble with Caravan itself (and a CLI shows warnings to the person running it).
+        this.log.info('attempt failed', { task: e.task, attempt: e.attempt, error: e.error, exitCode: e.exitCode, retryable: e.retryable, lost: e.lost === true, willRetry });
+        return;
+      }
+      case 'task.cancelled':
+        if (cancelsAttempt) this.attemptEnded(e.task, 'cancelled', e.at);
+        return;
+      case 'approval.granted':
+      case 'approval.rejected':
+        this.log.info(e.type === 'approval.granted' ? 'approval granted' : 'approval rejected', { task: e.task, by: e.by, reason: e.type === 'approval.rejected' ? e.reason : undefined });
+        return;
+      case 'run.paused':
+        this.log.info('run paused', { by: e.by });
+        return;
+      case 'run.resumed':
+        this.log.info('run unpaused', { by: e.by });
+        return;
+      case 'run.started':
+        this.metrics.runStarted(this.workflow);
+        this.log.info('run started', { trigger: e.trigger, commit: e.commit, tasks: this.deps.plan.tasks.size });
+        return;
+      case 'run.succeeded':
+        this.runEnded('succeeded', e.at);
+        return;
+      case 'run.failed':
+        this.runEnded('failed', e.at);
+        return;
+      case 'run.cancelled':
+        this.log.info('run cancelled', { by: e.by, reason: e.reason });
+        this.runEnded('cancelled', e.at);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private attemptEnded(key: string, status: AttemptOutcome, at: number): void {
+    const inst = this.state.instances.get(key);
+    const startedAt = inst?.attempts[inst.attempts.length - 1]?.startedAt;
+    this.metrics.attemptFinished(this.workflow, status, startedAt !== undefined ? (at - startedAt) / 1000 : undefined);
+  }
+
+  private runEnded(status: RunOutcome, at: number): void {
+    const durationMs = at - this.state.startedAt;
+    this.metrics.runFinished(this.workflow, status, durationMs / 1000);
+    const reason = this.state.failureReason ?? this.state.cancelReason;
+    this.log.info('run finished', { status, durationMs, ...(status !== 'succeeded' && reason !== undefined ? { reason } : {}) });
   }
 
   private step(timerPass = false): void {

@@ -1,0 +1,207 @@
+import { isTaskDone, type RunEvent } from './RunEvent.js';
+import type { PlannedTask, RunPlan } from './RunPlan.js';
+import type { InstanceState, RunState } from './RunState.js';
+import { addPlainInstance, finishGroup, instanceDone, newInstance } from './finishGroup.js';
+
+/** What happens to a task and its attempts: readiness, fan-out, queueing and the agents' reports. */
+export type TaskEvent = Extract<RunEvent, { type: `task.${string}` }>;
+
+/**
+ * Applies one task or attempt event (reduceRun's task family). Reports for an attempt that is
+ * not the instance's current one, or for an instance already finished, change nothing and
+ * return false.
+ */
+export function applyTaskEvent(state: RunState, plan: RunPlan, e: TaskEvent): boolean {
+  switch (e.type) {
+    case 'task.ready': {
+      const g = state.groups.get(e.task);
+      if (g === undefined || g.status !== 'pending' || !state.ready.has(g.name)) return false;
+      state.ready.delete(g.name);
+      addPlainInstance(state, g);
+      return true;
+    }
+    case 'task.expanded': {
+      const g = state.groups.get(e.task);
+      if (g === undefined || g.expanded || g.status !== 'pending') return false;
+      g.expanded = true;
+      g.status = 'running';
+      state.ready.delete(g.name);
+      e.items.forEach((item, index) => {
+        const key = `${g.name}[${index}]`;
+        g.instances.push(key);
+        state.instances.set(key, newInstance(key, g.name, 'task', index, item));
+        state.runnable.add(key);
+      });
+      if (e.items.length === 0) finishGroup(state, plan, g, 'succeeded');
+      return true;
+    }
+    case 'task.queued': {
+      let inst = state.instances.get(e.task);
+      if (inst === undefined) {
+        const g = state.groups.get(e.task);
+        if (g === undefined || g.status !== 'pending' || e.attempt !== 1) return false;
+        inst = newInstance(g.name, g.name, 'task');
+        state.instances.set(inst.key, inst);
+        g.instances.push(inst.key);
+        g.status = 'running';
+        state.ready.delete(g.name);
+      }
+      if (isTaskDone(inst.status) || e.attempt !== inst.attempt + 1 || inst.status === 'queued' || inst.status === 'running') return false;
+      inst.attempt = e.attempt;
+      inst.status = 'queued';
+      const group = state.groups.get(inst.task);
+      if (group !== undefined && group.status === 'pending' && inst.kind === 'task') group.status = 'running';
+      inst.attempts.push({ attempt: e.attempt, queuedAt: e.at, status: 'queued' });
+      delete inst.retryAt;
+      state.runnable.delete(inst.key);
+      state.retrying.delete(inst.key);
+      state.active.add(inst.key);
+      for (const b of bucketsOf(plan, inst)) state.activeByBucket.set(b, (state.activeByBucket.get(b) ?? 0) + 1);
+      return true;
+    }
+    case 'task.pending': {
+      const inst = currentAttempt(state, e.task, e.attempt);
+      if (inst === undefined || inst.status !== 'queued') return false;
+      inst.pendingReason = e.reason;
+      return true;
+    }
+    case 'task.started': {
+      const inst = currentAttempt(state, e.task, e.attempt);
+      if (inst === undefined || inst.status !== 'queued') return false;
+      delete inst.pendingReason;
+      inst.status = 'running';
+      inst.startedAt ??= e.at;
+      lastAttempt(inst).startedAt = e.at;
+      lastAttempt(inst).status = 'running';
+      return true;
+    }
+    case 'task.heartbeat': {
+      const inst = currentAttempt(state, e.task, e.attempt);
+      if (inst === undefined || (inst.status !== 'running' && inst.status !== 'queued')) return false;
+      inst.lastHeartbeat = e.at;
+      return true;
+    }
+    case 'task.log':
+      // Logs change no state, but belong in the record while the attempt is live.
+      return state.instances.get(e.task)?.attempt === e.attempt;
+    case 'task.succeeded': {
+      const inst = currentAttempt(state, e.task, e.attempt);
+      if (inst === undefined || (inst.status !== 'running' && inst.status !== 'queued')) return false;
+      releaseInstance(state, plan, inst);
+      inst.status = 'succeeded';
+      inst.outputs = e.outputs;
+      if (e.exitCode !== undefined) inst.exitCode = e.exitCode;
+      inst.startedAt ??= e.startedAt ?? e.at;
+      inst.finishedAt = e.at;
+      if (e.startedAt !== undefined) lastAttempt(inst).startedAt ??= e.startedAt;
+      Object.assign(lastAttempt(inst), { status: 'succeeded', finishedAt: e.at }, e.exitCode !== undefined ? { exitCode: e.exitCode } : {});
+      const key = plan.tasks.get(inst.task)?.breakerKey;
+      const b = key !== undefined ? state.breakers.get(key) : undefined;
+      // A success resets the failure count; after the breaker opened it is the probe that
+      // closes it, which the scheduler records as breaker.closed.
+      if (b?.openUntil !== undefined) b.probeSucceeded = true;
+      else if (key !== undefined) state.breakers.delete(key);
+      instanceDone(state, plan, inst);
+      return true;
+    }
+    case 'task.failed': {
+      const inst = currentAttempt(state, e.task, e.attempt);
+      if (inst === undefined || (inst.status !== 'running' && inst.status !== 'queued')) return false;
+      releaseInstance(state, plan, inst);
+      const t = plan.tasks.get(inst.task)!;
+      const attempts = inst.kind === 'compensate' ? compensateAttempts(t) : t.retry.attempts;
+      const lost = e.lost === true;
+      const retry = e.retryable && (lost || e.attempt < attempts) && state.phase !== 'done' && !(inst.kind === 'task' && state.phase !== 'main' && !t.onFailure);
+      if (lost) inst.lost = true;
+      else delete inst.lost;
+      inst.error = e.error;
+      if (e.exitCode !== undefined) inst.exitCode = e.exitCode;
+      if (e.startedAt !== undefined) {
+        inst.startedAt ??= e.startedAt;
+        lastAttempt(inst).startedAt ??= e.startedAt;
+      }
+      Object.assign(lastAttempt(inst), { status: 'failed', finishedAt: e.at, error: e.error }, e.exitCode !== undefined ? { exitCode: e.exitCode } : {});
+      const b = state.breakers.get(t.breakerKey) ?? { failures: 0 };
+      b.failures++;
+      state.breakers.set(t.breakerKey, b);
+      if (retry) {
+        inst.status = 'retrying';
+        state.retrying.add(inst.key);
+      } else {
+        inst.status = 'failed';
+        inst.finishedAt = e.at;
+        instanceDone(state, plan, inst);
+      }
+      return true;
+    }
+    case 'task.retry-scheduled': {
+      const inst = state.instances.get(e.task);
+      if (inst === undefined || inst.status !== 'retrying' || e.attempt !== inst.attempt + 1) return false;
+      inst.retryAt = e.retryAt;
+      return true;
+    }
+    case 'task.skipped': {
+      const inst = state.instances.get(e.task);
+      if (inst !== undefined) {
+        if (inst.status !== 'pending' && inst.status !== 'retrying') return false;
+        state.runnable.delete(inst.key);
+        state.retrying.delete(inst.key);
+        inst.status = 'skipped';
+        inst.error = e.reason;
+        inst.finishedAt = e.at;
+        const owner = state.groups.get(inst.task);
+        if (owner !== undefined && !owner.expanded) owner.reason ??= e.reason;
+        instanceDone(state, plan, inst);
+        return true;
+      }
+      const g = state.groups.get(e.task);
+      if (g === undefined || g.status !== 'pending') return false;
+      state.ready.delete(g.name);
+      state.blocked.delete(g.name);
+      g.reason = e.reason;
+      finishGroup(state, plan, g, 'skipped');
+      return true;
+    }
+    case 'task.cancelled': {
+      const inst = state.instances.get(e.task);
+      if (inst === undefined || isTaskDone(inst.status) || e.attempt !== inst.attempt) return false;
+      if (state.active.has(inst.key)) releaseInstance(state, plan, inst);
+      state.runnable.delete(inst.key);
+      state.retrying.delete(inst.key);
+      state.waitingApprovals.delete(inst.key);
+      inst.status = 'cancelled';
+      inst.error = e.reason;
+      inst.finishedAt = e.at;
+      if (inst.attempts.length > 0) Object.assign(lastAttempt(inst), { status: 'cancelled', finishedAt: e.at });
+      instanceDone(state, plan, inst);
+      return true;
+    }
+  }
+}
+
+/** The buckets an instance counts against: its pool or breaker, and its task (for parallelism). */
+export function bucketsOf(plan: RunPlan, inst: InstanceState): string[] {
+  const t = plan.tasks.get(inst.task);
+  if (t === undefined) return [];
+  return inst.kind === 'compensate' ? [t.breakerKey] : [t.breakerKey, `task:${t.name}`];
+}
+
+/** The instance, if `attempt` is its current attempt: reports for older attempts are late. */
+function currentAttempt(state: RunState, key: string, attempt: number): InstanceState | undefined {
+  const inst = state.instances.get(key);
+  return inst !== undefined && inst.attempt === attempt ? inst : undefined;
+}
+
+export function lastAttempt(inst: InstanceState): InstanceState['attempts'][number] {
+  return inst.attempts[inst.attempts.length - 1]!;
+}
+
+/** The instance stops counting against the run's, its pool's and its task's capacity. */
+function releaseInstance(state: RunState, plan: RunPlan, inst: InstanceState): void {
+  if (!state.active.delete(inst.key)) return;
+  for (const b of bucketsOf(plan, inst)) state.activeByBucket.set(b, (state.activeByBucket.get(b) ?? 1) - 1);
+}
+
+function compensateAttempts(t: PlannedTask): number {
+  return t.spec.compensate?.retry?.attempts ?? 1;
+}
