@@ -1,6 +1,8 @@
-import type { DispatchPayload } from '../../agents/agentCommand.js';
-import type { WorkItem, WorkRef } from '../nats/JetStreamBus.js';
+import { CaravanError } from '../errors/CaravanError.js';
+import type { ContextStore } from '../run/ContextStore.js';
+import { attemptKey, attemptToken, type DispatchPayload, type WorkItem } from '../run/protocol.js';
 import type { RunPlan } from '../run/RunPlan.js';
+import type { WorkQueue } from '../run/WorkQueue.js';
 import { compensateJobId, taskJobId } from '../compile/jobId.js';
 import { compensationTask } from '../compile/compileWorkflow.js';
 import { parseDuration } from '../spec/parseDuration.js';
@@ -21,38 +23,29 @@ export interface NomadExecutorOptions {
   natsServers: string[];
   /** Runs what Nomad does not: child workflows (a run of their own, on this engine) and approvals. */
   fallback: Executor;
-  /** Hands a pooled task's attempt to its pool's work queue. */
-  enqueueWork?: (workflow: string, pool: string, item: WorkItem) => Promise<void>;
-  /** Asks a pool's agents to stop an attempt they may have taken. */
-  cancelWork?: (workflow: string, pool: string, ref: WorkRef) => void;
+  /** Where pooled tasks' attempts go, and their cancels; without it, pooled tasks run on the fallback. */
+  workQueue?: WorkQueue;
   /** Keeps a context too large for the dispatch payload where the runner can fetch it. */
-  storeContext?: (key: string, data: string) => Promise<void>;
+  contexts?: ContextStore;
+  /** Told of failures no run hears about: a cancelled child Nomad would not stop. */
+  onError?: (err: Error) => void;
 }
 
 /** Nomad refuses dispatch payloads over 16 KiB; leave room for the rest of the payload. */
 const PAYLOAD_LIMIT = 16 * 1024;
-
-/** One attempt: the dispatch's idempotency token (escaped) and the key of its child job here. */
-function attemptKey(runId: string, instance: string, attempt: number): string {
-  return `${runId}:${instance}:${attempt}`;
-}
 
 /** The parameterized job an attempt is a dispatch of: the task's, or its compensation's. */
 function jobFor(workflow: string, d: { task: string; kind: 'task' | 'compensate' }): string {
   return d.kind === 'compensate' ? compensateJobId(workflow, d.task) : taskJobId(workflow, d.task);
 }
 
-/** Nomad dispatch meta values may only hold what Nomad accepts in an idempotency token, too. */
-function token(s: string): string {
-  return s.replace(/[^A-Za-z0-9_.:-]/g, (c) => `_${c.charCodeAt(0).toString(16)}`);
-}
-
 /**
  * Runs each attempt of a task as one dispatch of its parameterized batch job. The payload
  * carries the attempt's context; the agent runner in the allocation reports over NATS. The
- * idempotency token `<run>:<task>:<attempt>` means a repeated dispatch (after a controller
- * restart) never starts a second child. A compensation is a dispatch of the task's
- * `-compensate` job; a pooled task (or its compensation) is an item on its pool's work queue.
+ * idempotency token (`attemptToken`: `<run>:<task>:<attempt>`, escaped) means a repeated
+ * dispatch (after a controller restart) never starts a second child. A compensation is a
+ * dispatch of the task's `-compensate` job; a pooled task (or its compensation) is an item
+ * on its pool's work queue.
  * Child workflows and approval gates need no process: they go to the fallback executor, which
  * runs a child workflow as a run of its own on this engine, its tasks on Nomad as well.
  */
@@ -74,14 +67,14 @@ export class NomadExecutor implements Executor {
   start(req: StartRequest): void {
     this.plans.set(req.runId, req.plan);
     const task = req.plan.tasks.get(req.dispatch.task)!;
-    if (task.kind === 'pool' && this.o.enqueueWork !== undefined) {
+    if (task.kind === 'pool' && this.o.workQueue !== undefined) {
       const wf = req.plan.workflow.metadata.name;
       const d = req.dispatch;
       // A compensation runs in the pool too, as a task of its own.
       const spec = d.kind === 'compensate' ? compensationTask(task.spec) : task.spec;
       const timeoutMs = spec.timeout !== undefined ? parseDuration(spec.timeout) : task.timeoutMs;
       const item: WorkItem = { runId: req.runId, workflow: wf, instance: d.instance, attempt: d.attempt, task: spec, context: d.context, ...(timeoutMs !== undefined ? { timeoutMs } : {}), ...(req.plan.workflow.spec.defaults?.env !== undefined ? { defaultsEnv: req.plan.workflow.spec.defaults.env } : {}) };
-      this.o.enqueueWork(wf, task.spec.pool!, item).catch((e: unknown) => this.fail(req, `could not queue the task for pool ${task.spec.pool!}: ${(e as Error).message}`));
+      this.o.workQueue.enqueue(wf, task.spec.pool!, item).catch((e: unknown) => this.fail(req, `could not queue the task for pool ${task.spec.pool!}: ${(e as Error).message}`));
       return;
     }
     if (task.kind !== 'agent') {
@@ -93,7 +86,7 @@ export class NomadExecutor implements Executor {
 
   reattach(req: StartRequest): void {
     const task = req.plan.tasks.get(req.dispatch.task)!;
-    if (task.kind === 'pool' && this.o.enqueueWork !== undefined) {
+    if (task.kind === 'pool' && this.o.workQueue !== undefined) {
       // The item is queued, taken, or done with its report waiting on the stream. Queueing it
       // again with the same message id is dropped by JetStream within its duplicate window.
       this.start(req);
@@ -138,13 +131,13 @@ export class NomadExecutor implements Executor {
       let bytes = new TextEncoder().encode(JSON.stringify(payload));
       if (bytes.length > PAYLOAD_LIMIT) {
         // Upstream outputs and params can outgrow the payload: the runner fetches them.
-        if (this.o.storeContext === undefined) throw new Error(`the attempt's context is ${bytes.length} bytes, over Nomad's 16 KiB dispatch payload, and no store is configured`);
-        await this.o.storeContext(key, JSON.stringify(d.context));
+        if (this.o.contexts === undefined) throw new CaravanError('INTERNAL', `the attempt's context is ${bytes.length} bytes, over Nomad's 16 KiB dispatch payload, and no context store is configured`);
+        await this.o.contexts.put(key, JSON.stringify(d.context));
         const byRef: DispatchPayload = { ...payload, contextRef: key };
         delete byRef.context;
         bytes = new TextEncoder().encode(JSON.stringify(byRef));
       }
-      const r = await this.nomad.dispatchJob(jobFor(wf, d), bytes, meta, token(key));
+      const r = await this.nomad.dispatchJob(jobFor(wf, d), bytes, meta, attemptToken(req.runId, d.instance, d.attempt));
       this.children.set(key, r.DispatchedJobID);
       this.watch(req, r.DispatchedJobID);
     } catch (e) {
@@ -259,14 +252,15 @@ export class NomadExecutor implements Executor {
       const plan = this.plans.get(runId);
       // Instance keys: `task`, `task[i]`, and `<either>:compensate` for a compensation.
       const task = plan?.tasks.get(instance.replace(/:compensate$/, '').replace(/\[\d+\]$/, ''));
-      if (plan !== undefined && task?.kind === 'pool' && task.spec.pool !== undefined && this.o.cancelWork !== undefined) {
-        this.o.cancelWork(plan.workflow.metadata.name, task.spec.pool, { runId, instance, attempt });
+      if (plan !== undefined && task?.kind === 'pool' && task.spec.pool !== undefined && this.o.workQueue !== undefined) {
+        this.o.workQueue.cancel(plan.workflow.metadata.name, task.spec.pool, { runId, instance, attempt });
         return;
       }
       this.o.fallback.cancel(runId, instance, attempt);
       return;
     }
-    void this.nomad.stopJob(child).catch(() => undefined);
+    // The run has moved on either way; a child left running costs the cluster, so say so.
+    void this.nomad.stopJob(child).catch((e: unknown) => this.o.onError?.(new CaravanError('NOMAD_API', `could not stop ${child} (cancelled attempt ${key}): ${(e as Error).message}`, { cause: e })));
   }
 
   async close(): Promise<void> {

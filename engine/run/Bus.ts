@@ -2,29 +2,37 @@ import type { RunEvent } from './RunEvent.js';
 
 /**
  * The port task events travel through: in memory by default, NATS JetStream for real. A
- * subject is `caravan.ev.<workflow>.<run>.<task>`; `msgId` de-duplicates (Nats-Msg-Id).
+ * subject is `caravan.ev.<workflow>.<run>.<task>`. Every implementation keeps these rules
+ * (tests/contract/bus.contract.test.ts):
+ * - delivery is asynchronous (never inside publish) and in publish order per subscription;
+ * - an event published again with the same `msgId` within the bus's window is kept once;
+ * - a subscription also gets the matching events published before it (those the bus still
+ *   keeps), oldest first, then the new ones: the engine subscribes only after it replayed
+ *   its journal, and the reports that arrived in between must not be lost.
  */
 export interface Bus {
-  publish(subject: string, event: RunEvent, options: { msgId: string; origin: 'engine' | 'agent' }): void;
+  /**
+   * Publishes one event; `msgId` de-duplicates (Nats-Msg-Id), `origin` travels with it. A
+   * bus that stores events may return a promise that settles once this one is stored (a
+   * runner acknowledges its work item only then); the embedded bus returns nothing.
+   */
+  publish(subject: string, event: RunEvent, options: { msgId: string; origin: 'engine' | 'agent' }): void | Promise<void>;
   /** Subscribes to a subject pattern (`*` one token, `>` the rest). Returns an unsubscribe function. */
   subscribe(pattern: string, handler: (event: RunEvent, meta: { subject: string; origin: 'engine' | 'agent' }) => void): () => void;
+  /**
+   * Stops this bus's subscriptions and waits for what it published to be delivered or
+   * stored. A bus on a shared connection leaves the connection to whoever opened it.
+   */
   close(): Promise<void>;
 }
 
-/** Task names may contain characters that are not subject tokens; forEach keys add brackets. */
-export function subjectToken(s: string): string {
-  return s.replace(/[^A-Za-z0-9_-]/g, (c) => `_${c.charCodeAt(0).toString(16)}`);
-}
+// Subjects are part of the wire protocol; these re-exports keep existing imports working.
+export { eventSubject, runSubjects, subjectToken } from './protocol.js';
 
-export function eventSubject(workflow: string, runId: string, task: string | undefined): string {
-  return `caravan.ev.${subjectToken(workflow)}.${subjectToken(runId)}.${task === undefined ? '_run' : subjectToken(task)}`;
-}
-
-/** Every event of one run. */
-export function runSubjects(workflow: string, runId: string): string {
-  return `caravan.ev.${subjectToken(workflow)}.${subjectToken(runId)}.>`;
-}
-
+/**
+ * Whether a subject matches a pattern (`*` one token, `>` the rest), as NATS matches them:
+ * the embedded bus filters with it.
+ */
 export function subjectMatches(pattern: string, subject: string): boolean {
   // The common case (`prefix.>` with no `*`) needs no splitting: it is on every delivery.
   if (pattern.endsWith('.>') && !pattern.includes('*')) return subject.startsWith(pattern.slice(0, -1));

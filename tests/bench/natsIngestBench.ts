@@ -1,5 +1,5 @@
 import { jetstream, jetstreamManager, AckPolicy, DeliverPolicy } from '@nats-io/jetstream';
-import { JetStreamBus } from '../../engine/nats/JetStreamBus.js';
+import { connectJetStream } from '../../engine/nats/connectJetStream.js';
 import { natsConnectionOptions } from '../../engine/nats/natsConnectionOptions.js';
 import { eventSubject, runSubjects } from '../../engine/run/Bus.js';
 import { applyRunEvent, initialRunState } from '../../engine/run/reduceRun.js';
@@ -35,7 +35,8 @@ export async function natsIngestBench(events = 100_000): Promise<IngestResult> {
     // The engine queued every task; agents then report started and succeeded for each.
     for (let i = 0; i < tasks; i++) applyRunEvent(state, plan, { runId: 'ingest', at: 2, type: 'task.queued', task: `t${i}`, attempt: 1 });
 
-    const bus = await JetStreamBus.connect({ connection: await natsConnectionOptions({}, [server.url]) });
+    const nats = await connectJetStream({ connection: await natsConnectionOptions({}, [server.url]) });
+    const bus = nats.bus;
     for (let i = 0; i < tasks; i++) {
       for (const e of [
         { runId: 'ingest', at: 3, type: 'task.started', task: `t${i}`, attempt: 1 },
@@ -59,9 +60,9 @@ export async function natsIngestBench(events = 100_000): Promise<IngestResult> {
     const engineS = (performance.now() - t0) / 1000;
     if (state.groups.get(`t${tasks - 1}`)!.status !== 'succeeded') throw new Error('events were not applied');
 
-    const jsm = await jetstreamManager(bus.nc);
+    const jsm = await jetstreamManager(nats.connection);
     await jsm.consumers.add('CARAVAN_EVENTS', { durable_name: 'raw', ack_policy: AckPolicy.None, deliver_policy: DeliverPolicy.All });
-    const consumer = await jetstream(bus.nc).consumers.get('CARAVAN_EVENTS', 'raw');
+    const consumer = await jetstream(nats.connection).consumers.get('CARAVAN_EVENTS', 'raw');
     let raw = 0;
     const t1 = performance.now();
     await new Promise<void>((resolve) => {
@@ -74,7 +75,7 @@ export async function natsIngestBench(events = 100_000): Promise<IngestResult> {
       } });
     });
     const rawS = (performance.now() - t1) / 1000;
-    await bus.close();
+    await nats.close();
     return { suite: 'nats-ingest', events, events_per_s: Math.round(events / engineS), raw_consume_per_s: Math.round(events / rawS) };
   } finally {
     await server.close();

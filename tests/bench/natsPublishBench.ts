@@ -1,6 +1,6 @@
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, headers } from '@nats-io/transport-node';
-import { JetStreamBus } from '../../engine/nats/JetStreamBus.js';
+import { connectJetStream } from '../../engine/nats/connectJetStream.js';
 import { natsConnectionOptions } from '../../engine/nats/natsConnectionOptions.js';
 import { eventSubject } from '../../engine/run/Bus.js';
 import { eventId, type RunEvent } from '../../engine/run/RunEvent.js';
@@ -23,7 +23,8 @@ export async function natsPublishBench(n = 50_000): Promise<NatsPublishResult> {
   const server = await NatsServer.start();
   try {
     const connection = await natsConnectionOptions({}, [server.url]);
-    const bus = await JetStreamBus.connect({ connection });
+    const nats = await connectJetStream({ connection });
+    const bus = nats.bus;
     let t = performance.now();
     for (let i = 0; i < n; i++) {
       const e: RunEvent = { runId: 'pub', at: i, type: 'task.succeeded', task: `t${i}`, attempt: 1, outputs: {} };
@@ -31,7 +32,7 @@ export async function natsPublishBench(n = 50_000): Promise<NatsPublishResult> {
     }
     await bus.flush();
     const busRate = n / ((performance.now() - t) / 1000);
-    await bus.close();
+    await nats.close();
 
     const nc = await connect(connection);
     await jetstreamManager(nc);

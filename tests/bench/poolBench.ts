@@ -2,7 +2,8 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { startPoolAgent } from '../../agents/agentCommand.js';
-import { JetStreamBus } from '../../engine/nats/JetStreamBus.js';
+import { connectJetStream } from '../../engine/nats/connectJetStream.js';
+import type { JetStreamBus } from '../../engine/nats/JetStreamBus.js';
 import { natsConnectionOptions } from '../../engine/nats/natsConnectionOptions.js';
 import { NomadClient } from '../../engine/nomad/NomadClient.js';
 import { NomadExecutor } from '../../engine/nomad/NomadExecutor.js';
@@ -82,8 +83,9 @@ export async function poolBench(chains = 100, length = 100): Promise<PoolResult>
     // in the work queue.
     const plan = buildRunPlan(wf, { maxParallel: 256 });
     const connection = await natsConnectionOptions({}, [server.url]);
-    const bus = await JetStreamBus.connect({ connection });
-    await bus.ensureWorkStream();
+    const nats = await connectJetStream({ connection });
+    const bus = nats.bus;
+    await nats.workQueue.ensureStream();
     const times = new Timings([...plan.tasks.keys()], WARMUP + ROUNDS);
     const now = (): number => performance.timeOrigin + performance.now();
     const inProcess = process.env['POOL_AGENT_PROCESSES'] !== '1';
@@ -107,18 +109,19 @@ export async function poolBench(chains = 100, length = 100): Promise<PoolResult>
         };
       }))
       : await Promise.all(Array.from({ length: AGENTS }, async () => {
-        const b = await JetStreamBus.connect({ connection });
+        const n = await connectJetStream({ connection });
+        const b = n.bus;
         // The moment a task succeeds is when its agent publishes the result.
         const publish = b.publish.bind(b);
         b.publish = (subject, e, o) => {
           if (e.type === 'task.succeeded') times.set('succeeded', e.runId, e.task, now());
           return publish(subject, e, o);
         };
-        const stop = await startPoolAgent(b, 'poolbench', 'p', CONCURRENCY);
-        return { stop: async () => { await stop(); await b.close(); } };
+        const stop = await startPoolAgent(n.workQueue, b, 'poolbench', 'p', CONCURRENCY);
+        return { stop: async () => { await stop(); await n.close(); } };
       }));
     const clock = realClock();
-    const nomad = new NomadExecutor(new NomadClient({ address: 'http://127.0.0.1:1' }), bus, clock, { natsServers: [server.url], fallback: new LocalExecutor(bus, clock, { baseDir: process.cwd() }), enqueueWork: (w, p, item) => bus.enqueueWork(w, p, item) });
+    const nomad = new NomadExecutor(new NomadClient({ address: 'http://127.0.0.1:1' }), bus, clock, { natsServers: [server.url], fallback: new LocalExecutor(bus, clock, { baseDir: process.cwd() }), workQueue: nats.workQueue });
     const executor: Executor = {
       start(req) {
         times.set('queued', req.runId, req.dispatch.instance, now());
@@ -150,7 +153,7 @@ export async function poolBench(chains = 100, length = 100): Promise<PoolResult>
       runs.push({ runId, wall, nodeUs: (cpu.user + cpu.system) / plan.tasks.size, serverUs: serverUs / plan.tasks.size });
     }
     await Promise.all(agents.map((a) => a.stop()));
-    await bus.close();
+    await nats.close();
     const all = runs.map((x, r) => measure(plan, r, x.wall, times, x.nodeUs, x.serverUs));
     const warmup = all.slice(0, WARMUP);
     const rounds = all.slice(WARMUP);

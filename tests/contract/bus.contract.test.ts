@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InMemoryBus } from '../../engine/local/InMemoryBus.js';
-import { JetStreamBus } from '../../engine/nats/JetStreamBus.js';
+import { connectJetStream } from '../../engine/nats/connectJetStream.js';
 import { natsConnectionOptions } from '../../engine/nats/natsConnectionOptions.js';
 import { eventId, type RunEvent } from '../../engine/run/RunEvent.js';
 import { eventSubject, runSubjects, type Bus } from '../../engine/run/Bus.js';
@@ -15,15 +15,23 @@ function publish(bus: Bus, e: RunEvent, origin: 'engine' | 'agent' = 'agent'): v
   bus.publish(eventSubject('wf', e.runId, 'task' in e ? e.task : undefined), e, { msgId: eventId(e), origin });
 }
 
+/** A bus for the suite, and how to close it with whatever it runs on. */
+interface Opened {
+  bus: Bus;
+  close: () => Promise<void>;
+}
+
 /** The behaviour every Bus must have, whatever carries the events. */
-function busContract(name: string, make: () => Promise<Bus>, available: () => boolean): void {
+function busContract(name: string, make: () => Promise<Opened>, available: () => boolean): void {
   describe.skipIf(!available())(`Bus contract: ${name}`, () => {
     let bus: Bus;
+    let opened: Opened;
     beforeAll(async () => {
-      bus = await make();
+      opened = await make();
+      bus = opened.bus;
     });
     afterAll(async () => {
-      await bus.close();
+      await opened.close();
     });
 
     it('delivers a run\'s events in publish order, with their origin, and nothing of other runs', async () => {
@@ -61,17 +69,45 @@ function busContract(name: string, make: () => Promise<Bus>, available: () => bo
       expect(got).toEqual(['r1', 'r3']);
       stop();
     });
+
+    it('gives a late subscriber the events published before it, from the first, in order, then the new ones', async () => {
+      // The engine subscribes only after replaying its journal: reports that arrived in
+      // between must still reach it.
+      for (let i = 0; i < 20; i++) publish(bus, event('run-late', `t${i}`, 1), i % 2 === 0 ? 'agent' : 'engine');
+      publish(bus, event('run-other', 'x', 1));
+      // Let the bus deliver (and store) what was published, with nobody listening.
+      await new Promise((r) => setTimeout(r, 100));
+      const got: Array<[string, string]> = [];
+      const stop = bus.subscribe(runSubjects('wf', 'run-late'), (e, meta) => got.push(['task' in e ? e.task : '', meta.origin]));
+      for (let i = 20; i < 25; i++) publish(bus, event('run-late', `t${i}`, 1));
+      await until('25 events', () => got.length >= 25);
+      expect(got).toEqual(Array.from({ length: 25 }, (_, i) => [`t${i}`, i < 20 && i % 2 === 1 ? 'engine' : 'agent']));
+      stop();
+    });
+
+    it('delivers nothing inside publish: a handler never runs before publish returns', async () => {
+      const got: string[] = [];
+      const stop = bus.subscribe(runSubjects('wf', 'run-async'), (e) => got.push(e.type));
+      publish(bus, event('run-async', 'a', 1));
+      expect(got).toEqual([]);
+      await until('the event', () => got.length === 1);
+      stop();
+    });
   });
 }
 
 const servers: NatsServer[] = [];
 
-busContract('in-memory', async () => new InMemoryBus(), () => true);
+busContract('in-memory', async () => {
+  const bus = new InMemoryBus();
+  return { bus, close: () => bus.close() };
+}, () => true);
 for (const { label, bin } of natsServerBinaries()) {
   busContract(`NATS JetStream, ${label}`, async () => {
     const server = await NatsServer.start(undefined, { bin });
     servers.push(server);
-    return JetStreamBus.connect({ connection: await natsConnectionOptions({}, [server.url]) });
+    const nats = await connectJetStream({ connection: await natsConnectionOptions({}, [server.url]) });
+    return { bus: nats.bus, close: () => nats.close() };
   }, () => true);
 }
 

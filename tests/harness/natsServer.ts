@@ -4,7 +4,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { existsSync } from 'node:fs';
-import { findServerBinary, serverBinDir, stopProcess, waitForPort } from '../../engine/local/serverProcess.js';
+import { findServerBinary, serverBinDir, stopProcess, waitForPort } from '../../engine/dev/serverProcess.js';
 
 
 /** True when the server binary is on PATH or built into the cache. */
@@ -91,6 +91,8 @@ export interface NatsServerOptions {
   bin?: string;
   /** Added to the server's environment (the pool benchmark sets GOMAXPROCS). */
   env?: Record<string, string>;
+  /** Also serve the HTTP monitoring endpoints (`/connz`, `/jsz`...) on a free port: see monitorUrl. */
+  monitor?: boolean;
 }
 
 /** A real `nats-server -js` on a free port with a temporary store; restartable on the same port and store. */
@@ -98,7 +100,7 @@ export class NatsServer {
   private proc: ChildProcess | undefined;
   private output = '';
 
-  private constructor(readonly port: number, readonly storeDir: string, private readonly configFile: string | undefined, private readonly o: NatsServerOptions) {}
+  private constructor(readonly port: number, readonly storeDir: string, private readonly configFile: string | undefined, private readonly o: NatsServerOptions, private readonly monitorPort: number | undefined) {}
 
   /** With `config`, the server also reads that configuration (auth, TLS) from a file. */
   static async start(config?: string, o: NatsServerOptions = {}): Promise<NatsServer> {
@@ -108,7 +110,7 @@ export class NatsServer {
       file = join(dir, 'server.conf');
       await writeFile(file, config);
     }
-    const s = new NatsServer(await freePort(), join(dir, 'store'), file, o);
+    const s = new NatsServer(await freePort(), join(dir, 'store'), file, o, o.monitor === true ? await freePort() : undefined);
     await s.run();
     return s;
   }
@@ -122,8 +124,14 @@ export class NatsServer {
     return `nats://127.0.0.1:${this.port}`;
   }
 
+  /** The monitoring endpoint's base URL (started with `monitor: true`). */
+  get monitorUrl(): string {
+    if (this.monitorPort === undefined) throw new Error('this nats-server was started without monitor: true');
+    return `http://127.0.0.1:${this.monitorPort}`;
+  }
+
   private async run(): Promise<void> {
-    this.proc = spawn(this.o.bin ?? 'nats-server', [...(this.configFile !== undefined ? ['-c', this.configFile] : []), '-js', '-a', '127.0.0.1', '-p', String(this.port), '-sd', this.storeDir], { env: { ...process.env, ...this.o.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc = spawn(this.o.bin ?? 'nats-server', [...(this.configFile !== undefined ? ['-c', this.configFile] : []), '-js', '-a', '127.0.0.1', '-p', String(this.port), '-sd', this.storeDir, ...(this.monitorPort !== undefined ? ['-m', String(this.monitorPort)] : [])], { env: { ...process.env, ...this.o.env }, stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc.stdout!.on('data', (c: Buffer) => { this.output += c.toString(); });
     this.proc.stderr!.on('data', (c: Buffer) => { this.output += c.toString(); });
     try {

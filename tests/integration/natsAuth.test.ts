@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { encodeAccount, encodeOperator, encodeUser, fmtCreds } from '@nats-io/jwt';
 import { createAccount, createOperator, createUser } from '@nats-io/nkeys';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { JetStreamBus } from '../../engine/nats/JetStreamBus.js';
+import { connectJetStream } from '../../engine/nats/connectJetStream.js';
 import { natsConnectionOptions } from '../../engine/nats/natsConnectionOptions.js';
 import { eventSubject, runSubjects } from '../../engine/run/Bus.js';
 import { eventId, type RunEvent } from '../../engine/run/RunEvent.js';
@@ -15,7 +15,8 @@ const available = requireServer('nats-server', 'apt-get install -y nats-server')
 
 /** Connects with settings from `env` only, publishes one event and reads it back through JetStream. */
 async function roundTrip(env: NodeJS.ProcessEnv, url: string): Promise<string> {
-  const bus = await JetStreamBus.connect({ connection: { ...(await natsConnectionOptions(env, [url])), maxReconnectAttempts: 0, timeout: 5000 } });
+  const nats = await connectJetStream({ connection: { ...(await natsConnectionOptions(env, [url])), maxReconnectAttempts: 0, timeout: 5000 } });
+  const bus = nats.bus;
   try {
     const got: string[] = [];
     const stop = bus.subscribe(runSubjects('auth', 'r1'), (e) => got.push(e.type));
@@ -27,7 +28,7 @@ async function roundTrip(env: NodeJS.ProcessEnv, url: string): Promise<string> {
     stop();
     return got.join(',');
   } finally {
-    await bus.close();
+    await nats.close();
   }
 }
 

@@ -5,18 +5,24 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalExecutor } from '../../engine/local/LocalExecutor.js';
-import { JetStreamBus } from '../../engine/nats/JetStreamBus.js';
+import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { connectJetStream, type ConnectJetStreamOptions, type JetStreamBackends } from '../../engine/nats/connectJetStream.js';
 import { natsConnectionOptions } from '../../engine/nats/natsConnectionOptions.js';
 import { runSubjects, eventSubject } from '../../engine/run/Bus.js';
 import { realClock } from '../../engine/run/Clock.js';
 import { RunEngine } from '../../engine/run/RunEngine.js';
+import type { ExpressionContext } from '../../engine/run/evaluate.js';
+import type { WorkItem } from '../../engine/run/protocol.js';
 import { eventId, type RunEvent } from '../../engine/run/RunEvent.js';
+import type { TaskSpec } from '../../engine/spec/Workflow.js';
 import { buildRunPlan } from '../../engine/run/RunPlan.js';
 import { validateText } from '../../engine/spec/validateWorkflows.js';
 import { NatsServer, natsServerBinaries, requireServer } from '../harness/natsServer.js';
 import { until } from '../harness/until.js';
 
 const available = requireServer('nats-server', 'apt-get install -y nats-server');
+/** The context of a task whose expressions read nothing. */
+const EMPTY: ExpressionContext = { params: {}, tasks: {}, run: {} };
 
 for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream bus against a real ${label}`, () => {
   let server: NatsServer;
@@ -27,16 +33,22 @@ for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream 
     await server.close();
   });
 
-  async function bus(): Promise<JetStreamBus> {
-    return JetStreamBus.connect({ connection: await natsConnectionOptions({}, [server.url]), limits: { maxAgeMs: 3_600_000, duplicateWindowMs: 60_000 } });
+  /** The JetStream backends of one (simulated) process: one connection. */
+  async function nats(o: Partial<ConnectJetStreamOptions> = {}): Promise<JetStreamBackends> {
+    return connectJetStream({ connection: await natsConnectionOptions({}, [server.url]), limits: { maxAgeMs: 3_600_000, duplicateWindowMs: 60_000 }, ...o });
+  }
+
+  /** The server's stream and consumer API, on the backends' own connection. */
+  function admin(n: JetStreamBackends): Promise<JetStreamManager> {
+    return jetstreamManager(n.connection);
   }
 
   /** A scratch directory, and the engine's side of the bus following run r1 of `workflow`. */
-  async function poolScene(workflow: string): Promise<{ dir: string; engineSide: JetStreamBus; got: RunEvent[]; close: () => Promise<void> }> {
+  async function poolScene(workflow: string): Promise<{ dir: string; engineSide: JetStreamBackends; got: RunEvent[]; close: () => Promise<void> }> {
     const dir = await mkdtemp(join(tmpdir(), 'caravan-pool-'));
-    const engineSide = await bus();
+    const engineSide = await nats();
     const got: RunEvent[] = [];
-    const stopSub = engineSide.subscribe(runSubjects(workflow, 'r1'), (e) => got.push(e));
+    const stopSub = engineSide.bus.subscribe(runSubjects(workflow, 'r1'), (e) => got.push(e));
     return {
       dir, engineSide, got,
       close: async () => {
@@ -55,9 +67,9 @@ for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream 
   }
 
   it('creates its stream idempotently, with the configured limits', async () => {
-    const a = await bus();
-    const b = await bus();
-    const info = await b['jsm'].streams.info('CARAVAN_EVENTS');
+    const a = await nats();
+    const b = await nats();
+    const info = await (await admin(b)).streams.info('CARAVAN_EVENTS');
     expect(info.config.subjects).toEqual(['caravan.ev.>']);
     expect(info.config.max_age).toBe(3_600_000 * 1_000_000);
     expect(info.config.duplicate_window).toBe(60_000 * 1_000_000);
@@ -66,7 +78,8 @@ for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream 
   });
 
   it('loses nothing and duplicates nothing when the server restarts while events are published', async () => {
-    const b = await bus();
+    const n = await nats();
+    const b = n.bus;
     const got: string[] = [];
     const stop = b.subscribe(runSubjects('wf', 'restart'), (e) => got.push('task' in e ? e.task : ''));
     const send = (i: number): void => {
@@ -88,20 +101,20 @@ for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream 
     expect(got).toHaveLength(410);
     expect(new Set(got).size).toBe(410);
     stop();
-    await b.close();
+    await n.close();
   });
 
   it('a pool agent reports a short task once (its result, with startedAt) and a longer one as started, then its result', async () => {
     const { startPoolAgent } = await import('../../agents/agentCommand.js');
-    const engineSide = await bus();
-    const agentSide = await bus();
+    const engineSide = await nats();
+    const agentSide = await nats();
     const got: RunEvent[] = [];
-    const stopSub = engineSide.subscribe(runSubjects('pooled', 'once'), (e) => got.push(e));
-    const stopAgent = await startPoolAgent(agentSide, 'pooled', 'p', 4);
-    const item = (instance: string, task: unknown) => ({ runId: 'once', workflow: 'pooled', instance, attempt: 1, task, context: {} });
+    const stopSub = engineSide.bus.subscribe(runSubjects('pooled', 'once'), (e) => got.push(e));
+    const stopAgent = await startPoolAgent(agentSide.workQueue, agentSide.bus, 'pooled', 'p', 4);
+    const item = (instance: string, task: TaskSpec): WorkItem => ({ runId: 'once', workflow: 'pooled', instance, attempt: 1, task, context: EMPTY });
     const before = Date.now();
-    await engineSide.enqueueWork('pooled', 'p', item('quick', { name: 'quick', agent: 'noop' }));
-    await engineSide.enqueueWork('pooled', 'p', item('slow', { name: 'slow', sleep: '400ms' }));
+    await engineSide.workQueue.enqueue('pooled', 'p', item('quick', { name: 'quick', agent: 'noop' }));
+    await engineSide.workQueue.enqueue('pooled', 'p', item('slow', { name: 'slow', sleep: '400ms' }));
     await until('both results', () => got.filter((e) => e.type === 'task.succeeded').length === 2);
     const of = (task: string) => got.filter((e) => 'task' in e && e.task === task);
     expect(of('quick').map((e) => e.type)).toEqual(['task.succeeded']);
@@ -118,16 +131,16 @@ for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream 
 
   it('a pool agent masks the secret values its task resolved, in log lines and errors', async () => {
     const { startPoolAgent } = await import('../../agents/agentCommand.js');
-    const engineSide = await bus();
-    const agentSide = await bus();
+    const engineSide = await nats();
+    const agentSide = await nats();
     const got: RunEvent[] = [];
-    const stopSub = engineSide.subscribe(runSubjects('masked', 'm1'), (e) => got.push(e));
-    const stopAgent = await startPoolAgent(agentSide, 'masked', 'p', 1);
+    const stopSub = engineSide.bus.subscribe(runSubjects('masked', 'm1'), (e) => got.push(e));
+    const stopAgent = await startPoolAgent(agentSide.workQueue, agentSide.bus, 'masked', 'p', 1);
     const secret = 's3cr3t-4c1d-token';
     process.env['CARAVAN_SECRET_CARAVAN_PROD_TOKEN'] = secret;
     try {
       const task = { name: 'leak', env: { TOKEN: { secret: { path: 'caravan/prod', key: 'token' } } }, run: 'echo "token is $TOKEN"; echo "bad $TOKEN" >&2; exit 3' };
-      await engineSide.enqueueWork('masked', 'p', { runId: 'm1', workflow: 'masked', instance: 'leak', attempt: 1, task, context: {} });
+      await engineSide.workQueue.enqueue('masked', 'p', { runId: 'm1', workflow: 'masked', instance: 'leak', attempt: 1, task, context: EMPTY });
       await until('the result', () => got.some((e) => e.type === 'task.failed'));
     } finally {
       delete process.env['CARAVAN_SECRET_CARAVAN_PROD_TOKEN'];
@@ -145,21 +158,20 @@ for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream 
     const { startPoolAgent } = await import('../../agents/agentCommand.js');
     const { NomadExecutor } = await import('../../engine/nomad/NomadExecutor.js');
     const { NomadClient } = await import('../../engine/nomad/NomadClient.js');
-    const engineSide = await bus();
-    const agentSide = await bus();
+    const engineSide = await nats();
+    const agentSide = await nats();
     const reports: RunEvent[] = [];
-    const stopSub = engineSide.subscribe('caravan.ev.cancelpool.>', (e) => reports.push(e));
-    const stopAgent = await startPoolAgent(agentSide, 'cancelpool', 'p', 1);
+    const stopSub = engineSide.bus.subscribe('caravan.ev.cancelpool.>', (e) => reports.push(e));
+    const stopAgent = await startPoolAgent(agentSide.workQueue, agentSide.bus, 'cancelpool', 'p', 1);
     const wf = validateText('c.yaml', 'apiVersion: caravan/v1\nkind: Workflow\nmetadata:\n  name: cancelpool\nspec:\n  pools:\n    p: { count: 1, concurrency: 2 }\n  tasks:\n    - { name: long, pool: p, sleep: 60s }\n    - { name: queued, pool: p, sleep: 60s }\n').workflow!;
     const plan = buildRunPlan(wf, { maxParallel: 4 });
     const clock = realClock();
-    const executor = new NomadExecutor(new NomadClient({ address: 'http://127.0.0.1:1' }), engineSide, clock, {
+    const executor = new NomadExecutor(new NomadClient({ address: 'http://127.0.0.1:1' }), engineSide.bus, clock, {
       natsServers: [server.url],
-      fallback: new LocalExecutor(engineSide, clock, { baseDir: process.cwd() }),
-      enqueueWork: (w, p, item) => engineSide.enqueueWork(w, p, item),
-      cancelWork: (w, p, ref) => engineSide.cancelWork(w, p, ref),
+      fallback: new LocalExecutor(engineSide.bus, clock, { baseDir: process.cwd() }),
+      workQueue: engineSide.workQueue,
     });
-    const engine = new RunEngine({ plan, runId: 'cp1', executor, bus: engineSide, clock, publishDecisions: false });
+    const engine = new RunEngine({ plan, runId: 'cp1', executor, bus: engineSide.bus, clock, publishDecisions: false });
     engine.start({}, 'test');
     // The agent takes one item at a time: one task runs, the other waits in the queue.
     await until('one task to start', () => engine.state.instances.get('long')?.status === 'running' || engine.state.instances.get('queued')?.status === 'running');
@@ -172,7 +184,8 @@ for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream 
     // The runner stopped its sleep (60 s) at once and said so; the queued item never ran.
     await until('the running attempt to stop', () => reports.some((e) => e.type === 'task.failed' && e.task === running));
     expect(reports.find((e) => e.type === 'task.failed' && e.task === running)).toMatchObject({ error: expect.stringMatching(/^cancelled/) });
-    const info = async () => (await engineSide['jsm'].streams.info('CARAVAN_WORK')).state.messages;
+    const jsm = await admin(engineSide);
+    const info = async () => (await jsm.streams.info('CARAVAN_WORK')).state.messages;
     await until('the queue to drain', async () => (await info()) === 0);
     expect(reports.filter((e) => 'task' in e && e.task === waiting)).toEqual([]);
     stopSub();
@@ -185,13 +198,13 @@ for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream 
   it('a pool runs count x concurrency items at once: two agents of concurrency 1 run two items together', async () => {
     const { startPoolAgent } = await import('../../agents/agentCommand.js');
     const { dir, engineSide, got, close } = await poolScene('twoagents');
-    const a = await bus();
-    const b = await bus();
-    const stops = [await startPoolAgent(a, 'twoagents', 'p', 1), await startPoolAgent(b, 'twoagents', 'p', 1)];
+    const a = await nats();
+    const b = await nats();
+    const stops = [await startPoolAgent(a.workQueue, a.bus, 'twoagents', 'p', 1), await startPoolAgent(b.workQueue, b.bus, 'twoagents', 'p', 1)];
     // Each task waits for the other to have started: they finish only if they run together.
     const task = (me: string, other: string) => ({ name: me, run: `touch ${dir}/${me}; i=0; while [ ! -e ${dir}/${other} ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; test -e ${dir}/${other}` });
-    await engineSide.enqueueWork('twoagents', 'p', { runId: 'r1', workflow: 'twoagents', instance: 'x', attempt: 1, task: task('x', 'y'), context: {} });
-    await engineSide.enqueueWork('twoagents', 'p', { runId: 'r1', workflow: 'twoagents', instance: 'y', attempt: 1, task: task('y', 'x'), context: {} });
+    await engineSide.workQueue.enqueue('twoagents', 'p', { runId: 'r1', workflow: 'twoagents', instance: 'x', attempt: 1, task: task('x', 'y'), context: EMPTY });
+    await engineSide.workQueue.enqueue('twoagents', 'p', { runId: 'r1', workflow: 'twoagents', instance: 'y', attempt: 1, task: task('y', 'x'), context: EMPTY });
     await until('both results', () => got.filter((e) => e.type === 'task.succeeded' || e.type === 'task.failed').length === 2);
     expect(got.filter((e) => e.type === 'task.succeeded').map((e) => (e as { task: string }).task).sort()).toEqual(['x', 'y']);
     for (const stop of stops) await stop();
@@ -207,17 +220,18 @@ for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream 
     const a = poolAgentProcess('killedagent', 1, { CARAVAN_WORK_ACK_WAIT_S: '1' });
     // The first run records its shell's pid and sleeps; a second run of the item finds that and succeeds.
     const run = `if [ -e ${dir}/pid ]; then echo second; exit 0; fi; echo $$ > ${dir}/pid; exec sleep 30`;
-    await engineSide.enqueueWork('killedagent', 'p', { runId: 'r1', workflow: 'killedagent', instance: 't', attempt: 1, task: { name: 't', run }, context: {} });
+    await engineSide.workQueue.enqueue('killedagent', 'p', { runId: 'r1', workflow: 'killedagent', instance: 't', attempt: 1, task: { name: 't', run }, context: EMPTY });
     await until('agent A to start the task', async () => (await readFile(join(dir, 'pid'), 'utf8').catch(() => '')).trim() !== '');
     a.proc.kill('SIGKILL');
     await a.exited;
     process.kill(Number((await readFile(join(dir, 'pid'), 'utf8')).trim()), 'SIGKILL');
-    const b = await JetStreamBus.connect({ connection: await natsConnectionOptions({}, [server.url]), workAckWaitMs: 1000 });
-    const stopB = await startPoolAgent(b, 'killedagent', 'p', 1);
+    const b = await nats({ workAckWaitMs: 1000 });
+    const stopB = await startPoolAgent(b.workQueue, b.bus, 'killedagent', 'p', 1);
     await until('the second run to succeed', () => got.some((e) => e.type === 'task.succeeded'));
     expect(got.filter((e) => e.type === 'task.log').map((e) => (e as { line: string }).line)).toEqual(['second']);
     // Acknowledged once its report was stored: nothing is left in the queue.
-    await until('the queue to drain', async () => (await engineSide['jsm'].streams.info('CARAVAN_WORK')).state.messages === 0);
+    const jsm = await admin(engineSide);
+    await until('the queue to drain', async () => (await jsm.streams.info('CARAVAN_WORK')).state.messages === 0);
     await stopB();
     await b.close();
     await close();
@@ -231,8 +245,8 @@ for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream 
     const a = poolAgentProcess('stopagent', 2, { CARAVAN_WORK_ACK_WAIT_S: '600', CARAVAN_DRAIN_S: '2' });
     const long = `if [ -e ${dir}/long ]; then echo second; exit 0; fi; echo $$ > ${dir}/long; exec sleep 30`;
     const short = `touch ${dir}/short; sleep 1; echo short done`;
-    await engineSide.enqueueWork('stopagent', 'p', { runId: 'r1', workflow: 'stopagent', instance: 'long', attempt: 1, task: { name: 'long', run: long }, context: {} });
-    await engineSide.enqueueWork('stopagent', 'p', { runId: 'r1', workflow: 'stopagent', instance: 'short', attempt: 1, task: { name: 'short', run: short }, context: {} });
+    await engineSide.workQueue.enqueue('stopagent', 'p', { runId: 'r1', workflow: 'stopagent', instance: 'long', attempt: 1, task: { name: 'long', run: long }, context: EMPTY });
+    await engineSide.workQueue.enqueue('stopagent', 'p', { runId: 'r1', workflow: 'stopagent', instance: 'short', attempt: 1, task: { name: 'short', run: short }, context: EMPTY });
     await until('agent A to start both', async () => (await readFile(join(dir, 'long'), 'utf8').catch(() => '')).trim() !== '' && (await readFile(join(dir, 'short')).then(() => true, () => false)));
     const sleeper = Number((await readFile(join(dir, 'long'), 'utf8')).trim());
     a.proc.kill('SIGTERM');
@@ -242,11 +256,12 @@ for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream 
     expect(got.filter((e) => e.type === 'task.succeeded').map((e) => (e as { task: string }).task)).toEqual(['short']);
     expect(got.some((e) => e.type === 'task.failed')).toBe(false);
     expect(() => process.kill(sleeper, 0)).toThrow();
-    const b = await JetStreamBus.connect({ connection: await natsConnectionOptions({}, [server.url]), workAckWaitMs: 600_000 });
-    const stopB = await startPoolAgent(b, 'stopagent', 'p', 1);
+    const b = await nats({ workAckWaitMs: 600_000 });
+    const stopB = await startPoolAgent(b.workQueue, b.bus, 'stopagent', 'p', 1);
     await until('the long task to run again on agent B', () => got.some((e) => e.type === 'task.succeeded' && e.task === 'long'));
     expect(got.filter((e) => e.type === 'task.log' && e.task === 'long').map((e) => (e as { line: string }).line)).toEqual(['second']);
-    await until('the queue to drain', async () => (await engineSide['jsm'].streams.info('CARAVAN_WORK')).state.messages === 0);
+    const jsm = await admin(engineSide);
+    await until('the queue to drain', async () => (await jsm.streams.info('CARAVAN_WORK')).state.messages === 0);
     await stopB();
     await b.close();
     await close();
@@ -254,21 +269,21 @@ for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream 
 
   it('an agent stopped with every slot busy hands back what it runs and what it holds, at once', async () => {
     // Ten minutes' ack wait: what reaches the other agent within the test was handed back.
-    const b = await JetStreamBus.connect({ connection: await natsConnectionOptions({}, [server.url]), workAckWaitMs: 600_000 });
+    const b = await nats({ workAckWaitMs: 600_000 });
     let started = 0;
     // Attempts that end only when aborted: every slot stays busy until the agent stops.
-    const stop = await b.consumeWork('busystop', 'p', 2, async (_item, signal) => {
+    const stop = await b.workQueue.consume('busystop', 'p', 2, async (_item, signal) => {
       started++;
       await new Promise<void>((r) => signal.addEventListener('abort', () => r()));
       return {};
     });
-    for (let i = 0; i < 5; i++) await b.enqueueWork('busystop', 'p', { runId: 'r1', workflow: 'busystop', instance: `t${i}`, attempt: 1, task: {}, context: {} });
+    for (let i = 0; i < 5; i++) await b.workQueue.enqueue('busystop', 'p', { runId: 'r1', workflow: 'busystop', instance: `t${i}`, attempt: 1, task: { name: `t${i}` }, context: EMPTY });
     await until('both slots busy', () => started === 2);
     await stop(0);
     // A second agent gets all five, the two that ran included, long before the ack wait.
     const taken = new Set<string>();
-    const other = await JetStreamBus.connect({ connection: await natsConnectionOptions({}, [server.url]), workAckWaitMs: 600_000 });
-    const stopOther = await other.consumeWork('busystop', 'p', 8, async (item) => {
+    const other = await nats({ workAckWaitMs: 600_000 });
+    const stopOther = await other.workQueue.consume('busystop', 'p', 8, async (item) => {
       taken.add(item.instance);
       return {};
     });
@@ -282,9 +297,9 @@ for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream 
     const { startPoolAgent } = await import('../../agents/agentCommand.js');
     const { AckPolicy, DeliverPolicy } = await import('@nats-io/jetstream');
     const { createHash } = await import('node:crypto');
-    const b = await bus();
-    await b.ensureWorkStream();
-    const jsm = b['jsm'];
+    const b = await nats();
+    await b.workQueue.ensureStream();
+    const jsm = await admin(b);
     // As session 2 made them: the pool capped at one agent's concurrency, an hour's ack wait,
     // and the events consumer at the server's default of 1,000 unacknowledged messages.
     await jsm.consumers.add('CARAVAN_WORK', { durable_name: 'pool-oldpool-p', filter_subject: 'caravan.work.oldpool.p', ack_policy: AckPolicy.Explicit, max_ack_pending: 4, ack_wait: 3_600_000 * 1_000_000 });
@@ -292,14 +307,14 @@ for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream 
     const durable = `caravan-${createHash('sha256').update(`CARAVAN_EVENTS/${pattern}`).digest('hex').slice(0, 20)}`;
     await jsm.consumers.add('CARAVAN_EVENTS', { durable_name: durable, filter_subject: pattern, ack_policy: AckPolicy.All, deliver_policy: DeliverPolicy.All, max_ack_pending: 1000 });
     const got: RunEvent[] = [];
-    const stopSub = b.subscribe(pattern, (e) => got.push(e));
-    const stopAgent = await startPoolAgent(b, 'oldpool', 'p', 4);
+    const stopSub = b.bus.subscribe(pattern, (e) => got.push(e));
+    const stopAgent = await startPoolAgent(b.workQueue, b.bus, 'oldpool', 'p', 4);
     const pool = (await jsm.consumers.info('CARAVAN_WORK', 'pool-oldpool-p')).config;
     expect(pool.max_ack_pending).toBe(-1);
     expect(pool.ack_wait).toBe(30_000 * 1_000_000);
     await until('the events consumer to be updated', async () => (await jsm.consumers.info('CARAVAN_EVENTS', durable)).config.max_ack_pending === 16_384);
     // And both still work.
-    await b.enqueueWork('oldpool', 'p', { runId: 'r1', workflow: 'oldpool', instance: 'a', attempt: 1, task: { name: 'a', agent: 'noop' }, context: {} });
+    await b.workQueue.enqueue('oldpool', 'p', { runId: 'r1', workflow: 'oldpool', instance: 'a', attempt: 1, task: { name: 'a', agent: 'noop' }, context: EMPTY });
     await until('the result', () => got.some((e) => e.type === 'task.succeeded'));
     stopSub();
     await stopAgent();
@@ -308,26 +323,27 @@ for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream 
 
   it('a runner whose server is gone gives up its reports after the deadline instead of hanging', async () => {
     const own = await NatsServer.start(undefined, { bin });
-    const b = await JetStreamBus.connect({ connection: await natsConnectionOptions({}, [own.url]) });
+    const n = await connectJetStream({ connection: await natsConnectionOptions({}, [own.url]) });
     await own.close();
     const e: RunEvent = { runId: 'gone', at: 1, type: 'task.succeeded', task: 't', attempt: 1, outputs: {} };
-    b.publish(eventSubject('wf', 'gone', 't'), e, { msgId: eventId(e), origin: 'agent' });
-    expect(await b.flushWithin(300)).toBe(false);
-    await b.close();
+    n.bus.publish(eventSubject('wf', 'gone', 't'), e, { msgId: eventId(e), origin: 'agent' });
+    expect(await n.bus.flushWithin(300)).toBe(false);
+    await n.close();
   });
 
   it('flushWithin answers true once every publish is stored', async () => {
-    const b = await bus();
+    const n = await nats();
     const e: RunEvent = { runId: 'here', at: 1, type: 'task.succeeded', task: 't', attempt: 1, outputs: {} };
-    b.publish(eventSubject('wf', 'here', 't'), e, { msgId: eventId(e), origin: 'agent' });
-    expect(await b.flushWithin(30_000)).toBe(true);
-    await b.close();
+    n.bus.publish(eventSubject('wf', 'here', 't'), e, { msgId: eventId(e), origin: 'agent' });
+    expect(await n.bus.flushWithin(30_000)).toBe(true);
+    await n.close();
   });
 
   it('carries a real run: local agents report over JetStream to the engine, across a server restart', async () => {
     const tasks = Array.from({ length: 30 }, (_, i) => `    - { name: t${i}, run: "sleep 0.02"${i > 0 ? `, needs: [t${i - 1}]` : ''} }\n`).join('');
     const wf = validateText('n.yaml', `apiVersion: caravan/v1\nkind: Workflow\nmetadata:\n  name: natsrun\nspec:\n  tasks:\n${tasks}`).workflow!;
-    const b = await bus();
+    const n = await nats();
+    const b = n.bus;
     const clock = realClock();
     const executor = new LocalExecutor(b, clock, { baseDir: process.cwd() });
     const engine = new RunEngine({ plan: buildRunPlan(wf, { maxParallel: 4 }), runId: 'nats-run', executor, bus: b, clock });
@@ -342,7 +358,7 @@ for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream 
     expect(state.status).toBe('succeeded');
     expect(succeeded).toEqual(Array.from({ length: 30 }, (_, i) => `t${i}`));
     await executor.close();
-    await b.close();
+    await n.close();
   });
 });
 
@@ -360,8 +376,8 @@ describe.skipIf(!available)('caravan run --bus nats', () => {
       const code = await main(['run', 'ok', '--bus', 'nats'], { cwd: dir, stdout: (t) => { out += t; }, stderr: (t) => { out += t; } });
       expect(code).toBe(0);
       expect(out).toMatch(/run \S+ of ok succeeded/);
-      const b = await JetStreamBus.connect({ connection: await natsConnectionOptions({}, [server.url]) });
-      const info = await b['jsm'].streams.info('CARAVAN_EVENTS');
+      const b = await connectJetStream({ connection: await natsConnectionOptions({}, [server.url]) });
+      const info = await (await jetstreamManager(b.connection)).streams.info('CARAVAN_EVENTS');
       // Every event of the run, the engine's decisions included.
       expect(info.state.messages).toBeGreaterThanOrEqual(8);
       await b.close();
@@ -375,6 +391,48 @@ describe.skipIf(!available)('caravan run --bus nats', () => {
       else process.env['NATS_URL'] = saved;
       await server.close();
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe.skipIf(!available)('one NATS connection per process', () => {
+  /** The client connections the server has open now, by name (its monitoring endpoint `/connz`). */
+  async function connections(server: NatsServer): Promise<string[]> {
+    const r = await fetch(`${server.monitorUrl}/connz`);
+    const body = (await r.json()) as { num_connections: number; connections?: Array<{ name?: string }> };
+    expect(body.connections ?? []).toHaveLength(body.num_connections);
+    return (body.connections ?? []).map((c) => c.name ?? '');
+  }
+
+  it('connectJetStream carries the bus, the work queue and the context store on one connection, and closes it', async () => {
+    const server = await NatsServer.start(undefined, { monitor: true });
+    try {
+      expect(await connections(server)).toEqual([]);
+      const n = await connectJetStream({ connection: { ...(await natsConnectionOptions({}, [server.url])), name: 'caravan-one' } });
+      // Every backend in use: an event published and received, a work item queued and taken,
+      // a context stored and read, a cancel broadcast.
+      const got: RunEvent[] = [];
+      const stopSub = n.bus.subscribe(runSubjects('conn', 'r1'), (e) => got.push(e));
+      const e: RunEvent = { runId: 'r1', at: 1, type: 'task.started', task: 't', attempt: 1 };
+      n.bus.publish(eventSubject('conn', 'r1', 't'), e, { msgId: eventId(e), origin: 'agent' });
+      const taken: string[] = [];
+      const stopWork = await n.workQueue.consume('conn', 'p', 2, async (item) => {
+        taken.push(item.instance);
+        return { reported: Promise.resolve() };
+      });
+      await n.workQueue.enqueue('conn', 'p', { runId: 'r1', workflow: 'conn', instance: 'w', attempt: 1, task: { name: 'w', agent: 'noop' }, context: EMPTY });
+      n.workQueue.cancel('conn', 'p', { runId: 'r1', instance: 'gone', attempt: 1 });
+      await n.contexts.put('r1:c:1', '{"big":true}');
+      expect(await n.contexts.get('r1:c:1')).toBe('{"big":true}');
+      await until('the event and the item', () => got.length === 1 && taken.length === 1);
+      expect(await connections(server)).toEqual(['caravan-one']);
+      await stopWork();
+      stopSub();
+      await n.close();
+      await n.close();
+      await until('the connection to close', async () => (await connections(server)).length === 0);
+    } finally {
+      await server.close();
     }
   });
 });
