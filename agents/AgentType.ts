@@ -18,7 +18,10 @@ export interface AgentAction {
 }
 
 export interface AgentIo {
-  /** One line of the task's output, in order; the runner bounds how many are kept. */
+  /**
+   * One line of the task's output, in order, without its newline. The runner masks secrets
+   * in it, cuts it and bounds how many lines and bytes are kept; an agent need not.
+   */
   log(stream: 'stdout' | 'stderr', line: string): void;
   /** Aborted on cancel; agents must stop promptly and kill what they started. */
   signal: AbortSignal;

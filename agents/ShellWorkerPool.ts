@@ -1,7 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, fstatSync, mkdirSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { StringDecoder } from 'node:string_decoder';
 
 export interface WorkerJob {
   /** A POSIX shell script (exports, cd, then the command), given the outputs file path. */
@@ -31,8 +32,17 @@ interface Worker {
 // plain command with no shell syntax (mode f) skips that shell, as make does: a subshell of
 // the worker (a fork) sources the script, so a builtin such as `true` costs no exec at all.
 const LOOP = 'while IFS=" " read -r m j; do if [ "$m" = f ]; then ( . "$j/run.sh" ); else /bin/sh "$j/run.sh"; fi </dev/null >"$j/out" 2>"$j/err"; echo "$?"; done';
-const MAX_LINE = 4096;
 export const KILL_GRACE_MS = 5_000;
+/**
+ * The longest line handed on, in characters; the rest of a longer line is dropped. The runner
+ * masks secrets and then cuts lines much shorter, so a secret cut in two here is cut off there
+ * too. It bounds memory: a task writing gigabytes without a newline costs this much.
+ */
+export const MAX_SPLIT_LINE = 64 * 1024;
+/** Read in pieces of this size; reads are synchronous, so one buffer serves every worker. */
+const CHUNK = Buffer.allocUnsafe(64 * 1024);
+/** What one poll reads at most, so a job writing fast cannot hold the event loop. */
+const POLL_BYTES = 8 * 1024 * 1024;
 
 /**
  * Long-lived `/bin/sh` workers that run commands for the local executor. Starting a process
@@ -106,7 +116,7 @@ export class ShellWorkerPool {
     const script = Buffer.from(`${job.script(outputsFile)}\nexit\n`);
     writeSync(fds.run, script, 0, script.length, 0);
     // The worker truncates out and err (same files) as each job starts.
-    const tails = { stdout: new Tail(fds.out), stderr: new Tail(fds.err) };
+    const tails = { stdout: new Tail(fds.out, (l) => job.onLine('stdout', l)), stderr: new Tail(fds.err, (l) => job.onLine('stderr', l)) };
     let reason: 'timeout' | 'cancelled' | undefined;
     const kill = (why: 'timeout' | 'cancelled'): void => {
       if (reason !== undefined) return;
@@ -119,8 +129,8 @@ export class ShellWorkerPool {
     const timer = job.timeoutMs !== undefined ? setTimeout(() => kill('timeout'), job.timeoutMs) : undefined;
     // Long jobs stream their lines; short ones are read once at the end.
     const poll = setInterval(() => {
-      tails.stdout.read((l) => job.onLine('stdout', l), false);
-      tails.stderr.read((l) => job.onLine('stderr', l), false);
+      tails.stdout.read(false);
+      tails.stderr.read(false);
     }, 250);
     const status = await new Promise<number>((resolve) => {
       w.pending = resolve;
@@ -130,8 +140,8 @@ export class ShellWorkerPool {
     clearInterval(poll);
     if (timer !== undefined) clearTimeout(timer);
     job.signal.removeEventListener('abort', onAbort);
-    tails.stdout.read((l) => job.onLine('stdout', l), true);
-    tails.stderr.read((l) => job.onLine('stderr', l), true);
+    tails.stdout.read(true);
+    tails.stderr.read(true);
     if (reason !== undefined) signalGroup(w, 'SIGKILL');
     if (w.dead) closeFds(w);
     this.release(w);
@@ -167,31 +177,74 @@ function signalGroup(w: Worker, sig: NodeJS.Signals): void {
   }
 }
 
-/** Reads new complete lines of a growing file, through a descriptor kept open. */
+/**
+ * Reads the lines of a growing file through a descriptor kept open, in fixed-size pieces:
+ * memory stays one piece and one line however much a job writes, and the final read goes on
+ * to the end of the file, so every line is counted.
+ */
 class Tail {
   private offset = 0;
-  private partial = '';
+  // Made on the first byte read: most jobs of a large run write nothing.
+  private decoder: StringDecoder | undefined;
+  private lines: LineSplitter | undefined;
 
-  constructor(private readonly fd: number) {}
+  constructor(private readonly fd: number, private readonly onLine: (l: string) => void) {}
 
-  read(onLine: (l: string) => void, final: boolean): void {
-    const size = fstatSync(this.fd).size;
-    if (size > this.offset) {
-      const buf = Buffer.alloc(Math.min(size - this.offset, 8 * 1024 * 1024));
-      const n = readSync(this.fd, buf, 0, buf.length, this.offset);
+  read(final: boolean): void {
+    for (let budget = final ? Infinity : POLL_BYTES; budget > 0; ) {
+      const n = readSync(this.fd, CHUNK, 0, CHUNK.length, this.offset);
+      if (n === 0) break;
       this.offset += n;
-      this.partial += buf.subarray(0, n).toString('utf8');
+      budget -= n;
+      this.decoder ??= new StringDecoder('utf8');
+      this.lines ??= new LineSplitter(this.onLine);
+      this.lines.push(this.decoder.write(CHUNK.subarray(0, n)));
     }
-    let i = this.partial.indexOf('\n');
-    while (i !== -1) {
-      onLine(this.partial.slice(0, Math.min(i, MAX_LINE)));
-      this.partial = this.partial.slice(i + 1);
-      i = this.partial.indexOf('\n');
+    if (final && this.lines !== undefined) {
+      this.lines.push(this.decoder!.end());
+      this.lines.end();
     }
-    if (final && this.partial !== '') {
-      onLine(this.partial.slice(0, MAX_LINE));
+  }
+}
+
+/**
+ * Splits text arriving in pieces into lines, holding at most MAX_SPLIT_LINE characters: a
+ * longer line is handed on cut at that length as soon as it reaches it, and the rest of it,
+ * up to its newline, is dropped. Either way it is one line, so counts of lines stay exact.
+ */
+export class LineSplitter {
+  private partial = '';
+  /** Inside a line that was already handed on cut: drop everything up to its newline. */
+  private cutting = false;
+
+  constructor(private readonly onLine: (l: string) => void, private readonly maxLine = MAX_SPLIT_LINE) {}
+
+  push(chunk: string): void {
+    let start = 0;
+    for (let nl = chunk.indexOf('\n'); nl !== -1; nl = chunk.indexOf('\n', start)) {
+      if (this.cutting) this.cutting = false;
+      else {
+        const line = this.partial === '' ? chunk.slice(start, nl) : this.partial + chunk.slice(start, nl);
+        this.partial = '';
+        this.onLine(line.length > this.maxLine ? line.slice(0, this.maxLine) : line);
+      }
+      start = nl + 1;
+    }
+    if (start === chunk.length || this.cutting) return;
+    // Never keep more than one character past the limit, however large the piece.
+    this.partial += chunk.slice(start, start + this.maxLine + 1 - this.partial.length);
+    if (this.partial.length > this.maxLine) {
+      this.onLine(this.partial.slice(0, this.maxLine));
       this.partial = '';
+      this.cutting = true;
     }
+  }
+
+  /** The text ended: a last line without a newline is a line too. */
+  end(): void {
+    if (!this.cutting && this.partial !== '') this.onLine(this.partial);
+    this.partial = '';
+    this.cutting = false;
   }
 }
 

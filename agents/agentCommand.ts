@@ -1,34 +1,19 @@
-import { maskSecrets } from './maskSecrets.js';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { hostname, tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { AgentRegistry } from './builtinAgents.js';
-import { environmentSecrets, prepareAction } from './prepareAction.js';
-import type { AgentResult } from './AgentType.js';
-import { JetStreamBus, PoolAgentStopping, type WorkItem } from '../engine/nats/JetStreamBus.js';
+import { environmentSecrets } from './prepareAction.js';
+import { AttemptRunner } from './runAttempt.js';
+import { realClock } from '../engine/run/Clock.js';
+import { connectJetStream } from '../engine/nats/connectJetStream.js';
 import { natsConnectionOptions } from '../engine/nats/natsConnectionOptions.js';
-import { eventSubject } from '../engine/run/Bus.js';
+import type { Bus } from '../engine/run/Bus.js';
+import { noopLogger, type Logger } from '../engine/run/Logger.js';
 import type { ExpressionContext } from '../engine/run/evaluate.js';
-import { eventId, type RunEvent } from '../engine/run/RunEvent.js';
+import type { DispatchPayload } from '../engine/run/protocol.js';
+import { PoolAgentStopping, type StopConsuming, type WorkQueue } from '../engine/run/WorkQueue.js';
 import { parseDuration } from '../engine/spec/parseDuration.js';
 import type { TaskSpec } from '../engine/spec/Workflow.js';
-
-/** What the engine sends with each dispatch (the Nomad dispatch payload). */
-export interface DispatchPayload {
-  runId: string;
-  workflow: string;
-  /** Instance key: the task name, or `name[i]` for a forEach item. */
-  instance: string;
-  attempt: number;
-  kind: 'task' | 'compensate';
-  /** The attempt's context; absent when it was too large for Nomad's payload (see contextRef). */
-  context?: ExpressionContext;
-  /** Key of the context on the CARAVAN_CONTEXT stream, when it did not fit the payload. */
-  contextRef?: string;
-  /** NATS servers to report to (credentials come from the allocation's environment). */
-  nats: string[];
-}
 
 interface ParsedArgs {
   action: string;
@@ -112,15 +97,18 @@ export async function agentCommand(argv: readonly string[], log: (s: string) => 
     return 64;
   }
   const payload = JSON.parse(await readFile(payloadFile, 'utf8')) as DispatchPayload;
-  const bus = await JetStreamBus.connect({ connection: await natsConnectionOptions(process.env, payload.nats) });
+  const nats = await connectJetStream({ connection: await natsConnectionOptions(process.env, payload.nats) });
+  const bus = nats.bus;
   const task = taskFrom(p);
-  const context = payload.contextRef !== undefined ? (JSON.parse(await bus.getContext(payload.contextRef)) as ExpressionContext) : payload.context ?? {};
-  const { result } = await runOne(bus, { runId: payload.runId, workflow: payload.workflow, instance: payload.instance, attempt: payload.attempt, task, context, ...(task.timeout !== undefined ? { timeoutMs: parseDuration(task.timeout)! } : {}) }, undefined, p.flags.get('--mask-env') ?? []);
+  const context = payload.contextRef !== undefined ? (JSON.parse(await nats.contexts.get(payload.contextRef)) as ExpressionContext) : payload.context ?? { params: {}, tasks: {}, run: {} };
+  const runner = attemptRunner(bus, p.flags.get('--mask-env') ?? []);
+  const { result } = await runner.run({ runId: payload.runId, workflow: payload.workflow, instance: payload.instance, attempt: payload.attempt, kind: 'task', task, context, ...(task.timeout !== undefined ? { timeoutMs: parseDuration(task.timeout)! } : {}) });
+  runner.close();
   // A runner must not outlive its reports forever: without NATS its allocation ends with
   // EX_TEMPFAIL, which the controller's watch of Nomad turns into a failed (retried) attempt.
   const waitS = secondsFromEnv('CARAVAN_REPORT_TIMEOUT_S', 120);
   const delivered = await bus.flushWithin(waitS * 1000);
-  await bus.close();
+  await nats.close();
   if (!delivered) {
     log(`caravan agent: could not deliver the attempt's reports to NATS within ${waitS} s; giving up\n`);
     return 75;
@@ -136,120 +124,45 @@ function secondsFromEnv(name: string, fallback: number, o: { zero?: boolean } = 
 
 const agents = new AgentRegistry();
 const host = hostname();
-const REPORT_START_AFTER_MS = 100;
-const HEARTBEAT_MS = 5000;
-
-interface InFlight {
-  startedAt: number;
-  lastBeat: number;
-  sendStarted: () => void;
-  beat: () => void;
-}
-
-/**
- * One timer for every attempt this runner has in flight (a pool agent runs many): it sends
- * an attempt's `task.started` once it has run REPORT_START_AFTER_MS, and a heartbeat every
- * HEARTBEAT_MS. Two timers per attempt cost a pool of short tasks more than the tasks.
- */
-const inFlight = new (class {
-  private readonly attempts = new Set<InFlight>();
-  private timer: NodeJS.Timeout | undefined;
-
-  watch(a: InFlight): void {
-    this.attempts.add(a);
-    this.timer ??= setInterval(() => this.tick(), REPORT_START_AFTER_MS / 2);
-  }
-
-  forget(a: InFlight): void {
-    this.attempts.delete(a);
-    if (this.attempts.size === 0 && this.timer !== undefined) {
-      clearInterval(this.timer);
-      this.timer = undefined;
-    }
-  }
-
-  private tick(): void {
-    const now = Date.now();
-    for (const a of this.attempts) {
-      if (now - a.startedAt >= REPORT_START_AFTER_MS) a.sendStarted();
-      if (now - a.lastBeat >= HEARTBEAT_MS) {
-        a.lastBeat = now;
-        a.beat();
-      }
-    }
-  }
-})();
 /** The allocation's task directory, under Nomad. */
 const taskDir = process.env['NOMAD_TASK_DIR'];
-const scratchRoot = taskDir ?? tmpdir();
 
 /**
- * Runs one attempt with the agent registry and reports it on the bus: started, a heartbeat
- * every 5 s, log lines (at most 1,000), and the result. Used for dispatched tasks and, once
- * per work item, by pool agents. `reported` settles once the result is stored; it is absent
- * when a stopping pool agent handed the attempt back (the result is then not reported).
+ * This process's attempt runner, reporting on `bus` as the agent: `task.started` once an
+ * attempt has run 100 ms (a shorter one reports once), a heartbeat every 5 s, every log line
+ * also on this process's output (Nomad keeps it), failures naming this host.
  */
-async function runOne(bus: JetStreamBus, item: WorkItem, signal: AbortSignal = new AbortController().signal, maskEnv: readonly string[] = []): Promise<{ result: AgentResult; reported?: Promise<void> }> {
-  const subject = eventSubject(item.workflow, item.runId, item.instance);
-  const base = { runId: item.runId, task: item.instance, attempt: item.attempt };
-  let logged = 0;
-  const publish = (e: RunEvent): Promise<void> => bus.publish(subject, e, { msgId: eventId(e), origin: 'agent' });
-  // A task that ends within REPORT_START_AFTER_MS reports once (its result, with startedAt):
-  // for a pool of short tasks that is a third fewer messages to store and apply.
-  const startedAt = Date.now();
-  let startSent = false;
-  const sendStarted = (): void => {
-    if (startSent) return;
-    startSent = true;
-    void publish({ ...base, type: 'task.started', at: startedAt });
-  };
-  const watch: InFlight = { startedAt, lastBeat: startedAt, sendStarted, beat: () => void publish({ ...base, type: 'task.heartbeat', at: Date.now() }) };
-  inFlight.watch(watch);
-  let result: AgentResult;
-  // Secret values this attempt can see: those it resolved itself (a pool item's
-  // `{secret: ...}` env) and those Nomad put in its environment (`--mask-env NAME`).
-  const secrets: string[] = maskEnv.map((k) => process.env[k]).filter((v): v is string => v !== undefined);
-  try {
-    const env = item.defaultsEnv as TaskSpec['env'];
-    const prepared = prepareAction(item.task as TaskSpec, 'task', item.context as ExpressionContext, { ...(env !== undefined ? { env } : {}), ...(item.timeoutMs !== undefined ? { timeoutMs: item.timeoutMs } : {}) }, environmentSecrets);
-    secrets.push(...prepared.secrets);
-    const agent = agents.get(prepared.action.agent);
-    if (agent === undefined) throw new Error(`unknown agent type '${prepared.action.agent}'`);
-    // Only the shell agent writes files (its outputs file); a pool of built-in agents should
-    // not pay for a directory per attempt.
-    const scratch = agent.name === 'shell' ? await mkdtemp(join(scratchRoot, 'attempt-')) : undefined;
-    try {
-      result = await agent.run(prepared.action, {
-        log: (stream, line) => {
-          sendStarted();
-          const masked = maskSecrets(line, secrets);
-          if (logged++ < 1000) void publish({ ...base, type: 'task.log', at: Date.now() + logged / 1000, stream, line: masked });
-          (stream === 'stderr' ? process.stderr : process.stdout).write(masked + '\n');
-        },
-        signal,
-        scratchDir: scratch ?? scratchRoot,
-        baseDir: taskDir ?? process.cwd(),
-      });
-    } finally {
-      if (scratch !== undefined) await rm(scratch, { recursive: true, force: true });
-    }
-  } catch (e) {
-    result = { ok: false, error: (e as Error).message, retryable: false };
-  }
-  inFlight.forget(watch);
-  if (signal.aborted && signal.reason instanceof PoolAgentStopping) return { result };
-  const at = Date.now();
-  const start = startSent ? {} : { startedAt };
-  const reported = result.ok
-    ? publish({ ...base, type: 'task.succeeded', at, outputs: result.outputs, ...(result.exitCode !== undefined ? { exitCode: result.exitCode } : {}), ...start })
-    : publish({ ...base, type: 'task.failed', at, error: `${maskSecrets(result.error, secrets)} (on ${host})`, retryable: result.retryable, ...(result.exitCode !== undefined ? { exitCode: result.exitCode } : {}), ...start });
-  return { result, reported };
+function attemptRunner(bus: Bus, maskEnv: readonly string[] = [], logger: Logger = noopLogger): AttemptRunner {
+  return new AttemptRunner({
+    logger,
+    events: bus,
+    clock: realClock(),
+    registry: agents,
+    secrets: environmentSecrets,
+    maskEnv,
+    scratchRoot: taskDir ?? tmpdir(),
+    baseDir: taskDir ?? process.cwd(),
+    startReportDelayMs: 100,
+    heartbeatMs: 5000,
+    host,
+    echo: (stream, line) => void (stream === 'stderr' ? process.stderr : process.stdout).write(line + '\n'),
+    // A stopping pool agent hands its attempts back to the queue; another agent reports them.
+    unreported: (reason) => reason instanceof PoolAgentStopping,
+  });
 }
 
-/** One pool agent's work loop on an open bus (also used in-process by the pool benchmark). */
-export function startPoolAgent(bus: JetStreamBus, workflow: string, pool: string, concurrency: number): Promise<(drainMs?: number) => Promise<void>> {
-  return bus.consumeWork(workflow, pool, concurrency, async (item, signal) => {
-    const { reported } = await runOne(bus, item, signal);
+/**
+ * One pool agent's work loop: takes the pool's items from `workQueue` and reports on `bus`
+ * (also used in-process by the pool benchmark and the tests).
+ */
+export function startPoolAgent(workQueue: WorkQueue, bus: Bus, workflow: string, pool: string, concurrency: number, logger: Logger = noopLogger): Promise<StopConsuming> {
+  const runner = attemptRunner(bus, [], logger);
+  return workQueue.consume(workflow, pool, concurrency, async (item, signal) => {
+    const fields = { run: item.runId, task: item.instance, attempt: item.attempt };
+    logger.debug('took a work item', fields);
+    const { result, reported } = await runner.run({ ...item, kind: 'task' }, signal);
+    if (reported === undefined) logger.info('handed a work item back to the queue', fields);
+    else logger.debug(result.ok ? 'attempt succeeded' : 'attempt failed', fields);
     return reported !== undefined ? { reported } : {};
   });
 }
@@ -257,7 +170,7 @@ export function startPoolAgent(bus: JetStreamBus, workflow: string, pool: string
 /**
  * `caravan agent pool --workflow W --pool P --concurrency N --health-port PORT`: one agent of
  * a pool (a Nomad service allocation). It answers /health for the Consul check, takes work
- * items from the pool's queue, runs them with runOne, and stops cleanly on SIGTERM/SIGINT.
+ * items from the pool's queue, runs them with the attempt runner, and stops cleanly on SIGTERM/SIGINT.
  */
 async function poolAgent(p: ParsedArgs, log: (s: string) => void): Promise<number> {
   const one = (f: string): string | undefined => p.flags.get(f)?.[0];
@@ -268,22 +181,34 @@ async function poolAgent(p: ParsedArgs, log: (s: string) => void): Promise<numbe
     return 64;
   }
   const concurrency = Number(one('--concurrency') ?? '1');
+  // A long-running process under Nomad: JSON lines on standard error, which Nomad keeps.
+  const { createLogger } = await import('../engine/telemetry/createLogger.js');
+  const logger = createLogger({ name: 'caravan-agent', bindings: { workflow, pool, alloc: process.env['NOMAD_ALLOC_ID'] } });
   const health = createServer((req, res) => {
     res.statusCode = req.url === '/health' ? 200 : 404;
     res.end(req.url === '/health' ? 'ok\n' : '');
   });
   await new Promise<void>((r) => health.listen(Number(one('--health-port') ?? '0'), '0.0.0.0', r));
   // How long a taken item may go without word from its agent before another agent gets it.
-  const bus = await JetStreamBus.connect({ connection: await natsConnectionOptions(process.env), workAckWaitMs: secondsFromEnv('CARAVAN_WORK_ACK_WAIT_S', 30) * 1000 });
-  const stop = await startPoolAgent(bus, workflow, pool, concurrency);
-  await new Promise<void>((r) => {
-    process.once('SIGTERM', r);
-    process.once('SIGINT', r);
+  const address = health.address();
+  const nats = await connectJetStream({
+    connection: await natsConnectionOptions(process.env),
+    workAckWaitMs: secondsFromEnv('CARAVAN_WORK_ACK_WAIT_S', 30) * 1000,
+    onError: (err) => logger.error('NATS consumer failed', { err }),
+  });
+  const stop = await startPoolAgent(nats.workQueue, nats.bus, workflow, pool, concurrency, logger);
+  logger.info('pool agent started', { concurrency, healthPort: typeof address === 'object' && address !== null ? address.port : undefined });
+  const signal = await new Promise<NodeJS.Signals>((r) => {
+    process.once('SIGTERM', () => r('SIGTERM'));
+    process.once('SIGINT', () => r('SIGINT'));
   });
   // Stopped (a scale-down, a new job version): what runs gets CARAVAN_DRAIN_S to finish,
   // within the 30 s kill_timeout of the compiled pool job; the rest goes back to the queue.
-  await stop(secondsFromEnv('CARAVAN_DRAIN_S', 25, { zero: true }) * 1000);
-  await bus.close();
+  const drainS = secondsFromEnv('CARAVAN_DRAIN_S', 25, { zero: true });
+  logger.info('pool agent draining', { signal, drainS });
+  await stop(drainS * 1000);
+  await nats.close();
   health.close();
+  logger.info('pool agent stopped');
   return 0;
 }

@@ -3,11 +3,10 @@ import { constants as osConstants } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { AgentAction, AgentIo, AgentResult, AgentType } from './AgentType.js';
 import { readOutputs } from './readOutputs.js';
-import { shQuote, type ShellWorkerPool } from './ShellWorkerPool.js';
+import { LineSplitter, shQuote, type ShellWorkerPool } from './ShellWorkerPool.js';
 
 /** How long a process group gets between SIGTERM and SIGKILL. */
 export const KILL_GRACE_MS = 5_000;
-const MAX_LINE = 4096;
 
 /** Words the shell must interpret itself; a command using them always goes through /bin/sh. */
 const SHELL_ONLY = new Set(['cd', 'exit', 'export', 'set', 'unset', 'ulimit', 'umask', 'exec', '.', 'source', 'eval', 'read', 'wait', 'alias', 'shift', 'trap', 'return', 'break', 'continue', 'times', 'type', 'hash', 'command', 'builtin', 'readonly', 'local', 'getopts', 'jobs', 'fg', 'bg']);
@@ -153,25 +152,12 @@ function signalGroup(child: ChildProcess, sig: NodeJS.Signals): void {
   }
 }
 
+/** Hands on the stream's lines as they come, each bounded (see LineSplitter). */
 function lines(stream: NodeJS.ReadableStream, onLine: (l: string) => void): void {
-  let buf = '';
+  const split = new LineSplitter(onLine);
   stream.setEncoding('utf8');
-  stream.on('data', (chunk: string) => {
-    buf += chunk;
-    let i = buf.indexOf('\n');
-    while (i !== -1) {
-      onLine(buf.slice(0, Math.min(i, MAX_LINE)));
-      buf = buf.slice(i + 1);
-      i = buf.indexOf('\n');
-    }
-    if (buf.length > MAX_LINE * 4) {
-      onLine(buf.slice(0, MAX_LINE));
-      buf = '';
-    }
-  });
-  stream.on('end', () => {
-    if (buf !== '') onLine(buf.slice(0, MAX_LINE));
-  });
+  stream.on('data', (chunk: string) => split.push(chunk));
+  stream.on('end', () => split.end());
 }
 
 export function formatMs(ms: number): string {

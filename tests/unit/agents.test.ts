@@ -8,6 +8,7 @@ import { httpAgent, sleepAgent } from '../../agents/builtinAgents.js';
 import { parseOutputs } from '../../agents/readOutputs.js';
 import { shellAgent } from '../../agents/shellAgent.js';
 import { ShellWorkerPool } from '../../agents/ShellWorkerPool.js';
+import { until } from '../harness/until.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -71,9 +72,10 @@ describe.each(['spawned from Node', 'run by shell workers'])('shell agent, %s', 
     const { result } = await run(shellAgent, { run: `sleep 30 & echo $! > ${pidFile}; wait`, timeoutMs: 300 });
     expect(result).toEqual({ ok: false, error: 'timed out after 300ms; the process group was killed', retryable: true });
     const child = Number(await readFile(pidFile, 'utf8'));
-    // Gone, or a zombie waiting to be reaped by init: either way no longer running.
-    const state = await readFile(`/proc/${child}/stat`, 'utf8').then((s) => s.split(') ')[1]?.[0], () => 'gone');
-    expect(['gone', 'Z', 'X']).toContain(state);
+    // Gone, or a zombie waiting to be reaped by init: either way no longer running. SIGKILL
+    // is delivered asynchronously, so the state is awaited rather than read once.
+    const state = (): Promise<string> => readFile(`/proc/${child}/stat`, 'utf8').then((s) => s.split(') ')[1]?.[0] ?? '?', () => 'gone');
+    await until(`process ${child} to stop running`, async () => ['gone', 'Z', 'X'].includes(await state()), 10_000);
   });
 
   it('stops promptly when cancelled', async () => {

@@ -1,0 +1,115 @@
+import { readdir, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { cli, withEnv } from '../harness/cli.js';
+import { git, repoWith, workflow } from '../integration/gitRepo.js';
+
+// Issue 11: an env secret leaked through a failing command (`/bin/sh: <secret>: not found`
+// in task.failed), an output-parse error quoting the line, an output a downstream task
+// splices into its command line, and line by line when the secret spans lines. The canary
+// values run through every one of those routes; afterwards not even a fragment of them may
+// be found in anything Caravan printed or stored.
+const CANARY = 'cnry7Fh2Qp9Lw3Xv';
+const PEM_LINES = ['mlA-Zt5Rk8Yc2Wq', 'mlB-Hd4Nv6Ju1Px'];
+const PEM = `-----BEGIN KEY-----\n${PEM_LINES[0]}\n${PEM_LINES[1]}\n-----END KEY-----`;
+
+const secretEnv = '      env: { S: { secret: { path: app/db, key: password } } }';
+// Everything else needs `leaky`: once one task fails no new task starts, so the task that
+// splices its output must start together with the failing ones.
+const spec = [
+  '  tasks:',
+  // An output carrying the secret, spliced into the next task's command line.
+  '    - name: leaky',
+  '      run: \'printf "x=%s\\n" "$S" > "$CARAVAN_OUTPUTS"\'',
+  '      outputs: [x]',
+  secretEnv,
+  '    - name: downstream',
+  '      needs: [leaky]',
+  '      run: \'echo "got ${{ tasks.leaky.outputs.x }}" >&2; exit 3\'',
+  // Echoed, and run as a command: the shell's "not found" line quotes it in the failure.
+  '    - name: failing-command',
+  '      needs: [leaky]',
+  '      run: \'echo "value $S"; echo "err $S" >&2; $S\'',
+  secretEnv,
+  // An outputs line that is not key=value: the parse error quotes the line.
+  '    - name: bad-outputs',
+  '      needs: [leaky]',
+  '      run: \'printf "oops %s\\n" "$S" > "$CARAVAN_OUTPUTS"\'',
+  '      outputs: [x]',
+  secretEnv,
+  // The same, with the secret straddling the 60 characters the parse error quotes.
+  '    - name: cut-outputs',
+  '      needs: [leaky]',
+  '      run: \'printf "%050d%s\\n" 0 "$S" > "$CARAVAN_OUTPUTS"\'',
+  '      outputs: [x]',
+  secretEnv,
+  // A secret that spans lines is logged line by line.
+  '    - name: multi-line',
+  '      needs: [leaky]',
+  '      run: \'echo "$M"; echo "$M" >&2; exit 1\'',
+  '      env: { M: { secret: { path: app/key, key: pem } } }',
+  '',
+].join('\n');
+
+/** The secret lines, each with every 8-character piece of it: a cut secret leaks a fragment, not the whole. */
+const SECRET_PIECES = [CANARY, ...PEM_LINES].map((s) => ({ secret: s, pieces: Array.from({ length: s.length - 7 }, (_, i) => s.slice(i, i + 8)) }));
+
+/** One entry per secret line that `text` holds a piece of, naming where and the first piece found. */
+function leaks(where: string, text: string): string[] {
+  const out: string[] = [];
+  for (const { pieces } of SECRET_PIECES) {
+    const hit = pieces.find((p) => text.includes(p));
+    if (hit !== undefined) out.push(`${where}: ${hit}`);
+  }
+  return out;
+}
+
+/** Every regular file under `dir` but Git's compressed objects, read raw (journals, live files). */
+async function plainFiles(dir: string): Promise<Array<[string, string]>> {
+  const out: Array<[string, string]> = [];
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    const path = join(e.parentPath, e.name);
+    if (!e.isFile() || path.includes(`${join('.git', 'objects')}`)) continue;
+    out.push([path, await readFile(path, 'latin1')]);
+  }
+  return out;
+}
+
+const dirs: string[] = [];
+afterAll(async () => {
+  for (const d of dirs) await rm(d, { recursive: true, force: true });
+});
+
+describe('secret canary', () => {
+  it('a failing local run whose commands and outputs carry env secrets leaves no trace of them', async () => {
+    const dir = await repoWith({ 'canary.yaml': workflow('canary', spec) });
+    dirs.push(dir);
+    const found: string[] = [];
+    await withEnv({ CARAVAN_SECRET_APP_DB_PASSWORD: CANARY, CARAVAN_SECRET_APP_KEY_PEM: PEM }, async () => {
+      const plain = await cli(dir, 'run', 'canary');
+      expect(plain.code).toBe(1);
+      found.push(...leaks('run stdout', plain.out), ...leaks('run stderr', plain.err));
+      const json = await cli(dir, 'run', 'canary', '--json');
+      expect(json.code).toBe(1);
+      found.push(...leaks('run --json stdout', json.out), ...leaks('run --json stderr', json.err));
+      const events = json.out.trim().split('\n').map((l) => JSON.parse(l) as { runId: string; type: string; task?: string; error?: string });
+      // The routes were taken: each task failed the way the test means it to.
+      const failed = new Map(events.filter((e) => e.type === 'task.failed').map((e) => [e.task, e.error ?? '']));
+      expect(failed.get('failing-command')).toMatch(/^command not found \(exit 127\): .*not found/);
+      expect(failed.get('bad-outputs')).toMatch(/^outputs line 1 is not key=value: 'oops /);
+      expect(failed.get('cut-outputs')).toMatch(/^outputs line 1 is not key=value: '0{50}/);
+      expect(failed.get('downstream')).toMatch(/^exited with code 3: got /);
+      expect(failed.get('multi-line')).toMatch(/^exited with code 1: /);
+      expect(events.some((e) => e.type === 'task.succeeded' && e.task === 'leaky')).toBe(true);
+      const runId = events[0]!.runId;
+      for (const args of [['status', runId], ['status', runId, '--json'], ['logs', runId], ['runs']]) {
+        const r = await cli(dir, ...args);
+        found.push(...leaks(`caravan ${args.join(' ')}`, r.out + r.err));
+      }
+    });
+    found.push(...leaks('git log -p --all', await git(dir, 'log', '-p', '--all')));
+    found.push(...leaks('git log -p caravan/runs', await git(dir, 'log', '-p', 'caravan/runs')));
+    for (const [path, text] of await plainFiles(dir)) found.push(...leaks(path, text));
+    expect(found).toEqual([]);
+  });
+});
