@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import * as git from 'isomorphic-git';
 import { CaravanError } from '../errors/CaravanError.js';
 import type { RunEvent } from '../run/RunEvent.js';
+import type { RunSnapshot } from '../run/RunSnapshot.js';
 import { RefConflictError, readRefValue, updateRef } from './updateRef.js';
 
 export const RUNS_REF = 'refs/heads/caravan/runs';
@@ -16,7 +17,7 @@ export interface RunRecord {
   workflow: string;
   runId: string;
   /** run.json: the run's state as of this record. */
-  run: Record<string, unknown>;
+  run: RunSnapshot;
   /** Every event of the run so far, in order. */
   events: readonly RunEvent[];
   /** The workflow source the run executes (kept so a resume runs the same definition). */
@@ -30,7 +31,7 @@ export interface RunRecord {
 export interface StoredRun {
   workflow: string;
   runId: string;
-  run: Record<string, unknown>;
+  run: RunSnapshot;
   events: RunEvent[];
   workflowSource: string | undefined;
   commit: string;
@@ -143,7 +144,7 @@ export class GitAuditStore {
       if (e.type === 'blob') files.set(e.path, new TextDecoder().decode((await git.readBlob({ fs: this.fs, dir: this.dir, oid: e.oid })).blob));
     }
     const events = (files.get('events.ndjson') ?? '').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as RunEvent);
-    return { workflow: wf, runId, run: JSON.parse(files.get('run.json') ?? '{}') as Record<string, unknown>, events, workflowSource: files.get('workflow.yaml'), commit: tip };
+    return { workflow: wf, runId, run: JSON.parse(files.get('run.json') ?? '{}') as RunSnapshot, events, workflowSource: files.get('workflow.yaml'), commit: tip };
   }
 
   private async subtree(tree: string, path: string[]): Promise<string | undefined> {

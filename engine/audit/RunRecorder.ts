@@ -2,6 +2,8 @@ import { appendFileSync, closeSync, fsyncSync, openSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { CaravanError } from '../errors/CaravanError.js';
+import { noopLogger, type Logger } from '../run/Logger.js';
+import { noopMetrics, type Metrics } from '../run/Metrics.js';
 import type { RunEvent } from '../run/RunEvent.js';
 import { snapshotRun, type RunState } from '../run/RunState.js';
 import type { GitAuditStore } from './GitAuditStore.js';
@@ -18,8 +20,10 @@ export interface RecorderOptions {
   /** ...or this long after the last checkpoint. */
   everyMs?: number;
   now?: () => number;
-  /** Called when a checkpoint could not be written (it is retried at the next one). */
-  onWarning?: (message: string) => void;
+  /** Hears a checkpoint that could not be written (it is retried at the next one) and a note that could not be added. */
+  logger?: Logger;
+  /** Counts checkpoint writes and their duration. */
+  metrics?: Metrics;
   /** After each checkpoint, with its commit on caravan/runs (the final one excepted). */
   onCheckpoint?: (commit: string) => void;
   /** Events recorded before this recorder took over (resume). */
@@ -88,6 +92,7 @@ export class RunRecorder {
     this.unflushed.push(JSON.stringify(e) + '\n');
     const everyMs = this.o.everyMs ?? 2000;
     const due = this.events.length - this.checkpointed >= (this.o.everyEvents ?? 500) || this.now() - this.lastCheckpointAt >= everyMs;
+    // A failed checkpoint was logged in write() and is retried by the next one.
     if (due) void this.checkpoint().catch(() => undefined);
     else if (this.timer === undefined && !this.closed) {
       // A quiet run (a long task, no events) still reaches Git within everyMs of its last event.
@@ -136,6 +141,8 @@ export class RunRecorder {
   private async write(): Promise<void> {
     const state = this.lastState;
     if (state === undefined) return;
+    const began = performance.now();
+    const metrics = this.o.metrics ?? noopMetrics;
     const count = this.events.length;
     const snapshot = snapshotRun(state);
     const done = [...state.groups.values()].filter((g) => g.status === 'succeeded' || g.status === 'failed' || g.status === 'skipped' || g.status === 'cancelled').length;
@@ -156,6 +163,7 @@ export class RunRecorder {
         status: state.status,
         summary,
       });
+      metrics.checkpointWritten('written', (performance.now() - began) / 1000);
       this.checkpointed = count;
       this.lastCheckpointAt = this.now();
       if (!final) this.o.onCheckpoint?.(this.lastCommit);
@@ -165,7 +173,8 @@ export class RunRecorder {
       this.unflushed.push(JSON.stringify(marker) + '\n');
     } catch (e) {
       this.failures++;
-      this.o.onWarning?.(`audit checkpoint failed (kept in memory and in ${this.o.journalPath}; retrying): ${(e as Error).message}`);
+      metrics.checkpointWritten('failed', (performance.now() - began) / 1000);
+      (this.o.logger ?? noopLogger).warn(`audit checkpoint failed (kept in memory and in ${this.o.journalPath}; retrying): ${(e as Error).message}`, { workflow: this.o.workflow, run: this.o.runId, journal: this.o.journalPath, err: e });
       throw e;
     }
   }
@@ -203,7 +212,7 @@ export class RunRecorder {
       try {
         await this.store.appendNote(this.o.workflowCommit, line);
       } catch (e) {
-        this.o.onWarning?.(`could not add the git note for ${this.o.workflowCommit.slice(0, 12)}: ${(e as Error).message}`);
+        (this.o.logger ?? noopLogger).warn(`could not add the git note for ${this.o.workflowCommit.slice(0, 12)}: ${(e as Error).message}`, { workflow: this.o.workflow, run: this.o.runId, commit: this.o.workflowCommit, err: e });
       }
     }
     await rm(this.o.journalPath, { force: true });

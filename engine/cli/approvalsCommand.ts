@@ -1,9 +1,9 @@
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { EXIT, type ExitCode } from '../errors/CaravanError.js';
+import { EXIT, type ExitCode } from './exitCodes.js';
 import { findRepoRoot } from '../gitops/readTreeAtRef.js';
 import { readApproval, type Approval } from '../gitops/readApproval.js';
-import { LiveRuns } from '../local/LiveRuns.js';
+import { CaravanApp } from '../app/CaravanApp.js';
 import { textLine } from '../spec/formatDiagnostics.js';
 import type { Io } from './Io.js';
 
@@ -36,13 +36,13 @@ export async function approvalsCommand(apply: boolean, io: Io): Promise<ExitCode
   }
   io.stdout(`${found.length + invalid} approval file${found.length + invalid === 1 ? '' : 's'}: ${found.length} valid, ${invalid} invalid\n`);
   if (apply) {
-    const live = new LiveRuns(join(root, '.git'));
+    const app = new CaravanApp({ repoDir: root });
     for (const a of found) {
-      if ((await live.get(a.runId)) === undefined) {
+      if ((await app.live.get(a.runId)) === undefined) {
         io.stdout(`${a.runId}/${a.task}: run not live here, skipped\n`);
         continue;
       }
-      await live.send(a.runId, { action: a.decision === 'approve' ? 'approve' : 'reject', task: a.task, by: a.by, ...(a.reason !== undefined ? { reason: a.reason } : {}) });
+      await app.control.send(a.runId, { action: a.decision === 'approve' ? 'approve' : 'reject', task: a.task, by: a.by, ...(a.reason !== undefined ? { reason: a.reason } : {}) });
       io.stdout(`${a.runId}/${a.task}: ${a.decision} by ${a.by} sent\n`);
     }
   }

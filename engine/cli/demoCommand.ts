@@ -2,9 +2,10 @@ import { execFileSync } from 'node:child_process';
 import { cp, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EXIT, type ExitCode } from '../errors/CaravanError.js';
+import { EXIT, type ExitCode } from './exitCodes.js';
 import { packageRoot } from '../packageRoot.js';
-import { RunService } from '../local/RunService.js';
+import { CaravanApp } from '../app/CaravanApp.js';
+import { cliLogger } from './cliLogger.js';
 import type { Io } from './Io.js';
 import { RunProgress } from './RunProgress.js';
 
@@ -26,9 +27,13 @@ export async function demoCommand(io: Io, options: { keep?: boolean } = {}): Pro
     gitc('commit', '-q', '-m', 'Add example workflows');
     io.stdout(`Caravan demo: running '${DEMO_WORKFLOW}' on the embedded default (local executor, in-memory bus, Git audit)\nin a scratch repository: ${dir}\n\n`);
     const progress = new RunProgress(io.isTTY === true ? 'tty' : 'plain', io.stdout);
-    const svc = new RunService({ repoDir: dir, onEvent: (e, s) => progress.onEvent(e, s), onWarning: (m) => io.stderr(`caravan: warning: ${m}\n`) });
-    const started = await svc.start(DEMO_WORKFLOW, {});
-    const { state } = await started.done;
+    const app = new CaravanApp({ repoDir: dir, onEvent: (e, s) => progress.onEvent(e, s), logger: cliLogger(io.stderr) });
+    let state;
+    try {
+      ({ state } = await (await app.start(DEMO_WORKFLOW, {})).done);
+    } finally {
+      await app.close();
+    }
     progress.finish(state);
     io.stdout(`\n$ git log caravan/runs\n`);
     io.stdout(gitc('log', '--format=%h %s%n%n%b', 'caravan/runs'));

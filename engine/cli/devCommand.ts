@@ -1,5 +1,6 @@
-import { CaravanError, EXIT, type ExitCode } from '../errors/CaravanError.js';
-import { DEFAULT_DEV_PORTS, DevServers, devBinaries, type DevPorts } from '../local/DevServers.js';
+import { CaravanError } from '../errors/CaravanError.js';
+import { EXIT, type ExitCode } from './exitCodes.js';
+import { DEFAULT_DEV_PORTS, DevServers, devBinaries, type DevPorts } from '../dev/DevServers.js';
 import type { Io } from './Io.js';
 
 /**
@@ -13,7 +14,10 @@ export async function devCommand(options: { once: boolean; ports: Partial<DevPor
     throw new CaravanError('DEV_MISSING', `caravan dev needs ${missing.map((m) => m.name).join(', ')}, not found on PATH or in ~/.cache/caravan/bin:\n${missing.map((m) => `  ${m.name}: ${m.install}`).join('\n')}`, { data: { missing: missing.map((m) => m.name) } });
   }
   const ports = { ...DEFAULT_DEV_PORTS, ...options.ports };
-  const dev = new DevServers(ports, (l) => io.stdout(`${l}\n`));
+  // A long-running process: JSON lines on standard error for the record, plain lines on
+  // standard output for the person who started it.
+  const { createLogger } = await import('../telemetry/createLogger.js');
+  const dev = new DevServers(ports, (l) => io.stdout(`${l}\n`), createLogger({ name: 'caravan-dev' }));
   const path = (n: string): string => bins.find((b) => b.name === n)!.path!;
   try {
     await dev.start({ nats: path('nats-server'), consul: path('consul'), nomad: path('nomad') });

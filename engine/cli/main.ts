@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
-import { CaravanError, EXIT, type ExitCode } from '../errors/CaravanError.js';
+import { CaravanError } from '../errors/CaravanError.js';
+import { EXIT, exitCodeFor, type ExitCode } from './exitCodes.js';
 import { packageRoot } from '../packageRoot.js';
 import { DIAGNOSTIC_FORMATS, type DiagnosticFormat } from '../spec/formatDiagnostics.js';
 import { processIo, type Io } from './Io.js';
@@ -109,8 +110,9 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     });
 
   program
-    .command('resume')
-    .description('continue a run whose process died, from its last checkpoint and journal')
+    .command('recover')
+    .alias('resume')
+    .description('continue a run whose process died, from its last checkpoint and journal (alias: resume)')
     .argument('<run-id>')
     .option('--json', 'print one JSON event per line', false)
     .addOption(new Option('--bus <bus>', 'the bus the run used').choices(['memory', 'nats']).default('memory'))
@@ -119,7 +121,7 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .addOption(new Option('--registry <registry>', 'register in Consul at $CONSUL_HTTP_ADDR and mirror run status to its KV').choices(['none', 'consul']).default('none'))
     .option('--leader', 'act as the controller: schedule only while holding the caravan/leader lock (needs --registry consul)', false)
     .action(async (runId: string, opts: { json: boolean; bus: 'memory' | 'nats'; backend: 'local' | 'nomad'; agentCommand?: string; registry: 'none' | 'consul'; leader: boolean }) => {
-      exit = await (await runCommands()).resumeCommand(runId, opts, io);
+      exit = await (await runCommands()).recoverCommand(runId, opts, io);
     });
 
   program
@@ -166,7 +168,7 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
       .argument('<run-id>')
       .option('--reason <text>', 'why')
       .action(async (runId: string, opts: { reason?: string }) => {
-        exit = await (await runCommands()).controlCommand(name === 'unpause' ? 'resume' : name, runId, undefined, opts.reason, io);
+        exit = await (await runCommands()).controlCommand(name, runId, undefined, opts.reason, io);
       });
   }
 
@@ -230,7 +232,7 @@ function reportError(err: unknown, io: Io): ExitCode {
   }
   if (err instanceof CaravanError && err.isUserError) {
     io.stderr(`caravan: ${err.message}\n`);
-    return err.exitCode;
+    return exitCodeFor(err);
   }
   io.stderr(`caravan: internal error (please report it): ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   return EXIT.INTERNAL;

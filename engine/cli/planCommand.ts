@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { CompileError } from '../compile/CompileError.js';
 import { formatPlan, type PlanFormat } from '../compile/formatPlan.js';
 import { planChanges } from '../compile/planChanges.js';
-import { EXIT, type ExitCode } from '../errors/CaravanError.js';
+import { EXIT, type ExitCode } from './exitCodes.js';
 import { findRepoRoot, readTreeAtCommit, resolveRevision } from '../gitops/readTreeAtRef.js';
 import { textLine } from '../spec/formatDiagnostics.js';
 import { validateSources, validateWorkflows, type ValidationReport } from '../spec/validateWorkflows.js';

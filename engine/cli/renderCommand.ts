@@ -4,7 +4,7 @@ import type { CompileOptions } from '../compile/CompileOptions.js';
 import { compileWorkflow } from '../compile/compileWorkflow.js';
 import type { CompiledJob } from '../compile/NomadJob.js';
 import { checkRendered, renderJobs, writeRendered } from '../compile/renderJobs.js';
-import { EXIT, type ExitCode } from '../errors/CaravanError.js';
+import { EXIT, type ExitCode } from './exitCodes.js';
 import { formatReport } from '../spec/formatDiagnostics.js';
 import { validateWorkflows } from '../spec/validateWorkflows.js';
 import type { Io } from './Io.js';

@@ -1,9 +1,10 @@
 import { formatDuration } from '../audit/RunRecorder.js';
-import { CaravanError, EXIT, type ExitCode } from '../errors/CaravanError.js';
+import { CaravanApp, type CaravanAppOptions, type StartedRun } from '../app/CaravanApp.js';
+import type { ControlAction } from '../app/LiveRuns.js';
+import { CaravanError } from '../errors/CaravanError.js';
 import { findRepoRoot } from '../gitops/readTreeAtRef.js';
-import { RunService, type StartedRun } from '../local/RunService.js';
-import type { ControlAction } from '../local/LiveRuns.js';
-import type { RunEvent } from '../run/RunEvent.js';
+import { EXIT, type ExitCode } from './exitCodes.js';
+import { cliLogger } from './cliLogger.js';
 import type { Io } from './Io.js';
 import { RunProgress, type ProgressMode } from './RunProgress.js';
 
@@ -20,17 +21,25 @@ export interface RunOptions {
   leader?: boolean;
 }
 
-/** The registry and leader options of `run` and `resume`. */
-function registryOptions(o: { registry?: 'none' | 'consul'; leader?: boolean }): Partial<ConstructorParameters<typeof RunService>[0]> {
+/** The backend options `run` and `recover` share, as the application layer takes them. */
+function backendOptions(o: Omit<RunOptions, 'param' | 'json' | 'tty'>): Partial<CaravanAppOptions> {
   if (o.leader === true && o.registry !== 'consul') throw new CaravanError('USAGE', '--leader needs --registry consul: the leader lock lives in Consul');
-  return { ...(o.registry === 'consul' ? { registry: 'consul' as const } : {}), ...(o.leader === true ? { leader: {} } : {}) };
+  return {
+    ...(o.registry === 'consul' ? { registry: 'consul' as const } : {}),
+    ...(o.leader === true ? { leader: {} } : {}),
+    ...(o.parallelism !== undefined ? { parallelism: o.parallelism } : {}),
+    ...(o.bus !== undefined ? { bus: o.bus } : {}),
+    ...(o.backend !== undefined ? { backend: o.backend } : {}),
+    ...(o.agentCommand !== undefined ? { agentCommand: o.agentCommand.split(/\s+/).filter((a) => a !== '') } : {}),
+  };
 }
 
-async function service(io: Io, extra: Partial<ConstructorParameters<typeof RunService>[0]> = {}): Promise<RunService> {
-  const root = await findRepoRoot(io.cwd).catch(() => {
-    throw new CaravanError('NOT_A_REPOSITORY', `${io.cwd} is not inside a Git repository; Caravan records runs in Git (run \`git init\` first)`);
+/** The application layer for the repository around the working directory. */
+async function openApp(io: Io, extra: Partial<CaravanAppOptions> = {}): Promise<CaravanApp> {
+  const root = await findRepoRoot(io.cwd).catch((e: unknown) => {
+    throw new CaravanError('NOT_A_REPOSITORY', `${io.cwd} is not inside a Git repository; Caravan records runs in Git (run \`git init\` first)`, { cause: e, data: { dir: io.cwd } });
   });
-  return new RunService({ repoDir: root, onWarning: (m) => io.stderr(`caravan: warning: ${m}\n`), ...extra });
+  return new CaravanApp({ repoDir: root, logger: cliLogger(io.stderr), ...extra });
 }
 
 export function parseParamFlags(flags: readonly string[]): Record<string, string> {
@@ -49,7 +58,7 @@ async function follow(started: StartedRun, progress: RunProgress, io: Io, json: 
   const onSigint = (): void => {
     interrupted++;
     if (interrupted === 1) {
-      io.stderr('\ncaravan: cancelling the run (Ctrl-C again to leave it; `caravan resume` continues it later)\n');
+      io.stderr('\ncaravan: cancelling the run (Ctrl-C again to leave it; `caravan recover` continues it later)\n');
       started.engine.cancel('user', 'interrupted (Ctrl-C)');
     } else {
       process.exit(130);
@@ -75,58 +84,50 @@ function progressFor(io: Io, json: boolean, tty: boolean | undefined): RunProgre
 
 export async function runCommand(workflow: string, options: RunOptions, io: Io): Promise<ExitCode> {
   const progress = progressFor(io, options.json, options.tty);
-  const svc = await service(io, { onEvent: (e: RunEvent, s) => progress.onEvent(e, s), ...(options.parallelism !== undefined ? { parallelism: options.parallelism } : {}), ...(options.bus !== undefined ? { bus: options.bus } : {}), ...(options.backend !== undefined ? { backend: options.backend } : {}), ...(options.agentCommand !== undefined ? { agentCommand: options.agentCommand.split(/\s+/).filter((a) => a !== '') } : {}), ...registryOptions(options) });
-  const started = await svc.start(workflow, parseParamFlags(options.param));
-  return follow(started, progress, io, options.json);
+  const app = await openApp(io, { onEvent: (e, s) => progress.onEvent(e, s), ...backendOptions(options) });
+  try {
+    const started = await app.start(workflow, parseParamFlags(options.param));
+    return await follow(started, progress, io, options.json);
+  } finally {
+    await app.close();
+  }
 }
 
-export async function resumeCommand(runId: string, options: { json: boolean; tty?: boolean; bus?: 'memory' | 'nats'; backend?: 'local' | 'nomad'; agentCommand?: string; registry?: 'none' | 'consul'; leader?: boolean }, io: Io): Promise<ExitCode> {
+export async function recoverCommand(runId: string, options: Omit<RunOptions, 'param' | 'parallelism'>, io: Io): Promise<ExitCode> {
   const progress = progressFor(io, options.json, options.tty);
-  const svc = await service(io, {
-    ...registryOptions(options),
-    onEvent: (e, s) => progress.onEvent(e, s),
-    ...(options.bus !== undefined ? { bus: options.bus } : {}),
-    ...(options.backend !== undefined ? { backend: options.backend } : {}),
-    ...(options.agentCommand !== undefined ? { agentCommand: options.agentCommand.split(/\s+/).filter((a) => a !== '') } : {}),
-  });
-  const started = await svc.resume(runId);
-  io.stderr(`caravan: resuming run ${runId} of ${started.workflow}\n`);
-  return follow(started, progress, io, options.json);
+  const app = await openApp(io, { onEvent: (e, s) => progress.onEvent(e, s), ...backendOptions(options) });
+  try {
+    const started = await app.recover(runId);
+    io.stderr(`caravan: recovering run ${runId} of ${started.workflow}\n`);
+    return await follow(started, progress, io, options.json);
+  } finally {
+    await app.close();
+  }
 }
 
 export async function runsCommand(workflow: string | undefined, io: Io): Promise<ExitCode> {
-  const svc = await service(io);
-  const live = new Map((await svc.live.list()).map((r) => [r.runId, r]));
-  const runs = await svc.audit.listRuns(workflow);
+  const app = await openApp(io);
+  const { runs } = await app.queries.list({ ...(workflow !== undefined ? { workflow } : {}), limit: 500 });
   if (runs.length === 0) {
     io.stdout(`no runs${workflow !== undefined ? ` of ${workflow}` : ''} recorded on caravan/runs\n`);
     return EXIT.OK;
   }
   const rows = [['RUN', 'WORKFLOW', 'STATUS', 'STARTED', 'DURATION']];
   for (const r of runs) {
-    const stored = await svc.audit.readRun(r.runId, r.workflow);
-    const run = stored?.run ?? {};
-    const status = live.has(r.runId) ? `${String(run['status'])} (live)` : String(run['status']);
-    rows.push([r.runId, r.workflow, status, String(run['startedAt'] ?? ''), run['durationMs'] !== undefined ? formatDuration(Number(run['durationMs'])) : '']);
+    rows.push([r.runId, r.workflow, r.live ? `${r.status} (live)` : r.status, r.startedAt, r.durationMs !== undefined ? formatDuration(r.durationMs) : '']);
   }
   io.stdout(table(rows));
   return EXIT.OK;
 }
 
 export async function statusCommand(runId: string, io: Io, json: boolean): Promise<ExitCode> {
-  const svc = await service(io);
-  const live = await svc.live.get(runId);
-  // A live run on this machine: its journal is ahead of the last checkpoint (and there may
-  // be none yet).
-  const fromJournal = live !== undefined ? await svc.journalSnapshot(runId) : undefined;
-  const current = fromJournal ?? (await svc.audit.readRun(runId))?.run;
-  if (current === undefined) throw new CaravanError('RUN_NOT_FOUND', `no run ${runId} on caravan/runs`);
+  const app = await openApp(io);
+  const { snapshot: r, live, from } = await app.queries.get(runId);
   if (json) {
-    io.stdout(JSON.stringify({ ...current, live: live !== undefined }) + '\n');
+    io.stdout(JSON.stringify({ ...r, live: live !== undefined }) + '\n');
     return EXIT.OK;
   }
-  const r = current as { status: string; workflow: string; startedAt: string; durationMs?: number; failureReason?: string; tasks: Record<string, { status: string; attempts?: number; error?: string; reason?: string; pendingReason?: string; durationMs?: number; instances?: unknown[] }> };
-  io.stdout(`run ${runId} of ${r.workflow}: ${r.status}${live !== undefined ? ` (live in process ${live.pid}${fromJournal === undefined ? '; last checkpoint shown' : ''})` : ''}\n`);
+  io.stdout(`run ${runId} of ${r.workflow}: ${r.status}${live !== undefined ? ` (live in process ${live.pid}${from === 'audit' ? '; last checkpoint shown' : ''})` : ''}\n`);
   io.stdout(`started ${r.startedAt}${r.durationMs !== undefined ? `, took ${formatDuration(r.durationMs)}` : ''}\n`);
   if (r.failureReason !== undefined) io.stdout(`failure: ${r.failureReason}\n`);
   const rows = [['TASK', 'STATUS', 'ATTEMPTS', 'DURATION', 'NOTE']];
@@ -138,24 +139,17 @@ export async function statusCommand(runId: string, io: Io, json: boolean): Promi
 }
 
 export async function logsCommand(runId: string, task: string | undefined, io: Io): Promise<ExitCode> {
-  const svc = await service(io);
-  const stored = await svc.audit.readRun(runId);
-  if (stored === undefined) throw new CaravanError('RUN_NOT_FOUND', `no run ${runId} on caravan/runs`);
-  let n = 0;
-  for (const e of stored.events) {
-    if (e.type !== 'task.log') continue;
-    if (task !== undefined && e.task !== task && !e.task.startsWith(`${task}[`)) continue;
-    io.stdout(`${e.task}#${e.attempt} ${e.stream === 'stderr' ? '! ' : ''}${e.line}\n`);
-    n++;
-  }
-  if (n === 0) io.stderr(`caravan: no log lines${task !== undefined ? ` for ${task}` : ''} in run ${runId}\n`);
+  const app = await openApp(io);
+  const lines = await app.queries.logs(runId, task);
+  for (const l of lines) io.stdout(`${l.task}#${l.attempt} ${l.stream === 'stderr' ? '! ' : ''}${l.line}\n`);
+  if (lines.length === 0) io.stderr(`caravan: no log lines${task !== undefined ? ` for ${task}` : ''} in run ${runId}\n`);
   return EXIT.OK;
 }
 
 export async function controlCommand(action: ControlAction, runId: string, task: string | undefined, reason: string | undefined, io: Io): Promise<ExitCode> {
-  const svc = await service(io);
+  const app = await openApp(io);
   const by = process.env['USER'] ?? 'cli';
-  await svc.control(runId, { action, by, ...(task !== undefined ? { task } : {}), ...(reason !== undefined ? { reason } : {}) });
+  await app.control.send(runId, { action, by, ...(task !== undefined ? { task } : {}), ...(reason !== undefined ? { reason } : {}) });
   io.stdout(`sent ${action}${task !== undefined ? ` ${task}` : ''} to run ${runId}\n`);
   return EXIT.OK;
 }

@@ -1,4 +1,4 @@
-import { EXIT, type ExitCode } from '../errors/CaravanError.js';
+import { EXIT, type ExitCode } from './exitCodes.js';
 import { formatReport, type DiagnosticFormat } from '../spec/formatDiagnostics.js';
 import { validateWorkflows } from '../spec/validateWorkflows.js';
 import type { Io } from './Io.js';

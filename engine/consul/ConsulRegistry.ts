@@ -1,5 +1,6 @@
 import Consul from 'consul';
 import { CaravanError } from '../errors/CaravanError.js';
+import { noopLogger, type Logger } from '../run/Logger.js';
 import type { LeaderOptions, Registry, RunStatusRecord } from '../run/Registry.js';
 
 export type { LeaderOptions, RunStatusRecord } from '../run/Registry.js';
@@ -9,6 +10,8 @@ export interface ConsulRegistryOptions {
   address?: string;
   /** ACL token (default: $CONSUL_HTTP_TOKEN). */
   token?: string;
+  /** Where failures that do not stop the caller go (a TTL renewal, a deregistration). */
+  logger?: Logger;
 }
 
 /**
@@ -19,8 +22,10 @@ export interface ConsulRegistryOptions {
  */
 export class ConsulRegistry implements Registry {
   private readonly consul: Consul;
+  private readonly logger: Logger;
 
   constructor(o: ConsulRegistryOptions = {}) {
+    this.logger = (o.logger ?? noopLogger).child({ component: 'consul' });
     const addr = (o.address ?? process.env['CONSUL_HTTP_ADDR'] ?? '127.0.0.1:8500').replace(/^https?:\/\//, '');
     const [host, port] = addr.split(':');
     const token = o.token ?? process.env['CONSUL_HTTP_TOKEN'];
@@ -37,13 +42,16 @@ export class ConsulRegistry implements Registry {
       check: { name: 'caravan controller alive', ttl: `${Math.ceil(ttlMs / 1000)}s`, deregistercriticalserviceafter: '1m' },
     } as unknown as Parameters<Consul['agent']['service']['register']>[0];
     await this.consul.agent.service.register(registration);
-    const pass = (): Promise<void> => this.consul.agent.check.pass(`service:${id}`).then(() => undefined, () => undefined);
+    // A missed renewal is retried at the next tick; the operator sees the check go critical
+    // in the Consul UI only if several fail in a row, so each failure is logged.
+    const pass = (): Promise<void> => this.consul.agent.check.pass(`service:${id}`).then(() => undefined, (e: unknown) => this.logger.warn('could not renew the caravan-controller TTL check', { service: id, err: e }));
     await pass();
     const timer = setInterval(() => void pass(), Math.max(1000, ttlMs / 3));
     timer.unref();
     return async () => {
       clearInterval(timer);
-      await this.consul.agent.service.deregister(id).catch(() => undefined);
+      // Left registered, the service goes critical and Consul removes it after a minute.
+      await this.consul.agent.service.deregister(id).catch((e: unknown) => this.logger.warn('could not deregister caravan-controller; Consul removes it after 1m critical', { service: id, err: e }));
     };
   }
 
@@ -118,7 +126,8 @@ export class ConsulRegistry implements Registry {
           (now) => {
             if (leader && !stopped && now?.Session !== session) lose('the leader lock was released or taken over');
           },
-          () => undefined,
+          // Unconfirmed: the next renewal (within half a TTL) checks the lock again.
+          (e: unknown) => this.logger.warn('could not confirm the leader lock; checking again at the next renewal', { key, err: e }),
         );
       }
       if (!leader && (item?.Session === undefined || item.Session === '')) {
@@ -126,15 +135,17 @@ export class ConsulRegistry implements Registry {
         setTimeout(() => void (leader || stopped ? undefined : tick()), lockDelay + 100).unref();
       }
     });
-    watch.on('error', () => undefined);
+    // The watch retries on its own (with backoff); renewal still runs on its timer.
+    watch.on('error', (e: unknown) => this.logger.debug('leader lock watch failed; retrying', { key, err: e }));
     void tick();
     return async () => {
       stopped = true;
       watch.end();
       if (timer !== undefined) clearTimeout(timer);
       if (session !== undefined) {
-        if (leader) await this.consul.kv.set({ key, value: '', release: session }).catch(() => undefined);
-        await this.consul.session.destroy(session).catch(() => undefined);
+        // Not released, the lock goes with the session's TTL: the next leader waits that long.
+        if (leader) await this.consul.kv.set({ key, value: '', release: session }).catch((e: unknown) => this.logger.warn('could not release the leader lock; it expires with the session', { key, err: e }));
+        await this.consul.session.destroy(session).catch((e: unknown) => this.logger.warn('could not destroy the leader session; it expires with its TTL', { key, err: e }));
       }
       leader = false;
     };

@@ -1,4 +1,5 @@
 import type { RunStatus, TaskStatus } from './RunEvent.js';
+import type { InstanceSnapshot, RunSnapshot, TaskSnapshot } from './RunSnapshot.js';
 
 export interface AttemptRecord {
   attempt: number;
@@ -105,8 +106,8 @@ export interface RunState {
 }
 
 /** A JSON-friendly copy for run.json and the CLI. */
-export function snapshotRun(s: RunState): Record<string, unknown> {
-  const tasks: Record<string, unknown> = {};
+export function snapshotRun(s: RunState): RunSnapshot {
+  const tasks: Record<string, TaskSnapshot> = {};
   for (const g of s.groups.values()) {
     const instances = g.instances.map((k) => s.instances.get(k)).filter((i) => i !== undefined);
     const one = instances.length === 1 && instances[0]!.key === g.name ? instances[0] : undefined;
@@ -136,7 +137,7 @@ export function snapshotRun(s: RunState): Record<string, unknown> {
   };
 }
 
-function instanceView(i: InstanceState): Record<string, unknown> {
+function instanceView(i: InstanceState): InstanceSnapshot {
   return {
     ...(i.key !== i.task ? { key: i.key } : {}),
     status: i.status,

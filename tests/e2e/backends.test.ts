@@ -1,7 +1,7 @@
 import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConsulRegistry } from '../../engine/consul/ConsulRegistry.js';
-import { RunService } from '../../engine/local/RunService.js';
+import { openApp } from '../harness/openApp.js';
 import { NomadClient } from '../../engine/nomad/NomadClient.js';
 import { withEnv } from '../harness/cli.js';
 import { ConsulAgent, requireConsul } from '../harness/consulAgent.js';
@@ -42,7 +42,7 @@ describe.skipIf(nomadBin === undefined || consulBin === undefined || !natsOk)('e
 
   it('three dispatched tasks and a pool of two agents working 20 tasks run to success, recorded in Git, Nomad and Consul', async () => {
     await withEnv({ NOMAD_ADDR: nomad.address, NATS_URL: nats.url, CONSUL_HTTP_ADDR: consul.address }, async () => {
-      const run = await new RunService({ repoDir: dir, backend: 'nomad', bus: 'nats', registry: 'consul' }).start('mixed', {});
+      const run = await openApp({ repoDir: dir, backend: 'nomad', bus: 'nats', registry: 'consul' }).start('mixed', {});
       const { state, auditCommit } = await run.done;
       expect([state.status, state.failureReason ?? '']).toEqual(['succeeded', '']);
       const work = state.groups.get('work')!;

@@ -39,7 +39,15 @@ describe('caravan dev', () => {
     const devDir = `/tmp/caravan-dev-test-${process.pid}`;
     const r = await caravan(['dev', '--once', '--nats-port', String(nats), '--consul-port', String(consul), '--nomad-port', String(nomad)], { ...process.env, CARAVAN_DEV_DIR: devDir });
     await rm(devDir, { recursive: true, force: true });
-    expect([r.code, r.err]).toEqual([0, '']);
+    expect(r.code).toBe(0);
+    // Standard error holds JSON lines only (the record of a long-running process).
+    const lines = r.err.trim().split('\n').map((l) => JSON.parse(l) as { level: number; msg: string; server?: string; url?: string; name: string });
+    expect(lines.filter((l) => l.msg === 'dev server started').map((l) => [l.server, l.url, l.name])).toEqual([
+      ['nats-server', `nats://127.0.0.1:${nats}`, 'caravan-dev'],
+      ['consul', `http://127.0.0.1:${consul}`, 'caravan-dev'],
+      ['nomad', `http://127.0.0.1:${nomad}`, 'caravan-dev'],
+    ]);
+    expect(lines.filter((l) => l.level >= 50)).toEqual([]);
     expect(r.out).toContain(`nats-server  nats://127.0.0.1:${nats} (JetStream`);
     expect(r.out).toContain(`consul       http://127.0.0.1:${consul} (UI at /ui)`);
     expect(r.out).toContain(`nomad        http://127.0.0.1:${nomad} (UI at /ui; raw_exec enabled)`);

@@ -140,8 +140,8 @@ describe('a live run, from another process', () => {
     // The orphaned `sleep 60` of the killed run is still around; it must not matter.
     const orphan = Number(await readFile(join(dir, 'second.pid'), 'utf8'));
     await writeFile(join(dir, 'go'), '');
-    const resumed = await cli(dir, 'resume', runId);
-    expect(resumed.err).toBe(`caravan: resuming run ${runId} of long\n`);
+    const resumed = await cli(dir, 'recover', runId);
+    expect(resumed.err).toBe(`caravan: recovering run ${runId} of long\n`);
     expect(resumed.code).toBe(0);
     expect(resumed.out).toMatch(/second failed \(attempt 1\): lost: the engine stopped while this attempt was running\n.*second will retry \(attempt 2\) in 0ms\n.*second started \(attempt 2\)\n.*second succeeded/s);
     expect(await readFile(join(dir, 'first.count'), 'utf8')).toBe('ran\n');

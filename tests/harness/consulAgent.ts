@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { findServerBinary, stopProcess } from '../../engine/local/serverProcess.js';
+import { findServerBinary, stopProcess } from '../../engine/dev/serverProcess.js';
 import { freePort, requireServerBinary } from './natsServer.js';
 
 export function consulBinary(): string | undefined {

@@ -2,7 +2,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { findServerBinary, stopProcess } from '../../engine/local/serverProcess.js';
+import { findServerBinary, stopProcess } from '../../engine/dev/serverProcess.js';
 import { freePort, requireServerBinary } from './natsServer.js';
 
 /** `nomad` on PATH, or the one scripts/build-nomad.sh cached. */

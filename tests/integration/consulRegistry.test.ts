@@ -34,13 +34,13 @@ describe.skipIf(bin === undefined)('the Consul registry against a real `consul a
   });
 
   it('a run with --registry consul leaves its final status, with the audit commit, in KV', async () => {
-    const { RunService } = await import('../../engine/local/RunService.js');
+    const { openApp } = await import('../harness/openApp.js');
     const { git, repoWith, workflow } = await import('./gitRepo.js');
     const dir = await repoWith({ 'mirrored.yaml': workflow('mirrored', '  tasks:\n    - { name: a, agent: noop }\n    - { name: b, needs: [a], agent: noop }\n') });
     const saved = process.env['CONSUL_HTTP_ADDR'];
     process.env['CONSUL_HTTP_ADDR'] = agent.address;
     try {
-      const run = await new RunService({ repoDir: dir, registry: 'consul' }).start('mirrored', {});
+      const run = await openApp({ repoDir: dir, registry: 'consul' }).start('mirrored', {});
       const { auditCommit } = await run.done;
       expect(await registry.readRun('mirrored', run.runId)).toMatchObject({ workflow: 'mirrored', runId: run.runId, status: 'succeeded', tasks: { succeeded: 2 }, auditCommit });
       expect((await git(dir, 'rev-parse', 'caravan/runs')).trim()).toBe(auditCommit);
@@ -54,13 +54,13 @@ describe.skipIf(bin === undefined)('the Consul registry against a real `consul a
   it('a live run\'s status in KV follows its checkpoints, each with its commit on caravan/runs', async () => {
     const { writeFile } = await import('node:fs/promises');
     const { git, repoWith, workflow } = await import('./gitRepo.js');
-    const { RunService } = await import('../../engine/local/RunService.js');
+    const { openApp } = await import('../harness/openApp.js');
     const gate = await gatePath();
     const dir = await repoWith({ 'live.yaml': workflow('live', `  tasks:\n    - { name: a, agent: noop }\n    - { name: b, needs: [a], run: "while [ ! -f ${gate} ]; do sleep 0.05; done" }\n`) });
     const saved = process.env['CONSUL_HTTP_ADDR'];
     process.env['CONSUL_HTTP_ADDR'] = agent.address;
     try {
-      const run = await new RunService({ repoDir: dir, registry: 'consul', checkpointEveryMs: 100 }).start('live', {});
+      const run = await openApp({ repoDir: dir, registry: 'consul', checkpointEveryMs: 100 }).start('live', {});
       // While b waits: a checkpoint has a done and b running, and KV says so.
       let live: Awaited<ReturnType<typeof registry.readRun>>;
       await until('a checkpoint with a done', async () => {

@@ -2,7 +2,7 @@ import { rm, writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConsulRegistry } from '../../engine/consul/ConsulRegistry.js';
 import { InMemoryRegistry } from '../../engine/local/InMemoryRegistry.js';
-import { RunService } from '../../engine/local/RunService.js';
+import { openApp } from '../harness/openApp.js';
 import type { Registry } from '../../engine/run/Registry.js';
 import type { RunEvent } from '../../engine/run/RunEvent.js';
 import { ConsulAgent, requireConsul } from '../harness/consulAgent.js';
@@ -19,7 +19,7 @@ async function loseAndHandOver(registry: Registry, revoke: () => Promise<void>):
   const dir = await repoWith({ 'led.yaml': workflow('led', `  tasks:\n    - { name: a, run: "echo a" }\n    - { name: b, needs: [a], run: "while [ ! -f ${gate} ]; do sleep 0.05; done" }\n    - { name: c, needs: [b], run: "echo c" }\n`) });
   try {
     const seen: RunEvent[] = [];
-    const first = new RunService({ repoDir: dir, registry, leader: { lockDelayMs: 1000 }, onEvent: (e) => seen.push(e) });
+    const first = openApp({ repoDir: dir, registry, leader: { lockDelayMs: 1000 }, onEvent: (e) => seen.push(e) });
     const run = await first.start('led', {});
     await until('b to start', () => seen.some((e) => e.type === 'task.started' && e.task === 'b'));
     const revokedAt = Date.now();
@@ -29,8 +29,8 @@ async function loseAndHandOver(registry: Registry, revoke: () => Promise<void>):
     const stoppedAt = seen.length;
     // b finishes now, while nobody leads: no engine applies it or schedules c.
     await writeFile(gate, '');
-    const second = new RunService({ repoDir: dir, registry, leader: { lockDelayMs: 1000 } });
-    const resumed = await second.resume(run.runId);
+    const second = openApp({ repoDir: dir, registry, leader: { lockDelayMs: 1000 } });
+    const resumed = await second.recover(run.runId);
     const { state } = await resumed.done;
     expect(state.status).toBe('succeeded');
     expect(seen.slice(stoppedAt)).toEqual([]);
@@ -64,7 +64,7 @@ describe('leadership in memory (the embedded registry)', () => {
   it('--leader without a registry is a usage error', async () => {
     const dir = await repoWith({ 'led.yaml': workflow('led', '  tasks:\n    - { name: a, run: "echo a" }\n') });
     try {
-      await expect(new RunService({ repoDir: dir, leader: {} }).start('led', {})).rejects.toMatchObject({ code: 'USAGE' });
+      await expect(openApp({ repoDir: dir, leader: {} }).start('led', {})).rejects.toMatchObject({ code: 'USAGE' });
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

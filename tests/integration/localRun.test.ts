@@ -1,3 +1,4 @@
+import { MemoryLogger } from '../../engine/run/Logger.js';
 import nodeFs from 'node:fs';
 import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -6,7 +7,7 @@ import { GitAuditStore } from '../../engine/audit/GitAuditStore.js';
 import { RunRecorder } from '../../engine/audit/RunRecorder.js';
 import { updateRef } from '../../engine/audit/updateRef.js';
 import { CaravanError } from '../../engine/errors/CaravanError.js';
-import { RunService } from '../../engine/local/RunService.js';
+import { openApp } from '../harness/openApp.js';
 import { git, repoWith, workflow } from './gitRepo.js';
 import { gatePath } from '../harness/gatePath.js';
 
@@ -30,7 +31,7 @@ describe('a local run recorded in Git', () => {
     const head = (await git(dir, 'rev-parse', 'HEAD')).trim();
     const status = await git(dir, 'status', '--porcelain');
     const index = await readFile(join(dir, '.git', 'index'));
-    const svc = new RunService({ repoDir: dir });
+    const svc = openApp({ repoDir: dir });
     const run = await svc.start('pipe', {});
     const { state, auditCommit } = await run.done;
     expect(state.status).toBe('succeeded');
@@ -63,7 +64,7 @@ describe('a local run recorded in Git', () => {
   it('checkpoints in batches, never one commit per event', async () => {
     const many = workflow('many', '  tasks:\n' + Array.from({ length: 40 }, (_, i) => `    - { name: t${i}, agent: noop${i > 0 ? `, needs: [t${i - 1}]` : ''} }\n`).join(''));
     const dir = await repo({ 'many.yaml': many });
-    const svc = new RunService({ repoDir: dir, checkpointEveryEvents: 50, checkpointEveryMs: 3_600_000 });
+    const svc = openApp({ repoDir: dir, checkpointEveryEvents: 50, checkpointEveryMs: 3_600_000 });
     const run = await svc.start('many', {});
     const { state } = await run.done;
     const events = state.seq;
@@ -79,7 +80,7 @@ describe('a local run recorded in Git', () => {
     const { until } = await import('../harness/until.js');
     const gate = await gatePath();
     const dir = await repo({ 'quiet.yaml': workflow('quiet', `  tasks:\n    - { name: a, agent: noop }\n    - { name: b, needs: [a], run: "while [ ! -f ${gate} ]; do sleep 0.05; done" }\n`) });
-    const svc = new RunService({ repoDir: dir, checkpointEveryEvents: 10_000, checkpointEveryMs: 200 });
+    const svc = openApp({ repoDir: dir, checkpointEveryEvents: 10_000, checkpointEveryMs: 200 });
     const run = await svc.start('quiet', {});
     try {
       // After b starts nothing happens until its first heartbeat (5 s); the record on
@@ -101,13 +102,13 @@ describe('a local run recorded in Git', () => {
     await git(dir, 'checkout', '-q', '--detach');
     await writeFile(join(dir, 'workflows', 'pipe.yaml'), pipeline.replace('echo A', 'echo A2'));
     const head = (await git(dir, 'rev-parse', 'HEAD')).trim();
-    const { state } = await (await new RunService({ repoDir: dir }).start('pipe', {})).done;
+    const { state } = await (await openApp({ repoDir: dir }).start('pipe', {})).done;
     expect(state.status).toBe('succeeded');
     expect((await git(dir, 'rev-parse', 'HEAD')).trim()).toBe(head);
     expect(await git(dir, 'status', '--porcelain')).toBe(' M workflows/pipe.yaml\n');
 
     const empty = await repo({ 'pipe.yaml': pipeline }, false);
-    const r2 = await (await new RunService({ repoDir: empty }).start('pipe', {})).done;
+    const r2 = await (await openApp({ repoDir: empty }).start('pipe', {})).done;
     expect(r2.state.status).toBe('succeeded');
     expect(await git(empty, 'log', '-1', '--format=%B', 'caravan/runs')).not.toContain('Workflow-Commit:');
     await git(empty, 'fsck', '--strict', '--no-progress');
@@ -115,7 +116,7 @@ describe('a local run recorded in Git', () => {
 
   it('rejects an unknown workflow and bad params with clear errors', async () => {
     const dir = await repo({ 'pipe.yaml': workflow('pipe', '  params:\n    n: { type: integer, default: 1 }\n  tasks:\n    - { name: a, agent: noop }\n') });
-    const svc = new RunService({ repoDir: dir });
+    const svc = openApp({ repoDir: dir });
     await expect(svc.start('nope', {})).rejects.toMatchObject({ code: 'WORKFLOW_NOT_FOUND', message: "unknown workflow 'nope'; workflows here: pipe" });
     await expect(svc.start('pipe', { n: 'three', x: '1' })).rejects.toMatchObject({ code: 'PARAM_INVALID', message: "unknown param 'x' (declared: n); param 'n': 'three' is not a number" });
     expect(await git(dir, 'branch', '--list', 'caravan/runs')).toBe('');
@@ -157,11 +158,11 @@ describe('when Git cannot be written', () => {
       },
     } as typeof nodeFs;
     const store = new GitAuditStore(dir, failing);
-    const warnings: string[] = [];
-    const svc = new RunService({ repoDir: dir, checkpointEveryEvents: 3 });
+    const log = new MemoryLogger();
+    const svc = openApp({ repoDir: dir, checkpointEveryEvents: 3 });
     const { workflow: wf, source } = await svc.loadWorkflow('pipe');
     const journal = join(dir, '.git', 'caravan', 'journal', 'full-disk.ndjson');
-    const recorder = new RunRecorder(store, { workflow: 'pipe', runId: 'full-disk', workflowSource: source, journalPath: journal, everyEvents: 3, onWarning: (m) => warnings.push(m) });
+    const recorder = new RunRecorder(store, { workflow: 'pipe', runId: 'full-disk', workflowSource: source, journalPath: journal, everyEvents: 3, logger: log });
     await recorder.open();
     const { RunEngine } = await import('../../engine/run/RunEngine.js');
     const { buildRunPlan } = await import('../../engine/run/RunPlan.js');
@@ -177,8 +178,10 @@ describe('when Git cannot be written', () => {
     const state = await engine.done();
     expect(state.status).toBe('succeeded');
     await recorder.checkpoint().catch(() => undefined);
+    const warnings = log.lines('warn');
     expect(warnings.length).toBeGreaterThan(0);
-    expect(warnings[0]).toMatch(/^audit checkpoint failed \(kept in memory and in .*full-disk\.ndjson; retrying\): ENOSPC/);
+    expect(warnings[0]!.fields).toMatchObject({ workflow: 'pipe', run: 'full-disk', err: expect.objectContaining({ code: 'ENOSPC' }) });
+    expect(warnings[0]!.msg).toMatch(/^audit checkpoint failed \(kept in memory and in .*full-disk\.ndjson; retrying\): ENOSPC/);
     // The journal: a header with the workflow, then every event.
     const journalLines = (await readFile(journal, 'utf8')).trim().split('\n');
     expect(journalLines).toHaveLength(state.seq + 1);
@@ -197,7 +200,7 @@ describe('task faults are clear and nothing is lost', () => {
   it('a missing command, a task killed by a signal and garbled outputs each fail with their reason, and every event is recorded', async () => {
     const wf = workflow('faults', '  failFast: false\n  tasks:\n    - { name: missing, run: "no-such-tool --flag" }\n    - { name: killed, run: "kill -KILL $$" }\n    - { name: garbled, run: "echo not-key-value > \\"$CARAVAN_OUTPUTS\\"", outputs: [x] }\n    - { name: fine, agent: noop }\n');
     const dir = await repo({ 'faults.yaml': wf });
-    const run = await new RunService({ repoDir: dir }).start('faults', {});
+    const run = await openApp({ repoDir: dir }).start('faults', {});
     const { state } = await run.done;
     expect(state.status).toBe('failed');
     const runJson = JSON.parse(await git(dir, 'show', `caravan/runs:runs/faults/${run.runId}/run.json`)) as { tasks: Record<string, { status: string; error?: string }> };
@@ -219,7 +222,7 @@ describe('a task that runs another workflow', () => {
     const parent = workflow('parent', '  tasks:\n    - { name: child, workflow: { name: kid, params: { who: "${{ run.id }}" } } }\n    - { name: after, needs: [child], run: "echo child was ${{ tasks.child.outputs.runId }}" }\n');
     const kid = workflow('kid', '  params:\n    who: { type: string, required: true }\n  tasks:\n    - { name: hello, run: "echo hi ${{ params.who }}" }\n');
     const dir = await repo({ 'parent.yaml': parent, 'kid.yaml': kid });
-    const run = await new RunService({ repoDir: dir }).start('parent', {});
+    const run = await openApp({ repoDir: dir }).start('parent', {});
     const { state } = await run.done;
     expect(state.status).toBe('succeeded');
     const childRun = state.instances.get('child')!.outputs['runId']!;

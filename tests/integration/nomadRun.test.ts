@@ -1,7 +1,7 @@
 import { rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RunService } from '../../engine/local/RunService.js';
+import { openApp } from '../harness/openApp.js';
 import { NomadClient } from '../../engine/nomad/NomadClient.js';
 import { NomadAgent, requireNomad } from '../harness/nomadAgent.js';
 import { NatsServer, requireServer } from '../harness/natsServer.js';
@@ -54,7 +54,7 @@ describe.skipIf(nomadBin === undefined || !natsOk)('a run on Nomad, reporting ov
   });
 
   it('dispatches each task to its job, passes outputs along, and records the run in Git', async () => {
-    const svc = new RunService({ repoDir: dir, backend: 'nomad', bus: 'nats' });
+    const svc = openApp({ repoDir: dir, backend: 'nomad', bus: 'nats' });
     const run = await svc.start('onnomad', {});
     const { state } = await run.done;
     expect([state.status, state.failureReason ?? '']).toEqual(['succeeded', '']);
@@ -78,7 +78,7 @@ describe.skipIf(nomadBin === undefined || !natsOk)('a run on Nomad, reporting ov
       '',
     ].join('\n')) });
     try {
-      const svc = new RunService({ repoDir: big, backend: 'nomad', bus: 'nats' });
+      const svc = openApp({ repoDir: big, backend: 'nomad', bus: 'nats' });
       const { state } = await (await svc.start('bigctx', { blob: 'x'.repeat(40_000) })).done;
       expect([state.status, state.failureReason ?? '']).toEqual(['succeeded', '']);
       expect(state.instances.get('measure')!.outputs).toEqual({ n: '40000' });
@@ -104,7 +104,7 @@ describe.skipIf(nomadBin === undefined || !natsOk)('a run on Nomad, reporting ov
       '',
     ].join('\n')) });
     try {
-      const svc = new RunService({ repoDir: saga, backend: 'nomad', bus: 'nats' });
+      const svc = openApp({ repoDir: saga, backend: 'nomad', bus: 'nats' });
       const { state } = await (await svc.start('undo', {})).done;
       expect(state.status).toBe('failed');
       const undo = state.instances.get('reserve:compensate')!;
@@ -133,7 +133,7 @@ describe.skipIf(nomadBin === undefined || !natsOk)('a run on Nomad, reporting ov
       '',
     ].join('\n')) });
     try {
-      const svc = new RunService({ repoDir: repo, backend: 'nomad', bus: 'nats' });
+      const svc = openApp({ repoDir: repo, backend: 'nomad', bus: 'nats' });
       const { state } = await (await svc.start('usesecret', {})).done;
       expect([state.status, state.failureReason ?? '']).toEqual(['succeeded', '']);
       const record = await git(repo, 'show', `caravan/runs:runs/usesecret/${state.runId}/events.ndjson`);
@@ -160,7 +160,7 @@ describe.skipIf(nomadBin === undefined || !natsOk)('allocation failures the runn
     await withServers(async () => {
       const dir = await repoWith({ 'broken.yaml': workflow('broken', '  tasks:\n    - { name: a, run: "echo never", retry: { attempts: 2, delay: 1s } }\n') });
       try {
-        const svc = new RunService({ repoDir: dir, backend: 'nomad', bus: 'nats', agentCommand: ['/nonexistent/caravan', 'agent'] });
+        const svc = openApp({ repoDir: dir, backend: 'nomad', bus: 'nats', agentCommand: ['/nonexistent/caravan', 'agent'] });
         const { state } = await (await svc.start('broken', {})).done;
         expect(state.status).toBe('failed');
         const a = state.instances.get('a')!;
@@ -180,7 +180,7 @@ describe.skipIf(nomadBin === undefined || !natsOk)('a task Nomad cannot place', 
       const dir = await repoWith({ 'toobig.yaml': workflow('toobig', '  tasks:\n    - { name: big, run: "echo never", resources: { cpu: 900000 } }\n') });
       try {
         const seen: RunEvent[] = [];
-        const svc = new RunService({ repoDir: dir, backend: 'nomad', bus: 'nats', onEvent: (e) => seen.push(e) });
+        const svc = openApp({ repoDir: dir, backend: 'nomad', bus: 'nats', onEvent: (e) => seen.push(e) });
         const started = await svc.start('toobig', {});
         await until('the reason', () => seen.some((e) => e.type === 'task.pending'));
         const pending = seen.find((e) => e.type === 'task.pending') as Extract<RunEvent, { type: 'task.pending' }>;
@@ -251,7 +251,7 @@ describe.skipIf(nomadBin === undefined || !natsOk)('an allocation killed under a
     const gate = await gatePath();
     const dir = await repoWith({ 'victim.yaml': workflow('victim', `  tasks:\n    - { name: v, run: "while [ ! -f ${gate} ]; do sleep 0.1; done", retry: { attempts: 2, delay: 1s } }\n`) });
     try {
-      const svc = new RunService({ repoDir: dir, backend: 'nomad', bus: 'nats' });
+      const svc = openApp({ repoDir: dir, backend: 'nomad', bus: 'nats' });
       const run = await svc.start('victim', {});
       const client = new NomadClient({ address: nomad.address });
       // Wait for the first attempt's allocation to run, then stop it from outside.
@@ -296,7 +296,7 @@ describe.skipIf(nomadBin === undefined || !natsOk)('the node under a task goes d
     const dir = await repoWith({ 'stranded.yaml': workflow('stranded', `  tasks:\n    - { name: s, run: "while [ ! -f ${gate} ]; do sleep 0.1; done" }\n`) });
     try {
       await withEnv({ NOMAD_ADDR: nomad.address, NATS_URL: nats.url }, async () => {
-        const svc = new RunService({ repoDir: dir, backend: 'nomad', bus: 'nats' });
+        const svc = openApp({ repoDir: dir, backend: 'nomad', bus: 'nats' });
         const run = await svc.start('stranded', {});
         const client = new NomadClient({ address: nomad.address });
         const end = Date.now() + 60_000;

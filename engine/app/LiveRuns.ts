@@ -1,7 +1,7 @@
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-export type ControlAction = 'approve' | 'reject' | 'cancel' | 'pause' | 'resume';
+export type ControlAction = 'approve' | 'reject' | 'cancel' | 'pause' | 'unpause';
 
 export interface ControlCommand {
   action: ControlAction;
@@ -25,7 +25,8 @@ export interface LiveRun {
 export class LiveRuns {
   constructor(private readonly gitdir: string) {}
 
-  private liveDir(): string {
+  /** Where live runs are registered (one file each); Admission watches it. */
+  liveDir(): string {
     return join(this.gitdir, 'caravan', 'live');
   }
 

@@ -1,0 +1,160 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import nodeFs from 'node:fs';
+import * as git from 'isomorphic-git';
+import { GitAuditStore } from '../audit/GitAuditStore.js';
+import { readJournal } from '../audit/readJournal.js';
+import { newRunId } from '../audit/updateRef.js';
+import { CaravanError } from '../errors/CaravanError.js';
+import { noopLogger } from '../run/Logger.js';
+import { parseParams } from '../run/parseParams.js';
+import type { RunEvent } from '../run/RunEvent.js';
+import type { RunState } from '../run/RunState.js';
+import { validateText } from '../spec/validateWorkflows.js';
+import { Admission } from './Admission.js';
+import { createBackends, type BackendConfig, type Backends } from './createBackends.js';
+import { Leadership, type LeadershipOptions } from './Leadership.js';
+import { LiveRuns } from './LiveRuns.js';
+import { RunControl } from './RunControl.js';
+import { RunQueries } from './RunQueries.js';
+import { RunSupervisor, type StartedRun } from './RunSupervisor.js';
+import { WorkflowCatalog, type LoadedWorkflow } from './WorkflowCatalog.js';
+
+export type { StartedRun } from './RunSupervisor.js';
+
+export interface CaravanAppOptions extends BackendConfig {
+  /** Workflow directory, relative to the repository root (default workflows). */
+  workflowsDir?: string;
+  /** Checkpoint policy (see RunRecorder). */
+  checkpointEveryEvents?: number;
+  checkpointEveryMs?: number;
+  onEvent?: (e: RunEvent, state: RunState) => void;
+  /**
+   * Act as the cluster's controller: schedule only while holding the leader lock in the
+   * registry, and stop at once when it is lost (done() then rejects with LEADERSHIP_LOST;
+   * the next leader recovers the run).
+   */
+  leader?: LeadershipOptions;
+}
+
+/**
+ * The application layer of one process: what `caravan run`, `caravan recover`, the CLI's read
+ * commands and (next) the controller and the HTTP API stand on. It opens the process's
+ * backends once, on first use, and close() closes them once.
+ */
+export class CaravanApp {
+  readonly audit: GitAuditStore;
+  readonly live: LiveRuns;
+  readonly catalog: WorkflowCatalog;
+  readonly queries: RunQueries;
+  readonly control: RunControl;
+  private readonly admission: Admission;
+  private backends: Promise<Backends> | undefined;
+  private supervisor: Promise<RunSupervisor> | undefined;
+
+  constructor(private readonly options: CaravanAppOptions) {
+    if (!existsSync(join(options.repoDir, '.git'))) {
+      throw new CaravanError('NOT_A_REPOSITORY', `${options.repoDir} is not the root of a Git repository; Caravan records runs in Git (run \`git init\` first)`, { data: { dir: options.repoDir } });
+    }
+    this.audit = new GitAuditStore(options.repoDir);
+    this.live = new LiveRuns(this.audit.gitdir);
+    this.catalog = new WorkflowCatalog(options.repoDir, options.workflowsDir);
+    this.queries = new RunQueries(this.audit, this.live, options.parallelism);
+    this.control = new RunControl(this.audit, this.live, this.queries);
+    this.admission = new Admission(this.live);
+  }
+
+  /** Finds a valid workflow by name or file (see WorkflowCatalog). */
+  loadWorkflow(nameOrPath: string): Promise<LoadedWorkflow> {
+    return this.catalog.load(nameOrPath);
+  }
+
+  /** Starts a run of a workflow of the working tree, after the workflow's concurrency policy admits it. */
+  async start(nameOrPath: string, rawParams: Record<string, unknown>, trigger = 'manual'): Promise<StartedRun> {
+    const { workflow, source } = await this.catalog.load(nameOrPath);
+    const params = parseParams(workflow, rawParams);
+    const commit = await this.headCommit();
+    const supervisor = await this.openSupervisor();
+    const release = await this.admission.admit(workflow, (m) => (this.options.logger ?? noopLogger).warn(m, { workflow: workflow.metadata.name }));
+    try {
+      const runId = newRunId(new Date((await this.openBackends()).clock.now()));
+      return await supervisor.launch({ workflow, source, runId, commit, begin: (engine) => engine.start(params, trigger, commit), previous: [] });
+    } finally {
+      await release();
+    }
+  }
+
+  /**
+   * Continues a run whose process died: its recorded events (last checkpoint, then the local
+   * journal) are replayed, attempts that were in flight are retried, and tasks that
+   * succeeded are never run again. The workflow is the one the run started with.
+   */
+  async recover(runId: string): Promise<StartedRun> {
+    const live = await this.live.get(runId);
+    if (live !== undefined) throw new CaravanError('RUN_NOT_LIVE', `run ${runId} is still running (process ${live.pid})`, { data: { runId, pid: live.pid } });
+    const stored = await this.audit.readRun(runId);
+    const journal = await readJournal(this.live.journalPath(runId));
+    if (stored === undefined && journal === undefined) throw new CaravanError('RUN_NOT_FOUND', `no run ${runId} on caravan/runs or in the local journal`, { data: { runId } });
+    // The journal is a superset of the last checkpoint unless it was lost with the machine.
+    const events = journal !== undefined && journal.events.length >= (stored?.events.length ?? 0) ? journal.events : stored!.events;
+    const source = stored?.workflowSource ?? journal?.header.workflowSource;
+    const started = events.find((e) => e.type === 'run.started');
+    if (source === undefined || started === undefined || started.type !== 'run.started') {
+      throw new CaravanError('RUN_NOT_FOUND', `run ${runId} has no recorded workflow definition to recover from`, { data: { runId } });
+    }
+    const final = events.find((e) => e.type === 'run.succeeded' || e.type === 'run.failed' || e.type === 'run.cancelled');
+    if (final !== undefined) throw new CaravanError('RUN_NOT_LIVE', `run ${runId} is already over (${final.type.slice(4)})`, { data: { runId, status: final.type.slice(4) } });
+    const parsed = validateText(`${runId}/workflow.yaml`, source);
+    if (parsed.workflow === undefined) throw new CaravanError('WORKFLOW_INVALID', `the recorded workflow of run ${runId} no longer validates`, { data: { runId } });
+    const supervisor = await this.openSupervisor();
+    return supervisor.launch({ workflow: parsed.workflow, source, runId, commit: started.commit, begin: (engine) => engine.recover(events), previous: events });
+  }
+
+  /** Closes the backends (NATS connection, executor, ...) once; runs still going are not waited for. */
+  async close(): Promise<void> {
+    const b = this.backends;
+    if (b === undefined) return;
+    await (await b.catch(() => undefined))?.close();
+  }
+
+  private openBackends(): Promise<Backends> {
+    this.backends ??= createBackends(this.options, async (name, params, parent) => {
+      const child = await this.start(name, params, `workflow:${parent.runId}/${parent.task}`);
+      const { state } = await child.done;
+      return { runId: child.runId, status: state.status, outputs: { status: state.status } };
+    });
+    return this.backends;
+  }
+
+  private openSupervisor(): Promise<RunSupervisor> {
+    this.supervisor ??= (async () => {
+      const leader = this.options.leader;
+      if (leader !== undefined && this.options.registry === undefined) throw new CaravanError('USAGE', 'leader election needs a registry: use --leader with --registry consul');
+      const backends = await this.openBackends();
+      return { backends, leadership: leader !== undefined ? new Leadership(backends.registry!, leader) : undefined };
+    })().then(({ backends, leadership }) => new RunSupervisor({
+      backends,
+      audit: this.audit,
+      live: this.live,
+      ...(leadership !== undefined ? { leadership } : {}),
+      ...pick(this.options, ['parallelism', 'checkpointEveryEvents', 'checkpointEveryMs', 'onEvent', 'logger', 'metrics']),
+    }));
+    return this.supervisor;
+  }
+
+  private async headCommit(): Promise<string | undefined> {
+    try {
+      return await git.resolveRef({ fs: nodeFs, dir: this.options.repoDir, ref: 'HEAD' });
+    } catch {
+      // A repository without a commit yet: runs of its working tree have no workflow commit.
+      return undefined;
+    }
+  }
+}
+
+/** The defined values of some keys: exactOptionalPropertyTypes forbids passing undefined on. */
+function pick<T extends object, K extends keyof T>(o: T, keys: readonly K[]): Partial<Pick<T, K>> {
+  const out: Partial<Pick<T, K>> = {};
+  for (const k of keys) if (o[k] !== undefined) out[k] = o[k];
+  return out;
+}

@@ -1,0 +1,133 @@
+import type { GitAuditStore } from '../audit/GitAuditStore.js';
+import { readJournal } from '../audit/readJournal.js';
+import { CaravanError } from '../errors/CaravanError.js';
+import type { RunStatus } from '../run/RunEvent.js';
+import { buildRunPlan } from '../run/RunPlan.js';
+import type { RunSnapshot } from '../run/RunSnapshot.js';
+import { snapshotRun } from '../run/RunState.js';
+import { applyRunEvent, initialRunState } from '../run/reduceRun.js';
+import { validateText } from '../spec/validateWorkflows.js';
+import type { LiveRun, LiveRuns } from './LiveRuns.js';
+
+/** Filters for listing runs; every field optional. */
+export interface RunFilter {
+  workflow?: string;
+  status?: RunStatus;
+  /** Only runs started at or after this instant (ISO 8601). */
+  since?: string;
+  /** Page size (default 50, at most 500). */
+  limit?: number;
+  /** Where the previous page ended (its nextCursor). */
+  cursor?: string;
+}
+
+/** One row of a run list. */
+export interface RunSummary {
+  runId: string;
+  workflow: string;
+  status: RunStatus;
+  startedAt: string;
+  durationMs?: number;
+  /** Executing on this machine now. */
+  live: boolean;
+}
+
+export interface RunPage {
+  runs: RunSummary[];
+  /** Pass as `cursor` for the next page; absent on the last page. */
+  nextCursor?: string;
+}
+
+/** A run as it stands, and where that view comes from. */
+export interface RunView {
+  snapshot: RunSnapshot;
+  live: LiveRun | undefined;
+  /** `journal`: replayed from the live run's journal (ahead of Git); `audit`: the last checkpoint on caravan/runs. */
+  from: 'journal' | 'audit';
+}
+
+/** One log line of a task attempt. */
+export interface LogLine {
+  task: string;
+  attempt: number;
+  stream: 'stdout' | 'stderr';
+  line: string;
+}
+
+/**
+ * The read side the CLI (and the coming HTTP API) share: runs from the Git audit branch,
+ * live runs from their journal, which is ahead of the last checkpoint.
+ */
+export class RunQueries {
+  constructor(private readonly audit: GitAuditStore, private readonly live: LiveRuns, private readonly parallelism = 32) {}
+
+  /** Runs newest first (run ids start with their UTC start time), filtered, one page at a time. */
+  async list(filter: RunFilter = {}): Promise<RunPage> {
+    const limit = Math.min(Math.max(1, filter.limit ?? 50), 500);
+    const after = filter.cursor !== undefined ? decodeCursor(filter.cursor) : undefined;
+    const live = new Map((await this.live.list()).map((r) => [r.runId, r]));
+    const ids = (await this.audit.listRuns(filter.workflow)).sort((a, b) => (a.runId < b.runId ? 1 : a.runId > b.runId ? -1 : 0));
+    const runs: RunSummary[] = [];
+    let nextCursor: string | undefined;
+    for (const r of ids) {
+      if (after !== undefined && r.runId >= after) continue;
+      const stored = await this.audit.readRun(r.runId, r.workflow);
+      if (stored === undefined) continue;
+      const s = stored.run;
+      if (filter.status !== undefined && s.status !== filter.status) continue;
+      if (filter.since !== undefined && s.startedAt < filter.since) continue;
+      if (runs.length === limit) {
+        nextCursor = encodeCursor(runs[runs.length - 1]!.runId);
+        break;
+      }
+      runs.push({ runId: r.runId, workflow: r.workflow, status: s.status, startedAt: s.startedAt, ...(s.durationMs !== undefined ? { durationMs: s.durationMs } : {}), live: live.has(r.runId) });
+    }
+    return nextCursor !== undefined ? { runs, nextCursor } : { runs };
+  }
+
+  /** One run: a live run's journal replayed (ahead of Git), else its last record on caravan/runs. */
+  async get(runId: string): Promise<RunView> {
+    const live = await this.live.get(runId);
+    const fromJournal = live !== undefined ? await this.journalSnapshot(runId) : undefined;
+    if (fromJournal !== undefined) return { snapshot: fromJournal, live, from: 'journal' };
+    const stored = await this.audit.readRun(runId);
+    if (stored === undefined) throw new CaravanError('RUN_NOT_FOUND', `no run ${runId} on caravan/runs`, { data: { runId } });
+    return { snapshot: stored.run, live, from: 'audit' };
+  }
+
+  /** A run's recorded log lines, of one task (and its forEach items) or of all. */
+  async logs(runId: string, task?: string): Promise<LogLine[]> {
+    const stored = await this.audit.readRun(runId);
+    if (stored === undefined) throw new CaravanError('RUN_NOT_FOUND', `no run ${runId} on caravan/runs`, { data: { runId } });
+    const out: LogLine[] = [];
+    for (const e of stored.events) {
+      if (e.type !== 'task.log') continue;
+      if (task !== undefined && e.task !== task && !e.task.startsWith(`${task}[`)) continue;
+      out.push({ task: e.task, attempt: e.attempt, stream: e.stream, line: e.line });
+    }
+    return out;
+  }
+
+  /** A live run's state as of its last journaled event; undefined without a usable journal. */
+  async journalSnapshot(runId: string): Promise<RunSnapshot | undefined> {
+    const journal = await readJournal(this.live.journalPath(runId));
+    const source = journal?.header.workflowSource;
+    if (journal === undefined || source === undefined) return undefined;
+    const parsed = validateText(`${runId}/workflow.yaml`, source);
+    if (parsed.workflow === undefined) return undefined;
+    const plan = buildRunPlan(parsed.workflow, { maxParallel: this.parallelism });
+    const state = initialRunState(plan, runId);
+    for (const e of journal.events) applyRunEvent(state, plan, e);
+    return snapshotRun(state);
+  }
+}
+
+function encodeCursor(runId: string): string {
+  return Buffer.from(runId, 'utf8').toString('base64url');
+}
+
+function decodeCursor(cursor: string): string {
+  const runId = Buffer.from(cursor, 'base64url').toString('utf8');
+  if (!/^[A-Za-z0-9_.-]{1,128}$/.test(runId)) throw new CaravanError('USAGE', `not a cursor from a previous page: '${cursor}'`, { data: { cursor } });
+  return runId;
+}

@@ -1,0 +1,46 @@
+import type { RunStatus, TaskStatus } from './RunEvent.js';
+
+/**
+ * One execution unit as operators see it (run.json, `caravan status`, the coming API). The
+ * JSON Schema is schemas/run-snapshot.v1.json; a test keeps the two in step.
+ */
+export interface InstanceSnapshot {
+  /** Set when it differs from the task name: `name[i]` for a forEach item, `name.compensate`. */
+  key?: string;
+  status: TaskStatus;
+  attempts: number;
+  item?: unknown;
+  outputs?: Record<string, string>;
+  error?: string;
+  /** Why the executor has not started the queued attempt yet (Nomad cannot place it). */
+  pendingReason?: string;
+  exitCode?: number;
+  durationMs?: number;
+}
+
+/** A task of the workflow: its own instance's fields, or every instance when it fanned out. */
+export interface TaskSnapshot extends Partial<InstanceSnapshot> {
+  status: TaskStatus;
+  /** Why it was skipped or cancelled. */
+  reason?: string;
+  instances?: InstanceSnapshot[];
+}
+
+/** A run's state at one moment, in a form that survives JSON: what run.json holds. */
+export interface RunSnapshot {
+  runId: string;
+  workflow: string;
+  status: RunStatus;
+  trigger: string;
+  workflowCommit?: string;
+  params: Record<string, unknown>;
+  startedAt: string;
+  finishedAt?: string;
+  durationMs?: number;
+  failureReason?: string;
+  cancelReason?: string;
+  tasks: Record<string, TaskSnapshot>;
+  compensations?: InstanceSnapshot[];
+  /** Number of events applied to reach this state. */
+  events: number;
+}
