@@ -84,7 +84,7 @@ export async function createBackends(config: BackendConfig, runChild: RunChild):
       const connection = await natsConnectionOptions();
       let js;
       try {
-        js = await connectJetStream({ connection: { ...connection, maxReconnectAttempts: -1, timeout: 5000 } });
+        js = await connectJetStream({ connection: { ...connection, maxReconnectAttempts: -1, timeout: 5000 }, metrics, onError: (err) => logger.error('NATS JetStream failed', { err }) });
       } catch (e) {
         throw new CaravanError('BUS_UNAVAILABLE', `cannot use NATS JetStream at ${String(connection.servers)}: ${(e as Error).message} (set NATS_URL, or run without --bus nats)`, { cause: e });
       }
@@ -99,7 +99,7 @@ export async function createBackends(config: BackendConfig, runChild: RunChild):
         const servers = connection.servers;
         const natsServers = Array.isArray(servers) ? servers.map(String) : [String(servers)];
         const agentCommand = config.agentCommand ?? [process.execPath, join(packageRoot(), 'bin', 'caravan.js'), 'agent'];
-        executor = new NomadExecutor(nomad, bus, clock, { natsServers, fallback: local(bus), workQueue: js.workQueue, contexts: js.contexts });
+        executor = new NomadExecutor(nomad, bus, clock, { natsServers, fallback: local(bus), workQueue: js.workQueue, contexts: js.contexts, onError: (err) => logger.error('Nomad executor failed', { err }) });
         // Registered on every run, as before the application layer; check-and-set and prune
         // are the controller's (its reconciler registers only what changed).
         prepare = async (workflow, commit) => {

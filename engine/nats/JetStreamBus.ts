@@ -1,3 +1,4 @@
+import type { Metrics } from '../run/Metrics.js';
 import { createHash } from 'node:crypto';
 import { headers } from '@nats-io/transport-node';
 import { AckPolicy, DeliverPolicy, RetentionPolicy, StorageType, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream';
@@ -33,6 +34,8 @@ export interface JetStreamBusOptions {
    * process warning, as before) and a durable consumer left behind at unsubscribe.
    */
   onError?: (err: Error) => void;
+  /** Counts publishes tried again (caravan_bus_publish_retries_total). */
+  metrics?: Metrics;
 }
 
 /**
@@ -85,8 +88,10 @@ export class JetStreamBus implements Bus {
       try {
         await this.publisher.publish(subject, data, h);
       } catch {
-        // Not stored (server restarting, timeout): retry with the same id; JetStream drops a copy.
+        // Not stored (server restarting, timeout): retry with the same id; JetStream drops a
+        // copy. Counted, not logged: a restart would log thousands of lines, one per event.
         if (this.publisher.closed) return;
+        this.options.metrics?.busPublishRetried(this.stream);
         await new Promise((r) => setTimeout(r, Math.min(2000, 50 * 2 ** n)));
         return attempt(n + 1);
       }
