@@ -27,7 +27,7 @@ export class Leadership {
   /** Runs that hold the lock open: acquired and not yet released. */
   private holders = 0;
 
-  constructor(private readonly registry: Registry, private readonly o: LeadershipOptions = {}) {}
+  constructor(private readonly registry: Registry, private readonly options: LeadershipOptions = {}) {}
 
   /**
    * Waits until this process leads (campaigning if it does not yet), and counts one more
@@ -65,12 +65,12 @@ export class Leadership {
   private campaign(): Term {
     let elected!: () => void;
     const term: Term = { ready: new Promise<void>((r) => { elected = r; }), engines: new Set(), stop: async () => undefined };
-    const key = this.o.key ?? 'caravan/leader';
+    const key = this.options.key ?? 'caravan/leader';
     term.stop = this.registry.elect({
       key,
       holder: `${hostname()}:${process.pid}`,
-      ...(this.o.ttlMs !== undefined ? { ttlMs: this.o.ttlMs } : {}),
-      ...(this.o.lockDelayMs !== undefined ? { lockDelayMs: this.o.lockDelayMs } : {}),
+      ...(this.options.ttlMs !== undefined ? { ttlMs: this.options.ttlMs } : {}),
+      ...(this.options.lockDelayMs !== undefined ? { lockDelayMs: this.options.lockDelayMs } : {}),
       onElected: () => elected(),
       onLost: (why) => {
         const runs = [...term.engines].map((e) => e.state.runId);

@@ -50,10 +50,10 @@ export interface SupervisorOptions {
  * live run with a control channel, leadership, and one teardown whatever way it ends.
  */
 export class RunSupervisor {
-  constructor(private readonly o: SupervisorOptions) {}
+  constructor(private readonly options: SupervisorOptions) {}
 
   async launch(req: LaunchRequest): Promise<StartedRun> {
-    const { backends, leadership } = this.o;
+    const { backends, leadership } = this.options;
     const name = req.workflow.metadata.name;
     const logger = backends.logger.child({ workflow: name, run: req.runId });
     // Registering Nomad jobs is leader work too: wait for the lock before anything else.
@@ -87,17 +87,17 @@ export class RunSupervisor {
         if (deregister !== undefined) teardown.push(deregister);
       }
       await backends.prepare(req.workflow, req.commit);
-      const plan = buildRunPlan(req.workflow, { maxParallel: this.o.parallelism ?? 32 });
+      const plan = buildRunPlan(req.workflow, { maxParallel: this.options.parallelism ?? 32 });
       const engine = new RunEngine({ plan, runId: req.runId, executor: backends.executor, bus: backends.bus, clock: backends.clock, publishDecisions: backends.publishDecisions, logger, metrics: backends.metrics });
       const mirror = registry !== undefined ? this.mirror(engine, registry, logger) : undefined;
-      const recorder = new RunRecorder(this.o.audit, {
+      const recorder = new RunRecorder(this.options.audit, {
         workflow: name,
         runId: req.runId,
         workflowSource: req.source,
         ...(req.commit !== undefined ? { workflowCommit: req.commit } : {}),
-        journalPath: this.o.live.journalPath(req.runId),
-        ...(this.o.checkpointEveryEvents !== undefined ? { everyEvents: this.o.checkpointEveryEvents } : {}),
-        ...(this.o.checkpointEveryMs !== undefined ? { everyMs: this.o.checkpointEveryMs } : {}),
+        journalPath: this.options.live.journalPath(req.runId),
+        ...(this.options.checkpointEveryEvents !== undefined ? { everyEvents: this.options.checkpointEveryEvents } : {}),
+        ...(this.options.checkpointEveryMs !== undefined ? { everyMs: this.options.checkpointEveryMs } : {}),
         now: () => backends.clock.now(),
         logger,
         metrics: backends.metrics,
@@ -108,12 +108,12 @@ export class RunSupervisor {
       await recorder.open();
       engine.onEvent((e, s) => {
         recorder.record(e, s);
-        this.o.onEvent?.(e, s);
+        this.options.onEvent?.(e, s);
       });
       engine.onFlush(() => recorder.flush());
-      await this.o.live.register({ runId: req.runId, workflow: name, pid: process.pid, startedAt: new Date(backends.clock.now()).toISOString() });
-      teardown.push(() => this.o.live.unregister(req.runId));
-      const stopWatching = this.o.live.watch(req.runId, (c) => apply(engine, c));
+      await this.options.live.register({ runId: req.runId, workflow: name, pid: process.pid, startedAt: new Date(backends.clock.now()).toISOString() });
+      teardown.push(() => this.options.live.unregister(req.runId));
+      const stopWatching = this.options.live.watch(req.runId, (c) => apply(engine, c));
       teardown.push(stopWatching);
       req.begin(engine);
       // The first checkpoint holds the workflow definition, so a crash at any point can

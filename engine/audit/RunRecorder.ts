@@ -51,14 +51,14 @@ export class RunRecorder {
   private closed = false;
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly store: GitAuditStore, private readonly o: RecorderOptions) {
-    this.events = [...(o.previous ?? [])];
+  constructor(private readonly store: GitAuditStore, private readonly options: RecorderOptions) {
+    this.events = [...(options.previous ?? [])];
     this.checkpointed = 0;
     this.lastCheckpointAt = this.now();
   }
 
   private now(): number {
-    return this.o.now?.() ?? Date.now();
+    return this.options.now?.() ?? Date.now();
   }
 
   /**
@@ -67,11 +67,11 @@ export class RunRecorder {
    * fresh journal holding everything so far.
    */
   async open(): Promise<void> {
-    await mkdir(dirname(this.o.journalPath), { recursive: true });
-    await rm(this.o.journalPath, { force: true });
-    this.journalFd = openSync(this.o.journalPath, 'a');
-    const header: JournalHeader = { journal: 1, workflow: this.o.workflow, runId: this.o.runId, ...(this.o.workflowSource !== undefined ? { workflowSource: this.o.workflowSource } : {}), ...(this.o.workflowCommit !== undefined ? { workflowCommit: this.o.workflowCommit } : {}) };
-    const lines = [JSON.stringify(header), ...(this.o.previous ?? []).map((e) => JSON.stringify(e))];
+    await mkdir(dirname(this.options.journalPath), { recursive: true });
+    await rm(this.options.journalPath, { force: true });
+    this.journalFd = openSync(this.options.journalPath, 'a');
+    const header: JournalHeader = { journal: 1, workflow: this.options.workflow, runId: this.options.runId, ...(this.options.workflowSource !== undefined ? { workflowSource: this.options.workflowSource } : {}), ...(this.options.workflowCommit !== undefined ? { workflowCommit: this.options.workflowCommit } : {}) };
+    const lines = [JSON.stringify(header), ...(this.options.previous ?? []).map((e) => JSON.stringify(e))];
     appendFileSync(this.journalFd, lines.join('\n') + '\n');
     fsyncSync(this.journalFd);
   }
@@ -90,8 +90,8 @@ export class RunRecorder {
     this.events.push(e);
     this.lastState = state;
     this.unflushed.push(JSON.stringify(e) + '\n');
-    const everyMs = this.o.everyMs ?? 2000;
-    const due = this.events.length - this.checkpointed >= (this.o.everyEvents ?? 500) || this.now() - this.lastCheckpointAt >= everyMs;
+    const everyMs = this.options.everyMs ?? 2000;
+    const due = this.events.length - this.checkpointed >= (this.options.everyEvents ?? 500) || this.now() - this.lastCheckpointAt >= everyMs;
     // A failed checkpoint was logged in write() and is retried by the next one.
     if (due) void this.checkpoint().catch(() => undefined);
     else if (this.timer === undefined && !this.closed) {
@@ -142,7 +142,7 @@ export class RunRecorder {
     const state = this.lastState;
     if (state === undefined) return;
     const began = performance.now();
-    const metrics = this.o.metrics ?? noopMetrics;
+    const metrics = this.options.metrics ?? noopMetrics;
     const count = this.events.length;
     const snapshot = snapshotRun(state);
     const done = [...state.groups.values()].filter((g) => g.status === 'succeeded' || g.status === 'failed' || g.status === 'skipped' || g.status === 'cancelled').length;
@@ -150,31 +150,31 @@ export class RunRecorder {
     const final = state.status !== 'running' && state.status !== 'paused';
     const duration = state.finishedAt !== undefined ? ` in ${formatDuration(state.finishedAt - state.startedAt)}` : '';
     const summary = final
-      ? `${this.o.workflow} ${this.o.runId}: ${state.status}${duration} (${done}/${total} tasks)`
-      : `${this.o.workflow} ${this.o.runId}: checkpoint, ${state.status} (${done}/${total} tasks done, ${count} events)`;
+      ? `${this.options.workflow} ${this.options.runId}: ${state.status}${duration} (${done}/${total} tasks)`
+      : `${this.options.workflow} ${this.options.runId}: checkpoint, ${state.status} (${done}/${total} tasks done, ${count} events)`;
     try {
       this.lastCommit = await this.store.writeRun({
-        workflow: this.o.workflow,
-        runId: this.o.runId,
+        workflow: this.options.workflow,
+        runId: this.options.runId,
         run: snapshot,
         events: this.events.slice(0, count),
-        ...(this.o.workflowSource !== undefined ? { workflowSource: this.o.workflowSource } : {}),
-        ...(this.o.workflowCommit !== undefined ? { workflowCommit: this.o.workflowCommit } : {}),
+        ...(this.options.workflowSource !== undefined ? { workflowSource: this.options.workflowSource } : {}),
+        ...(this.options.workflowCommit !== undefined ? { workflowCommit: this.options.workflowCommit } : {}),
         status: state.status,
         summary,
       });
       metrics.checkpointWritten('written', (performance.now() - began) / 1000);
       this.checkpointed = count;
       this.lastCheckpointAt = this.now();
-      if (!final) this.o.onCheckpoint?.(this.lastCommit);
+      if (!final) this.options.onCheckpoint?.(this.lastCommit);
       // The checkpoint itself is an event of the run: it says how much the audit branch holds.
-      const marker: RunEvent = { runId: this.o.runId, at: this.lastCheckpointAt, type: 'checkpoint', seq: count };
+      const marker: RunEvent = { runId: this.options.runId, at: this.lastCheckpointAt, type: 'checkpoint', seq: count };
       this.events.push(marker);
       this.unflushed.push(JSON.stringify(marker) + '\n');
     } catch (e) {
       this.failures++;
       metrics.checkpointWritten('failed', (performance.now() - began) / 1000);
-      (this.o.logger ?? noopLogger).warn(`audit checkpoint failed (kept in memory and in ${this.o.journalPath}; retrying): ${(e as Error).message}`, { workflow: this.o.workflow, run: this.o.runId, journal: this.o.journalPath, err: e });
+      (this.options.logger ?? noopLogger).warn(`audit checkpoint failed (kept in memory and in ${this.options.journalPath}; retrying): ${(e as Error).message}`, { workflow: this.options.workflow, run: this.options.runId, journal: this.options.journalPath, err: e });
       throw e;
     }
   }
@@ -204,18 +204,18 @@ export class RunRecorder {
     if (this.inFlight !== undefined) await this.inFlight.catch(() => undefined);
     this.closeJournal();
     if (lastError !== undefined || this.lastCommit === undefined) {
-      throw new CaravanError('AUDIT_WRITE_FAILED', `could not record run ${this.o.runId} in Git: ${(lastError as Error | undefined)?.message ?? 'unknown error'}; every event is kept in ${this.o.journalPath}`, { cause: lastError, data: { journal: this.o.journalPath } });
+      throw new CaravanError('AUDIT_WRITE_FAILED', `could not record run ${this.options.runId} in Git: ${(lastError as Error | undefined)?.message ?? 'unknown error'}; every event is kept in ${this.options.journalPath}`, { cause: lastError, data: { journal: this.options.journalPath } });
     }
-    if (this.o.workflowCommit !== undefined) {
+    if (this.options.workflowCommit !== undefined) {
       const duration = state.finishedAt !== undefined ? ` in ${formatDuration(state.finishedAt - state.startedAt)}` : '';
-      const line = `${new Date(state.startedAt).toISOString()} run ${this.o.runId} of ${this.o.workflow}: ${state.status}${duration} (record ${this.lastCommit.slice(0, 12)} on caravan/runs)`;
+      const line = `${new Date(state.startedAt).toISOString()} run ${this.options.runId} of ${this.options.workflow}: ${state.status}${duration} (record ${this.lastCommit.slice(0, 12)} on caravan/runs)`;
       try {
-        await this.store.appendNote(this.o.workflowCommit, line);
+        await this.store.appendNote(this.options.workflowCommit, line);
       } catch (e) {
-        (this.o.logger ?? noopLogger).warn(`could not add the git note for ${this.o.workflowCommit.slice(0, 12)}: ${(e as Error).message}`, { workflow: this.o.workflow, run: this.o.runId, commit: this.o.workflowCommit, err: e });
+        (this.options.logger ?? noopLogger).warn(`could not add the git note for ${this.options.workflowCommit.slice(0, 12)}: ${(e as Error).message}`, { workflow: this.options.workflow, run: this.options.runId, commit: this.options.workflowCommit, err: e });
       }
     }
-    await rm(this.o.journalPath, { force: true });
+    await rm(this.options.journalPath, { force: true });
     return this.lastCommit;
   }
 

@@ -33,9 +33,11 @@ export async function readRefValue(gitdir: string, ref: string): Promise<string 
   return undefined;
 }
 
-export class RefConflictError extends Error {
+/** The ref moved between reading it and taking its lock: the writer builds its commit again. */
+export class RefConflictError extends CaravanError {
   constructor(readonly ref: string) {
-    super(`${ref} moved while it was being updated`);
+    super('AUDIT_REF_CONFLICT', `${ref} moved while it was being updated`, { data: { ref } });
+    this.name = 'RefConflictError';
   }
 }
 
