@@ -95,6 +95,8 @@ describe('a live run, from another process', () => {
       return m !== null;
     });
     expect(await cli(dir, 'reject', 'no-such-run', 'review')).toEqual({ code: 66, out: '', err: 'caravan: no run no-such-run\n' });
+    // A decision for a task the run does not have would vanish without a word: refused.
+    expect(await cli(dir, 'approve', runId, 'reveiw')).toEqual({ code: 66, out: '', err: `caravan: run ${runId} has no task 'reveiw' (tasks: build, review, ship)\n` });
     expect(await cli(dir, 'approve', runId, 'review')).toEqual({ code: 0, out: `sent approve review to run ${runId}\n`, err: '' });
     expect(await proc.exited).toBe(0);
     expect(proc.output()).toMatch(/review approved by \S+\n.*ship started/s);
