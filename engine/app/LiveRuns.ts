@@ -1,4 +1,5 @@
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 
 export type ControlAction = 'approve' | 'reject' | 'cancel' | 'pause' | 'unpause';
@@ -100,16 +101,52 @@ export class LiveRuns {
     await writeFile(join(this.controlDir(runId), `${Date.now()}-${process.pid}-${Math.random().toString(16).slice(2, 8)}.json`), JSON.stringify(command));
   }
 
-  /** Polls for commands to a run; returns a stop function. */
-  watch(runId: string, handle: (c: ControlCommand) => void, everyMs = 200): () => void {
+  /**
+   * Hands each command sent to a run to `handle`, in the order sent; returns a stop function.
+   * Woken by the control directory changing (a command arrives in milliseconds), with a look
+   * every `fallbackMs` for a notice the filesystem did not deliver.
+   */
+  watch(runId: string, handle: (c: ControlCommand) => void, fallbackMs = 1000): () => void {
     let busy = false;
-    const timer = setInterval(() => {
-      if (busy) return;
+    let again = false;
+    let stopped = false;
+    const look = (): void => {
+      if (busy) {
+        again = true;
+        return;
+      }
       busy = true;
-      void this.take(runId).then((cmds) => cmds.forEach(handle)).finally(() => { busy = false; });
-    }, everyMs);
+      void this.take(runId).then((cmds) => cmds.forEach(handle)).finally(() => {
+        busy = false;
+        if (again) {
+          again = false;
+          look();
+        }
+      });
+    };
+    const timer = setInterval(look, fallbackMs);
     timer.unref();
-    return () => clearInterval(timer);
+    let watcher: FSWatcher | undefined;
+    const dir = this.controlDir(runId);
+    void mkdir(dir, { recursive: true }).then(() => {
+      if (stopped) return;
+      try {
+        watcher = watch(dir, look);
+        // A watcher that fails later (the directory removed at the end) leaves the fallback look.
+        watcher.on('error', () => watcher?.close());
+      } catch {
+        // No inotify left (a full watch table): the fallback look still delivers, only slower.
+        watcher = undefined;
+      }
+      // Commands sent before the watcher existed.
+      look();
+      // Without the directory the fallback look still reads it once a command creates it.
+    }, () => undefined);
+    return () => {
+      stopped = true;
+      clearInterval(timer);
+      watcher?.close();
+    };
   }
 
   private async take(runId: string): Promise<ControlCommand[]> {
