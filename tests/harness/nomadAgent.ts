@@ -1,9 +1,11 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findServerBinary, stopProcess } from '../../engine/dev/serverProcess.js';
 import { freePort, requireServerBinary } from './natsServer.js';
+import { answers, until } from './until.js';
 
 /** `nomad` on PATH, or the one scripts/build-nomad.sh cached. */
 export function nomadBinary(): string | undefined {
@@ -85,18 +87,11 @@ export class NomadAgent {
    */
   static async startWithAcl(bin: string): Promise<NomadAgent & { token: string }> {
     const agent = await NomadAgent.launchDev(bin, 'acl {\n  enabled = true\n}\n');
-    let token: string | undefined;
-    const end = Date.now() + 60_000;
-    while (token === undefined) {
-      if (Date.now() > end) throw new Error(`nomad ACL bootstrap failed:\n${agent.output.slice(-3000)}`);
-      try {
-        const res = await fetch(`${agent.address}/v1/acl/bootstrap`, { method: 'POST' });
-        if (res.ok) token = ((await res.json()) as { SecretID: string }).SecretID;
-      } catch {
-        // not up yet
-      }
-      if (token === undefined) await new Promise((r) => setTimeout(r, 250));
-    }
+    let token = '';
+    await until(() => `nomad's ACL bootstrap:\n${agent.output.slice(-3000)}`, () => answers(`${agent.address}/v1/acl/bootstrap`, (b) => {
+      token = (b as { SecretID: string }).SecretID;
+      return true;
+    }, { method: 'POST' }), 60_000, 250);
     agent.aclToken = token;
     await agent.waitReady();
     return Object.assign(agent, { token });
@@ -105,39 +100,86 @@ export class NomadAgent {
   private aclToken: string | undefined;
 
   private async waitReady(): Promise<void> {
-    const end = Date.now() + 60_000;
-    while (Date.now() < end) {
+    const headers: Record<string, string> = this.aclToken !== undefined ? { 'x-nomad-token': this.aclToken } : {};
+    await until(() => `a ready nomad node:\n${this.output.slice(-3000)}`, () => {
       if (this.proc?.exitCode !== null && this.proc?.exitCode !== undefined) throw new Error(`nomad exited (${this.proc.exitCode}):\n${this.output.slice(-3000)}`);
-      try {
-        const res = await fetch(`${this.address}/v1/nodes`, { headers: this.aclToken !== undefined ? { 'x-nomad-token': this.aclToken } : {} });
-        if (res.ok) {
-          const nodes = (await res.json()) as Array<{ Status: string }>;
-          if (nodes.some((n) => n.Status === 'ready')) return;
-        }
-      } catch {
-        // not up yet
-      }
-      await new Promise((r) => setTimeout(r, 250));
-    }
-    throw new Error(`nomad agent not ready after 60 s:\n${this.output.slice(-3000)}`);
+      return answers(`${this.address}/v1/nodes`, (nodes) => (nodes as Array<{ Status: string }>).some((n) => n.Status === 'ready'), { headers });
+    }, 60_000, 250);
   }
 
+  /**
+   * Stops the agent and everything it started, within a bounded time even on a busy machine:
+   * Nomad leaves its per-allocation helpers (`nomad logmon`, `nomad executor`) and the tasks
+   * running when the agent exits, by design (tasks survive an agent restart). So the process
+   * tree is read first, the agent gets SIGINT and at most STOP_GRACE_MS before SIGKILL, and
+   * then every process of the tree is killed and waited for. Throws, naming them, if any is
+   * still alive: a leak must fail the suite, not linger until CI's end.
+   */
   async close(): Promise<void> {
+    const roots = [this.proc?.pid, this.client?.pid].filter((p): p is number => p !== undefined);
+    const tree = new Set<number>(this.orphans);
+    for (const r of roots) for (const p of await descendants(r)) tree.add(p);
     this.client?.kill('SIGKILL');
-    if (this.proc !== undefined) await stopProcess(this.proc);
-    // A client killed with SIGKILL leaves behind what it started (executors, log monitors, the
-    // runner) and its allocations' secrets and private dirs mounted.
-    for (const pid of this.orphans) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
+    if (this.proc !== undefined) await stopProcess(this.proc, 'SIGINT', STOP_GRACE_MS);
+    // Helpers started while the agent stopped are re-parented to init: they are found by
+    // the data directory on their command line instead.
+    for (const p of await processesMentioning(this.dir)) tree.add(p);
+    for (const pid of tree) killQuietly(pid);
+    const end = Date.now() + 5_000;
+    let alive = [...tree].filter(isAlive);
+    while (alive.length > 0 && Date.now() < end) {
+      await new Promise((r) => setTimeout(r, 50));
+      alive = alive.filter(isAlive);
     }
+    // A client killed with SIGKILL leaves its allocations' secrets and private dirs mounted.
     const mounts = (await readFile('/proc/self/mounts', 'utf8').catch(() => '')).split('\n').map((l) => l.split(' ')[1] ?? '').filter((m) => m.startsWith(`${this.dir}/`));
     for (const m of mounts.reverse()) spawnSync('umount', ['-l', m]);
     await rm(this.dir, { recursive: true, force: true });
+    if (alive.length > 0) throw new Error(`the Nomad test agent left processes running after close(): ${alive.map(describeProcess).join('; ')}`);
   }
+}
+
+/** How long a stopping agent may take before SIGKILL: well inside a 10 s teardown hook. */
+const STOP_GRACE_MS = 3_000;
+
+function killQuietly(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // Gone already: that is the goal.
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    // A zombie still answers signal 0; it holds nothing, so it counts as gone.
+    return !readFileSyncQuiet(`/proc/${pid}/stat`).includes(') Z ') && (process.kill(pid, 0), true);
+  } catch {
+    return false;
+  }
+}
+
+function readFileSyncQuiet(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+function describeProcess(pid: number): string {
+  return `${pid} ${readFileSyncQuiet(`/proc/${pid}/cmdline`).split('\0').join(' ').trim()}`;
+}
+
+/** Processes whose command line names `dir` (a test agent's helpers carry its data directory). */
+async function processesMentioning(dir: string): Promise<number[]> {
+  const { readdir } = await import('node:fs/promises');
+  const out: number[] = [];
+  for (const pid of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
+    if (readFileSyncQuiet(`/proc/${pid}/cmdline`).includes(dir)) out.push(Number(pid));
+  }
+  return out;
 }
 
 /** Every process below `root`, from /proc (ppid is the 4th field of /proc/<pid>/stat). */
