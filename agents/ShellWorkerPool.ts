@@ -81,6 +81,7 @@ export class ShellWorkerPool {
       w.pending = undefined;
       done?.(-1);
     });
+    // EPIPE from a worker that died: its 'exit' handler above fails the job it was running.
     child.stdin!.on('error', () => undefined);
     this.all.add(w);
     return w;

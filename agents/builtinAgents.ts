@@ -46,6 +46,7 @@ export const httpAgent: AgentType = {
     try {
       url = new URL(h.url);
     } catch {
+      // URL's TypeError says no more than this failure does.
       return { ok: false, error: `'${h.url}' is not an absolute URL`, retryable: false };
     }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') return { ok: false, error: `unsupported URL scheme ${url.protocol}`, retryable: false };
@@ -56,8 +57,8 @@ export const httpAgent: AgentType = {
       body = typeof h.body === 'string' ? h.body : JSON.stringify(h.body);
       if (typeof h.body !== 'string' && headers['content-type'] === undefined && headers['Content-Type'] === undefined) headers['content-type'] = 'application/json';
     }
-    const signals = [io.signal];
-    if (action.timeoutMs !== undefined) signals.push(AbortSignal.timeout(action.timeoutMs));
+    const timeout = action.timeoutMs !== undefined ? AbortSignal.timeout(action.timeoutMs) : undefined;
+    const signals = timeout !== undefined ? [io.signal, timeout] : [io.signal];
     try {
       const res = await request(url, { method: h.method ?? 'GET', headers, ...(body !== undefined ? { body } : {}), signal: AbortSignal.any(signals) });
       const text = (await res.body.text()).slice(0, MAX_BODY);
@@ -82,7 +83,8 @@ export const httpAgent: AgentType = {
       return { ok: true, outputs };
     } catch (e) {
       if (io.signal.aborted) return { ok: false, error: 'cancelled', retryable: false };
-      const msg = (e as Error).name === 'TimeoutError' ? `timed out after ${action.timeoutMs} ms` : (e as Error).message;
+      // Whether the timeout fired is read from its signal, not from the error undici rejected with.
+      const msg = timeout?.aborted === true ? `timed out after ${action.timeoutMs} ms` : (e as Error).message;
       return { ok: false, error: `request to ${url.origin} failed: ${msg}`, retryable: true };
     }
   },

@@ -1,3 +1,4 @@
+import { CaravanError } from '../engine/errors/CaravanError.js';
 import { interpolate, interpolateDeep, type ExpressionContext } from '../engine/run/evaluate.js';
 import { parseDuration } from '../engine/spec/parseDuration.js';
 import type { EnvMap, TaskSpec } from '../engine/spec/Workflow.js';
@@ -18,6 +19,12 @@ export type SecretResolver = (path: string, key: string) => string | undefined;
 
 export const environmentSecrets: SecretResolver = (path, key) => process.env[localSecretVariable(path, key)];
 
+/** A secret the task needs that this place cannot resolve: the attempt fails with this message. */
+function secretUnavailable(secret: { path: string; key: string }, usedFor: string): CaravanError {
+  const variable = localSecretVariable(secret.path, secret.key);
+  return new CaravanError('SECRET_UNAVAILABLE', `secret ${secret.path}#${secret.key} for ${usedFor} is not available here (locally, set ${variable})`, { data: { path: secret.path, key: secret.key, usedFor, variable } });
+}
+
 /**
  * Turns a task (or its compensation) into what an agent runs: `${{ }}` resolved from the
  * attempt's context, secret and host references resolved where the task runs.
@@ -30,7 +37,7 @@ export function prepareAction(spec: TaskSpec, kind: 'task' | 'compensate', ctx: 
       if (typeof v === 'string') out[k] = interpolate(v, ctx);
       else if ('secret' in v) {
         const value = secrets(v.secret.path, v.secret.key);
-        if (value === undefined) throw new Error(`secret ${v.secret.path}#${v.secret.key} for ${k} is not available here (locally, set ${localSecretVariable(v.secret.path, v.secret.key)})`);
+        if (value === undefined) throw secretUnavailable(v.secret, k);
         secretValues.push(value);
         out[k] = value;
       } else out[k] = process.env[v.fromHost] ?? '';
@@ -68,7 +75,7 @@ export function prepareAction(spec: TaskSpec, kind: 'task' | 'compensate', ctx: 
       if (typeof v === 'string') headers[k] = interpolate(v, ctx);
       else {
         const value = secrets(v.secret.path, v.secret.key);
-        if (value === undefined) throw new Error(`secret ${v.secret.path}#${v.secret.key} for header ${k} is not available here (locally, set ${localSecretVariable(v.secret.path, v.secret.key)})`);
+        if (value === undefined) throw secretUnavailable(v.secret, `header ${k}`);
         secretValues.push(value);
         headers[k] = value;
       }

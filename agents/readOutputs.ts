@@ -17,6 +17,7 @@ export async function readOutputs(path: string, declared: readonly string[]): Pr
   try {
     size = (await stat(path)).size;
   } catch {
+    // No file (or none readable): the declared outputs are missing, and that fails the task.
     return declared.length === 0 ? { ok: true, outputs: {} } : { ok: false, error: `declared outputs ${declared.join(', ')} were not written to $CARAVAN_OUTPUTS` };
   }
   if (size > MAX_OUTPUTS_BYTES) return { ok: false, error: `outputs file is ${size} bytes; the limit is ${MAX_OUTPUTS_BYTES}` };

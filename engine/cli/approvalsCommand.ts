@@ -1,5 +1,6 @@
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { CaravanError } from '../errors/CaravanError.js';
 import { EXIT, type ExitCode } from './exitCodes.js';
 import { findRepoRoot } from '../gitops/readTreeAtRef.js';
 import { readApproval, type Approval } from '../gitops/readApproval.js';
@@ -19,7 +20,9 @@ export async function approvalsCommand(apply: boolean, io: Io): Promise<ExitCode
   let runs: string[];
   try {
     runs = (await readdir(join(root, 'approvals'), { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name).sort();
-  } catch {
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT' && code !== 'ENOTDIR') throw new CaravanError('IO', `cannot read approvals/: ${(e as Error).message}`, { cause: e, data: { path: join(root, 'approvals') } });
     io.stdout('no approvals/ directory\n');
     return EXIT.OK;
   }

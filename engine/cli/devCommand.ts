@@ -23,7 +23,7 @@ export async function devCommand(options: { once: boolean; ports: Partial<DevPor
     await dev.start({ nats: path('nats-server'), consul: path('consul'), nomad: path('nomad') });
   } catch (e) {
     await dev.stop();
-    throw new CaravanError('DEV_MISSING', `a dev server failed to start: ${(e as Error).message} (is something else using ports ${ports.nats}, ${ports.consul}, ${ports.nomad}?)`, { cause: e });
+    throw new CaravanError('DEV_SERVER_FAILED', `a dev server failed to start: ${(e as Error).message} (is something else using ports ${ports.nats}, ${ports.consul}, ${ports.nomad}?)`, { cause: e });
   }
   io.stdout(`\nReady. In another terminal:\n  export NATS_URL=nats://127.0.0.1:${ports.nats} NOMAD_ADDR=http://127.0.0.1:${ports.nomad} CONSUL_HTTP_ADDR=127.0.0.1:${ports.consul}\n  npx caravan run quarterly-report --backend nomad --bus nats --registry consul\n`);
   if (options.once) {

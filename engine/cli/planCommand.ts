@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { CompileError } from '../compile/CompileError.js';
+import { CaravanError } from '../errors/CaravanError.js';
 import { formatPlan, type PlanFormat } from '../compile/formatPlan.js';
 import { planChanges } from '../compile/planChanges.js';
 import { EXIT, type ExitCode } from './exitCodes.js';
@@ -25,7 +26,7 @@ export async function planCommand(options: PlanOptions, io: Io): Promise<ExitCod
   const baseFiles = await readTreeAtCommit(root, commit, dir, (p) => /\.ya?ml$/i.test(p));
   const base = validateSources(baseFiles.map((f) => ({ file: f.path, bytes: f.bytes })));
   const head = await validateWorkflows([join(root, dir)], root).catch((e: unknown) => {
-    if ((e as { code?: string }).code === 'PATH_NOT_FOUND') return undefined;
+    if (e instanceof CaravanError && e.code === 'PATH_NOT_FOUND') return undefined;
     throw e;
   });
   const headReport: ValidationReport = head ?? { files: [], diagnostics: [], errorCount: 0, warningCount: 0 };

@@ -83,6 +83,7 @@ export async function writeRendered(outDir: string, files: RenderedFiles): Promi
     const full = join(outDir, path);
     await rm(full, { force: true });
     const dir = dirname(full);
+    // A directory that still holds files (or is gone already) stays as it is: only empty ones go.
     if (relative(outDir, dir).split(sep)[0] !== '..' && dir !== outDir) await rmdir(dir).catch(() => undefined);
   }
   return drift;

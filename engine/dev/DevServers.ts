@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { CaravanError } from '../errors/CaravanError.js';
 import type { Logger } from '../run/Logger.js';
 import { findServerBinary, stopProcess, waitForPort } from './serverProcess.js';
 
@@ -31,7 +32,7 @@ export function devBinaries(): Binary[] {
 async function waitHttp(url: string, ok: (body: unknown) => boolean, limitMs: number, proc: ChildProcess, name: string): Promise<void> {
   const end = Date.now() + limitMs;
   while (Date.now() < end) {
-    if (proc.exitCode !== null) throw new Error(`${name} exited with code ${proc.exitCode}`);
+    if (proc.exitCode !== null) throw new CaravanError('DEV_SERVER_FAILED', `${name} exited with code ${proc.exitCode}`, { data: { server: name, exitCode: proc.exitCode } });
     try {
       const res = await fetch(url);
       if (res.ok && ok(await res.json())) return;
@@ -40,7 +41,7 @@ async function waitHttp(url: string, ok: (body: unknown) => boolean, limitMs: nu
     }
     await new Promise((r) => setTimeout(r, 250));
   }
-  throw new Error(`${name} did not become ready within ${limitMs / 1000} s`);
+  throw new CaravanError('DEV_SERVER_FAILED', `${name} did not become ready within ${limitMs / 1000} s`, { data: { server: name, url, limitMs } });
 }
 
 /**

@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { CaravanError } from '../errors/CaravanError.js';
 
 /** Where scripts/build-nomad.sh and build-consul.sh leave their binaries. */
 export function serverBinDir(): string {
@@ -20,7 +21,7 @@ export function findServerBinary(name: string): string | undefined {
 export async function waitForPort(port: number, limitMs: number, proc: ChildProcess, name: string): Promise<void> {
   const end = Date.now() + limitMs;
   while (Date.now() < end) {
-    if (proc.exitCode !== null) throw new Error(`${name} exited with code ${proc.exitCode} before listening on ${port}`);
+    if (proc.exitCode !== null) throw new CaravanError('DEV_SERVER_FAILED', `${name} exited with code ${proc.exitCode} before listening on ${port}`, { data: { server: name, port, exitCode: proc.exitCode } });
     const up = await new Promise<boolean>((r) => {
       const c = createConnection({ port, host: '127.0.0.1' });
       c.once('connect', () => { c.destroy(); r(true); });
@@ -29,7 +30,7 @@ export async function waitForPort(port: number, limitMs: number, proc: ChildProc
     if (up) return;
     await new Promise((r) => setTimeout(r, 50));
   }
-  throw new Error(`nothing listening on port ${port} after ${limitMs} ms`);
+  throw new CaravanError('DEV_SERVER_FAILED', `nothing listening on port ${port} after ${limitMs} ms`, { data: { server: name, port, limitMs } });
 }
 
 /** Asks a server to stop with `signal`, SIGKILLs it after `graceMs`, and waits until it exits. */

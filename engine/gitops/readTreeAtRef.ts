@@ -42,10 +42,12 @@ async function resolveName(dir: string, name: string, revision: string): Promise
   try {
     oid = await git.resolveRef({ fs, dir, ref: name });
   } catch {
+    // Not a ref: it may still be an abbreviated commit; anything else is refError below.
     if (/^[0-9a-f]{4,40}$/i.test(name)) {
       try {
         oid = await git.expandOid({ fs, dir, oid: name.toLowerCase() });
       } catch {
+        // No such object, or an ambiguous prefix: both are an unknown revision to the user.
         oid = undefined;
       }
     }
@@ -86,7 +88,7 @@ export async function readTreeAtCommit(dir: string, commit: string, subdir: stri
   try {
     root = await git.readTree({ fs, dir, oid: commit, ...(clean !== '' ? { filepath: clean } : {}) });
   } catch (e) {
-    if ((e as { code?: string }).code === 'NotFoundError') return [];
+    if (e instanceof git.Errors.NotFoundError) return [];
     throw e;
   }
   const stack: Array<{ prefix: string; entries: typeof root.tree }> = [{ prefix: clean, entries: root.tree }];

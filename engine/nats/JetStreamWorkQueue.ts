@@ -90,7 +90,12 @@ export class JetStreamWorkQueue implements WorkQueue {
     // while, in case its item is still queued and comes here next.
     const cancelled = new Set<string>();
     const control = this.nc.subscribe(workControlSubject(workflow, pool), {
-      callback: (_err, m) => {
+      callback: (err, m) => {
+        if (err !== null) {
+          // Typically a permission the agent's credentials lack: cancels would never arrive.
+          this.options.onError?.(new CaravanError('BUS_UNAVAILABLE', `cancels for pool ${pool} of ${workflow} cannot be received: ${err.message}`, { cause: err, data: { workflow, pool } }));
+          return;
+        }
         let ref: WorkRef;
         try {
           ref = JSON.parse(DECODER.decode(m.data)) as WorkRef;

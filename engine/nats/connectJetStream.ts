@@ -50,6 +50,7 @@ export async function connectJetStream(options: ConnectJetStreamOptions): Promis
       if (publisher.abandoned) {
         // The server did not store what was published in time; nothing is worth waiting for.
         publisher.close();
+        // A connection that fails to close is closed all the same: nothing of it is used again.
         await nc.close().catch(() => undefined);
         return;
       }
@@ -61,7 +62,8 @@ export async function connectJetStream(options: ConnectJetStreamOptions): Promis
     };
     return { connection: nc, bus, workQueue, contexts, close: () => (closing ??= close()) };
   } catch (e) {
-    // No JetStream on the server (or no permission for it): the connection is of no use.
+    // No JetStream on the server (or no permission for it): the connection is of no use, and
+    // `e`, thrown below, is what the caller must see, not a failure to close.
     await nc.close().catch(() => undefined);
     throw e;
   }

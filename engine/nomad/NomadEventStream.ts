@@ -1,3 +1,4 @@
+import { CaravanError } from '../errors/CaravanError.js';
 import type { NomadClient } from './NomadClient.js';
 
 /** One event from Nomad's event stream (`Payload` holds e.g. `{ Allocation: {...} }`). */
@@ -91,7 +92,7 @@ export class NomadEventStream {
     try {
       batch = JSON.parse(line) as typeof batch;
     } catch (e) {
-      this.o.onError?.(new Error(`unreadable line in Nomad's event stream: ${(e as Error).message}`));
+      this.o.onError?.(new CaravanError('NOMAD_API', `unreadable line in Nomad's event stream: ${(e as Error).message}`, { cause: e, data: { line: line.slice(0, 200) } }));
       return;
     }
     const index = batch.Index ?? 0;

@@ -27,7 +27,10 @@ export interface NomadExecutorOptions {
   workQueue?: WorkQueue;
   /** Keeps a context too large for the dispatch payload where the runner can fetch it. */
   contexts?: ContextStore;
-  /** Told of failures no run hears about: a cancelled child Nomad would not stop. */
+  /**
+   * Told of failures no run hears about (the composition root logs them): a cancelled child
+   * Nomad would not stop, the event stream dropping, a look at Nomad that failed.
+   */
   onError?: (err: Error) => void;
 }
 
@@ -113,8 +116,9 @@ export class NomadExecutor implements Executor {
             return;
           }
         }
-      } catch {
-        // Could not look: dispatching with the same idempotency token is still safe.
+      } catch (e) {
+        // Dispatching with the same idempotency token is still safe, but Nomad not answering is worth a line.
+        this.report(e, `could not look for the dispatched job of attempt ${attemptKey(req.runId, req.dispatch.instance, req.dispatch.attempt)} under ${parent}; dispatching it again`);
       }
       await this.dispatch(req);
     })();
@@ -170,6 +174,8 @@ export class NomadExecutor implements Executor {
       // Nomad buffers few events, so a (re)connected stream may have missed an ending: read
       // the watched children's allocations once.
       onConnected: () => void this.catchUp(),
+      // The stream reconnects by itself, with backoff; each failure is still worth a line.
+      onError: (e) => this.report(e, 'Nomad\'s event stream failed; reconnecting'),
     });
     this.watched.set(child, req);
     const blocked = this.blockedEarly.get(child);
@@ -239,8 +245,9 @@ export class NomadExecutor implements Executor {
           // Not placed yet: say why, if Nomad says it cannot.
           for (const ev of await this.nomad.jobEvaluations(child)) this.onEvaluation(ev);
         }
-      } catch {
-        // Nomad is away; the next connection catches up again.
+      } catch (e) {
+        // The next connection catches up again.
+        this.report(e, `could not read the allocations of ${child}`);
       }
     }
   }
@@ -260,7 +267,13 @@ export class NomadExecutor implements Executor {
       return;
     }
     // The run has moved on either way; a child left running costs the cluster, so say so.
-    void this.nomad.stopJob(child).catch((e: unknown) => this.o.onError?.(new CaravanError('NOMAD_API', `could not stop ${child} (cancelled attempt ${key}): ${(e as Error).message}`, { cause: e })));
+    void this.nomad.stopJob(child).catch((e: unknown) => this.report(e, `could not stop ${child} (cancelled attempt ${key})`));
+  }
+
+  /** Hands a failure nobody waits for to onError, keeping the Nomad client's code (API error or unreachable). */
+  private report(e: unknown, what: string): void {
+    const code = e instanceof CaravanError ? e.code : 'NOMAD_API';
+    this.o.onError?.(new CaravanError(code, `${what}: ${(e as Error).message}`, { cause: e }));
   }
 
   async close(): Promise<void> {

@@ -1,3 +1,4 @@
+import { CaravanError } from '../errors/CaravanError.js';
 import type { WorkItem, WorkRef } from './protocol.js';
 
 /**
@@ -5,9 +6,9 @@ import type { WorkItem, WorkRef } from './protocol.js';
  * Nomad on a scale-down): such an attempt is not reported but handed back to the queue, and
  * runs again on another agent.
  */
-export class PoolAgentStopping extends Error {
+export class PoolAgentStopping extends CaravanError {
   constructor() {
-    super('the pool agent is stopping');
+    super('POOL_AGENT_STOPPING', 'the pool agent is stopping');
     this.name = 'PoolAgentStopping';
   }
 }

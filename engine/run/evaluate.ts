@@ -1,4 +1,5 @@
 import { Evaluator, data } from '@actions/expressions';
+import { CaravanError } from '../errors/CaravanError.js';
 import { findTemplates, parseExpression } from '../spec/parseExpression.js';
 
 /** What an expression may read at run time: nothing else exists for it. */
@@ -9,9 +10,10 @@ export interface ExpressionContext {
   run: Record<string, unknown>;
 }
 
-export class ExpressionEvaluationError extends Error {
-  constructor(readonly expression: string, message: string) {
-    super(`expression '${expression.trim()}': ${message}`);
+/** An expression that cannot be evaluated at run time; the task it belongs to fails with it. */
+export class ExpressionEvaluationError extends CaravanError {
+  constructor(readonly expression: string, message: string, cause?: unknown) {
+    super('EXPRESSION_FAILED', `expression '${expression.trim()}': ${message}`, { data: { expression }, cause });
     this.name = 'ExpressionEvaluationError';
   }
 }
@@ -40,7 +42,7 @@ export function evaluateExpression(source: string, ctx: ExpressionContext): unkn
   try {
     return fromData(new Evaluator(parsed.expr, contextData(ctx)).evaluate());
   } catch (e) {
-    throw new ExpressionEvaluationError(source, e instanceof Error ? e.message : String(e));
+    throw new ExpressionEvaluationError(source, e instanceof Error ? e.message : String(e), e);
   }
 }
 

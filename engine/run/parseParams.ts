@@ -57,6 +57,7 @@ function convert(raw: string, spec: ParamSpec): { ok: true; value: unknown } | {
       try {
         return { ok: true, value: JSON.parse(raw) as unknown };
       } catch {
+        // Not JSON: a list may also be given as `a,b,c`; anything else is the error returned.
         if (spec.type === 'array') return { ok: true, value: raw.split(',').map((s) => s.trim()).filter((s) => s !== '') };
         return { ok: false, error: `'${raw}' is not JSON` };
       }

@@ -1,5 +1,6 @@
 import { parseDuration } from '../spec/parseDuration.js';
-import { ExpressionEvaluationError, evaluateCondition, evaluateSingle, interpolate, type ExpressionContext } from './evaluate.js';
+import { CaravanError } from '../errors/CaravanError.js';
+import { evaluateCondition, evaluateSingle, interpolate, type ExpressionContext } from './evaluate.js';
 import { isTaskDone, type RunEvent } from './RunEvent.js';
 import type { PlannedTask, RunPlan } from './RunPlan.js';
 import type { InstanceState, RunState } from './RunState.js';
@@ -143,7 +144,7 @@ function decideReady(state: RunState, plan: RunPlan, d: Decision, base: Base, no
       return;
     }
     if (!Array.isArray(items)) {
-      failBeforeStart(d, base, name, new Error(`forEach must yield a list, got ${(JSON.stringify(items) ?? 'undefined').slice(0, 80)}`));
+      failBeforeStart(d, base, name, new CaravanError('EXPRESSION_FAILED', `forEach must yield a list, got ${(JSON.stringify(items) ?? 'undefined').slice(0, 80)}`, { data: { task: name } }));
       return;
     }
     d.events.push({ ...base, type: 'task.expanded', task: name, items });
@@ -159,7 +160,7 @@ function wake(d: Decision, at: number): void {
 type Base = { runId: string; at: number };
 
 function failBeforeStart(d: Decision, base: Base, name: string, err: unknown): void {
-  const message = err instanceof ExpressionEvaluationError || err instanceof Error ? err.message : String(err);
+  const message = err instanceof Error ? err.message : String(err);
   d.events.push({ ...base, type: 'task.queued', task: name, attempt: 1 });
   d.events.push({ ...base, type: 'task.failed', task: name, attempt: 1, error: message, retryable: false });
 }

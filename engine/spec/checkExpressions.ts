@@ -163,6 +163,8 @@ function checkExpressionSource(
   const shown = source.trim();
   if (!parsed.ok) {
     const at = anchor !== undefined ? { ...anchor, extra: anchor.extra + parsed.column } : { needle: source, index: 0, extra: parsed.column };
+    // @actions/expressions keeps its error kind private: the message it builds from that kind
+    // ("Unrecognized named-value: 'x'") is the one public trace of it.
     const code = /unrecognized named-value/i.test(parsed.message) ? 'EXPR_UNKNOWN_NAME' : 'EXPR_SYNTAX';
     const msg = code === 'EXPR_UNKNOWN_NAME'
       ? `in '${shown}': ${parsed.message}; expressions can read params, tasks, item and run`

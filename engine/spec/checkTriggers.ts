@@ -19,6 +19,7 @@ export function checkTriggers(spec: Record<string, unknown>): PendingDiagnostic[
         try {
           new Intl.DateTimeFormat('en', { timeZone: tz });
         } catch {
+          // Intl's RangeError only says the zone is unknown: the diagnostic says so with the path.
           tzOk = false;
           out.push(err('TIMEZONE_INVALID', `'${tz}' is not an IANA time zone (such as UTC or Europe/Berlin)`, [...base, 'timezone']));
         }

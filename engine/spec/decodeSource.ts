@@ -23,6 +23,7 @@ export function decodeSource(bytes: Uint8Array): DecodeResult {
     // TextDecoder strips a UTF-8 BOM unless ignoreBOM is set.
     return { ok: true, text: utf8.decode(bytes) };
   } catch {
+    // The decoder's error says only that the bytes are not UTF-8: the diagnostic says where.
     const bad = firstInvalidUtf8(bytes);
     const { line, col } = positionOfByte(bytes, bad);
     const hex = (bytes[bad] ?? 0).toString(16).toUpperCase().padStart(2, '0');

@@ -57,6 +57,7 @@ async function walk(dir: string): Promise<string[]> {
         if (!entry.name.startsWith('.') && !SKIP_DIRS.has(entry.name)) stack.push(full);
       } else if ((entry.isFile() || entry.isSymbolicLink()) && /\.ya?ml$/i.test(entry.name)) {
         if (entry.isSymbolicLink()) {
+          // A dangling link (or one to a directory) is not a workflow file: passed over.
           const target = await stat(full).catch(() => undefined);
           if (target === undefined || !target.isFile()) continue;
         }

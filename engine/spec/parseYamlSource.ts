@@ -89,7 +89,9 @@ function parseWithAliasBudget(text: string): ParsedYaml {
     return { value: value as Record<string, unknown>, diagnostics: [] };
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
-    if (/alias/i.test(message) && /excessive/i.test(message)) {
+    // `yaml` throws a plain ReferenceError for both an unresolved and an excessive alias: its
+    // message is the only thing that tells the attack apart (the library has no error code).
+    if (err instanceof ReferenceError && /alias/i.test(message) && /excessive/i.test(message)) {
       const pos = firstAliasPosition(text, lineCounter);
       return fatal(
         'YAML_ALIAS_LIMIT',
@@ -119,9 +121,10 @@ const friendly: Partial<Record<string, string>> = {
 };
 
 function slowPathDiagnostics(text: string, fastError: unknown): PendingDiagnostic[] {
-  const reason = fastError instanceof Error ? ((fastError as { reason?: string }).reason ?? fastError.message) : String(fastError);
+  const reason = fastError instanceof jsyaml.YAMLException ? fastError.reason : fastError instanceof Error ? fastError.message : String(fastError);
+  const mark = fastError instanceof jsyaml.YAMLException ? fastError.mark : undefined;
+  // js-yaml gives no code: its reason (or a RangeError's message) is all there is to classify.
   if (/maxDepth|call stack/i.test(reason)) {
-    const mark = (fastError as { mark?: { line: number; column: number } }).mark;
     return [{
       severity: 'error',
       code: 'YAML_TOO_DEEP',
@@ -156,7 +159,6 @@ function slowPathDiagnostics(text: string, fastError: unknown): PendingDiagnosti
   const tabs = out.filter((d) => d.code === 'YAML_TAB_INDENT');
   if (tabs.length > 0) return dedupe(tabs);
   if (out.length > 0) return dedupe(out);
-  const mark = (fastError as { mark?: { line: number; column: number } }).mark;
   return [{
     severity: 'error',
     code: /duplicated mapping key/.test(reason) ? 'YAML_DUPLICATE_KEY' : /tab/.test(reason) ? 'YAML_TAB_INDENT' : 'YAML_SYNTAX',

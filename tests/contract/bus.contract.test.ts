@@ -11,8 +11,9 @@ function event(runId: string, task: string, attempt: number, type: 'task.started
   return { runId, at, type, task, attempt };
 }
 
-function publish(bus: Bus, e: RunEvent, origin: 'engine' | 'agent' = 'agent'): void {
-  bus.publish(eventSubject('wf', e.runId, 'task' in e ? e.task : undefined), e, { msgId: eventId(e), origin });
+/** Publishes one event; what the bus returns settles once it is stored (NATS), or at once (in memory). */
+function publish(bus: Bus, e: RunEvent, origin: 'engine' | 'agent' = 'agent'): void | Promise<void> {
+  return bus.publish(eventSubject('wf', e.runId, 'task' in e ? e.task : undefined), e, { msgId: eventId(e), origin });
 }
 
 /** A bus for the suite, and how to close it with whatever it runs on. */
@@ -73,10 +74,11 @@ function busContract(name: string, make: () => Promise<Opened>, available: () =>
     it('gives a late subscriber the events published before it, from the first, in order, then the new ones', async () => {
       // The engine subscribes only after replaying its journal: reports that arrived in
       // between must still reach it.
-      for (let i = 0; i < 20; i++) publish(bus, event('run-late', `t${i}`, 1), i % 2 === 0 ? 'agent' : 'engine');
-      publish(bus, event('run-other', 'x', 1));
-      // Let the bus deliver (and store) what was published, with nobody listening.
-      await new Promise((r) => setTimeout(r, 100));
+      const stored: Array<void | Promise<void>> = [];
+      for (let i = 0; i < 20; i++) stored.push(publish(bus, event('run-late', `t${i}`, 1), i % 2 === 0 ? 'agent' : 'engine'));
+      stored.push(publish(bus, event('run-other', 'x', 1)));
+      // Every one of them stored before anybody subscribes.
+      await Promise.all(stored);
       const got: Array<[string, string]> = [];
       const stop = bus.subscribe(runSubjects('wf', 'run-late'), (e, meta) => got.push(['task' in e ? e.task : '', meta.origin]));
       for (let i = 20; i < 25; i++) publish(bus, event('run-late', `t${i}`, 1));

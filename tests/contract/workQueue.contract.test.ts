@@ -155,7 +155,8 @@ function workQueueContract(name: string, make: () => Promise<Opened>): void {
       await q.enqueue(w, 'p', item(w, 'marker'));
       // The consumer is busy: `queued` waits (in the queue, or held by the consumer).
       q.cancel(w, 'p', { runId: `r-${w}`, instance: 'queued', attempt: 1 });
-      await later(100);
+      // Cancels reach a consumer in the order they were sent: the slot this next one frees
+      // is taken only after `queued` is known to be cancelled.
       q.cancel(w, 'p', { runId: `r-${w}`, instance: 'running', attempt: 1 });
       await until('the running one aborted', () => aborted.includes('running'));
       await until('the marker to start', () => started.includes('marker'));
@@ -167,8 +168,10 @@ function workQueueContract(name: string, make: () => Promise<Opened>): void {
     it('when stopped, lets a short attempt finish within the drain, and hands a long one back at once', async () => {
       const w = wf();
       const reasons: unknown[] = [];
+      const started: string[] = [];
       let shortDone = false;
       const stop = await q.consume(w, 'p', 2, async (i, signal) => {
+        started.push(i.instance);
         if (i.instance === 'short') {
           await later(100);
           shortDone = true;
@@ -180,7 +183,7 @@ function workQueueContract(name: string, make: () => Promise<Opened>): void {
       });
       await q.enqueue(w, 'p', item(w, 'long'));
       await q.enqueue(w, 'p', item(w, 'short'));
-      await later(50);
+      await until('both attempts to start', () => started.length === 2);
       const t0 = Date.now();
       await stop(500);
       expect(shortDone).toBe(true);

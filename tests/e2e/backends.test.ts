@@ -7,7 +7,8 @@ import { withEnv } from '../harness/cli.js';
 import { ConsulAgent, requireConsul } from '../harness/consulAgent.js';
 import { NomadAgent, requireNomad } from '../harness/nomadAgent.js';
 import { NatsServer, requireServer } from '../harness/natsServer.js';
-import { git, repoWith, workflow } from '../integration/gitRepo.js';
+import { git, repoWith, workflow } from '../harness/gitRepo.js';
+import { until } from '../harness/until.js';
 
 const nomadBin = requireNomad();
 const consulBin = requireConsul();
@@ -60,13 +61,11 @@ describe.skipIf(nomadBin === undefined || consulBin === undefined || !natsOk)('e
       // Consul: run status in KV, and the pool's agents as a service with passing checks.
       const registry = new ConsulRegistry({ address: consul.address });
       expect(await registry.readRun('mixed', run.runId)).toMatchObject({ status: 'succeeded', auditCommit });
-      const end = Date.now() + 60_000;
       let health: Array<{ status: string }> = [];
-      while (Date.now() < end) {
+      await until(() => `two passing pool agents in Consul, got ${JSON.stringify(health)}`, async () => {
         health = await registry.poolHealth('caravan-mixed-pool-workers');
-        if (health.length === 2 && health.every((h) => h.status === 'passing')) break;
-        await new Promise((r) => setTimeout(r, 500));
-      }
+        return health.length === 2 && health.every((h) => h.status === 'passing');
+      }, 60_000, 500);
       expect(health.map((h) => h.status)).toEqual(['passing', 'passing']);
 
       // caravan pool scale: three agents through Nomad.
@@ -75,8 +74,7 @@ describe.skipIf(nomadBin === undefined || consulBin === undefined || !natsOk)('e
       expect([scale.code, scale.out]).toEqual([0, 'caravan-mixed-pool-workers: 2 → 3 agents\ncaravan-mixed-pool-workers: 3 agents running\n']);
       expect(scale.err).toMatch(/caravan: 3 of 3 agents running\n$/);
       expect((await client.readJob('caravan-mixed-pool-workers')).TaskGroups[0]!.Count).toBe(3);
-      const scaled = Date.now() + 60_000;
-      while (Date.now() < scaled && (await registry.poolHealth('caravan-mixed-pool-workers')).length < 3) await new Promise((r) => setTimeout(r, 500));
+      await until('three pool agents in Consul', async () => (await registry.poolHealth('caravan-mixed-pool-workers')).length >= 3, 60_000, 500);
       expect((await registry.poolHealth('caravan-mixed-pool-workers')).length).toBe(3);
     });
   }, 240_000);

@@ -1,28 +1,11 @@
-import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli } from '../harness/cli.js';
+import { cli, runBin } from '../harness/cli.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
-const bin = join(root, 'bin', 'caravan.js');
-const run = promisify(execFile);
-
-/** Runs the CLI in-process against a working directory and captures its output. */
-
-/** Runs the built bin as a user would. */
-async function spawnCli(cwd: string, ...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  try {
-    const r = await run(process.execPath, [bin, ...argv], { cwd });
-    return { code: 0, out: r.stdout, err: r.stderr };
-  } catch (e) {
-    const x = e as { code: number; stdout: string; stderr: string };
-    return { code: x.code, out: x.stdout, err: x.stderr };
-  }
-}
 
 const good = 'apiVersion: caravan/v1\nkind: Workflow\nmetadata:\n  name: ok\nspec:\n  tasks:\n    - name: a\n      run: echo a\n';
 const bad = 'apiVersion: caravan/v1\nkind: Workflow\nmetadata:\n  name: bad\nspec:\n  tasks:\n    - name: a\n      needs: [b]\n      run: "echo a, b: c"\n';
@@ -89,13 +72,13 @@ describe('caravan validate', () => {
   });
 
   it('the built bin behaves the same and never prints a stack trace for user errors', async () => {
-    const r = await spawnCli(dir, 'validate', 'workflows');
+    const r = await runBin(['validate', 'workflows'], { cwd: dir });
     expect(r.code).toBe(2);
     expect(r.out).toContain('NEEDS_UNKNOWN');
-    const missing = await spawnCli(dir, 'validate', 'nope');
+    const missing = await runBin(['validate', 'nope'], { cwd: dir });
     expect(missing.code).toBe(66);
     expect(missing.err).toBe('caravan: no such file or directory: nope\n');
-    const fixtures = await spawnCli(join(root, 'tests', 'fixtures', 'invalid'), 'validate', '.');
+    const fixtures = await runBin(['validate', '.'], { cwd: join(root, 'tests', 'fixtures', 'invalid') });
     expect(fixtures.code).toBe(2);
     expect(fixtures.err).toBe('');
     expect(fixtures.out).not.toMatch(/\bat .*\.js:\d+/);
@@ -104,7 +87,7 @@ describe('caravan validate', () => {
 
 describe('caravan demo', () => {
   it('runs a bundled workflow end to end in a scratch repository and shows the audit log', async () => {
-    const r = await spawnCli(dir, 'demo');
+    const r = await runBin(['demo'], { cwd: dir });
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/^Caravan demo: running 'quarterly-report' on the embedded default/);
     expect(r.out).toMatch(/ analyse fans out to 3 items\n/);

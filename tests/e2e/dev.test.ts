@@ -1,23 +1,13 @@
-import { execFile } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { rm } from 'node:fs/promises';
+import { runBin } from '../harness/cli.js';
 import { consulBinary } from '../harness/consulAgent.js';
 import { nomadBinary } from '../harness/nomadAgent.js';
 import { freePort, freePortRun, hasBinary } from '../harness/natsServer.js';
 
-const bin = fileURLToPath(new URL('../../bin/caravan.js', import.meta.url));
-const run = promisify(execFile);
-
-async function caravan(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; out: string; err: string }> {
-  try {
-    const r = await run(process.execPath, [bin, ...args], { env, timeout: 170_000 });
-    return { code: 0, out: r.stdout, err: r.stderr };
-  } catch (e) {
-    const x = e as { code: number; stdout: string; stderr: string };
-    return { code: x.code, out: x.stdout, err: x.stderr };
-  }
+/** `caravan` in a process of its own with exactly this environment; `caravan dev` takes its time. */
+function caravan(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; out: string; err: string }> {
+  return runBin(args, { env, timeoutMs: 170_000 });
 }
 
 describe('caravan dev', () => {

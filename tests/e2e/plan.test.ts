@@ -1,20 +1,8 @@
-import { execFile } from 'node:child_process';
-import { cp, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { cli } from '../harness/cli.js';
-
-const root = fileURLToPath(new URL('../../', import.meta.url));
-const exec = promisify(execFile);
-
-async function git(dir: string, ...args: string[]): Promise<string> {
-  const r = await exec('git', ['-c', 'user.name=Test', '-c', 'user.email=test@example.com', '-c', 'commit.gpgsign=false', ...args], { cwd: dir });
-  return r.stdout;
-}
-
+import { exampleRepo, git } from '../harness/gitRepo.js';
 
 async function edit(file: string, from: string, to: string): Promise<void> {
   const text = await readFile(file, 'utf8');
@@ -24,11 +12,7 @@ async function edit(file: string, from: string, to: string): Promise<void> {
 
 let dir: string;
 beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'caravan-plan-'));
-  await git(dir, 'init', '-q', '-b', 'main');
-  await cp(join(root, 'workflows'), join(dir, 'workflows'), { recursive: true });
-  await git(dir, 'add', '-A');
-  await git(dir, 'commit', '-q', '-m', 'workflows');
+  dir = await exampleRepo('caravan-plan-');
 });
 afterEach(async () => {
   await rm(dir, { recursive: true, force: true });

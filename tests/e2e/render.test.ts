@@ -1,14 +1,11 @@
-import { execFile } from 'node:child_process';
 import { cp, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { cli } from '../harness/cli.js';
+import { cli, runBin } from '../harness/cli.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
-const run = promisify(execFile);
 
 
 async function tree(dir: string): Promise<Record<string, string>> {
@@ -89,10 +86,11 @@ describe('caravan render', () => {
   it('renders identical bytes in another process with another time zone, locale and working directory', async () => {
     await cli(dir, 'render');
     const other = join(dir, 'elsewhere');
-    await run(process.execPath, [join(root, 'bin', 'caravan.js'), 'render', '--out', other, join(dir, 'workflows')], {
+    const r = await runBin(['render', '--out', other, join(dir, 'workflows')], {
       cwd: tmpdir(),
       env: { ...process.env, TZ: 'Pacific/Chatham', LANG: 'tr_TR.UTF-8', LC_ALL: 'tr_TR.UTF-8' },
     });
+    expect(r.code, r.err).toBe(0);
     expect(await tree(other)).toEqual(await tree(join(dir, 'nomad-jobs')));
   });
 });

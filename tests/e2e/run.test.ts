@@ -1,30 +1,19 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { cli } from '../harness/cli.js';
-import { git, repoWith, workflow } from '../integration/gitRepo.js';
+import { caravanBin, cli } from '../harness/cli.js';
+import { git, tempRepo, workflow } from '../harness/gitRepo.js';
 import { until } from '../harness/until.js';
 
-const bin = fileURLToPath(new URL('../../bin/caravan.js', import.meta.url));
-const dirs: string[] = [];
 const children: ChildProcess[] = [];
-afterEach(async () => {
+afterEach(() => {
   for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
-  for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
 });
-
-async function repo(files: Record<string, string>): Promise<string> {
-  const d = await repoWith(files);
-  dirs.push(d);
-  return d;
-}
-
 
 /** Starts the real CLI in its own process. */
 function spawnCli(cwd: string, ...argv: string[]): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
-  const child = spawn(process.execPath, [bin, ...argv], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [caravanBin, ...argv], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   let out = '';
   child.stdout!.on('data', (c: Buffer) => { out += c.toString(); });
@@ -38,7 +27,7 @@ const bad = workflow('bad', '  tasks:\n    - { name: a, run: "exit 4" }\n    - {
 
 describe('caravan run', () => {
   it('prints plain progress, exits 0, and says where the run is recorded', async () => {
-    const dir = await repo({ 'ok.yaml': ok });
+    const dir = await tempRepo({ 'ok.yaml': ok });
     const r = await cli(dir, 'run', 'ok', '--param', 'who=caravan');
     expect(r.code).toBe(0);
     const lines = r.out.trim().split('\n').map((l) => l.replace(/^\d\d:\d\d:\d\d /, ''));
@@ -49,7 +38,7 @@ describe('caravan run', () => {
   });
 
   it('with --json prints one event per line, each with runId and type (and task, attempt where they apply); a failed run exits 1', async () => {
-    const dir = await repo({ 'bad.yaml': bad });
+    const dir = await tempRepo({ 'bad.yaml': bad });
     const r = await cli(dir, 'run', 'bad', '--json');
     expect(r.code).toBe(1);
     const events = r.out.trim().split('\n').map((l) => JSON.parse(l) as { runId: string; type: string; task?: string; attempt?: number });
@@ -61,7 +50,7 @@ describe('caravan run', () => {
   });
 
   it('gives clear errors, not stack traces, for an unknown workflow, a bad param and a directory that is not a repository', async () => {
-    const dir = await repo({ 'ok.yaml': ok });
+    const dir = await tempRepo({ 'ok.yaml': ok });
     expect(await cli(dir, 'run', 'okk')).toEqual({ code: 66, out: '', err: "caravan: unknown workflow 'okk'; workflows here: ok\n" });
     expect(await cli(dir, 'run', 'ok', '-p', 'who')).toEqual({ code: 64, out: '', err: "caravan: --param expects name=value, got 'who'\n" });
     expect(await cli(dir, 'run', 'ok', '-p', 'nobody=1')).toEqual({ code: 64, out: '', err: "caravan: unknown param 'nobody' (declared: who)\n" });
@@ -71,7 +60,7 @@ describe('caravan run', () => {
   });
 
   it('runs, status and logs read the audit branch', async () => {
-    const dir = await repo({ 'ok.yaml': ok });
+    const dir = await tempRepo({ 'ok.yaml': ok });
     await cli(dir, 'run', 'ok');
     const runs = await cli(dir, 'runs');
     const id = runs.out.split('\n')[1]!.split(/\s+/)[0]!;
@@ -86,7 +75,7 @@ describe('caravan run', () => {
 describe('a live run, from another process', () => {
   it('waits at an approval gate until `caravan approve` from another terminal', async () => {
     const gate = workflow('gate', '  tasks:\n    - { name: build, agent: noop }\n    - { name: review, needs: [build], approval: { timeout: 1h } }\n    - { name: ship, needs: [review], run: "echo shipped" }\n');
-    const dir = await repo({ 'gate.yaml': gate });
+    const dir = await tempRepo({ 'gate.yaml': gate });
     const proc = spawnCli(dir, 'run', 'gate');
     let runId = '';
     await until('the approval request', () => {
@@ -107,7 +96,7 @@ describe('a live run, from another process', () => {
 
   it('status of a live run shows its journal, ahead of the last checkpoint', async () => {
     const wf = workflow('watched', '  tasks:\n    - { name: first, agent: noop }\n    - { name: second, needs: [first], run: "while [ ! -f go ]; do sleep 0.05; done" }\n');
-    const dir = await repo({ 'watched.yaml': wf });
+    const dir = await tempRepo({ 'watched.yaml': wf });
     await writeFile(join(dir, '.gitignore'), 'go\n');
     const proc = spawnCli(dir, 'run', 'watched');
     let runId = '';
@@ -128,7 +117,7 @@ describe('a live run, from another process', () => {
 
   it('resumes after SIGKILL from the last checkpoint and journal, without re-running what succeeded', async () => {
     const wf = workflow('long', '  tasks:\n    - { name: first, run: "echo ran >> first.count" }\n    - { name: second, needs: [first], run: "if [ -f go ]; then echo resumed; else echo $$ > second.pid; exec sleep 60; fi" }\n    - { name: third, needs: [second], run: "echo ran >> third.count" }\n');
-    const dir = await repo({ 'long.yaml': wf });
+    const dir = await tempRepo({ 'long.yaml': wf });
     await writeFile(join(dir, '.gitignore'), '*.count\n*.pid\ngo\n');
     const proc = spawnCli(dir, 'run', 'long');
     let runId = '';
@@ -173,7 +162,7 @@ describe('the workflow concurrency policy, across processes', () => {
   }
 
   it('skip: a second run is not started while one is running', async () => {
-    const dir = await repo({ 'held.yaml': held('skip') });
+    const dir = await tempRepo({ 'held.yaml': held('skip') });
     const { proc, runId } = await firstRun(dir);
     const second = await cli(dir, 'run', 'held');
     expect(second).toEqual({ code: 1, out: '', err: `caravan: not started: 1 run of held already running (concurrency limit 1, policy skip): ${runId}\n` });
@@ -182,7 +171,7 @@ describe('the workflow concurrency policy, across processes', () => {
   });
 
   it('cancel-running: the new run cancels the running one and takes its place', async () => {
-    const dir = await repo({ 'held.yaml': held('cancel-running') });
+    const dir = await tempRepo({ 'held.yaml': held('cancel-running') });
     const { proc, runId } = await firstRun(dir);
     const second = spawnCli(dir, 'run', 'held');
     expect(await proc.exited).toBe(1);
@@ -199,7 +188,7 @@ describe('the workflow concurrency policy, across processes', () => {
   });
 
   it('queue: the new run waits for a slot, then runs', async () => {
-    const dir = await repo({ 'held.yaml': held('queue') });
+    const dir = await tempRepo({ 'held.yaml': held('queue') });
     const { proc, runId } = await firstRun(dir);
     const second = spawnCli(dir, 'run', 'held');
     await until('the second run to say it waits', () => second.output().includes('waiting: 1 run of held running (concurrency limit 1, policy queue)'));

@@ -2,7 +2,7 @@ import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { cli, withEnv } from '../harness/cli.js';
-import { git, repoWith, workflow } from '../integration/gitRepo.js';
+import { git, repoWith, workflow } from '../harness/gitRepo.js';
 
 // Issue 11: an env secret leaked through a failing command (`/bin/sh: <secret>: not found`
 // in task.failed), an output-parse error quoting the line, an output a downstream task

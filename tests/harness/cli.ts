@@ -1,4 +1,12 @@
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { main } from '../../engine/cli/main.js';
+
+const exec = promisify(execFile);
+
+/** The `caravan` command as installed: it runs the compiled dist/, so build before the tests that use it. */
+export const caravanBin = fileURLToPath(new URL('../../bin/caravan.js', import.meta.url));
 
 /** Runs the CLI in-process against a working directory and captures what it prints. */
 export async function cli(cwd: string, ...argv: string[]): Promise<{ code: number; out: string; err: string }> {
@@ -6,6 +14,21 @@ export async function cli(cwd: string, ...argv: string[]): Promise<{ code: numbe
   let err = '';
   const code = await main(argv, { cwd, stdout: (t) => { out += t; }, stderr: (t) => { err += t; } });
   return { code, out, err };
+}
+
+/**
+ * Runs the built CLI in a process of its own, as a user would, and captures its output and
+ * exit code. `env` replaces the whole environment when given.
+ */
+export async function runBin(argv: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<{ code: number; out: string; err: string }> {
+  try {
+    const r = await exec(process.execPath, [caravanBin, ...argv], { ...(options.cwd !== undefined ? { cwd: options.cwd } : {}), ...(options.env !== undefined ? { env: options.env } : {}), ...(options.timeoutMs !== undefined ? { timeout: options.timeoutMs } : {}) });
+    return { code: 0, out: r.stdout, err: r.stderr };
+  } catch (e) {
+    // execFile's error for a non-zero exit carries the code and both streams.
+    const x = e as { code: number; stdout: string; stderr: string };
+    return { code: x.code, out: x.stdout, err: x.stderr };
+  }
 }
 
 /** Runs `fn` with these variables set (undefined: unset), then puts the environment back. */

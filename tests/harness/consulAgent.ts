@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { findServerBinary, stopProcess } from '../../engine/dev/serverProcess.js';
 import { freePort, requireServerBinary } from './natsServer.js';
+import { answers, until } from './until.js';
 
 export function consulBinary(): string | undefined {
   return findServerBinary('consul');
@@ -24,18 +25,12 @@ export class ConsulAgent {
     a.proc = spawn(bin, ['agent', '-dev', '-bind=127.0.0.1', '-client=127.0.0.1', `-http-port=${http}`, '-dns-port=-1', '-grpc-port=-1', '-grpc-tls-port=-1', `-serf-lan-port=${lan}`, `-serf-wan-port=${wan}`, `-server-port=${server}`, ...(hcl !== undefined ? [`-hcl=${hcl}`] : [])], { stdio: ['ignore', 'pipe', 'pipe'] });
     a.proc.stdout!.on('data', (c: Buffer) => { a.output += c.toString(); });
     a.proc.stderr!.on('data', (c: Buffer) => { a.output += c.toString(); });
-    const end = Date.now() + 60_000;
-    while (Date.now() < end) {
-      if (a.proc.exitCode !== null) throw new Error(`consul exited (${a.proc.exitCode}):\n${a.output.slice(-3000)}`);
-      try {
-        const res = await fetch(`http://127.0.0.1:${http}/v1/status/leader`);
-        if (res.ok && (await res.json()) !== '') return a;
-      } catch {
-        // not up yet
-      }
-      await new Promise((r) => setTimeout(r, 250));
-    }
-    throw new Error(`consul not ready after 60 s:\n${a.output.slice(-3000)}`);
+    const proc = a.proc;
+    await until(() => `consul to elect itself leader:\n${a.output.slice(-3000)}`, () => {
+      if (proc.exitCode !== null) throw new Error(`consul exited (${proc.exitCode}):\n${a.output.slice(-3000)}`);
+      return answers(`http://127.0.0.1:${http}/v1/status/leader`, (leader) => leader !== '');
+    }, 60_000, 250);
+    return a;
   }
 
   get address(): string {

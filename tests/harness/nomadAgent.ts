@@ -1,10 +1,10 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findServerBinary, stopProcess } from '../../engine/dev/serverProcess.js';
 import { freePort, requireServerBinary } from './natsServer.js';
+import { describeProcess, descendants, isAlive, processesMentioning } from './processTree.js';
 import { answers, until } from './until.js';
 
 /** `nomad` on PATH, or the one scripts/build-nomad.sh cached. */
@@ -125,12 +125,10 @@ export class NomadAgent {
     // the data directory on their command line instead.
     for (const p of await processesMentioning(this.dir)) tree.add(p);
     for (const pid of tree) killQuietly(pid);
-    const end = Date.now() + 5_000;
-    let alive = [...tree].filter(isAlive);
-    while (alive.length > 0 && Date.now() < end) {
-      await new Promise((r) => setTimeout(r, 50));
-      alive = alive.filter(isAlive);
-    }
+    let alive = [...tree];
+    // A process that outlives the wait is reported below, after the mounts and the data
+    // directory are cleaned up, so the timeout itself is not the error.
+    await until('the agent\'s processes to exit', () => (alive = alive.filter(isAlive)).length === 0, 5_000, 50).catch(() => undefined);
     // A client killed with SIGKILL leaves its allocations' secrets and private dirs mounted.
     const mounts = (await readFile('/proc/self/mounts', 'utf8').catch(() => '')).split('\n').map((l) => l.split(' ')[1] ?? '').filter((m) => m.startsWith(`${this.dir}/`));
     for (const m of mounts.reverse()) spawnSync('umount', ['-l', m]);
@@ -148,50 +146,4 @@ function killQuietly(pid: number): void {
   } catch {
     // Gone already: that is the goal.
   }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    // A zombie still answers signal 0; it holds nothing, so it counts as gone.
-    return !readFileSyncQuiet(`/proc/${pid}/stat`).includes(') Z ') && (process.kill(pid, 0), true);
-  } catch {
-    return false;
-  }
-}
-
-function readFileSyncQuiet(path: string): string {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch {
-    return '';
-  }
-}
-
-function describeProcess(pid: number): string {
-  return `${pid} ${readFileSyncQuiet(`/proc/${pid}/cmdline`).split('\0').join(' ').trim()}`;
-}
-
-/** Processes whose command line names `dir` (a test agent's helpers carry its data directory). */
-async function processesMentioning(dir: string): Promise<number[]> {
-  const { readdir } = await import('node:fs/promises');
-  const out: number[] = [];
-  for (const pid of await readdir('/proc').catch(() => [] as string[])) {
-    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
-    if (readFileSyncQuiet(`/proc/${pid}/cmdline`).includes(dir)) out.push(Number(pid));
-  }
-  return out;
-}
-
-/** Every process below `root`, from /proc (ppid is the 4th field of /proc/<pid>/stat). */
-async function descendants(root: number): Promise<number[]> {
-  const { readdir } = await import('node:fs/promises');
-  const parent = new Map<number, number>();
-  for (const pid of await readdir('/proc').catch(() => [] as string[])) {
-    if (!/^\d+$/.test(pid)) continue;
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    if (Number.isFinite(ppid)) parent.set(Number(pid), ppid);
-  }
-  const below = (p: number): number[] => [...parent].filter(([, pp]) => pp === p).flatMap(([c]) => [c, ...below(c)]);
-  return below(root);
 }

@@ -6,7 +6,7 @@ import { gatePath } from '../harness/gatePath.js';
 import { NatsServer, requireServer } from '../harness/natsServer.js';
 import { openApp } from '../harness/openApp.js';
 import { until } from '../harness/until.js';
-import { repoWith, workflow } from './gitRepo.js';
+import { repoWith, workflow } from '../harness/gitRepo.js';
 
 const available = requireServer('nats-server', 'apt-get install -y nats-server');
 

@@ -4,6 +4,7 @@ import { ConsulRegistry } from '../../engine/consul/ConsulRegistry.js';
 import { ConsulAgent, requireConsul } from '../harness/consulAgent.js';
 import { until } from '../harness/until.js';
 import { gatePath } from '../harness/gatePath.js';
+import { git, repoWith, workflow } from '../harness/gitRepo.js';
 
 const bin = requireConsul();
 
@@ -35,7 +36,6 @@ describe.skipIf(bin === undefined)('the Consul registry against a real `consul a
 
   it('a run with --registry consul leaves its final status, with the audit commit, in KV', async () => {
     const { openApp } = await import('../harness/openApp.js');
-    const { git, repoWith, workflow } = await import('./gitRepo.js');
     const dir = await repoWith({ 'mirrored.yaml': workflow('mirrored', '  tasks:\n    - { name: a, agent: noop }\n    - { name: b, needs: [a], agent: noop }\n') });
     const saved = process.env['CONSUL_HTTP_ADDR'];
     process.env['CONSUL_HTTP_ADDR'] = agent.address;
@@ -53,7 +53,6 @@ describe.skipIf(bin === undefined)('the Consul registry against a real `consul a
 
   it('a live run\'s status in KV follows its checkpoints, each with its commit on caravan/runs', async () => {
     const { writeFile } = await import('node:fs/promises');
-    const { git, repoWith, workflow } = await import('./gitRepo.js');
     const { openApp } = await import('../harness/openApp.js');
     const gate = await gatePath();
     const dir = await repoWith({ 'live.yaml': workflow('live', `  tasks:\n    - { name: a, agent: noop }\n    - { name: b, needs: [a], run: "while [ ! -f ${gate} ]; do sleep 0.05; done" }\n`) });

@@ -6,7 +6,7 @@ import { openApp } from '../harness/openApp.js';
 import type { Registry } from '../../engine/run/Registry.js';
 import type { RunEvent } from '../../engine/run/RunEvent.js';
 import { ConsulAgent, requireConsul } from '../harness/consulAgent.js';
-import { repoWith, workflow } from './gitRepo.js';
+import { repoWith, workflow } from '../harness/gitRepo.js';
 import { until } from '../harness/until.js';
 import { gatePath } from '../harness/gatePath.js';
 

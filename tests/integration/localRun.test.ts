@@ -2,31 +2,20 @@ import { MemoryLogger } from '../../engine/run/Logger.js';
 import nodeFs from 'node:fs';
 import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { GitAuditStore } from '../../engine/audit/GitAuditStore.js';
 import { RunRecorder } from '../../engine/audit/RunRecorder.js';
 import { updateRef } from '../../engine/audit/updateRef.js';
 import { CaravanError } from '../../engine/errors/CaravanError.js';
 import { openApp } from '../harness/openApp.js';
-import { git, repoWith, workflow } from './gitRepo.js';
+import { git, tempRepo, workflow } from '../harness/gitRepo.js';
 import { gatePath } from '../harness/gatePath.js';
-
-const dirs: string[] = [];
-afterEach(async () => {
-  for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
-});
-
-async function repo(files: Record<string, string>, commit = true): Promise<string> {
-  const d = await repoWith(files, commit);
-  dirs.push(d);
-  return d;
-}
 
 const pipeline = workflow('pipe', '  tasks:\n    - name: a\n      run: echo A; printf "v=1\\n" > "$CARAVAN_OUTPUTS"\n      outputs: [v]\n    - name: b\n      needs: [a]\n      run: echo "got ${{ tasks.a.outputs.v }}"\n');
 
 describe('a local run recorded in Git', () => {
   it('leaves a readable audit trail and touches nothing of the user\'s', async () => {
-    const dir = await repo({ 'pipe.yaml': pipeline });
+    const dir = await tempRepo({ 'pipe.yaml': pipeline });
     await writeFile(join(dir, 'notes.txt'), 'uncommitted work\n');
     const head = (await git(dir, 'rev-parse', 'HEAD')).trim();
     const status = await git(dir, 'status', '--porcelain');
@@ -63,7 +52,7 @@ describe('a local run recorded in Git', () => {
 
   it('checkpoints in batches, never one commit per event', async () => {
     const many = workflow('many', '  tasks:\n' + Array.from({ length: 40 }, (_, i) => `    - { name: t${i}, agent: noop${i > 0 ? `, needs: [t${i - 1}]` : ''} }\n`).join(''));
-    const dir = await repo({ 'many.yaml': many });
+    const dir = await tempRepo({ 'many.yaml': many });
     const svc = openApp({ repoDir: dir, checkpointEveryEvents: 50, checkpointEveryMs: 3_600_000 });
     const run = await svc.start('many', {});
     const { state } = await run.done;
@@ -79,7 +68,7 @@ describe('a local run recorded in Git', () => {
   it('a quiet run still reaches Git within checkpointEveryMs of its last event', async () => {
     const { until } = await import('../harness/until.js');
     const gate = await gatePath();
-    const dir = await repo({ 'quiet.yaml': workflow('quiet', `  tasks:\n    - { name: a, agent: noop }\n    - { name: b, needs: [a], run: "while [ ! -f ${gate} ]; do sleep 0.05; done" }\n`) });
+    const dir = await tempRepo({ 'quiet.yaml': workflow('quiet', `  tasks:\n    - { name: a, agent: noop }\n    - { name: b, needs: [a], run: "while [ ! -f ${gate} ]; do sleep 0.05; done" }\n`) });
     const svc = openApp({ repoDir: dir, checkpointEveryEvents: 10_000, checkpointEveryMs: 200 });
     const run = await svc.start('quiet', {});
     try {
@@ -98,7 +87,7 @@ describe('a local run recorded in Git', () => {
   });
 
   it('works in a dirty repository on a detached HEAD, and in one with no commits at all', async () => {
-    const dir = await repo({ 'pipe.yaml': pipeline });
+    const dir = await tempRepo({ 'pipe.yaml': pipeline });
     await git(dir, 'checkout', '-q', '--detach');
     await writeFile(join(dir, 'workflows', 'pipe.yaml'), pipeline.replace('echo A', 'echo A2'));
     const head = (await git(dir, 'rev-parse', 'HEAD')).trim();
@@ -107,7 +96,7 @@ describe('a local run recorded in Git', () => {
     expect((await git(dir, 'rev-parse', 'HEAD')).trim()).toBe(head);
     expect(await git(dir, 'status', '--porcelain')).toBe(' M workflows/pipe.yaml\n');
 
-    const empty = await repo({ 'pipe.yaml': pipeline }, false);
+    const empty = await tempRepo({ 'pipe.yaml': pipeline }, false);
     const r2 = await (await openApp({ repoDir: empty }).start('pipe', {})).done;
     expect(r2.state.status).toBe('succeeded');
     expect(await git(empty, 'log', '-1', '--format=%B', 'caravan/runs')).not.toContain('Workflow-Commit:');
@@ -115,7 +104,7 @@ describe('a local run recorded in Git', () => {
   });
 
   it('rejects an unknown workflow and bad params with clear errors', async () => {
-    const dir = await repo({ 'pipe.yaml': workflow('pipe', '  params:\n    n: { type: integer, default: 1 }\n  tasks:\n    - { name: a, agent: noop }\n') });
+    const dir = await tempRepo({ 'pipe.yaml': workflow('pipe', '  params:\n    n: { type: integer, default: 1 }\n  tasks:\n    - { name: a, agent: noop }\n') });
     const svc = openApp({ repoDir: dir });
     await expect(svc.start('nope', {})).rejects.toMatchObject({ code: 'WORKFLOW_NOT_FOUND', message: "unknown workflow 'nope'; workflows here: pipe" });
     await expect(svc.start('pipe', { n: 'three', x: '1' })).rejects.toMatchObject({ code: 'PARAM_INVALID', message: "unknown param 'x' (declared: n); param 'n': 'three' is not a number" });
@@ -125,7 +114,7 @@ describe('a local run recorded in Git', () => {
 
 describe('when Git cannot be written', () => {
   it('a locked ref is retried, then reported clearly', async () => {
-    const dir = await repo({ 'pipe.yaml': pipeline });
+    const dir = await tempRepo({ 'pipe.yaml': pipeline });
     const gitdir = join(dir, '.git');
     const head = (await git(dir, 'rev-parse', 'HEAD')).trim();
     await writeFile(join(gitdir, 'refs', 'heads', 'main.lock'), '');
@@ -145,7 +134,7 @@ describe('when Git cannot be written', () => {
   });
 
   it('a full disk keeps the run in memory and in the journal, and writes it all once space is back', async () => {
-    const dir = await repo({ 'pipe.yaml': pipeline });
+    const dir = await tempRepo({ 'pipe.yaml': pipeline });
     let full = true;
     const enospc = (): never => {
       throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
@@ -199,7 +188,7 @@ describe('when Git cannot be written', () => {
 describe('task faults are clear and nothing is lost', () => {
   it('a missing command, a task killed by a signal and garbled outputs each fail with their reason, and every event is recorded', async () => {
     const wf = workflow('faults', '  failFast: false\n  tasks:\n    - { name: missing, run: "no-such-tool --flag" }\n    - { name: killed, run: "kill -KILL $$" }\n    - { name: garbled, run: "echo not-key-value > \\"$CARAVAN_OUTPUTS\\"", outputs: [x] }\n    - { name: fine, agent: noop }\n');
-    const dir = await repo({ 'faults.yaml': wf });
+    const dir = await tempRepo({ 'faults.yaml': wf });
     const run = await openApp({ repoDir: dir }).start('faults', {});
     const { state } = await run.done;
     expect(state.status).toBe('failed');
@@ -221,7 +210,7 @@ describe('a task that runs another workflow', () => {
   it('starts a child run, waits for it, and records both', async () => {
     const parent = workflow('parent', '  tasks:\n    - { name: child, workflow: { name: kid, params: { who: "${{ run.id }}" } } }\n    - { name: after, needs: [child], run: "echo child was ${{ tasks.child.outputs.runId }}" }\n');
     const kid = workflow('kid', '  params:\n    who: { type: string, required: true }\n  tasks:\n    - { name: hello, run: "echo hi ${{ params.who }}" }\n');
-    const dir = await repo({ 'parent.yaml': parent, 'kid.yaml': kid });
+    const dir = await tempRepo({ 'parent.yaml': parent, 'kid.yaml': kid });
     const run = await openApp({ repoDir: dir }).start('parent', {});
     const { state } = await run.done;
     expect(state.status).toBe('succeeded');

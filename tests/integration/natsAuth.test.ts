@@ -10,6 +10,7 @@ import { natsConnectionOptions } from '../../engine/nats/natsConnectionOptions.j
 import { eventSubject, runSubjects } from '../../engine/run/Bus.js';
 import { eventId, type RunEvent } from '../../engine/run/RunEvent.js';
 import { NatsServer, requireServer } from '../harness/natsServer.js';
+import { until } from '../harness/until.js';
 
 const available = requireServer('nats-server', 'apt-get install -y nats-server');
 
@@ -23,8 +24,7 @@ async function roundTrip(env: NodeJS.ProcessEnv, url: string): Promise<string> {
     const e: RunEvent = { runId: 'r1', at: 1, type: 'task.started', task: 't', attempt: 1 };
     bus.publish(eventSubject('auth', 'r1', 't'), e, { msgId: eventId(e), origin: 'agent' });
     await bus.flush();
-    const end = Date.now() + 15_000;
-    while (got.length === 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    await until('the event back', () => got.length > 0, 15_000);
     stop();
     return got.join(',');
   } finally {

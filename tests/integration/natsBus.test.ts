@@ -2,7 +2,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalExecutor } from '../../engine/local/LocalExecutor.js';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
@@ -19,6 +18,8 @@ import { buildRunPlan } from '../../engine/run/RunPlan.js';
 import { validateText } from '../../engine/spec/validateWorkflows.js';
 import { NatsServer, natsServerBinaries, requireServer } from '../harness/natsServer.js';
 import { until } from '../harness/until.js';
+import { caravanBin } from '../harness/cli.js';
+import { repoWith, workflow } from '../harness/gitRepo.js';
 
 const available = requireServer('nats-server', 'apt-get install -y nats-server');
 /** The context of a task whose expressions read nothing. */
@@ -61,8 +62,7 @@ for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream 
 
   /** A real `caravan agent pool` process of pool `p`, with `env` added to its environment. */
   function poolAgentProcess(workflow: string, concurrency: number, env: Record<string, string>): { proc: ChildProcess; exited: Promise<number | null> } {
-    const bin = fileURLToPath(new URL('../../bin/caravan.js', import.meta.url));
-    const proc = spawn(process.execPath, [bin, 'agent', 'pool', '--workflow', workflow, '--pool', 'p', '--concurrency', String(concurrency)], { env: { ...process.env, NATS_URL: server.url, ...env }, stdio: 'ignore' });
+    const proc = spawn(process.execPath, [caravanBin, 'agent', 'pool', '--workflow', workflow, '--pool', 'p', '--concurrency', String(concurrency)], { env: { ...process.env, NATS_URL: server.url, ...env }, stdio: 'ignore' });
     return { proc, exited: new Promise((r) => proc.once('exit', (code) => r(code))) };
   }
 
@@ -163,7 +163,7 @@ for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream 
     const reports: RunEvent[] = [];
     const stopSub = engineSide.bus.subscribe('caravan.ev.cancelpool.>', (e) => reports.push(e));
     const stopAgent = await startPoolAgent(agentSide.workQueue, agentSide.bus, 'cancelpool', 'p', 1);
-    const wf = validateText('c.yaml', 'apiVersion: caravan/v1\nkind: Workflow\nmetadata:\n  name: cancelpool\nspec:\n  pools:\n    p: { count: 1, concurrency: 2 }\n  tasks:\n    - { name: long, pool: p, sleep: 60s }\n    - { name: queued, pool: p, sleep: 60s }\n').workflow!;
+    const wf = validateText('c.yaml', workflow('cancelpool', '  pools:\n    p: { count: 1, concurrency: 2 }\n  tasks:\n    - { name: long, pool: p, sleep: 60s }\n    - { name: queued, pool: p, sleep: 60s }\n')).workflow!;
     const plan = buildRunPlan(wf, { maxParallel: 4 });
     const clock = realClock();
     const executor = new NomadExecutor(new NomadClient({ address: 'http://127.0.0.1:1' }), engineSide.bus, clock, {
@@ -341,7 +341,7 @@ for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream 
 
   it('carries a real run: local agents report over JetStream to the engine, across a server restart', async () => {
     const tasks = Array.from({ length: 30 }, (_, i) => `    - { name: t${i}, run: "sleep 0.02"${i > 0 ? `, needs: [t${i - 1}]` : ''} }\n`).join('');
-    const wf = validateText('n.yaml', `apiVersion: caravan/v1\nkind: Workflow\nmetadata:\n  name: natsrun\nspec:\n  tasks:\n${tasks}`).workflow!;
+    const wf = validateText('n.yaml', workflow('natsrun', `  tasks:\n${tasks}`)).workflow!;
     const n = await nats();
     const b = n.bus;
     const clock = realClock();
@@ -365,7 +365,6 @@ for (const { label, bin } of natsServerBinaries()) describe(`the NATS JetStream 
 describe.skipIf(!available)('caravan run --bus nats', () => {
   it('runs with its events on JetStream, and says clearly when NATS is not there', async () => {
     const { main } = await import('../../engine/cli/main.js');
-    const { repoWith, workflow } = await import('./gitRepo.js');
     const { rm } = await import('node:fs/promises');
     const server = await NatsServer.start();
     const dir = await repoWith({ 'ok.yaml': workflow('ok', '  tasks:\n    - { name: a, run: "echo hi" }\n    - { name: b, needs: [a], agent: noop }\n') });

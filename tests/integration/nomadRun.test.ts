@@ -5,11 +5,11 @@ import { openApp } from '../harness/openApp.js';
 import { NomadClient } from '../../engine/nomad/NomadClient.js';
 import { NomadAgent, requireNomad } from '../harness/nomadAgent.js';
 import { NatsServer, requireServer } from '../harness/natsServer.js';
-import { withEnv } from '../harness/cli.js';
+import { caravanBin, withEnv } from '../harness/cli.js';
 import { until } from '../harness/until.js';
 import type { RunEvent } from '../../engine/run/RunEvent.js';
 import { snapshotRun } from '../../engine/run/RunState.js';
-import { git, repoWith, workflow } from './gitRepo.js';
+import { git, repoWith, workflow } from '../harness/gitRepo.js';
 import { gatePath } from '../harness/gatePath.js';
 
 const nomadBin = requireNomad();
@@ -201,7 +201,6 @@ describe.skipIf(nomadBin === undefined || !natsOk)('the controller killed mid-ru
   it('resumes, reattaches to the running allocation, and dispatches no task twice', async () => {
     const { spawn } = await import('node:child_process');
     const { readFile, writeFile } = await import('node:fs/promises');
-    const { fileURLToPath } = await import('node:url');
     const { main } = await import('../../engine/cli/main.js');
     const [nomad, nats] = await Promise.all([NomadAgent.start(nomadBin!), NatsServer.start()]);
     const gate = await gatePath();
@@ -209,15 +208,10 @@ describe.skipIf(nomadBin === undefined || !natsOk)('the controller killed mid-ru
     const env = { ...process.env, NOMAD_ADDR: nomad.address, NATS_URL: nats.url };
     const saved = { NOMAD_ADDR: process.env['NOMAD_ADDR'], NATS_URL: process.env['NATS_URL'] };
     try {
-      const bin = fileURLToPath(new URL('../../bin/caravan.js', import.meta.url));
-      const child = spawn(process.execPath, [bin, 'run', 'slow', '--backend', 'nomad', '--bus', 'nats'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [caravanBin, 'run', 'slow', '--backend', 'nomad', '--bus', 'nats'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       child.stdout.on('data', (c: Buffer) => { out += c.toString(); });
-      const end = Date.now() + 60_000;
-      while (!/b started/.test(out)) {
-        if (Date.now() > end) throw new Error(`b never started:\n${out}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      await until(() => `b to start:\n${out}`, () => /b started/.test(out), 60_000, 50);
       const runId = /run (\S+) of slow started/.exec(out)![1]!;
       child.kill('SIGKILL');
       await new Promise((r) => child.once('exit', r));
@@ -256,20 +250,13 @@ describe.skipIf(nomadBin === undefined || !natsOk)('an allocation killed under a
       const client = new NomadClient({ address: nomad.address });
       // Wait for the first attempt's allocation to run, then stop it from outside.
       let alloc: string | undefined;
-      const end = Date.now() + 60_000;
-      while (alloc === undefined) {
-        if (Date.now() > end) throw new Error('no running allocation');
-        const children = await client.dispatchedChildren('caravan-victim-v');
-        for (const c of children) for (const a of await client.jobAllocations(c)) if (a.ClientStatus === 'running') alloc = a.ID;
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      await until('a running allocation', async () => {
+        for (const c of await client.dispatchedChildren('caravan-victim-v')) for (const a of await client.jobAllocations(c)) if (a.ClientStatus === 'running') alloc = a.ID;
+        return alloc !== undefined;
+      }, 60_000, 100);
       await fetch(`${nomad.address}/v1/allocation/${alloc}/stop`, { method: 'POST' });
       // The retry finds the gate open.
-      const retried = Date.now() + 60_000;
-      while ((run.engine.state.instances.get('v')?.attempt ?? 0) < 2) {
-        if (Date.now() > retried) throw new Error('no second attempt');
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      await until('a second attempt', () => (run.engine.state.instances.get('v')?.attempt ?? 0) >= 2, 60_000, 100);
       await writeFile(gate, '');
       const { state } = await run.done;
       expect(state.status).toBe('succeeded');
@@ -299,12 +286,10 @@ describe.skipIf(nomadBin === undefined || !natsOk)('the node under a task goes d
         const svc = openApp({ repoDir: dir, backend: 'nomad', bus: 'nats' });
         const run = await svc.start('stranded', {});
         const client = new NomadClient({ address: nomad.address });
-        const end = Date.now() + 60_000;
-        for (let running = false; !running; ) {
-          if (Date.now() > end) throw new Error('no running allocation');
-          for (const c of await client.dispatchedChildren('caravan-stranded-s')) for (const a of await client.jobAllocations(c)) running ||= a.ClientStatus === 'running';
-          await new Promise((r) => setTimeout(r, 100));
-        }
+        await until('a running allocation', async () => {
+          for (const c of await client.dispatchedChildren('caravan-stranded-s')) for (const a of await client.jobAllocations(c)) if (a.ClientStatus === 'running') return true;
+          return false;
+        }, 60_000, 100);
         await nomad.killClient();
         const { state } = await run.done;
         expect(state.status).toBe('failed');

@@ -4,7 +4,8 @@ import { Ajv2020 } from 'ajv/dist/2020.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CaravanApp } from '../../engine/app/CaravanApp.js';
 import { packageRoot } from '../../engine/packageRoot.js';
-import { git, repoWith, workflow } from './gitRepo.js';
+import { git, repoWith, workflow } from '../harness/gitRepo.js';
+import { until } from '../harness/until.js';
 
 /**
  * The read side the CLI and the coming HTTP API share: run lists with filters and cursor
@@ -26,7 +27,8 @@ describe('RunQueries', () => {
       const run = await app.start(name, {});
       await run.done;
       ids[name]!.push(run.runId);
-      await new Promise((r) => setTimeout(r, 1100 - (Date.now() % 1000)));
+      const second = Math.floor(Date.now() / 1000);
+      await until('the next second', () => Math.floor(Date.now() / 1000) > second, 2_000);
     }
   }, 60_000);
 

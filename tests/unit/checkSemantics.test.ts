@@ -1,13 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { crossFileDiagnostics, validateText } from '../../engine/spec/validateWorkflows.js';
-
-function wf(spec: string, name = 'demo'): string {
-  return `apiVersion: caravan/v1\nkind: Workflow\nmetadata:\n  name: ${name}\nspec:\n${spec}`;
-}
+import { workflow } from '../harness/gitRepo.js';
 
 /** `line:col code message` for each diagnostic, in order. */
 function check(spec: string): string[] {
-  return validateText('w.yaml', wf(spec)).diagnostics.map((d) => `${d.line}:${d.col} ${d.code} ${d.message}`);
+  return validateText('w.yaml', workflow('demo', spec)).diagnostics.map((d) => `${d.line}:${d.col} ${d.code} ${d.message}`);
 }
 
 describe('task actions', () => {
@@ -151,11 +148,11 @@ describe('sub-workflows', () => {
   });
 
   it('an unknown child workflow is a warning across files', () => {
-    const parent = validateText('parent.yaml', wf('  tasks:\n    - name: a\n      workflow: { name: child }\n', 'parent'));
+    const parent = validateText('parent.yaml', workflow('parent', '  tasks:\n    - name: a\n      workflow: { name: child }\n'));
     expect(crossFileDiagnostics([parent]).map((d) => `${d.file}:${d.line}:${d.col} ${d.severity} ${d.code}`)).toEqual([
       'parent.yaml:8:25 warning WORKFLOW_UNKNOWN',
     ]);
-    const child = validateText('child.yaml', wf('  tasks:\n    - name: a\n      run: echo\n', 'child'));
+    const child = validateText('child.yaml', workflow('child', '  tasks:\n    - name: a\n      run: echo\n'));
     expect(crossFileDiagnostics([parent, child])).toEqual([]);
   });
 });

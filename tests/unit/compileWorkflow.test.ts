@@ -6,11 +6,12 @@ import { compileWorkflow } from '../../engine/compile/compileWorkflow.js';
 import { renderJobs } from '../../engine/compile/renderJobs.js';
 import { validateText, validateWorkflows } from '../../engine/spec/validateWorkflows.js';
 import type { Workflow } from '../../engine/spec/Workflow.js';
+import { workflow as workflowText } from '../harness/gitRepo.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 
 function workflow(spec: string, name = 'demo'): Workflow {
-  const r = validateText('w.yaml', `apiVersion: caravan/v1\nkind: Workflow\nmetadata:\n  name: ${name}\nspec:\n${spec}`);
+  const r = validateText('w.yaml', workflowText(name, spec));
   expect(r.diagnostics).toEqual([]);
   return r.workflow!;
 }

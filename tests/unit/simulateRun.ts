@@ -6,6 +6,7 @@ import type { RunState } from '../../engine/run/RunState.js';
 import { scheduleRun, type Dispatch } from '../../engine/run/scheduleRun.js';
 import { validateText } from '../../engine/spec/validateWorkflows.js';
 import type { Workflow } from '../../engine/spec/Workflow.js';
+import { workflow } from '../harness/gitRepo.js';
 
 export const T0 = Date.UTC(2026, 10, 21, 12, 0, 0);
 
@@ -35,7 +36,7 @@ export interface Simulation {
 }
 
 export function workflowOf(spec: string, name = 'sim'): Workflow {
-  const r = validateText('sim.yaml', `apiVersion: caravan/v1\nkind: Workflow\nmetadata:\n  name: ${name}\nspec:\n${spec}`);
+  const r = validateText('sim.yaml', workflow(name, spec));
   expect(r.diagnostics.filter((d) => d.severity === 'error')).toEqual([]);
   return r.workflow!;
 }
