@@ -106,7 +106,13 @@ export class ShellWorkerPool {
     else this.idle.push(w);
   }
 
-  async run(job: WorkerJob): Promise<WorkerResult> {
+  /**
+   * Runs a job on a free worker (waiting for one). `finish` reads what the job left in the
+   * worker's directory (its outputs file) before the worker is handed to the next job, which
+   * removes that file first: released any earlier, a waiting job would delete the outputs of
+   * the one that just ended.
+   */
+  async run<T>(job: WorkerJob, finish: (r: WorkerResult) => Promise<T>): Promise<T> {
     const w = await this.acquire();
     w.busy = true;
     const outputsFile = job.outputsFile(w.dir);
@@ -145,10 +151,12 @@ export class ShellWorkerPool {
     tails.stderr.read(true);
     if (reason !== undefined) signalGroup(w, 'SIGKILL');
     if (w.dead) closeFds(w);
-    this.release(w);
-    if (reason !== undefined) return { kind: reason, outputsFile };
-    if (status < 0) return { kind: 'lost', outputsFile };
-    return { kind: 'exit', status, outputsFile };
+    const result: WorkerResult = reason !== undefined ? { kind: reason, outputsFile } : status < 0 ? { kind: 'lost', outputsFile } : { kind: 'exit', status, outputsFile };
+    try {
+      return await finish(result);
+    } finally {
+      this.release(w);
+    }
   }
 
   close(): void {

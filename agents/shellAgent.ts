@@ -115,7 +115,7 @@ async function runInWorker(pool: ShellWorkerPool, action: AgentAction, cwd: stri
   const plain = action.args === undefined && isPlainCommand(action.run!);
   const body = action.args !== undefined ? `exec ${action.args.map(shQuote).join(' ')}` : action.run!;
   let lastErr = '';
-  const r = await pool.run({
+  return pool.run({
     script: (outputs: string) => `${lines.join('\n')}\nexport CARAVAN_OUTPUTS=${shQuote(outputs)}\ncd ${shQuote(cwd)} || exit 126\n${body}\n`,
     outputsFile: (dir) => join(dir, 'outputs'),
     direct: plain || action.args !== undefined,
@@ -125,22 +125,23 @@ async function runInWorker(pool: ShellWorkerPool, action: AgentAction, cwd: stri
       if (stream === 'stderr') lastErr = l;
       io.log(stream, l);
     },
+  }, async (r) => {
+    if (r.kind !== 'exit') {
+      if (r.kind === 'timeout') return { ok: false, error: `timed out after ${formatMs(action.timeoutMs ?? 0)}; the process group was killed`, retryable: true };
+      if (r.kind === 'cancelled') return { ok: false, error: 'cancelled', retryable: false };
+      return { ok: false, error: 'the shell running the task died', retryable: true };
+    }
+    const code = r.status;
+    if (code === 0) {
+      const out = await readOutputs(r.outputsFile, action.outputs);
+      return out.ok ? { ok: true, outputs: out.outputs, exitCode: 0 } : { ok: false, error: out.error, retryable: false, exitCode: 0 };
+    }
+    if (code === 127) return { ok: false, error: `command not found (exit 127)${lastErr !== '' ? `: ${lastErr}` : ''}`, retryable: false, exitCode: 127 };
+    // The shell reports a death by signal N as 128+N.
+    const sig = code > 128 ? SIGNALS.get(code - 128) : undefined;
+    if (sig !== undefined) return { ok: false, error: `killed by ${sig}`, retryable: true, exitCode: code };
+    return { ok: false, error: `exited with code ${code}${lastErr !== '' ? `: ${lastErr}` : ''}`, retryable: true, exitCode: code };
   });
-  if (r.kind !== 'exit') {
-    if (r.kind === 'timeout') return { ok: false, error: `timed out after ${formatMs(action.timeoutMs ?? 0)}; the process group was killed`, retryable: true };
-    if (r.kind === 'cancelled') return { ok: false, error: 'cancelled', retryable: false };
-    return { ok: false, error: 'the shell running the task died', retryable: true };
-  }
-  const code = r.status;
-  if (code === 0) {
-    const out = await readOutputs(r.outputsFile, action.outputs);
-    return out.ok ? { ok: true, outputs: out.outputs, exitCode: 0 } : { ok: false, error: out.error, retryable: false, exitCode: 0 };
-  }
-  if (code === 127) return { ok: false, error: `command not found (exit 127)${lastErr !== '' ? `: ${lastErr}` : ''}`, retryable: false, exitCode: 127 };
-  // The shell reports a death by signal N as 128+N.
-  const sig = code > 128 ? SIGNALS.get(code - 128) : undefined;
-  if (sig !== undefined) return { ok: false, error: `killed by ${sig}`, retryable: true, exitCode: code };
-  return { ok: false, error: `exited with code ${code}${lastErr !== '' ? `: ${lastErr}` : ''}`, retryable: true, exitCode: code };
 }
 
 function signalGroup(child: ChildProcess, sig: NodeJS.Signals): void {
