@@ -54,6 +54,9 @@ function jobFor(workflow: string, d: { task: string; kind: 'task' | 'compensate'
  */
 export class NomadExecutor implements Executor {
   private readonly children = new Map<string, string>();
+  /** Attempts whose dispatch Nomad has not answered yet, and those of them cancelled meanwhile. */
+  private readonly dispatching = new Set<string>();
+  private readonly cancelledWhileDispatching = new Set<string>();
   /** Dispatched children whose allocation has not ended yet, by job ID. */
   private readonly watched = new Map<string, StartRequest>();
   private readonly endedEarly = new Map<string, NomadAllocation>();
@@ -131,6 +134,7 @@ export class NomadExecutor implements Executor {
     const meta: Record<string, string> = { caravan_run: req.runId, caravan_attempt: String(d.attempt) };
     if (d.index !== undefined) meta['caravan_item'] = String(d.index);
     const key = attemptKey(req.runId, d.instance, d.attempt);
+    this.dispatching.add(key);
     try {
       let bytes = new TextEncoder().encode(JSON.stringify(payload));
       if (bytes.length > PAYLOAD_LIMIT) {
@@ -144,8 +148,13 @@ export class NomadExecutor implements Executor {
       const r = await this.nomad.dispatchJob(jobFor(wf, d), bytes, meta, attemptToken(req.runId, d.instance, d.attempt));
       this.children.set(key, r.DispatchedJobID);
       this.watch(req, r.DispatchedJobID);
+      // Cancelled before Nomad answered: the child exists now, so stop it as cancel() would have.
+      if (this.cancelledWhileDispatching.delete(key)) this.stop(r.DispatchedJobID, key);
     } catch (e) {
+      this.cancelledWhileDispatching.delete(key);
       this.fail(req, `dispatch to Nomad failed: ${(e as Error).message}`);
+    } finally {
+      this.dispatching.delete(key);
     }
   }
 
@@ -255,6 +264,11 @@ export class NomadExecutor implements Executor {
   cancel(runId: string, instance: string, attempt: number): void {
     const key = attemptKey(runId, instance, attempt);
     const child = this.children.get(key);
+    if (child === undefined && this.dispatching.has(key)) {
+      // The dispatch is on its way: its child is stopped as soon as Nomad names it.
+      this.cancelledWhileDispatching.add(key);
+      return;
+    }
     if (child === undefined) {
       const plan = this.plans.get(runId);
       // Instance keys: `task`, `task[i]`, and `<either>:compensate` for a compensation.
@@ -266,6 +280,10 @@ export class NomadExecutor implements Executor {
       this.o.fallback.cancel(runId, instance, attempt);
       return;
     }
+    this.stop(child, key);
+  }
+
+  private stop(child: string, key: string): void {
     // The run has moved on either way; a child left running costs the cluster, so say so.
     void this.nomad.stopJob(child).catch((e: unknown) => this.report(e, `could not stop ${child} (cancelled attempt ${key})`));
   }
