@@ -1,5 +1,6 @@
 import { CaravanError } from '../engine/errors/CaravanError.js';
 import { interpolate, interpolateDeep, type ExpressionContext } from '../engine/run/evaluate.js';
+import { interpolateShell } from '../engine/run/interpolateShell.js';
 import { parseDuration } from '../engine/spec/parseDuration.js';
 import type { EnvMap, TaskSpec } from '../engine/spec/Workflow.js';
 import type { AgentAction } from './AgentType.js';
@@ -46,11 +47,12 @@ export function prepareAction(spec: TaskSpec, kind: 'task' | 'compensate', ctx: 
   };
   if (kind === 'compensate') {
     const c = spec.compensate ?? {};
+    const env = resolveEnv({ ...(defaults.env ?? {}), ...(spec.env ?? {}), ...(c.env ?? {}) });
     const action: AgentAction = {
       agent: 'shell',
-      env: resolveEnv({ ...(defaults.env ?? {}), ...(spec.env ?? {}), ...(c.env ?? {}) }),
+      env,
       outputs: [],
-      ...(c.run !== undefined ? { run: interpolate(c.run, ctx) } : {}),
+      ...(c.run !== undefined ? shellRun(c.run, ctx, env) : {}),
       ...(c.args !== undefined ? { args: c.args.map((a) => interpolate(a, ctx)) } : {}),
       ...(spec.workingDir !== undefined ? { workingDir: spec.workingDir } : {}),
     };
@@ -64,7 +66,7 @@ export function prepareAction(spec: TaskSpec, kind: 'task' | 'compensate', ctx: 
     env: resolveEnv({ ...(defaults.env ?? {}), ...(spec.env ?? {}) }),
     outputs: [...(spec.outputs ?? [])],
   };
-  if (spec.run !== undefined) action.run = interpolate(spec.run, ctx);
+  if (spec.run !== undefined) Object.assign(action, shellRun(spec.run, ctx, action.env));
   if (spec.args !== undefined) action.args = spec.args.map((a) => interpolate(a, ctx));
   if (spec.workingDir !== undefined) action.workingDir = interpolate(spec.workingDir, ctx);
   if (spec.with !== undefined) action.with = interpolateDeep(spec.with, ctx);
@@ -85,4 +87,15 @@ export function prepareAction(spec: TaskSpec, kind: 'task' | 'compensate', ctx: 
   const timeout = spec.timeout !== undefined ? parseDuration(spec.timeout) : defaults.timeoutMs;
   if (timeout !== undefined) action.timeoutMs = timeout;
   return { action, secrets: secretValues };
+}
+
+/**
+ * A `run` script with its `${{ }}` values passed as environment variables the script refers
+ * to (see interpolateShell): data from params or upstream outputs is never parsed as shell.
+ * The variables join `env`, after the task's own.
+ */
+function shellRun(run: string, ctx: ExpressionContext, env: Record<string, string>): { run: string } {
+  const { script, env: values } = interpolateShell(run, ctx);
+  Object.assign(env, values);
+  return { run: script };
 }
