@@ -12,7 +12,7 @@ export interface ShellScript {
 }
 
 /** Where a `${{ }}` stands in the script, as the shell will read it. */
-type Quoting = 'plain' | 'double' | 'single' | 'heredoc' | 'heredoc-literal';
+type Quoting = 'plain' | 'double' | 'single' | 'arithmetic' | 'heredoc' | 'heredoc-literal';
 
 /**
  * Makes `${{ }}` in a shell command safe, the way GitHub Actions advises for untrusted input:
@@ -41,6 +41,11 @@ export function interpolateShell(script: string, ctx: ExpressionContext): ShellS
     const v = evaluateExpression(t.source, ctx);
     const value = v === null || v === undefined ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v);
     const name = `${EXPRESSION_VARIABLE_PREFIX}${i}`;
+    if (quoting === 'arithmetic' && !/^\s*[-+]?[0-9]+\s*$/.test(value)) {
+      // $(( )) evaluates the text it expands (bash even runs $( ) inside array subscripts
+      // there), and quotes are not allowed in it: only a plain integer can stand there.
+      throw new ExpressionEvaluationError(t.source, `its value stands in an arithmetic expansion $(( )), where only an integer is safe, not ${JSON.stringify(value.slice(0, 40))}`);
+    }
     if (quoting === 'heredoc-literal') {
       // Nothing is expanded in this body, so only the value itself can stand there: safe
       // unless one of its lines would end the here-document early.
@@ -65,6 +70,7 @@ function reference(name: string, quoting: Exclude<Quoting, 'heredoc-literal'>): 
       return `"\${${name}}"`;
     case 'double':
     case 'heredoc':
+    case 'arithmetic':
       return `\${${name}}`;
     case 'single':
       return `'"\${${name}}"'`;
@@ -73,7 +79,7 @@ function reference(name: string, quoting: Exclude<Quoting, 'heredoc-literal'>): 
 
 /** One level of the shell's nesting: a quote, a command substitution, a here-document body. */
 interface Frame {
-  kind: 'plain' | 'double' | 'single' | 'subst' | 'backtick' | 'heredoc';
+  kind: 'plain' | 'double' | 'single' | 'subst' | 'arithmetic' | 'backtick' | 'heredoc';
   /** Open parentheses inside a `$( )`, so that `( )` and `case` patterns do not end it. */
   depth?: number;
   /** The here-document's delimiter line, and whether its body is expanded. */
@@ -128,7 +134,10 @@ class QuotingReader {
       }
       if (f.kind === 'double') {
         if (c === '"') this.stack.pop();
-        else if (c === '$' && s[this.pos + 1] === '(') {
+        else if (c === '$' && s[this.pos + 1] === '(' && s[this.pos + 2] === '(') {
+          this.stack.push({ kind: 'arithmetic', depth: 0 });
+          this.pos += 2;
+        } else if (c === '$' && s[this.pos + 1] === '(') {
           this.stack.push({ kind: 'subst', depth: 0 });
           this.pos++;
         } else if (c === '`') this.stack.push({ kind: 'backtick' });
@@ -141,13 +150,20 @@ class QuotingReader {
       else if (c === '`') {
         if (f.kind === 'backtick') this.stack.pop();
         else this.stack.push({ kind: 'backtick' });
+      } else if (c === '$' && s[this.pos + 1] === '(' && s[this.pos + 2] === '(') {
+        this.stack.push({ kind: 'arithmetic', depth: 0 });
+        this.pos += 2;
       } else if (c === '$' && s[this.pos + 1] === '(') {
         this.stack.push({ kind: 'subst', depth: 0 });
         this.pos++;
-      } else if (c === '(' && f.kind === 'subst') f.depth = (f.depth ?? 0) + 1;
-      else if (c === ')' && f.kind === 'subst') {
+      } else if (c === '(' && (f.kind === 'subst' || f.kind === 'arithmetic')) f.depth = (f.depth ?? 0) + 1;
+      else if (c === ')' && (f.kind === 'subst' || f.kind === 'arithmetic')) {
         if ((f.depth ?? 0) > 0) f.depth = f.depth! - 1;
-        else this.stack.pop();
+        else {
+          this.stack.pop();
+          // An arithmetic expansion ends with `))`.
+          if (f.kind === 'arithmetic') this.pos++;
+        }
       } else if (c === '#' && (this.pos === 0 || /\s/.test(s[this.pos - 1]!))) {
         const nl = s.indexOf('\n', this.pos);
         this.pos = nl < 0 ? s.length : nl;
@@ -164,7 +180,7 @@ class QuotingReader {
     }
     const f = this.top;
     if (f.kind === 'heredoc') return f.expands === true ? 'heredoc' : 'heredoc-literal';
-    if (f.kind === 'single' || f.kind === 'double') return f.kind;
+    if (f.kind === 'single' || f.kind === 'double' || f.kind === 'arithmetic') return f.kind;
     return 'plain';
   }
 

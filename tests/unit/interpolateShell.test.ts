@@ -94,6 +94,15 @@ describe('${{ }} in a shell script is one word the shell never parses', () => {
     expect(spawnSync('/bin/sh', ['-c', sh.script], { env: sh.env, encoding: 'utf8' }).stdout).toBe('["a b","c\'d"]');
   });
 
+  it('in an arithmetic expansion only an integer may stand; anything else fails the task and runs nothing', () => {
+    expect(run("printf '%s' $(( ${{ params.x }} + 1 ))", '41').out).toBe('42');
+    expect(run(`printf '%s' "$(( (\${{ params.x }}) * 2 )) and \${{ params.x }}"`, ' -3 ').out).toBe('-6 and  -3 ');
+    for (const v of hostile.filter((h) => !/^\s*[-+]?[0-9]+\s*$/.test(h))) {
+      expect(() => run("printf '%s' $(( ${{ params.x }} + 1 ))", v)).toThrow(/stands in an arithmetic expansion/);
+    }
+    expect(existsSync(PWNED)).toBe(false);
+  });
+
   it('a quoted here-document takes the value as it is, and refuses one that would end it early', () => {
     expect(run("cat <<'EOF'\n${{ params.x }} $HOME\nEOF", '$(touch nothing) `x`').out).toBe('$(touch nothing) `x` $HOME\n');
     expect(() => run("cat <<'EOF'\n${{ params.x }}\nEOF", `ok\nEOF\ntouch ${PWNED}`)).toThrow(/would end the here-document/);
