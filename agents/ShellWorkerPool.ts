@@ -1,3 +1,4 @@
+import { setLongTimeout } from '../engine/run/longTimeout.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
@@ -133,7 +134,7 @@ export class ShellWorkerPool {
     };
     const onAbort = (): void => kill('cancelled');
     job.signal.addEventListener('abort', onAbort);
-    const timer = job.timeoutMs !== undefined ? setTimeout(() => kill('timeout'), job.timeoutMs) : undefined;
+    const timer = job.timeoutMs !== undefined ? setLongTimeout(() => kill('timeout'), job.timeoutMs) : undefined;
     // Long jobs stream their lines; short ones are read once at the end.
     const poll = setInterval(() => {
       tails.stdout.read(false);
@@ -145,7 +146,7 @@ export class ShellWorkerPool {
       w.child.stdin!.write(`${job.direct === true ? 'f' : 's'} ${w.dir}\n`);
     });
     clearInterval(poll);
-    if (timer !== undefined) clearTimeout(timer);
+    timer?.clear();
     job.signal.removeEventListener('abort', onAbort);
     tails.stdout.read(true);
     tails.stderr.read(true);

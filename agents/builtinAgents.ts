@@ -1,3 +1,4 @@
+import { setLongTimeout } from '../engine/run/longTimeout.js';
 import { request } from 'undici';
 import type { AgentAction, AgentIo, AgentResult, AgentType } from './AgentType.js';
 import { shellAgent } from './shellAgent.js';
@@ -23,12 +24,12 @@ export const sleepAgent: AgentType = {
     return new Promise((done) => {
       const ms = action.sleepMs ?? 0;
       const timeout = action.timeoutMs !== undefined && action.timeoutMs < ms;
-      const t = setTimeout(() => {
+      const t = setLongTimeout(() => {
         io.signal.removeEventListener('abort', onAbort);
         done(timeout ? { ok: false, error: `timed out after ${action.timeoutMs} ms`, retryable: true } : { ok: true, outputs: {} });
-      }, timeout ? action.timeoutMs : ms);
+      }, timeout ? action.timeoutMs! : ms);
       const onAbort = (): void => {
-        clearTimeout(t);
+        t.clear();
         done({ ok: false, error: 'cancelled', retryable: false });
       };
       io.signal.addEventListener('abort', onAbort, { once: true });

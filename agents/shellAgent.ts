@@ -1,3 +1,4 @@
+import { setLongTimeout } from '../engine/run/longTimeout.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -56,7 +57,7 @@ function runProcess(argv: string[], env: NodeJS.ProcessEnv, cwd: string, action:
       signalGroup(child, 'SIGTERM');
       killTimer = setTimeout(() => signalGroup(child, 'SIGKILL'), KILL_GRACE_MS);
     };
-    const timer = action.timeoutMs !== undefined ? setTimeout(() => kill('timeout'), action.timeoutMs) : undefined;
+    const timer = action.timeoutMs !== undefined ? setLongTimeout(() => kill('timeout'), action.timeoutMs) : undefined;
     const onAbort = (): void => kill('cancel');
     io.signal.addEventListener('abort', onAbort);
     if (io.signal.aborted) kill('cancel');
@@ -71,7 +72,7 @@ function runProcess(argv: string[], env: NodeJS.ProcessEnv, cwd: string, action:
       spawnError = e;
     });
     child.on('close', (code, signal) => {
-      if (timer !== undefined) clearTimeout(timer);
+      timer?.clear();
       if (killTimer !== undefined) clearTimeout(killTimer);
       io.signal.removeEventListener('abort', onAbort);
       // The group may still hold children that ignored SIGTERM.

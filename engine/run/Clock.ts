@@ -1,3 +1,5 @@
+import { setLongTimeout, type LongTimeout } from './longTimeout.js';
+
 /** Time for the engine: real in production, driven by hand in tests (no sleeps). */
 export interface Clock {
   now(): number;
@@ -10,22 +12,22 @@ export interface TimerHandle {
 }
 
 export function realClock(): Clock {
-  const timers = new Map<number, NodeJS.Timeout>();
+  const timers = new Map<number, LongTimeout>();
   let next = 1;
   return {
     now: () => Date.now(),
     setTimer(fn, ms) {
       const id = next++;
-      const t = setTimeout(() => {
+      // Approval timeouts and run deadlines can be longer than setTimeout's 24.8 days.
+      const t = setLongTimeout(() => {
         timers.delete(id);
         fn();
-      }, Math.max(0, ms));
+      }, ms);
       timers.set(id, t);
       return { id };
     },
     clearTimer(h) {
-      const t = timers.get(h.id);
-      if (t !== undefined) clearTimeout(t);
+      timers.get(h.id)?.clear();
       timers.delete(h.id);
     },
   };
