@@ -12,11 +12,12 @@ export function parseParams(workflow: Workflow, given: Record<string, unknown>):
   const problems: string[] = [];
   const out: Record<string, unknown> = {};
   for (const name of Object.keys(given)) {
-    if (!(name in declared)) problems.push(`unknown param '${name}'${Object.keys(declared).length > 0 ? ` (declared: ${Object.keys(declared).join(', ')})` : ' (the workflow declares none)'}`);
+    // Own properties only: `toString` or `constructor` are in every object, declared or not.
+    if (!Object.hasOwn(declared, name)) problems.push(`unknown param '${name}'${Object.keys(declared).length > 0 ? ` (declared: ${Object.keys(declared).join(', ')})` : ' (the workflow declares none)'}`);
   }
   for (const [name, spec] of Object.entries(declared)) {
     let value: unknown;
-    if (name in given) {
+    if (Object.hasOwn(given, name)) {
       const raw = given[name];
       const converted = typeof raw === 'string' ? convert(raw, spec) : { ok: true as const, value: raw };
       if (!converted.ok) {

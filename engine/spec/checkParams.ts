@@ -1,14 +1,28 @@
 import type { PendingDiagnostic } from './Diagnostic.js';
 import { asRecord, asString } from './shape.js';
 
-/** A param's default (and enum values) must themselves be valid values of the param. */
+/**
+ * Names every plain object already answers to (`__proto__`, `constructor`, `toString`...):
+ * as param names they would read as declared when they are not, or replace an object's
+ * prototype when a value is stored under them.
+ */
+export const RESERVED_PARAM_NAMES: ReadonlySet<string> = new Set(['__proto__', 'prototype', ...Object.getOwnPropertyNames(Object.prototype)]);
+
+/**
+ * A param's name must not be one of RESERVED_PARAM_NAMES, and its default (and enum values)
+ * must themselves be valid values of the param.
+ */
 export function checkParams(spec: Record<string, unknown>): PendingDiagnostic[] {
   const out: PendingDiagnostic[] = [];
   const params = asRecord(spec['params']) ?? {};
   for (const [name, raw] of Object.entries(params)) {
+    const base = ['spec', 'params', name];
+    if (RESERVED_PARAM_NAMES.has(name)) {
+      out.push({ severity: 'error', code: 'PARAM_NAME_RESERVED', message: `param name '${name}' is reserved (every object has it); choose another name`, path: base, at: 'key' });
+      continue;
+    }
     const p = asRecord(raw);
     if (p === undefined) continue;
-    const base = ['spec', 'params', name];
     const pattern = asString(p['pattern']);
     let regex: RegExp | undefined;
     if (pattern !== undefined) {
