@@ -11,6 +11,9 @@ export const EXIT = {
   INTERNAL: 70,
   IO: 74,
   TEMPFAIL: 75,
+  /** Stopped by SIGINT or SIGTERM, as shells report it (128 + the signal's number). */
+  INTERRUPTED: 130,
+  TERMINATED: 143,
 } as const;
 
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
@@ -28,6 +31,7 @@ export const EXIT_BY_CODE: Readonly<Record<ErrorCode, ExitCode>> = {
   RUN_NOT_FOUND: EXIT.NO_INPUT,
   RUN_NOT_LIVE: EXIT.USAGE,
   TASK_NOT_FOUND: EXIT.NO_INPUT,
+  INTERRUPTED: EXIT.INTERRUPTED,
   CONTEXT_NOT_FOUND: EXIT.FAILED,
   PARAM_INVALID: EXIT.USAGE,
   RUN_SKIPPED: EXIT.FAILED,

@@ -43,38 +43,80 @@ async function openApp(io: Io, extra: Partial<CaravanAppOptions> = {}): Promise<
 }
 
 export function parseParamFlags(flags: readonly string[]): Record<string, string> {
-  const out: Record<string, string> = {};
+  const pairs: Array<[string, string]> = [];
   for (const f of flags) {
     const eq = f.indexOf('=');
-    if (eq <= 0) throw new CaravanError('USAGE', `--param expects name=value, got '${f}'`);
-    out[f.slice(0, eq)] = f.slice(eq + 1);
+    if (eq <= 0) throw new CaravanError('USAGE', `--param expects name=value, got '${f}'`, { data: { param: f } });
+    pairs.push([f.slice(0, eq), f.slice(eq + 1)]);
   }
-  return out;
+  // fromEntries makes own properties even of `__proto__`, which then fails as an unknown
+  // param instead of silently replacing the object's prototype.
+  return Object.fromEntries(pairs);
 }
 
-/** Follows a run to its end: progress, Ctrl-C to cancel, the summary and the exit code. */
-async function follow(started: StartedRun, progress: RunProgress, io: Io, json: boolean): Promise<ExitCode> {
-  let interrupted = 0;
-  const onSigint = (): void => {
-    interrupted++;
-    if (interrupted === 1) {
-      io.stderr('\ncaravan: cancelling the run (Ctrl-C again to leave it; `caravan recover` continues it later)\n');
-      started.engine.cancel('user', 'interrupted (Ctrl-C)');
-    } else {
-      process.exit(130);
-    }
-  };
-  process.on('SIGINT', onSigint);
-  try {
-    const { state, auditCommit } = await started.done;
-    progress.finish(state);
-    const took = state.finishedAt !== undefined ? ` in ${formatDuration(state.finishedAt - state.startedAt)}` : '';
-    const summary = `run ${state.runId} of ${state.workflow} ${state.status}${took}${state.failureReason !== undefined && state.status === 'failed' ? `: ${state.failureReason}` : ''}\nrecorded on caravan/runs at ${auditCommit.slice(0, 12)}: git log caravan/runs; caravan status ${state.runId}\n`;
-    (json ? io.stderr : io.stdout)(summary);
-    return state.status === 'succeeded' ? EXIT.OK : EXIT.FAILED;
-  } finally {
-    process.off('SIGINT', onSigint);
+/**
+ * Ctrl-C (SIGINT) and SIGTERM (what Nomad sends a stopping allocation) stop this process,
+ * not the run: the engine lets go of it, its journal and a checkpoint are written, and
+ * `caravan recover` continues it (attempts still running are stopped with this process and
+ * run again then). Cancelling a run is `caravan cancel`. Further signals while it stops only
+ * say so: an exit half-way through writing the record is what would leave a run in limbo.
+ * Listening starts before the run does, so a signal that comes early is not lost.
+ */
+class SignalStop {
+  signal: NodeJS.Signals | undefined;
+  private run: StartedRun | undefined;
+  private readonly onSigint = (): void => this.received('SIGINT');
+  private readonly onSigterm = (): void => this.received('SIGTERM');
+
+  constructor(private readonly io: Io) {
+    process.on('SIGINT', this.onSigint);
+    process.on('SIGTERM', this.onSigterm);
   }
+
+  /** The run to let go of: at once if a signal came while it was starting. */
+  follow(run: StartedRun): void {
+    this.run = run;
+    if (this.signal !== undefined) this.stop(run, this.signal);
+  }
+
+  close(): void {
+    process.off('SIGINT', this.onSigint);
+    process.off('SIGTERM', this.onSigterm);
+  }
+
+  private received(signal: NodeJS.Signals): void {
+    if (this.signal !== undefined) {
+      this.io.stderr(`caravan: still stopping (writing the run's record)${this.run !== undefined ? `; run ${this.run.runId} stays recoverable` : ''}\n`);
+      return;
+    }
+    this.signal = signal;
+    if (this.run !== undefined) this.stop(this.run, signal);
+    else this.io.stderr(`\ncaravan: stopping (${signal}) as soon as the run has started\n`);
+  }
+
+  private stop(run: StartedRun, signal: NodeJS.Signals): void {
+    this.io.stderr(`\ncaravan: stopping (${signal}); run ${run.runId} is left as it is: \`caravan recover ${run.runId}\` continues it, \`caravan cancel ${run.runId}\` after that cancels it\n`);
+    run.engine.relinquish(new CaravanError('INTERRUPTED', `interrupted by ${signal}; recover the run with caravan recover ${run.runId}`, { data: { runId: run.runId, signal } }));
+  }
+}
+
+/** Follows a run to its end: progress, the summary and the exit code (see SignalStop). */
+async function follow(started: StartedRun, signals: SignalStop, progress: RunProgress, io: Io, json: boolean): Promise<ExitCode> {
+  signals.follow(started);
+  let outcome;
+  try {
+    outcome = await started.done;
+  } catch (e) {
+    if (!(e instanceof CaravanError && e.code === 'INTERRUPTED')) throw e;
+    io.stderr(`caravan: stopped; run ${started.runId} is recorded up to now and can be recovered: caravan recover ${started.runId}\n`);
+    return signals.signal === 'SIGTERM' ? EXIT.TERMINATED : EXIT.INTERRUPTED;
+  }
+  const { state, auditCommit } = outcome;
+  progress.finish(state);
+  const took = state.finishedAt !== undefined ? ` in ${formatDuration(state.finishedAt - state.startedAt)}` : '';
+  const summary = `run ${state.runId} of ${state.workflow} ${state.status}${took}${state.failureReason !== undefined && state.status === 'failed' ? `: ${state.failureReason}` : ''}\nrecorded on caravan/runs at ${auditCommit.slice(0, 12)}: git log caravan/runs; caravan status ${state.runId}\n`;
+  (json ? io.stderr : io.stdout)(summary);
+  return state.status === 'succeeded' ? EXIT.OK : EXIT.FAILED;
 }
 
 function progressFor(io: Io, json: boolean, tty: boolean | undefined): RunProgress {
@@ -85,10 +127,12 @@ function progressFor(io: Io, json: boolean, tty: boolean | undefined): RunProgre
 export async function runCommand(workflow: string, options: RunOptions, io: Io): Promise<ExitCode> {
   const progress = progressFor(io, options.json, options.tty);
   const app = await openApp(io, { onEvent: (e, s) => progress.onEvent(e, s), ...backendOptions(options) });
+  const signals = new SignalStop(io);
   try {
     const started = await app.start(workflow, parseParamFlags(options.param));
-    return await follow(started, progress, io, options.json);
+    return await follow(started, signals, progress, io, options.json);
   } finally {
+    signals.close();
     await app.close();
   }
 }
@@ -96,11 +140,13 @@ export async function runCommand(workflow: string, options: RunOptions, io: Io):
 export async function recoverCommand(runId: string, options: Omit<RunOptions, 'param' | 'parallelism'>, io: Io): Promise<ExitCode> {
   const progress = progressFor(io, options.json, options.tty);
   const app = await openApp(io, { onEvent: (e, s) => progress.onEvent(e, s), ...backendOptions(options) });
+  const signals = new SignalStop(io);
   try {
     const started = await app.recover(runId);
     io.stderr(`caravan: recovering run ${runId} of ${started.workflow}\n`);
-    return await follow(started, progress, io, options.json);
+    return await follow(started, signals, progress, io, options.json);
   } finally {
+    signals.close();
     await app.close();
   }
 }

@@ -14,6 +14,7 @@ export type ErrorCode =
   | 'RUN_NOT_FOUND'
   | 'RUN_NOT_LIVE'
   | 'TASK_NOT_FOUND'
+  | 'INTERRUPTED'
   | 'PARAM_INVALID'
   | 'RUN_SKIPPED'
   | 'BUS_UNAVAILABLE'

@@ -205,3 +205,36 @@ describe('the workflow concurrency policy, across processes', () => {
     expect(await second.exited).toBe(0);
   });
 });
+
+describe('signals stop the process, not the run', () => {
+  for (const [signal, count, code] of [['SIGINT', 2, 130], ['SIGINT', 3, 130], ['SIGTERM', 2, 143]] as const) {
+    it(`${count} x ${signal} within milliseconds while the run waits for approval: exit ${code}, the run is recoverable and finishes`, async () => {
+      const gate = workflow('gate', '  tasks:\n    - { name: build, agent: noop }\n    - { name: review, needs: [build], approval: { timeout: 1h } }\n    - { name: ship, needs: [review], run: "echo shipped" }\n');
+      const dir = await tempRepo({ 'gate.yaml': gate });
+      const proc = spawnCli(dir, 'run', 'gate');
+      let runId = '';
+      await until('the approval request', () => {
+        const m = /review waits for approval \(caravan approve (\S+) review\)/.exec(proc.output());
+        if (m !== null) runId = m[1]!;
+        return m !== null;
+      });
+      for (let i = 0; i < count; i++) proc.child.kill(signal);
+      expect(await proc.exited).toBe(code);
+      expect(proc.output()).toContain(`caravan: stopping (${signal}); run ${runId} is left as it is`);
+      expect(proc.output()).toContain(`caravan: stopped; run ${runId} is recorded up to now and can be recovered: caravan recover ${runId}`);
+      expect(proc.output()).not.toMatch(/internal error|\n\s+at /);
+      // Recorded as running (no process holds it), and the messages say the same thing.
+      const status = await cli(dir, 'status', runId);
+      expect(status.out).toMatch(new RegExp(`^run ${runId} of gate: running\n`));
+      expect((await cli(dir, 'cancel', runId)).err).toBe(`caravan: run ${runId} is not running (running); recover it with \`caravan recover ${runId}\` first\n`);
+      const recovered = spawnCli(dir, 'recover', runId);
+      // Live again (the approval request itself is replayed, not printed again).
+      await until('the run to be recovered', () => recovered.output().includes(`caravan: recovering run ${runId} of gate`));
+      expect((await cli(dir, 'approve', runId, 'review')).code).toBe(0);
+      expect(await recovered.exited).toBe(0);
+      expect(recovered.output()).toMatch(/ship succeeded/);
+      expect(JSON.parse((await cli(dir, 'status', runId, '--json')).out)).toMatchObject({ status: 'succeeded', tasks: { build: { attempts: 1 }, ship: { status: 'succeeded' } } });
+    });
+  }
+});
+
