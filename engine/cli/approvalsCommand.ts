@@ -1,9 +1,10 @@
-import { readFile, readdir } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CaravanError } from '../errors/CaravanError.js';
 import { EXIT, type ExitCode } from './exitCodes.js';
 import { findRepoRoot } from '../gitops/readTreeAtRef.js';
-import { readApproval, type Approval } from '../gitops/readApproval.js';
+import { readApproval, type Approval, type ApprovalResult } from '../gitops/readApproval.js';
+import { readBoundedFile } from '../spec/readBoundedFile.js';
 import { CaravanApp } from '../app/CaravanApp.js';
 import { textLine } from '../spec/formatDiagnostics.js';
 import type { Io } from './Io.js';
@@ -13,6 +14,9 @@ import type { Io } from './Io.js';
  * with apply, hands their decisions to runs live on this machine. The controller does the
  * same for the watched branch.
  */
+/** An approval is a few lines of YAML; anything larger is not one. */
+const MAX_APPROVAL_BYTES = 64 * 1024;
+
 export async function approvalsCommand(apply: boolean, io: Io): Promise<ExitCode> {
   const root = await findRepoRoot(io.cwd);
   const found: Approval[] = [];
@@ -29,7 +33,8 @@ export async function approvalsCommand(apply: boolean, io: Io): Promise<ExitCode
   for (const run of runs) {
     for (const f of (await readdir(join(root, 'approvals', run))).sort()) {
       const path = `approvals/${run}/${f}`;
-      const r = readApproval(path, await readFile(join(root, path)));
+      const read = await readBoundedFile(join(root, path), MAX_APPROVAL_BYTES, root);
+      const r: ApprovalResult = read.ok ? readApproval(path, read.bytes) : { ok: false, diagnostics: [{ file: path, line: 1, col: 1, severity: 'error', code: read.refusal.kind === 'too-large' ? 'FILE_TOO_LARGE' : 'FILE_REFUSED', message: read.refusal.message, path: '' }] };
       if (r.ok) found.push(r.approval);
       else {
         invalid++;

@@ -20,6 +20,7 @@ export type DiagnosticCode =
   // the file itself
   | 'FILE_READ'
   | 'FILE_TOO_LARGE'
+  | 'FILE_REFUSED'
   | 'FILE_EMPTY'
   | 'FILE_ENCODING'
   // YAML

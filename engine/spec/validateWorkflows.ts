@@ -1,4 +1,4 @@
-import { readFile, stat } from 'node:fs/promises';
+import { readBoundedFile } from './readBoundedFile.js';
 import type { TaskDag } from '../graph/buildDag.js';
 import { checkSemantics } from './checkSemantics.js';
 import { decodeSource } from './decodeSource.js';
@@ -129,12 +129,16 @@ export function validateSources(files: ReadonlyArray<{ file: string; bytes: Uint
   return summarize(results, crossFileDiagnostics(results));
 }
 
-/** Reads and validates one file, refusing oversize files without reading them. */
-export async function validateFile(path: string, displayName = path): Promise<FileResult> {
+/**
+ * Reads and validates one file: a regular file of at most 4 MiB, and with `root`, a symbolic
+ * link only if it stays inside root (see readBoundedFile). Others are refused unread.
+ */
+export async function validateFile(path: string, displayName = path, root?: string): Promise<FileResult> {
   try {
-    const info = await stat(path);
-    if (info.size > MAX_FILE_BYTES) return tooLarge(displayName, info.size);
-    return validateSource(displayName, await readFile(path));
+    const read = await readBoundedFile(path, MAX_FILE_BYTES, root);
+    if (read.ok) return validateSource(displayName, read.bytes);
+    if (read.refusal.kind === 'too-large') return tooLarge(displayName, read.refusal.size);
+    return failed(displayName, [{ severity: 'error', code: 'FILE_REFUSED', message: read.refusal.message, path: [], line: 1, col: 1 }]);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
     return failed(displayName, [{ severity: 'error', code: 'FILE_READ', message: `cannot read file (${code}): ${(e as Error).message}`, path: [], line: 1, col: 1 }]);
@@ -191,6 +195,6 @@ export function summarize(files: FileResult[], extra: Diagnostic[]): ValidationR
 export async function validateWorkflows(paths: readonly string[], cwd: string): Promise<ValidationReport> {
   const refs = await findWorkflowFiles(paths, cwd);
   const results: FileResult[] = [];
-  for (const ref of refs) results.push(await validateFile(ref.path, ref.display));
+  for (const ref of refs) results.push(await validateFile(ref.path, ref.display, cwd));
   return summarize(results, crossFileDiagnostics(results));
 }
