@@ -1,5 +1,5 @@
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { watch, type FSWatcher } from 'node:fs';
+import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 
 export type ControlAction = 'approve' | 'reject' | 'cancel' | 'pause' | 'unpause';
@@ -16,6 +16,27 @@ export interface LiveRun {
   workflow: string;
   pid: number;
   startedAt: string;
+  /**
+   * When the process started, in clock ticks since boot (/proc/<pid>/stat field 22): a PID is
+   * reused after its process dies, and a file naming a reused PID must not look live.
+   * Absent where /proc is not (the PID alone is checked then).
+   */
+  processStart?: number;
+}
+
+/** The start time of a process from /proc, or undefined where there is no /proc. */
+export function processStartTime(pid: number): number | undefined {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    // No such process, or no /proc on this system: the caller decides with what it has.
+    return undefined;
+  }
+  // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const start = Number(fields[19]);
+  return Number.isFinite(start) ? start : undefined;
 }
 
 /**
@@ -57,7 +78,13 @@ export class LiveRuns {
     } catch {
       return undefined;
     }
-    return alive(run.pid) ? run : undefined;
+    if (!alive(run.pid)) return undefined;
+    // The same PID, but another process (the run's died and the number was given out again).
+    if (run.processStart !== undefined) {
+      const now = processStartTime(run.pid);
+      if (now !== undefined && now !== run.processStart) return undefined;
+    }
+    return run;
   }
 
   async list(): Promise<LiveRun[]> {

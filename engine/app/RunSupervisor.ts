@@ -10,7 +10,7 @@ import type { RunState } from '../run/RunState.js';
 import type { Workflow } from '../spec/Workflow.js';
 import type { Backends } from './createBackends.js';
 import type { Leadership } from './Leadership.js';
-import type { ControlCommand, LiveRuns } from './LiveRuns.js';
+import { processStartTime, type ControlCommand, type LiveRuns } from './LiveRuns.js';
 
 /** A run under way in this process. */
 export interface StartedRun {
@@ -111,7 +111,8 @@ export class RunSupervisor {
         this.options.onEvent?.(e, s);
       });
       engine.onFlush(() => recorder.flush());
-      await this.options.live.register({ runId: req.runId, workflow: name, pid: process.pid, startedAt: new Date(backends.clock.now()).toISOString() });
+      const processStart = processStartTime(process.pid);
+      await this.options.live.register({ runId: req.runId, workflow: name, pid: process.pid, startedAt: new Date(backends.clock.now()).toISOString(), ...(processStart !== undefined ? { processStart } : {}) });
       teardown.push(() => this.options.live.unregister(req.runId));
       const stopWatching = this.options.live.watch(req.runId, (c) => apply(engine, c));
       teardown.push(stopWatching);
