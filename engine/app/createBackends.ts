@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { CaravanError } from '../errors/CaravanError.js';
 import { InMemoryBus } from '../local/InMemoryBus.js';
-import { LocalExecutor, type ChildRunResult } from '../local/LocalExecutor.js';
+import { LocalExecutor, sweepScratch, type ChildRunResult } from '../local/LocalExecutor.js';
 import { packageRoot } from '../packageRoot.js';
 import type { Bus } from '../run/Bus.js';
 import { realClock, type Clock } from '../run/Clock.js';
@@ -72,6 +72,9 @@ export async function createBackends(config: BackendConfig, runChild: RunChild):
     let bus: Bus;
     let executor: Executor;
     let prepare: Backends['prepare'] = async () => undefined;
+    // Scratch space that runs killed on this machine left behind goes before any new run.
+    const swept = await sweepScratch();
+    if (swept.length > 0) logger.info('removed the scratch directories of dead caravan processes', { paths: swept });
     const local = (b: Bus): Executor => new LocalExecutor(b, clock, {
       baseDir: config.repoDir,
       shellWorkers: Math.min(config.parallelism ?? 32, 64),

@@ -1,5 +1,5 @@
-import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AgentResult } from '../../agents/AgentType.js';
 import { AgentRegistry } from '../../agents/builtinAgents.js';
@@ -105,5 +105,44 @@ export class LocalExecutor implements Executor {
     const child = await this.options.runChild(spec.name, params, { runId: req.runId, task: req.dispatch.instance });
     if (child.status !== 'succeeded') return { ok: false, error: `child run ${child.runId} of '${spec.name}' ${child.status}`, retryable: false };
     return { ok: true, outputs: { ...child.outputs, runId: child.runId, status: child.status } };
+  }
+}
+
+/** A local executor's scratch directory: `caravan-<pid>-<6 hex digits>` in the system's temp dir. */
+const SCRATCH_NAME = /^caravan-(\d+)-[0-9a-f]{1,6}$/;
+
+/**
+ * Removes the scratch directories of local executors whose process is gone: a `caravan run`
+ * killed with SIGKILL leaves its attempts' directories behind (one of 581 MB was seen).
+ * Called when a process opens its executor, so `caravan run` and `caravan recover` clean up
+ * after the dead. Returns the directories removed.
+ */
+export async function sweepScratch(dir: string = tmpdir()): Promise<string[]> {
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    // No temp dir to read: nothing can have been left there.
+    return removed;
+  }
+  for (const name of names) {
+    const m = SCRATCH_NAME.exec(name);
+    if (m === null) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid || processAlive(pid)) continue;
+    await rm(join(dir, name), { recursive: true, force: true });
+    removed.push(join(dir, name));
+  }
+  return removed;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: alive, someone else's.
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
