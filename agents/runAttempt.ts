@@ -172,7 +172,7 @@ export class AttemptRunner {
 
   private async perform(a: Attempt, f: InFlight, signal: AbortSignal): Promise<AgentResult> {
     const prepared = prepareAction(a.task, a.kind, a.context, { env: a.defaultsEnv, timeoutMs: a.timeoutMs }, this.o.secrets);
-    f.mask = f.mask.with(prepared.secrets);
+    f.mask = f.mask.with(a.context.secrets !== undefined ? [...prepared.secrets, ...a.context.secrets] : prepared.secrets);
     const agent = this.o.registry.get(prepared.action.agent);
     if (agent === undefined) return { ok: false, error: `unknown agent type '${prepared.action.agent}' (known: ${this.o.registry.names().join(', ')})`, retryable: false };
     // Only the shell agent writes files (its outputs file), and with workers it writes them

@@ -10,6 +10,7 @@ import { noopLogger } from '../run/Logger.js';
 import { parseParams } from '../run/parseParams.js';
 import type { RunEvent } from '../run/RunEvent.js';
 import type { RunState } from '../run/RunState.js';
+import type { Workflow } from '../spec/Workflow.js';
 import { validateText } from '../spec/validateWorkflows.js';
 import { Admission } from './Admission.js';
 import { createBackends, type BackendConfig, type Backends } from './createBackends.js';
@@ -87,9 +88,11 @@ export class CaravanApp {
   /**
    * Continues a run whose process died: its recorded events (last checkpoint, then the local
    * journal) are replayed, attempts that were in flight are retried, and tasks that
-   * succeeded are never run again. The workflow is the one the run started with.
+   * succeeded are never run again. The workflow is the one the run started with. Secret
+   * params are never recorded, so a run that had any needs them again in `secretParams`
+   * (`caravan recover <run> --param name=value`).
    */
-  async recover(runId: string): Promise<StartedRun> {
+  async recover(runId: string, secretParams: Record<string, unknown> = {}): Promise<StartedRun> {
     const live = await this.live.get(runId);
     if (live !== undefined) throw new CaravanError('RUN_NOT_LIVE', `run ${runId} is still running (process ${live.pid})`, { data: { runId, pid: live.pid } });
     const stored = await this.audit.readRun(runId);
@@ -106,8 +109,19 @@ export class CaravanApp {
     if (final !== undefined) throw new CaravanError('RUN_NOT_LIVE', `run ${runId} is already over (${final.type.slice(4)})`, { data: { runId, status: final.type.slice(4) } });
     const parsed = validateText(`${runId}/workflow.yaml`, source);
     if (parsed.workflow === undefined) throw new CaravanError('WORKFLOW_INVALID', `the recorded workflow of run ${runId} no longer validates`, { data: { runId } });
+    const secrets = secretParamsAgain(parsed.workflow, runId, started.params, secretParams);
     const supervisor = await this.openSupervisor();
-    return supervisor.launch({ workflow: parsed.workflow, source, runId, commit: started.commit, begin: (engine) => engine.recover(events), previous: events });
+    return supervisor.launch({
+      workflow: parsed.workflow,
+      source,
+      runId,
+      commit: started.commit,
+      begin: (engine) => {
+        engine.keepSecretParams(secrets);
+        engine.recover(events);
+      },
+      previous: events,
+    });
   }
 
   /** Closes the backends (NATS connection, executor, ...) once; runs still going are not waited for. */
@@ -157,4 +171,22 @@ function pick<T extends object, K extends keyof T>(o: T, keys: readonly K[]): Pa
   const out: Partial<Pick<T, K>> = {};
   for (const k of keys) if (o[k] !== undefined) out[k] = o[k];
   return out;
+}
+
+/**
+ * The secret params a recovered run needs again, checked and converted like any param: every
+ * secret param the run started with must be given, and nothing else may be.
+ */
+function secretParamsAgain(workflow: Workflow, runId: string, recorded: Record<string, unknown>, given: Record<string, unknown>): Record<string, unknown> {
+  const declared = workflow.spec.params ?? {};
+  const secret = Object.keys(recorded).filter((n) => declared[n]?.secret === true);
+  const problems: string[] = [];
+  for (const n of Object.keys(given)) if (!secret.includes(n)) problems.push(`'${n}' is not a secret param of this run (only those are given again)`);
+  const missing = secret.filter((n) => !Object.hasOwn(given, n));
+  if (missing.length > 0) problems.push(`run ${runId} needs its secret param${missing.length === 1 ? '' : 's'} again, as they are never recorded: ${missing.map((n) => `--param ${n}=...`).join(' ')}`);
+  if (problems.length > 0) throw new CaravanError('PARAM_INVALID', problems.join('; '), { data: { runId, missing, problems } });
+  if (secret.length === 0) return {};
+  // The same conversion and checks as at the start, on a workflow of the secret params alone.
+  const only = { ...workflow, spec: { ...workflow.spec, params: Object.fromEntries(secret.map((n) => [n, declared[n]!])) } };
+  return parseParams(only, given);
 }

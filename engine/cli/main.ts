@@ -114,13 +114,14 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .alias('resume')
     .description('continue a run whose process died, from its last checkpoint and journal (alias: resume)')
     .argument('<run-id>')
+    .option('-p, --param <name=value>', "a secret param of the run, given again (they are never recorded; repeatable)", (v: string, prev: string[]) => [...prev, v], [] as string[])
     .option('--json', 'print one JSON event per line', false)
     .addOption(new Option('--bus <bus>', 'the bus the run used').choices(['memory', 'nats']).default('memory'))
     .addOption(new Option('--backend <backend>', 'where the run\'s tasks run').choices(['local', 'nomad']).default('local'))
     .option('--agent-command <cmd>', 'how Nomad clients start the agent runner')
     .addOption(new Option('--registry <registry>', 'register in Consul at $CONSUL_HTTP_ADDR and mirror run status to its KV').choices(['none', 'consul']).default('none'))
     .option('--leader', 'act as the controller: schedule only while holding the caravan/leader lock (needs --registry consul)', false)
-    .action(async (runId: string, opts: { json: boolean; bus: 'memory' | 'nats'; backend: 'local' | 'nomad'; agentCommand?: string; registry: 'none' | 'consul'; leader: boolean }) => {
+    .action(async (runId: string, opts: { param: string[]; json: boolean; bus: 'memory' | 'nats'; backend: 'local' | 'nomad'; agentCommand?: string; registry: 'none' | 'consul'; leader: boolean }) => {
       exit = await (await runCommands()).recoverCommand(runId, opts, io);
     });
 

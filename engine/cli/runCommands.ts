@@ -22,7 +22,7 @@ export interface RunOptions {
 }
 
 /** The backend options `run` and `recover` share, as the application layer takes them. */
-function backendOptions(o: Omit<RunOptions, 'param' | 'json' | 'tty'>): Partial<CaravanAppOptions> {
+function backendOptions(o: Omit<RunOptions, 'param' | 'json' | 'tty'> & { param?: string[] }): Partial<CaravanAppOptions> {
   if (o.leader === true && o.registry !== 'consul') throw new CaravanError('USAGE', '--leader needs --registry consul: the leader lock lives in Consul');
   return {
     ...(o.registry === 'consul' ? { registry: 'consul' as const } : {}),
@@ -137,12 +137,12 @@ export async function runCommand(workflow: string, options: RunOptions, io: Io):
   }
 }
 
-export async function recoverCommand(runId: string, options: Omit<RunOptions, 'param' | 'parallelism'>, io: Io): Promise<ExitCode> {
+export async function recoverCommand(runId: string, options: Omit<RunOptions, 'parallelism'>, io: Io): Promise<ExitCode> {
   const progress = progressFor(io, options.json, options.tty);
   const app = await openApp(io, { onEvent: (e, s) => progress.onEvent(e, s), ...backendOptions(options) });
   const signals = new SignalStop(io);
   try {
-    const started = await app.recover(runId);
+    const started = await app.recover(runId, parseParamFlags(options.param));
     io.stderr(`caravan: recovering run ${runId} of ${started.workflow}\n`);
     return await follow(started, signals, progress, io, options.json);
   } finally {

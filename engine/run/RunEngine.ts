@@ -9,6 +9,9 @@ import type { RunState } from './RunState.js';
 import { applyRunEvent, initialRunState } from './reduceRun.js';
 import { contextFor, scheduleRun, type Dispatch } from './scheduleRun.js';
 
+/** What a secret param's value is recorded as. */
+export const SECRET_PARAM_MASK = '***';
+
 /** Receives every event the engine applied, in order (progress display, journal, audit). */
 export type RunListener = (event: RunEvent, state: RunState) => void;
 
@@ -94,6 +97,23 @@ export class RunEngine {
     for (const f of this.flushers) f();
   }
 
+  /**
+   * Takes the values of the params the workflow declares `secret: true` out of `params` (they
+   * are recorded as `***`) and keeps them for expressions only. A recovered run gets them
+   * again this way, before recover().
+   */
+  keepSecretParams(params: Record<string, unknown>): Record<string, unknown> {
+    const declared = this.deps.plan.workflow.spec.params ?? {};
+    const shown: Record<string, unknown> = {};
+    for (const [name, value] of Object.entries(params)) {
+      if (declared[name]?.secret === true) {
+        this.state.secretParams[name] = value;
+        shown[name] = SECRET_PARAM_MASK;
+      } else shown[name] = value;
+    }
+    return shown;
+  }
+
   /** Resolves with the final state once the run has succeeded, failed or been cancelled. */
   done(): Promise<RunState> {
     return this.finished;
@@ -101,6 +121,7 @@ export class RunEngine {
 
   start(params: Record<string, unknown>, trigger: string, commit?: string): void {
     const now = this.deps.clock.now();
+    params = this.keepSecretParams(params);
     const deadline = this.deps.plan.deadlineMs !== undefined ? now + this.deps.plan.deadlineMs : undefined;
     this.record({ runId: this.deps.runId, at: now, type: 'run.started', workflow: this.workflow, params, trigger, ...(commit !== undefined ? { commit } : {}), ...(deadline !== undefined ? { deadline } : {}) });
     this.startTicking();

@@ -68,7 +68,13 @@ export interface BreakerState {
 export interface RunState {
   runId: string;
   workflow: string;
+  /** The params as recorded: a param declared `secret: true` shows as `***`. */
   params: Record<string, unknown>;
+  /**
+   * The values of secret params, given to expressions only. Never in an event, so never in
+   * the journal, the audit branch, the bus or a snapshot: a recovered run is given them again.
+   */
+  secretParams: Record<string, unknown>;
   commit?: string;
   trigger: string;
   status: RunStatus;

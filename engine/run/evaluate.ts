@@ -8,6 +8,8 @@ export interface ExpressionContext {
   tasks: Record<string, { status: string; outputs: Record<string, unknown>; exitCode?: number; attempts: number }>;
   item?: unknown;
   run: Record<string, unknown>;
+  /** Values of secret params the attempt can read: the runner masks them wherever it reports. */
+  secrets?: string[];
 }
 
 /** An expression that cannot be evaluated at run time; the task it belongs to fails with it. */

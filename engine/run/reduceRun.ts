@@ -21,6 +21,7 @@ export function initialRunState(plan: RunPlan, runId: string): RunState {
     runId,
     workflow: plan.workflow.metadata.name,
     params: {},
+    secretParams: {},
     trigger: 'manual',
     status: 'running',
     phase: 'main',

@@ -339,11 +339,13 @@ export function contextFor(state: RunState, plan: RunPlan, t: PlannedTask, inst:
     const first = instances[0];
     tasks[name] = { status: g.status, outputs, attempts: instances.reduce((n, i) => n + i.attempts.length, 0), ...(first?.exitCode !== undefined && !g.expanded ? { exitCode: first.exitCode } : {}) };
   }
+  const secret = Object.keys(state.secretParams).length > 0;
   const ctx: ExpressionContext = {
-    params: state.params,
+    params: secret ? { ...state.params, ...state.secretParams } : state.params,
     tasks,
     run: { id: state.runId, workflow: state.workflow, commit: state.commit ?? '', trigger: state.trigger, startedAt: state.startedAtIso, attempt: inst?.attempt !== undefined ? inst.attempt + 1 : 1 },
   };
   if (inst?.item !== undefined) ctx.item = inst.item;
+  if (secret) ctx.secrets = Object.values(state.secretParams).map((v) => (typeof v === 'string' ? v : JSON.stringify(v)));
   return ctx;
 }

@@ -238,3 +238,28 @@ describe('signals stop the process, not the run', () => {
   }
 });
 
+describe('secret params', () => {
+  it('are recorded as *** and given again to recover a run, which then uses the real value', async () => {
+    const wf = workflow('vault', '  params:\n    token: { type: string, secret: true }\n  tasks:\n    - { name: review, approval: { timeout: 1h } }\n    - { name: use, needs: [review], run: "printf %s ${{ params.token }} > used.txt" }\n');
+    const dir = await tempRepo({ 'vault.yaml': wf });
+    const proc = spawnCli(dir, 'run', 'vault', '--param', 'token=s3cr3tValue9');
+    let runId = '';
+    await until('the approval request', () => {
+      const m = /review waits for approval \(caravan approve (\S+) review\)/.exec(proc.output());
+      if (m !== null) runId = m[1]!;
+      return m !== null;
+    });
+    proc.child.kill('SIGINT');
+    expect(await proc.exited).toBe(130);
+    expect(JSON.parse((await cli(dir, 'status', runId, '--json')).out)).toMatchObject({ params: { token: '***' } });
+    expect(await cli(dir, 'recover', runId)).toEqual({ code: 64, out: '', err: `caravan: run ${runId} needs its secret param again, as they are never recorded: --param token=...\n` });
+    expect((await cli(dir, 'recover', runId, '--param', 'other=1')).err).toContain("'other' is not a secret param of this run");
+    const recovered = spawnCli(dir, 'recover', runId, '--param', 'token=s3cr3tValue9');
+    await until('the run to be recovered', () => recovered.output().includes(`caravan: recovering run ${runId} of vault`));
+    expect((await cli(dir, 'approve', runId, 'review')).code).toBe(0);
+    expect(await recovered.exited).toBe(0);
+    expect(await readFile(join(dir, 'used.txt'), 'utf8')).toBe('s3cr3tValue9');
+    expect(await git(dir, 'log', '-p', 'caravan/runs')).not.toContain('s3cr3tValue9');
+  });
+});
+

@@ -10,6 +10,8 @@ import { git, repoWith, workflow } from '../harness/gitRepo.js';
 // values run through every one of those routes; afterwards not even a fragment of them may
 // be found in anything Caravan printed or stored.
 const CANARY = 'cnry7Fh2Qp9Lw3Xv';
+/** A param declared `secret: true`, given on the command line. */
+const PARAM_CANARY = 'prmQ4Zt8Vb1Nc6Kd';
 const PEM_LINES = ['mlA-Zt5Rk8Yc2Wq', 'mlB-Hd4Nv6Ju1Px'];
 const PEM = `-----BEGIN KEY-----\n${PEM_LINES[0]}\n${PEM_LINES[1]}\n-----END KEY-----`;
 
@@ -17,7 +19,13 @@ const secretEnv = '      env: { S: { secret: { path: app/db, key: password } } }
 // Everything else needs `leaky`: once one task fails no new task starts, so the task that
 // splices its output must start together with the failing ones.
 const spec = [
+  '  params:',
+  '    token: { type: string, secret: true }',
   '  tasks:',
+  // A secret param echoed, spliced into a command line and run as a command.
+  '    - name: param-user',
+  '      needs: [leaky]',
+  '      run: \'echo "token ${{ params.token }}"; echo "err ${{ params.token }}" >&2; ${{ params.token }}\'',
   // An output carrying the secret, spliced into the next task's command line.
   '    - name: leaky',
   '      run: \'printf "x=%s\\n" "$S" > "$CARAVAN_OUTPUTS"\'',
@@ -52,7 +60,7 @@ const spec = [
 ].join('\n');
 
 /** The secret lines, each with every 8-character piece of it: a cut secret leaks a fragment, not the whole. */
-const SECRET_PIECES = [CANARY, ...PEM_LINES].map((s) => ({ secret: s, pieces: Array.from({ length: s.length - 7 }, (_, i) => s.slice(i, i + 8)) }));
+const SECRET_PIECES = [CANARY, PARAM_CANARY, ...PEM_LINES].map((s) => ({ secret: s, pieces: Array.from({ length: s.length - 7 }, (_, i) => s.slice(i, i + 8)) }));
 
 /** One entry per secret line that `text` holds a piece of, naming where and the first piece found. */
 function leaks(where: string, text: string): string[] {
@@ -86,10 +94,10 @@ describe('secret canary', () => {
     dirs.push(dir);
     const found: string[] = [];
     await withEnv({ CARAVAN_SECRET_APP_DB_PASSWORD: CANARY, CARAVAN_SECRET_APP_KEY_PEM: PEM }, async () => {
-      const plain = await cli(dir, 'run', 'canary');
+      const plain = await cli(dir, 'run', 'canary', '--param', `token=${PARAM_CANARY}`);
       expect(plain.code).toBe(1);
       found.push(...leaks('run stdout', plain.out), ...leaks('run stderr', plain.err));
-      const json = await cli(dir, 'run', 'canary', '--json');
+      const json = await cli(dir, 'run', 'canary', '--json', '--param', `token=${PARAM_CANARY}`);
       expect(json.code).toBe(1);
       found.push(...leaks('run --json stdout', json.out), ...leaks('run --json stderr', json.err));
       const events = json.out.trim().split('\n').map((l) => JSON.parse(l) as { runId: string; type: string; task?: string; error?: string });
@@ -100,6 +108,9 @@ describe('secret canary', () => {
       expect(failed.get('cut-outputs')).toMatch(/^outputs line 1 is not key=value: '0{50}/);
       expect(failed.get('downstream')).toMatch(/^exited with code 3: got /);
       expect(failed.get('multi-line')).toMatch(/^exited with code 1: /);
+      expect(failed.get('param-user')).toMatch(/^command not found \(exit 127\)/);
+      // The param is recorded, as ***; the task had its real value (it ran it as a command).
+      expect(events.find((e) => e.type === 'run.started')).toMatchObject({ params: { token: '***' } });
       expect(events.some((e) => e.type === 'task.succeeded' && e.task === 'leaky')).toBe(true);
       const runId = events[0]!.runId;
       for (const args of [['status', runId], ['status', runId, '--json'], ['logs', runId], ['runs']]) {
