@@ -5,6 +5,7 @@ import { CaravanError } from '../errors/CaravanError.js';
 import { findRepoRoot } from '../gitops/readTreeAtRef.js';
 import { EXIT, type ExitCode } from './exitCodes.js';
 import { cliLogger } from './cliLogger.js';
+import { stdoutFor } from './forTerminal.js';
 import type { Io } from './Io.js';
 import { RunProgress, type ProgressMode } from './RunProgress.js';
 
@@ -169,25 +170,29 @@ export async function runsCommand(workflow: string | undefined, io: Io): Promise
 export async function statusCommand(runId: string, io: Io, json: boolean): Promise<ExitCode> {
   const app = await openApp(io);
   const { snapshot: r, live, from } = await app.queries.get(runId);
+  // Errors and reasons quote task output.
+  const out = stdoutFor(io);
   if (json) {
     io.stdout(JSON.stringify({ ...r, live: live !== undefined }) + '\n');
     return EXIT.OK;
   }
   io.stdout(`run ${runId} of ${r.workflow}: ${r.status}${live !== undefined ? ` (live in process ${live.pid}${from === 'audit' ? '; last checkpoint shown' : ''})` : ''}\n`);
   io.stdout(`started ${r.startedAt}${r.durationMs !== undefined ? `, took ${formatDuration(r.durationMs)}` : ''}\n`);
-  if (r.failureReason !== undefined) io.stdout(`failure: ${r.failureReason}\n`);
+  if (r.failureReason !== undefined) out(`failure: ${r.failureReason}\n`);
   const rows = [['TASK', 'STATUS', 'ATTEMPTS', 'DURATION', 'NOTE']];
   for (const [name, t] of Object.entries(r.tasks)) {
     rows.push([name, t.status, t.instances !== undefined ? `${t.instances.length} items` : String(t.attempts ?? ''), t.durationMs !== undefined ? formatDuration(t.durationMs) : '', (t.error ?? t.reason ?? t.pendingReason ?? '').slice(0, 80)]);
   }
-  io.stdout(table(rows));
+  out(table(rows));
   return EXIT.OK;
 }
 
 export async function logsCommand(runId: string, task: string | undefined, io: Io): Promise<ExitCode> {
   const app = await openApp(io);
   const lines = await app.queries.logs(runId, task);
-  for (const l of lines) io.stdout(`${l.task}#${l.attempt} ${l.stream === 'stderr' ? '! ' : ''}${l.line}\n`);
+  // Task output is anyone's bytes: on a terminal its escape sequences are shown, not obeyed.
+  const out = stdoutFor(io);
+  for (const l of lines) out(`${l.task}#${l.attempt} ${l.stream === 'stderr' ? '! ' : ''}${l.line}\n`);
   if (lines.length === 0) io.stderr(`caravan: no log lines${task !== undefined ? ` for ${task}` : ''} in run ${runId}\n`);
   return EXIT.OK;
 }
