@@ -4,6 +4,8 @@ import type { Io } from './Io.js';
  * Control characters other than tab and newline: ESC starts the sequences that move the
  * cursor, rewrite the window title, or (on some terminals) answer with input of their own.
  */
+// Matching control characters is this expression's whole purpose.
+// eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g;
 
 /**
