@@ -1,5 +1,6 @@
 import { CaravanError } from '../errors/CaravanError.js';
 import { valueProblem } from '../spec/checkParams.js';
+import { compilePattern } from '../spec/compilePattern.js';
 import type { ParamSpec, Workflow } from '../spec/Workflow.js';
 
 /**
@@ -31,7 +32,8 @@ export function parseParams(workflow: Workflow, given: Record<string, unknown>):
       if (spec.required === true) problems.push(`param '${name}' is required`);
       continue;
     }
-    const problem = valueProblem(spec as unknown as Record<string, unknown>, value, spec.pattern !== undefined ? new RegExp(spec.pattern, 'u') : undefined);
+    const compiled = spec.pattern !== undefined ? compilePattern(spec.pattern) : undefined;
+    const problem = valueProblem(spec as unknown as Record<string, unknown>, value, compiled?.ok === true ? compiled : undefined);
     if (problem !== undefined) problems.push(`param '${name}' ${problem}`);
     else out[name] = value;
   }

@@ -1,4 +1,5 @@
 import type { PendingDiagnostic } from './Diagnostic.js';
+import { compilePattern } from './compilePattern.js';
 import { asRecord, asString } from './shape.js';
 
 /**
@@ -24,13 +25,11 @@ export function checkParams(spec: Record<string, unknown>): PendingDiagnostic[] 
     const p = asRecord(raw);
     if (p === undefined) continue;
     const pattern = asString(p['pattern']);
-    let regex: RegExp | undefined;
+    let regex: { test: (value: string) => boolean } | undefined;
     if (pattern !== undefined) {
-      try {
-        regex = new RegExp(pattern, 'u');
-      } catch (e) {
-        out.push({ severity: 'error', code: 'PARAM_PATTERN_INVALID', message: `pattern of param '${name}' is not a valid regular expression: ${(e as Error).message}`, path: [...base, 'pattern'] });
-      }
+      const compiled = compilePattern(pattern);
+      if (compiled.ok) regex = compiled;
+      else out.push({ severity: 'error', code: 'PARAM_PATTERN_INVALID', message: `pattern of param '${name}' is not a valid regular expression: ${compiled.message}`, path: [...base, 'pattern'] });
     }
     if ('default' in p) {
       const problem = valueProblem(p, p['default'], regex);
@@ -43,7 +42,7 @@ export function checkParams(spec: Record<string, unknown>): PendingDiagnostic[] 
 }
 
 /** Why `value` is not acceptable for the param, or undefined if it is. Shared with run-time checks. */
-export function valueProblem(p: Record<string, unknown>, value: unknown, regex?: RegExp): string | undefined {
+export function valueProblem(p: Record<string, unknown>, value: unknown, regex?: { test: (value: string) => boolean }): string | undefined {
   const type = asString(p['type']);
   if (type !== undefined && !hasType(value, type)) return `must be ${article(type)}, not ${describe(value)}`;
   if (type === 'array') {

@@ -111,7 +111,7 @@ describe('pools, params, triggers and retries', () => {
     expect(check(spec)).toEqual([
       "7:33 PARAM_DEFAULT_INVALID default of param 'q' 'Q5' does not match the pattern ^Q[1-4]$",
       "8:34 PARAM_DEFAULT_INVALID default of param 'n' must be at least 1, not 0",
-      "9:33 PARAM_PATTERN_INVALID pattern of param 'r' is not a valid regular expression: Invalid regular expression: /(/u: Unterminated group",
+      "9:33 PARAM_PATTERN_INVALID pattern of param 'r' is not a valid regular expression: error parsing regexp: missing closing ): `(` (patterns use RE2 syntax, matched in linear time: no lookaround, no backreferences)",
       "10:57 PARAM_DEFAULT_INVALID default of param 'l' item 1 must be a string, not number 1",
     ]);
   });
