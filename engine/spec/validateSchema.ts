@@ -193,7 +193,7 @@ function patternDiagnostic(doc: unknown, e: ErrorObject, path: Array<string | nu
     return diag('NAME_INVALID', `${subject} is not allowed: ${explainBadName(value, def)}`, target, at);
   }
   if (def === 'duration') {
-    return diag('SCHEMA_FORMAT', `${subject} is not a duration; write it like 500ms, 90s, 10m, 24h, 7d or 1h30m`, target, at);
+    return diag('SCHEMA_FORMAT', `${subject} is not a duration; write it like 500ms, 90s, 10m, 24h, 7d or 1h30m (at most 5 digits a number: up to 99999d)`, target, at);
   }
   if (path[path.length - 1] === 'subject') {
     return diag('SCHEMA_FORMAT', `${subject} is not a valid NATS subject; use tokens of letters, digits, '-' and '_' separated by '.', '*' for one token and a final '>'`, target, at);

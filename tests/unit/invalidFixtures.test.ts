@@ -35,7 +35,7 @@ const expected: Record<string, string[]> = {
     'deep-nesting.yaml:1:67: error YAML_TOO_DEEP: collections are nested more than 64 levels deep',
   ],
   'duration.yaml': [
-    'duration.yaml:9:16: error SCHEMA_FORMAT: timeout of task \'a\' (\'10 minutes\') is not a duration; write it like 500ms, 90s, 10m, 24h, 7d or 1h30m',
+    'duration.yaml:9:16: error SCHEMA_FORMAT: timeout of task \'a\' (\'10 minutes\') is not a duration; write it like 500ms, 90s, 10m, 24h, 7d or 1h30m (at most 5 digits a number: up to 99999d)',
   ],
   'empty.yaml': [
     'empty.yaml:1:1: error FILE_EMPTY: file is empty; expected a Workflow mapping with apiVersion, kind, metadata and spec',

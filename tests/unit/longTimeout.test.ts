@@ -1,6 +1,8 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { realClock } from '../../engine/run/Clock.js';
 import { MAX_TIMER_MS, setLongTimeout } from '../../engine/run/longTimeout.js';
+import { validateText } from '../../engine/spec/validateWorkflows.js';
+import { workflow } from '../harness/gitRepo.js';
 
 const DAY = 86_400_000;
 
@@ -38,5 +40,10 @@ describe('timers longer than setTimeout allows (24.8 days)', () => {
     vi.advanceTimersByTime(DAY);
     expect(fired).toBe(true);
     clock.clearTimer(h);
+  });
+
+  it('the schema has a maximum: 30d is a duration, a 12-digit number of days is not', () => {
+    const r = validateText('d.yaml', workflow('d', '  tasks:\n    - { name: a, run: echo, timeout: 30d }\n    - { name: b, run: echo, timeout: 999999999999d }\n'));
+    expect(r.diagnostics.map((d) => `${d.line} ${d.code}`)).toEqual(['8 SCHEMA_FORMAT']);
   });
 });
