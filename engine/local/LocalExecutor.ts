@@ -1,6 +1,7 @@
 import { tmpdir } from 'node:os';
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { processAlive } from './processAlive.js';
 import type { AgentResult } from '../../agents/AgentType.js';
 import { AgentRegistry } from '../../agents/builtinAgents.js';
 import { environmentSecrets, type SecretResolver } from '../../agents/prepareAction.js';
@@ -135,14 +136,4 @@ export async function sweepScratch(dir: string = tmpdir()): Promise<string[]> {
     removed.push(join(dir, name));
   }
   return removed;
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    // EPERM: alive, someone else's.
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }

@@ -22,6 +22,17 @@ function spawnCli(cwd: string, ...argv: string[]): { child: ChildProcess; output
   return { child, output: () => out, exited };
 }
 
+/** Waits until a spawned run asks for approval of `task`; returns the run id it names. */
+async function approvalRequested(proc: { output: () => string }, task: string): Promise<string> {
+  let runId = '';
+  await until(`the approval request for ${task}`, () => {
+    const m = new RegExp(`${task} waits for approval \\(caravan approve (\\S+) ${task}\\)`).exec(proc.output());
+    if (m !== null) runId = m[1]!;
+    return m !== null;
+  });
+  return runId;
+}
+
 const ok = workflow('ok', '  params:\n    who: { type: string, default: world }\n  tasks:\n    - { name: a, run: "echo hello ${{ params.who }}" }\n    - { name: b, needs: [a], agent: noop }\n');
 const bad = workflow('bad', '  tasks:\n    - { name: a, run: "exit 4" }\n    - { name: b, needs: [a], run: "true" }\n');
 
@@ -68,7 +79,7 @@ describe('caravan run', () => {
     const status = await cli(dir, 'status', id);
     expect(status.out).toMatch(new RegExp(`^run ${id} of ok: succeeded\\nstarted \\S+, took \\d+ms\\nTASK\\s+STATUS\\s+ATTEMPTS\\s+DURATION\\s+NOTE\\na\\s+succeeded\\s+1\\s+\\d+ms\\nb\\s+succeeded\\s+1\\s+\\d+ms\\n$`));
     expect((await cli(dir, 'logs', id, 'a')).out).toBe('a#1 hello world\n');
-    expect(await cli(dir, 'status', 'nope')).toEqual({ code: 66, out: '', err: 'caravan: no run nope on caravan/runs\n' });
+    expect(await cli(dir, 'status', 'nope')).toEqual({ code: 66, out: '', err: 'caravan: no run nope on caravan/runs or in the local journal\n' });
   });
 });
 
@@ -77,12 +88,7 @@ describe('a live run, from another process', () => {
     const gate = workflow('gate', '  tasks:\n    - { name: build, agent: noop }\n    - { name: review, needs: [build], approval: { timeout: 1h } }\n    - { name: ship, needs: [review], run: "echo shipped" }\n');
     const dir = await tempRepo({ 'gate.yaml': gate });
     const proc = spawnCli(dir, 'run', 'gate');
-    let runId = '';
-    await until('the approval request', () => {
-      const m = /review waits for approval \(caravan approve (\S+) review\)/.exec(proc.output());
-      if (m !== null) runId = m[1]!;
-      return m !== null;
-    });
+    const runId = await approvalRequested(proc, 'review');
     expect(await cli(dir, 'reject', 'no-such-run', 'review')).toEqual({ code: 66, out: '', err: 'caravan: no run no-such-run\n' });
     // A decision for a task the run does not have would vanish without a word: refused.
     expect(await cli(dir, 'approve', runId, 'reveiw')).toEqual({ code: 66, out: '', err: `caravan: run ${runId} has no task 'reveiw' (tasks: build, review, ship)\n` });
@@ -212,12 +218,7 @@ describe('signals stop the process, not the run', () => {
       const gate = workflow('gate', '  tasks:\n    - { name: build, agent: noop }\n    - { name: review, needs: [build], approval: { timeout: 1h } }\n    - { name: ship, needs: [review], run: "echo shipped" }\n');
       const dir = await tempRepo({ 'gate.yaml': gate });
       const proc = spawnCli(dir, 'run', 'gate');
-      let runId = '';
-      await until('the approval request', () => {
-        const m = /review waits for approval \(caravan approve (\S+) review\)/.exec(proc.output());
-        if (m !== null) runId = m[1]!;
-        return m !== null;
-      });
+      const runId = await approvalRequested(proc, 'review');
       for (let i = 0; i < count; i++) proc.child.kill(signal);
       expect(await proc.exited).toBe(code);
       expect(proc.output()).toContain(`caravan: stopping (${signal}); run ${runId} is left as it is`);
@@ -243,12 +244,7 @@ describe('secret params', () => {
     const wf = workflow('vault', '  params:\n    token: { type: string, secret: true }\n  tasks:\n    - { name: review, approval: { timeout: 1h } }\n    - { name: use, needs: [review], run: "printf %s ${{ params.token }} > used.txt" }\n');
     const dir = await tempRepo({ 'vault.yaml': wf });
     const proc = spawnCli(dir, 'run', 'vault', '--param', 'token=s3cr3tValue9');
-    let runId = '';
-    await until('the approval request', () => {
-      const m = /review waits for approval \(caravan approve (\S+) review\)/.exec(proc.output());
-      if (m !== null) runId = m[1]!;
-      return m !== null;
-    });
+    const runId = await approvalRequested(proc, 'review');
     proc.child.kill('SIGINT');
     expect(await proc.exited).toBe(130);
     expect(JSON.parse((await cli(dir, 'status', runId, '--json')).out)).toMatchObject({ params: { token: '***' } });
