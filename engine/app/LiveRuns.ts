@@ -1,6 +1,7 @@
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
+import { processAlive } from '../local/processAlive.js';
 
 export type ControlAction = 'approve' | 'reject' | 'cancel' | 'pause' | 'unpause';
 
@@ -56,6 +57,19 @@ export class LiveRuns {
     return join(this.gitdir, 'caravan', 'control', runId);
   }
 
+  /** Runs that have a journal here: live, killed, or finished but not (yet) written to Git. */
+  async journalIds(): Promise<string[]> {
+    let names: string[];
+    try {
+      names = await readdir(join(this.gitdir, 'caravan', 'journal'));
+    } catch (e) {
+      // No journal directory: no run has been recorded on this machine yet.
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw e;
+    }
+    return names.filter((n) => n.endsWith('.ndjson')).map((n) => n.slice(0, -'.ndjson'.length));
+  }
+
   journalPath(runId: string): string {
     return join(this.gitdir, 'caravan', 'journal', `${runId}.ndjson`);
   }
@@ -78,7 +92,7 @@ export class LiveRuns {
     } catch {
       return undefined;
     }
-    if (!alive(run.pid)) return undefined;
+    if (!processAlive(run.pid)) return undefined;
     // The same PID, but another process (the run's died and the number was given out again).
     if (run.processStart !== undefined) {
       const now = processStartTime(run.pid);
@@ -117,7 +131,7 @@ export class LiveRuns {
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
         const holder = Number(await readFile(path, 'utf8').catch(() => '0'));
-        if (holder > 0 && !alive(holder)) await rm(path, { force: true });
+        if (holder > 0 && !processAlive(holder)) await rm(path, { force: true });
         await new Promise((r) => setTimeout(r, Math.min(100, 5 * (i + 1))));
       }
     }
@@ -195,14 +209,5 @@ export class LiveRuns {
       await rm(path, { force: true });
     }
     return out;
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

@@ -30,6 +30,11 @@ export interface RunSummary {
   durationMs?: number;
   /** Executing on this machine now. */
   live: boolean;
+  /**
+   * Where the run is recorded: on the audit branch, or only in this machine's journal (live
+   * before its first checkpoint, or its Git write failed: `caravan recover` writes it).
+   */
+  recorded: 'git' | 'journal';
 }
 
 export interface RunPage {
@@ -66,41 +71,51 @@ export class RunQueries {
     const limit = Math.min(Math.max(1, filter.limit ?? 50), 500);
     const after = filter.cursor !== undefined ? decodeCursor(filter.cursor) : undefined;
     const live = new Map((await this.live.list()).map((r) => [r.runId, r]));
-    const ids = (await this.audit.listRuns(filter.workflow)).sort((a, b) => (a.runId < b.runId ? 1 : a.runId > b.runId ? -1 : 0));
+    const onGit = await this.audit.listRuns(filter.workflow);
+    const known = new Set(onGit.map((r) => r.runId));
+    const ids: Array<{ runId: string; workflow?: string }> = [...onGit];
+    for (const runId of await this.live.journalIds()) if (!known.has(runId)) ids.push({ runId });
+    ids.sort((a, b) => (a.runId < b.runId ? 1 : a.runId > b.runId ? -1 : 0));
     const runs: RunSummary[] = [];
     let nextCursor: string | undefined;
     for (const r of ids) {
       if (after !== undefined && r.runId >= after) continue;
-      const stored = await this.audit.readRun(r.runId, r.workflow);
-      if (stored === undefined) continue;
-      const s = stored.run;
+      const s = r.workflow !== undefined ? (await this.audit.readRun(r.runId, r.workflow))?.run : await this.journalSnapshot(r.runId);
+      if (s === undefined) continue;
+      if (filter.workflow !== undefined && s.workflow !== filter.workflow) continue;
       if (filter.status !== undefined && s.status !== filter.status) continue;
       if (filter.since !== undefined && s.startedAt < filter.since) continue;
       if (runs.length === limit) {
         nextCursor = encodeCursor(runs[runs.length - 1]!.runId);
         break;
       }
-      runs.push({ runId: r.runId, workflow: r.workflow, status: s.status, startedAt: s.startedAt, ...(s.durationMs !== undefined ? { durationMs: s.durationMs } : {}), live: live.has(r.runId) });
+      runs.push({ runId: r.runId, workflow: s.workflow, status: s.status, startedAt: s.startedAt, ...(s.durationMs !== undefined ? { durationMs: s.durationMs } : {}), live: live.has(r.runId), recorded: r.workflow !== undefined ? 'git' : 'journal' });
     }
     return nextCursor !== undefined ? { runs, nextCursor } : { runs };
   }
 
-  /** One run: a live run's journal replayed (ahead of Git), else its last record on caravan/runs. */
+  /**
+   * One run: a live run's journal replayed (ahead of Git), else its last record on
+   * caravan/runs, else a journal that never reached Git (the run's Git write failed).
+   */
   async get(runId: string): Promise<RunView> {
     const live = await this.live.get(runId);
     const fromJournal = live !== undefined ? await this.journalSnapshot(runId) : undefined;
     if (fromJournal !== undefined) return { snapshot: fromJournal, live, from: 'journal' };
     const stored = await this.audit.readRun(runId);
-    if (stored === undefined) throw new CaravanError('RUN_NOT_FOUND', `no run ${runId} on caravan/runs`, { data: { runId } });
-    return { snapshot: stored.run, live, from: 'audit' };
+    if (stored !== undefined) return { snapshot: stored.run, live, from: 'audit' };
+    const journalOnly = await this.journalSnapshot(runId);
+    if (journalOnly !== undefined) return { snapshot: journalOnly, live, from: 'journal' };
+    throw new CaravanError('RUN_NOT_FOUND', `no run ${runId} on caravan/runs or in the local journal`, { data: { runId } });
   }
 
   /** A run's recorded log lines, of one task (and its forEach items) or of all. */
   async logs(runId: string, task?: string): Promise<LogLine[]> {
-    const stored = await this.audit.readRun(runId);
-    if (stored === undefined) throw new CaravanError('RUN_NOT_FOUND', `no run ${runId} on caravan/runs`, { data: { runId } });
+    // The audit branch, else the journal of a run that never reached it.
+    const events = (await this.audit.readRun(runId))?.events ?? (await readJournal(this.live.journalPath(runId)))?.events;
+    if (events === undefined) throw new CaravanError('RUN_NOT_FOUND', `no run ${runId} on caravan/runs or in the local journal`, { data: { runId } });
     const out: LogLine[] = [];
-    for (const e of stored.events) {
+    for (const e of events) {
       if (e.type !== 'task.log') continue;
       if (task !== undefined && e.task !== task && !e.task.startsWith(`${task}[`)) continue;
       out.push({ task: e.task, attempt: e.attempt, stream: e.stream, line: e.line });

@@ -161,7 +161,8 @@ export async function runsCommand(workflow: string | undefined, io: Io): Promise
   }
   const rows = [['RUN', 'WORKFLOW', 'STATUS', 'STARTED', 'DURATION']];
   for (const r of runs) {
-    rows.push([r.runId, r.workflow, r.live ? `${r.status} (live)` : r.status, r.startedAt, r.durationMs !== undefined ? formatDuration(r.durationMs) : '']);
+    const where = r.live ? ' (live)' : r.recorded === 'journal' ? ' (journal only: caravan recover writes it to Git)' : '';
+    rows.push([r.runId, r.workflow, `${r.status}${where}`, r.startedAt, r.durationMs !== undefined ? formatDuration(r.durationMs) : '']);
   }
   io.stdout(table(rows));
   return EXIT.OK;
@@ -176,7 +177,8 @@ export async function statusCommand(runId: string, io: Io, json: boolean): Promi
     io.stdout(JSON.stringify({ ...r, live: live !== undefined }) + '\n');
     return EXIT.OK;
   }
-  io.stdout(`run ${runId} of ${r.workflow}: ${r.status}${live !== undefined ? ` (live in process ${live.pid}${from === 'audit' ? '; last checkpoint shown' : ''})` : ''}\n`);
+  const where = live !== undefined ? ` (live in process ${live.pid}${from === 'audit' ? '; last checkpoint shown' : ''})` : from === 'journal' ? ' (in the local journal only, not on caravan/runs: caravan recover writes it there)' : '';
+  io.stdout(`run ${runId} of ${r.workflow}: ${r.status}${where}\n`);
   io.stdout(`started ${r.startedAt}${r.durationMs !== undefined ? `, took ${formatDuration(r.durationMs)}` : ''}\n`);
   if (r.failureReason !== undefined) out(`failure: ${r.failureReason}\n`);
   const rows = [['TASK', 'STATUS', 'ATTEMPTS', 'DURATION', 'NOTE']];
