@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import nodeFs from 'node:fs';
 import * as git from 'isomorphic-git';
 import { GitAuditStore } from '../audit/GitAuditStore.js';
+import { readHeadTarget } from '../audit/resolveGitDirs.js';
 import { readJournal } from '../audit/readJournal.js';
 import { newRunId } from '../audit/updateRef.js';
 import { CaravanError } from '../errors/CaravanError.js';
@@ -57,7 +58,12 @@ export class CaravanApp {
     if (!existsSync(join(options.repoDir, '.git'))) {
       throw new CaravanError('NOT_A_REPOSITORY', `${options.repoDir} is not the root of a Git repository; Caravan records runs in Git (run \`git init\` first)`, { data: { dir: options.repoDir } });
     }
+    // `.git` may be a file (a linked worktree): the store resolves the directories as git does.
     this.audit = new GitAuditStore(options.repoDir);
+    // Live runs, journals and control channels are this checkout's, in its own Git directory:
+    // a run belongs to the process and working tree that started it, and a worktree's
+    // directory is where git keeps everything per checkout (HEAD, index). The audit branch is
+    // shared by all worktrees (GitAuditStore writes it in the common directory).
     this.live = new LiveRuns(this.audit.gitdir);
     this.catalog = new WorkflowCatalog(options.repoDir, options.workflowsDir);
     this.queries = new RunQueries(this.audit, this.live, options.parallelism);
@@ -74,6 +80,8 @@ export class CaravanApp {
   async start(nameOrPath: string, rawParams: Record<string, unknown>, trigger = 'manual'): Promise<StartedRun> {
     const { workflow, source } = await this.catalog.load(nameOrPath);
     const params = parseParams(workflow, rawParams);
+    // A foreign or blocked audit branch is refused before any task runs, not after.
+    await this.audit.assertWritable();
     const commit = await this.headCommit();
     const supervisor = await this.openSupervisor();
     const release = await this.admission.admit(workflow, (m) => (this.options.logger ?? noopLogger).warn(m, { workflow: workflow.metadata.name }));
@@ -110,6 +118,7 @@ export class CaravanApp {
     const parsed = validateText(`${runId}/workflow.yaml`, source);
     if (parsed.workflow === undefined) throw new CaravanError('WORKFLOW_INVALID', `the recorded workflow of run ${runId} no longer validates`, { data: { runId } });
     const secrets = secretParamsAgain(parsed.workflow, runId, started.params, secretParams);
+    await this.audit.assertWritable();
     const supervisor = await this.openSupervisor();
     return supervisor.launch({
       workflow: parsed.workflow,
@@ -158,7 +167,9 @@ export class CaravanApp {
 
   private async headCommit(): Promise<string | undefined> {
     try {
-      return await git.resolveRef({ fs: nodeFs, dir: this.options.repoDir, ref: 'HEAD' });
+      // HEAD is per worktree, the branch it names is in the common directory.
+      const head = readHeadTarget(this.audit);
+      return 'oid' in head ? head.oid : await git.resolveRef({ fs: nodeFs, gitdir: this.audit.commonDir, ref: head.ref });
     } catch {
       // A repository without a commit yet: runs of its working tree have no workflow commit.
       return undefined;

@@ -1,4 +1,4 @@
-import { appendFileSync, closeSync, fsyncSync, openSync } from 'node:fs';
+import { appendFileSync, closeSync, fstatSync, fsyncSync, ftruncateSync, openSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { CaravanError } from '../errors/CaravanError.js';
@@ -40,6 +40,10 @@ export class RunRecorder {
   private readonly events: RunEvent[];
   private journalFd: number | undefined;
   private unflushed: string[] = [];
+  /** Bytes of whole lines in the journal: a failed append is cut back to this. */
+  private journalBytes = 0;
+  /** Set while journal appends fail, so that a full disk is logged once, not per event. */
+  private journalFailing = false;
   private checkpointed: number;
   private lastCheckpointAt: number;
   private inFlight: Promise<void> | undefined;
@@ -67,13 +71,21 @@ export class RunRecorder {
    * fresh journal holding everything so far.
    */
   async open(): Promise<void> {
-    await mkdir(dirname(this.options.journalPath), { recursive: true });
-    await rm(this.options.journalPath, { force: true });
-    this.journalFd = openSync(this.options.journalPath, 'a');
-    const header: JournalHeader = { journal: 1, workflow: this.options.workflow, runId: this.options.runId, ...(this.options.workflowSource !== undefined ? { workflowSource: this.options.workflowSource } : {}), ...(this.options.workflowCommit !== undefined ? { workflowCommit: this.options.workflowCommit } : {}) };
-    const lines = [JSON.stringify(header), ...(this.options.previous ?? []).map((e) => JSON.stringify(e))];
-    appendFileSync(this.journalFd, lines.join('\n') + '\n');
-    fsyncSync(this.journalFd);
+    try {
+      await mkdir(dirname(this.options.journalPath), { recursive: true });
+      await rm(this.options.journalPath, { force: true });
+      this.journalFd = openSync(this.options.journalPath, 'a');
+      const header: JournalHeader = { journal: 1, workflow: this.options.workflow, runId: this.options.runId, ...(this.options.workflowSource !== undefined ? { workflowSource: this.options.workflowSource } : {}), ...(this.options.workflowCommit !== undefined ? { workflowCommit: this.options.workflowCommit } : {}) };
+      const lines = [JSON.stringify(header), ...(this.options.previous ?? []).map((e) => JSON.stringify(e))];
+      appendFileSync(this.journalFd, lines.join('\n') + '\n');
+      fsyncSync(this.journalFd);
+      this.journalBytes = fstatSync(this.journalFd).size;
+    } catch (e) {
+      // Before any task runs: the run is refused with the reason (a full disk, a read-only .git), not a stack trace.
+      if (this.journalFd !== undefined) closeSync(this.journalFd);
+      this.journalFd = undefined;
+      throw new CaravanError('IO', `cannot write the journal of run ${this.options.runId} (${this.options.journalPath}): ${(e as Error).message}`, { cause: e, data: { journal: this.options.journalPath } });
+    }
   }
 
   /**
@@ -82,7 +94,27 @@ export class RunRecorder {
    */
   flush(): void {
     if (this.journalFd === undefined || this.unflushed.length === 0) return;
-    appendFileSync(this.journalFd, this.unflushed.join(''));
+    const text = this.unflushed.join('');
+    try {
+      appendFileSync(this.journalFd, text);
+    } catch (e) {
+      // A full disk (or any write error) must not crash the run: the lines stay in memory and
+      // the next flush writes them again. A partial line is cut off first, so that the
+      // journal holds whole events only and nothing twice.
+      try {
+        ftruncateSync(this.journalFd, this.journalBytes);
+      } catch {
+        // The journal keeps a torn last line; readJournal skips a line it cannot parse.
+      }
+      if (!this.journalFailing) {
+        (this.options.logger ?? noopLogger).warn(`journal write failed (events kept in memory; retrying at the next event): ${(e as Error).message}`, { workflow: this.options.workflow, run: this.options.runId, journal: this.options.journalPath, err: e });
+      }
+      this.journalFailing = true;
+      return;
+    }
+    this.journalBytes += Buffer.byteLength(text);
+    if (this.journalFailing) (this.options.logger ?? noopLogger).info(`journal writes work again; ${this.unflushed.length} held events written`, { workflow: this.options.workflow, run: this.options.runId, journal: this.options.journalPath });
+    this.journalFailing = false;
     this.unflushed = [];
   }
 

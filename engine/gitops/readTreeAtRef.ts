@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import * as git from 'isomorphic-git';
+import { readHeadTarget, resolveGitDirs } from '../audit/resolveGitDirs.js';
 import { CaravanError } from '../errors/CaravanError.js';
 
 export interface TreeFile {
@@ -8,7 +9,10 @@ export interface TreeFile {
   bytes: Uint8Array;
 }
 
-/** The repository root containing `dir`. */
+/**
+ * The repository root containing `dir`: the top of the working tree, also in a linked
+ * worktree, whose `.git` is a file.
+ */
 export async function findRepoRoot(dir: string): Promise<string> {
   try {
     return await git.findRoot({ fs, filepath: dir });
@@ -37,15 +41,28 @@ export async function resolveRevision(dir: string, revision: string): Promise<st
   return oid;
 }
 
+/**
+ * isomorphic-git knows one Git directory: objects and refs are read from the common one, and
+ * HEAD, which a linked worktree keeps in its own, is read here first.
+ */
+function repo(dir: string): { fs: typeof fs; gitdir: string } {
+  return { fs, gitdir: resolveGitDirs(dir).commonDir };
+}
+
 async function resolveName(dir: string, name: string, revision: string): Promise<string> {
   let oid: string | undefined;
   try {
-    oid = await git.resolveRef({ fs, dir, ref: name });
+    if (name === 'HEAD' || name === '@') {
+      const head = readHeadTarget(resolveGitDirs(dir));
+      oid = 'oid' in head ? head.oid : await git.resolveRef({ ...repo(dir), ref: head.ref });
+    } else {
+      oid = await git.resolveRef({ ...repo(dir), ref: name });
+    }
   } catch {
     // Not a ref: it may still be an abbreviated commit; anything else is refError below.
     if (/^[0-9a-f]{4,40}$/i.test(name)) {
       try {
-        oid = await git.expandOid({ fs, dir, oid: name.toLowerCase() });
+        oid = await git.expandOid({ ...repo(dir), oid: name.toLowerCase() });
       } catch {
         // No such object, or an ambiguous prefix: both are an unknown revision to the user.
         oid = undefined;
@@ -58,7 +75,7 @@ async function resolveName(dir: string, name: string, revision: string): Promise
 
 async function peelToCommit(dir: string, oid: string, revision: string): Promise<string> {
   for (let i = 0; i < 10; i++) {
-    const obj = await git.readObject({ fs, dir, oid, format: 'parsed' });
+    const obj = await git.readObject({ ...repo(dir), oid, format: 'parsed' });
     if (obj.type === 'commit') return oid;
     if (obj.type !== 'tag') break;
     oid = (obj.object as { object: string }).object;
@@ -67,7 +84,7 @@ async function peelToCommit(dir: string, oid: string, revision: string): Promise
 }
 
 async function parent(dir: string, oid: string, index: number, revision: string): Promise<string> {
-  const { commit } = await git.readCommit({ fs, dir, oid });
+  const { commit } = await git.readCommit({ ...repo(dir), oid });
   const p = commit.parent[index];
   if (p === undefined) throw new CaravanError('GIT_REF_NOT_FOUND', `'${revision}' goes past the first commit`, { data: { revision } });
   return p;
@@ -84,9 +101,10 @@ function refError(revision: string): CaravanError {
 export async function readTreeAtCommit(dir: string, commit: string, subdir: string, accept: (path: string) => boolean): Promise<TreeFile[]> {
   const out: TreeFile[] = [];
   const clean = subdir.replace(/^\.?\/+|\/+$/g, '');
+  const r = repo(dir);
   let root;
   try {
-    root = await git.readTree({ fs, dir, oid: commit, ...(clean !== '' ? { filepath: clean } : {}) });
+    root = await git.readTree({ ...r, oid: commit, ...(clean !== '' ? { filepath: clean } : {}) });
   } catch (e) {
     if (e instanceof git.Errors.NotFoundError) return [];
     throw e;
@@ -98,9 +116,9 @@ export async function readTreeAtCommit(dir: string, commit: string, subdir: stri
       const path = prefix === '' ? e.path : `${prefix}/${e.path}`;
       if (e.type === 'tree') {
         if (e.path.startsWith('.') || e.path === 'node_modules') continue;
-        stack.push({ prefix: path, entries: (await git.readTree({ fs, dir, oid: e.oid })).tree });
+        stack.push({ prefix: path, entries: (await git.readTree({ ...r, oid: e.oid })).tree });
       } else if (e.type === 'blob' && e.mode !== '120000' && accept(path)) {
-        out.push({ path, bytes: (await git.readBlob({ fs, dir, oid: e.oid })).blob });
+        out.push({ path, bytes: (await git.readBlob({ ...r, oid: e.oid })).blob });
       }
     }
   }
