@@ -10,6 +10,9 @@ import { CaravanError } from '../errors/CaravanError.js';
 import { noopLogger } from '../run/Logger.js';
 import { parseParams } from '../run/parseParams.js';
 import type { RunEvent } from '../run/RunEvent.js';
+import { buildRunPlan } from '../run/RunPlan.js';
+import { applyRunEvent, initialRunState } from '../run/reduceRun.js';
+import { RunRecorder } from '../audit/RunRecorder.js';
 import type { RunState } from '../run/RunState.js';
 import type { Workflow } from '../spec/Workflow.js';
 import { validateText } from '../spec/validateWorkflows.js';
@@ -23,6 +26,13 @@ import { RunSupervisor, type StartedRun } from './RunSupervisor.js';
 import { WorkflowCatalog, type LoadedWorkflow } from './WorkflowCatalog.js';
 
 export type { StartedRun } from './RunSupervisor.js';
+
+/** A run that was already over when recovered: its journal was written to the audit branch. */
+export interface RecordedRun {
+  runId: string;
+  workflow: string;
+  recorded: { state: RunState; auditCommit: string };
+}
 
 export interface CaravanAppOptions extends BackendConfig {
   /** Workflow directory, relative to the repository root (default workflows). */
@@ -100,7 +110,7 @@ export class CaravanApp {
    * params are never recorded, so a run that had any needs them again in `secretParams`
    * (`caravan recover <run> --param name=value`).
    */
-  async recover(runId: string, secretParams: Record<string, unknown> = {}): Promise<StartedRun> {
+  async recover(runId: string, secretParams: Record<string, unknown> = {}): Promise<StartedRun | RecordedRun> {
     const live = await this.live.get(runId);
     if (live !== undefined) throw new CaravanError('RUN_NOT_LIVE', `run ${runId} is still running (process ${live.pid})`, { data: { runId, pid: live.pid } });
     const stored = await this.audit.readRun(runId);
@@ -114,8 +124,16 @@ export class CaravanApp {
       throw new CaravanError('RUN_NOT_FOUND', `run ${runId} has no recorded workflow definition to recover from`, { data: { runId } });
     }
     const final = events.find((e) => e.type === 'run.succeeded' || e.type === 'run.failed' || e.type === 'run.cancelled');
-    if (final !== undefined) throw new CaravanError('RUN_NOT_LIVE', `run ${runId} is already over (${final.type.slice(4)})`, { data: { runId, status: final.type.slice(4) } });
     const parsed = validateText(`${runId}/workflow.yaml`, source);
+    if (final !== undefined) {
+      // Over, but its journal holds more than Git (the final write failed: a full disk, a
+      // blocked branch): write the record now, so the run is not stranded in the journal.
+      if (journal !== undefined && parsed.workflow !== undefined && journal.events.length > (stored?.events.length ?? 0)) {
+        await this.audit.assertWritable();
+        return this.recordJournal(parsed.workflow, source, runId, started.commit, journal.events);
+      }
+      throw new CaravanError('RUN_NOT_LIVE', `run ${runId} is already over (${final.type.slice(4)})`, { data: { runId, status: final.type.slice(4) } });
+    }
     if (parsed.workflow === undefined) throw new CaravanError('WORKFLOW_INVALID', `the recorded workflow of run ${runId} no longer validates`, { data: { runId } });
     const secrets = secretParamsAgain(parsed.workflow, runId, started.params, secretParams);
     await this.audit.assertWritable();
@@ -131,6 +149,25 @@ export class CaravanApp {
       },
       previous: events,
     });
+  }
+
+  /** Writes a finished run's journal to the audit branch (with its note), then removes the journal. */
+  private async recordJournal(workflow: Workflow, source: string, runId: string, commit: string | undefined, events: RunEvent[]): Promise<RecordedRun> {
+    const plan = buildRunPlan(workflow, { maxParallel: this.options.parallelism ?? 32 });
+    const state = initialRunState(plan, runId);
+    for (const e of events) applyRunEvent(state, plan, e);
+    const recorder = new RunRecorder(this.audit, {
+      workflow: workflow.metadata.name,
+      runId,
+      workflowSource: source,
+      ...(commit !== undefined ? { workflowCommit: commit } : {}),
+      journalPath: this.live.journalPath(runId),
+      previous: events,
+      ...(this.options.logger !== undefined ? { logger: this.options.logger } : {}),
+    });
+    await recorder.open();
+    const auditCommit = await recorder.finish(state);
+    return { runId, workflow: workflow.metadata.name, recorded: { state, auditCommit } };
   }
 
   /** Closes the backends (NATS connection, executor, ...) once; runs still going are not waited for. */

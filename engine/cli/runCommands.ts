@@ -144,6 +144,11 @@ export async function recoverCommand(runId: string, options: Omit<RunOptions, 'p
   const signals = new SignalStop(io);
   try {
     const started = await app.recover(runId, parseParamFlags(options.param));
+    if ('recorded' in started) {
+      const { state, auditCommit } = started.recorded;
+      io.stdout(`run ${runId} of ${started.workflow} was already over (${state.status}); its journal is now recorded on caravan/runs at ${auditCommit.slice(0, 12)}: caravan status ${runId}\n`);
+      return state.status === 'succeeded' ? EXIT.OK : EXIT.FAILED;
+    }
     io.stderr(`caravan: recovering run ${runId} of ${started.workflow}\n`);
     return await follow(started, signals, progress, io, options.json);
   } finally {

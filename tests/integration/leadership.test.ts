@@ -31,6 +31,7 @@ async function loseAndHandOver(registry: Registry, revoke: () => Promise<void>):
     await writeFile(gate, '');
     const second = openApp({ repoDir: dir, registry, leader: { lockDelayMs: 1000 } });
     const resumed = await second.recover(run.runId);
+    if (!('done' in resumed)) throw new Error('the run was over before the second leader took it');
     const { state } = await resumed.done;
     expect(state.status).toBe('succeeded');
     expect(seen.slice(stoppedAt)).toEqual([]);
