@@ -174,6 +174,7 @@ export class CaravanApp {
   async close(): Promise<void> {
     const b = this.backends;
     if (b === undefined) return;
+    // Backends that failed to open threw to the run that asked for them; nothing is open to close.
     await (await b.catch(() => undefined))?.close();
   }
 

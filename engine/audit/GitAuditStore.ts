@@ -227,6 +227,7 @@ export class GitAuditStore {
    * anyway would turn a packed `caravan` branch into a broken repository.
    */
   private async assertNotBlocked(): Promise<void> {
+    // No such file: no loose ref in the way (packed refs are checked below).
     const loose = await stat(join(this.commonDir, 'refs', 'heads', 'caravan')).catch(() => undefined);
     if (loose?.isFile() === true) throw this.blocked();
     const packed = await readFile(join(this.commonDir, 'packed-refs'), 'utf8').catch(() => '');

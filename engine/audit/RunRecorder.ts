@@ -130,6 +130,7 @@ export class RunRecorder {
       // A quiet run (a long task, no events) still reaches Git within everyMs of its last event.
       this.timer = setTimeout(() => {
         this.timer = undefined;
+        // Logged in write(); the next checkpoint retries.
         void this.checkpoint().catch(() => undefined);
       }, Math.max(0, everyMs - (this.now() - this.lastCheckpointAt)));
       this.timer.unref();
@@ -164,6 +165,7 @@ export class RunRecorder {
       this.inFlight = undefined;
       if (this.again && !this.closed) {
         this.again = false;
+        // Logged in write(); the next checkpoint retries.
         void this.checkpoint().catch(() => undefined);
       }
     });
@@ -217,6 +219,7 @@ export class RunRecorder {
    */
   async finish(state: RunState, retries = 5): Promise<string> {
     this.lastState = state;
+    // A checkpoint in flight that fails was logged; the final one below writes everything.
     if (this.inFlight !== undefined) await this.inFlight.catch(() => undefined);
     let lastError: unknown;
     for (let i = 0; i <= retries; i++) {
@@ -233,6 +236,7 @@ export class RunRecorder {
     this.closed = true;
     this.again = false;
     this.clearTimer();
+    // Only waited for, so nothing writes after the final record; its failure was logged.
     if (this.inFlight !== undefined) await this.inFlight.catch(() => undefined);
     this.closeJournal();
     if (lastError !== undefined || this.lastCommit === undefined) {

@@ -28,6 +28,7 @@ export function atomicWrites(fs: typeof nodeFs): typeof nodeFs {
       await inner.writeFile(tmp, data, options);
       await rename(tmp, path);
     } catch (e) {
+      // The write failed and is thrown below; a temporary file that is not there is fine.
       await unlink(tmp).catch(() => undefined);
       throw e;
     }
