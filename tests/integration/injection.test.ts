@@ -1,4 +1,6 @@
 import { existsSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -49,3 +51,34 @@ describe('params never run as shell code', () => {
     });
   }
 });
+
+describe('params in an http task', () => {
+  it('arrive as the literal request body, and run nothing', async () => {
+    const got: Array<{ url: string; body: string }> = [];
+    const server = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => { body += c.toString(); });
+      req.on('end', () => {
+        got.push({ url: req.url ?? '', body });
+        res.end('ok');
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const port = (server.address() as AddressInfo).port;
+      const http = `  params:\n    x: { type: string }\n  tasks:\n    - name: call\n      http: { url: "http://127.0.0.1:${port}/hook?v=\${{ params.x }}", method: POST, body: "\${{ params.x }}" }\n`;
+      for (const x of hostile) {
+        const dir = await tempRepo({ 'hook.yaml': workflow('hook', http) });
+        const { state } = await (await openApp({ repoDir: dir }).start('hook', { x })).done;
+        expect(existsSync(join(dir, 'PWNED')), `param ${JSON.stringify(x)} ran a command`).toBe(false);
+        // A value that is not a valid URL part may make the request fail; it never changes what is sent.
+        if (state.status !== 'succeeded') continue;
+        expect(got.at(-1)!.body).toBe(x);
+      }
+      expect(got.length).toBeGreaterThan(0);
+    } finally {
+      server.close();
+    }
+  });
+});
+
