@@ -126,20 +126,20 @@ export class AttemptRunner {
   private readonly envMask: SecretMask;
   private rootReady: Promise<unknown> | undefined;
 
-  constructor(private readonly o: AttemptRunnerOptions) {
-    this.heartbeatMs = o.heartbeatMs ?? 5000;
+  constructor(private readonly options: AttemptRunnerOptions) {
+    this.heartbeatMs = options.heartbeatMs ?? 5000;
     // A deferred start is checked twice per delay: it goes out at most half a delay late.
-    this.tickMs = o.startReportDelayMs !== undefined ? Math.min(o.startReportDelayMs / 2, this.heartbeatMs) : this.heartbeatMs;
-    this.maxLines = o.maxLogLines ?? 1000;
-    this.maxBytes = o.maxLogBytes ?? 1024 * 1024;
-    this.envMask = SecretMask.none.with((o.maskEnv ?? []).map((k) => process.env[k]).filter((v): v is string => v !== undefined));
+    this.tickMs = options.startReportDelayMs !== undefined ? Math.min(options.startReportDelayMs / 2, this.heartbeatMs) : this.heartbeatMs;
+    this.maxLines = options.maxLogLines ?? 1000;
+    this.maxBytes = options.maxLogBytes ?? 1024 * 1024;
+    this.envMask = SecretMask.none.with((options.maskEnv ?? []).map((k) => process.env[k]).filter((v): v is string => v !== undefined));
   }
 
   /** Runs one attempt to its end and reports it; never rejects (a thrown error is a failure). */
   async run(a: Attempt, signal: AbortSignal = NEVER): Promise<AttemptOutcome> {
-    const now = this.o.clock.now();
+    const now = this.options.clock.now();
     const f: InFlight = { subject: eventSubject(a.workflow, a.runId, a.instance), base: { runId: a.runId, task: a.instance, attempt: a.attempt }, startedAt: now, lastBeat: now, startSent: false, mask: this.envMask, kept: 0, bytes: 0, dropped: 0 };
-    if (this.o.startReportDelayMs === undefined) this.sendStarted(f);
+    if (this.options.startReportDelayMs === undefined) this.sendStarted(f);
     this.flights.add(f);
     this.timer ??= this.arm();
     let result: AgentResult;
@@ -152,45 +152,45 @@ export class AttemptRunner {
     result = masked(result, f.mask);
     if (f.dropped > 0) {
       const limit = f.kept >= this.maxLines ? `${this.maxLines}` : `${this.maxBytes} bytes`;
-      this.send(f, { ...f.base, type: 'task.log', at: this.o.clock.now() + (f.kept + 1) / 1000, stream: 'stderr', line: `[caravan] ${f.dropped} more log lines were not kept (limit ${limit} per attempt)` });
+      this.send(f, { ...f.base, type: 'task.log', at: this.options.clock.now() + (f.kept + 1) / 1000, stream: 'stderr', line: `[caravan] ${f.dropped} more log lines were not kept (limit ${limit} per attempt)` });
     }
-    if (signal.aborted && this.o.unreported?.(signal.reason) === true) return { result };
-    const at = this.o.clock.now();
+    if (signal.aborted && this.options.unreported?.(signal.reason) === true) return { result };
+    const at = this.options.clock.now();
     const start = f.startSent ? {} : { startedAt: f.startedAt };
     const exit = result.exitCode !== undefined ? { exitCode: result.exitCode } : {};
     const stored = result.ok
       ? this.send(f, { ...f.base, type: 'task.succeeded', at, outputs: result.outputs, ...exit, ...start })
-      : this.send(f, { ...f.base, type: 'task.failed', at, error: this.o.host !== undefined ? `${result.error} (on ${this.o.host})` : result.error, retryable: result.retryable, ...exit, ...start });
+      : this.send(f, { ...f.base, type: 'task.failed', at, error: this.options.host !== undefined ? `${result.error} (on ${this.options.host})` : result.error, retryable: result.retryable, ...exit, ...start });
     return { result, reported: stored instanceof Promise ? stored : DONE };
   }
 
   /** Stops the shared timer; attempts still running report no more heartbeats. */
   close(): void {
-    if (this.timer !== undefined) this.o.clock.clearTimer(this.timer);
+    if (this.timer !== undefined) this.options.clock.clearTimer(this.timer);
     this.timer = undefined;
   }
 
   private async perform(a: Attempt, f: InFlight, signal: AbortSignal): Promise<AgentResult> {
-    const prepared = prepareAction(a.task, a.kind, a.context, { env: a.defaultsEnv, timeoutMs: a.timeoutMs }, this.o.secrets);
+    const prepared = prepareAction(a.task, a.kind, a.context, { env: a.defaultsEnv, timeoutMs: a.timeoutMs }, this.options.secrets);
     f.mask = f.mask.with(a.context.secrets !== undefined ? [...prepared.secrets, ...a.context.secrets] : prepared.secrets);
-    const agent = this.o.registry.get(prepared.action.agent);
-    if (agent === undefined) return { ok: false, error: `unknown agent type '${prepared.action.agent}' (known: ${this.o.registry.names().join(', ')})`, retryable: false };
+    const agent = this.options.registry.get(prepared.action.agent);
+    if (agent === undefined) return { ok: false, error: `unknown agent type '${prepared.action.agent}' (known: ${this.options.registry.names().join(', ')})`, retryable: false };
     // Only the shell agent writes files (its outputs file), and with workers it writes them
     // in the worker's directory: a run of other agents pays for no directory per attempt.
-    const scratch = agent.name === 'shell' && this.o.workers === undefined ? await this.scratchDir() : undefined;
-    const io: AgentIo = { log: (stream, line) => this.log(f, stream, line), signal, scratchDir: scratch ?? this.o.scratchRoot, baseDir: this.o.baseDir };
-    if (this.o.workers !== undefined) io.workers = this.o.workers;
+    const scratch = agent.name === 'shell' && this.options.workers === undefined ? await this.scratchDir() : undefined;
+    const io: AgentIo = { log: (stream, line) => this.log(f, stream, line), signal, scratchDir: scratch ?? this.options.scratchRoot, baseDir: this.options.baseDir };
+    if (this.options.workers !== undefined) io.workers = this.options.workers;
     try {
       return await agent.run(prepared.action, io);
     } finally {
-      if (scratch !== undefined) await rm(scratch, { recursive: true, force: true }).catch((err: unknown) => (this.o.logger ?? noopLogger).warn('could not remove an attempt\'s scratch directory', { workflow: a.workflow, run: a.runId, task: a.instance, attempt: a.attempt, path: scratch, err }));
+      if (scratch !== undefined) await rm(scratch, { recursive: true, force: true }).catch((err: unknown) => (this.options.logger ?? noopLogger).warn('could not remove an attempt\'s scratch directory', { workflow: a.workflow, run: a.runId, task: a.instance, attempt: a.attempt, path: scratch, err }));
     }
   }
 
   private async scratchDir(): Promise<string> {
-    this.rootReady ??= mkdir(this.o.scratchRoot, { recursive: true, mode: 0o700 });
+    this.rootReady ??= mkdir(this.options.scratchRoot, { recursive: true, mode: 0o700 });
     await this.rootReady;
-    return mkdtemp(join(this.o.scratchRoot, 'attempt-'));
+    return mkdtemp(join(this.options.scratchRoot, 'attempt-'));
   }
 
   /**
@@ -207,10 +207,10 @@ export class AttemptRunner {
         f.kept++;
         f.bytes += size;
         // Lines logged within one millisecond keep their order (and distinct ids).
-        this.send(f, { ...f.base, type: 'task.log', at: this.o.clock.now() + f.kept / 1000, stream, line: text });
+        this.send(f, { ...f.base, type: 'task.log', at: this.options.clock.now() + f.kept / 1000, stream, line: text });
       } else f.dropped++;
     } else f.dropped++;
-    this.o.echo?.(stream, text ?? cut(f.mask.apply(line), MAX_LOG_LINE));
+    this.options.echo?.(stream, text ?? cut(f.mask.apply(line), MAX_LOG_LINE));
   }
 
   private sendStarted(f: InFlight): void {
@@ -219,7 +219,7 @@ export class AttemptRunner {
   }
 
   private arm(): TimerHandle {
-    return this.o.clock.setTimer(() => {
+    return this.options.clock.setTimer(() => {
       this.timer = undefined;
       this.tick();
       // With nothing in flight the timer lapses: an idle runner holds no timer.
@@ -232,8 +232,8 @@ export class AttemptRunner {
    * heartbeat apart (no deferred start) that is every attempt at every tick.
    */
   private tick(): void {
-    const now = this.o.clock.now();
-    const delay = this.o.startReportDelayMs ?? 0;
+    const now = this.options.clock.now();
+    const delay = this.options.startReportDelayMs ?? 0;
     for (const f of this.flights) {
       if (!f.startSent && now - f.startedAt >= delay) this.sendStarted(f);
       if (now - f.lastBeat + this.tickMs >= this.heartbeatMs) {
@@ -244,7 +244,7 @@ export class AttemptRunner {
   }
 
   private send(f: InFlight, e: RunEvent): void | Promise<void> {
-    return this.o.events.publish(f.subject, e, { msgId: eventId(e), origin: 'agent' });
+    return this.options.events.publish(f.subject, e, { msgId: eventId(e), origin: 'agent' });
   }
 }
 

@@ -94,9 +94,9 @@ export class NomadClient {
   readonly address: string;
   private readonly token: string | undefined;
 
-  constructor(private readonly o: NomadClientOptions = {}) {
-    this.address = (o.address ?? process.env['NOMAD_ADDR'] ?? 'http://127.0.0.1:4646').replace(/\/+$/, '');
-    this.token = o.token ?? process.env['NOMAD_TOKEN'];
+  constructor(private readonly options: NomadClientOptions = {}) {
+    this.address = (options.address ?? process.env['NOMAD_ADDR'] ?? 'http://127.0.0.1:4646').replace(/\/+$/, '');
+    this.token = options.token ?? process.env['NOMAD_TOKEN'];
   }
 
   validateJob(job: NomadJob): Promise<ValidateResult> {
@@ -167,7 +167,7 @@ export class NomadClient {
   async openEventStream(topics: string[], index: number, signal: AbortSignal): Promise<AsyncIterable<Buffer>> {
     const url = this.url(`/v1/event/stream?${topics.map((t) => `topic=${encodeURIComponent(t)}`).join('&')}&index=${index}`);
     // No body timeout: Nomad sends a `{}` heartbeat every 10 s; NomadEventStream watches it.
-    const res = await request(url, { method: 'GET', headers: this.headers(), signal, headersTimeout: this.o.timeoutMs ?? 10_000, bodyTimeout: 0 });
+    const res = await request(url, { method: 'GET', headers: this.headers(), signal, headersTimeout: this.options.timeoutMs ?? 10_000, bodyTimeout: 0 });
     if (res.statusCode !== 200) {
       const text = await res.body.text();
       throw new NomadApiError(res.statusCode, 'GET', '/v1/event/stream', text);
@@ -187,8 +187,8 @@ export class NomadClient {
     const url = new URL(this.address + path.replace(/\?.*$/, ''));
     const query = path.includes('?') ? path.slice(path.indexOf('?') + 1) : '';
     for (const [k, v] of new URLSearchParams(query)) url.searchParams.append(k, v);
-    if (this.o.namespace !== undefined) url.searchParams.set('namespace', this.o.namespace);
-    if (this.o.region !== undefined) url.searchParams.set('region', this.o.region);
+    if (this.options.namespace !== undefined) url.searchParams.set('namespace', this.options.namespace);
+    if (this.options.region !== undefined) url.searchParams.set('region', this.options.region);
     return url;
   }
 
@@ -199,13 +199,13 @@ export class NomadClient {
   }
 
   private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
-    return (await this.callIndexed<T>(method, path, this.o.timeoutMs ?? 10_000, body)).value;
+    return (await this.callIndexed<T>(method, path, this.options.timeoutMs ?? 10_000, body)).value;
   }
 
   private async callIndexed<T>(method: string, path: string, timeoutMs: number, body?: unknown): Promise<Indexed<T>> {
     const url = this.url(path);
     const headers = this.headers();
-    const retries = this.o.retries ?? 3;
+    const retries = this.options.retries ?? 3;
     for (let attempt = 0; ; attempt++) {
       try {
         const res = await request(url, { method: method as 'GET', headers, ...(body !== undefined ? { body: JSON.stringify(body) } : {}), headersTimeout: timeoutMs, bodyTimeout: timeoutMs });

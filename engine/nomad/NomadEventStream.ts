@@ -40,8 +40,8 @@ export class NomadEventStream {
   private readonly done: Promise<void>;
   private connections = 0;
 
-  constructor(private readonly nomad: NomadClient, private readonly o: NomadEventStreamOptions) {
-    this.lastIndex = o.afterIndex ?? 0;
+  constructor(private readonly nomad: NomadClient, private readonly options: NomadEventStreamOptions) {
+    this.lastIndex = options.afterIndex ?? 0;
     this.done = this.loop();
   }
 
@@ -57,12 +57,12 @@ export class NomadEventStream {
       let timer: NodeJS.Timeout | undefined;
       const arm = (): void => {
         if (timer !== undefined) clearTimeout(timer);
-        timer = setTimeout(() => idle.abort(), this.o.idleMs ?? 35_000);
+        timer = setTimeout(() => idle.abort(), this.options.idleMs ?? 35_000);
       };
       try {
         arm();
-        const body = await this.nomad.openEventStream(this.o.topics, this.lastIndex === 0 ? 0 : this.lastIndex + 1, signal);
-        this.o.onConnected?.(this.connections++ > 0);
+        const body = await this.nomad.openEventStream(this.options.topics, this.lastIndex === 0 ? 0 : this.lastIndex + 1, signal);
+        this.options.onConnected?.(this.connections++ > 0);
         failures = 0;
         let pending = '';
         for await (const chunk of body) {
@@ -78,7 +78,7 @@ export class NomadEventStream {
         }
       } catch (e) {
         if (this.abort.signal.aborted) break;
-        if (!idle.signal.aborted) this.o.onError?.(e as Error);
+        if (!idle.signal.aborted) this.options.onError?.(e as Error);
       } finally {
         if (timer !== undefined) clearTimeout(timer);
       }
@@ -92,13 +92,13 @@ export class NomadEventStream {
     try {
       batch = JSON.parse(line) as typeof batch;
     } catch (e) {
-      this.o.onError?.(new CaravanError('NOMAD_API', `unreadable line in Nomad's event stream: ${(e as Error).message}`, { cause: e, data: { line: line.slice(0, 200) } }));
+      this.options.onError?.(new CaravanError('NOMAD_API', `unreadable line in Nomad's event stream: ${(e as Error).message}`, { cause: e, data: { line: line.slice(0, 200) } }));
       return;
     }
     const index = batch.Index ?? 0;
     // A reconnect may replay the batch it resumed at; indexes only grow.
     if (index !== 0 && index <= this.lastIndex) return;
-    for (const e of batch.Events ?? []) this.o.onEvent(e);
+    for (const e of batch.Events ?? []) this.options.onEvent(e);
     if (index > this.lastIndex) this.lastIndex = index;
   }
 

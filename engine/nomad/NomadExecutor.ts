@@ -68,23 +68,23 @@ export class NomadExecutor implements Executor {
   private readonly plans = new Map<string, RunPlan>();
   private closed = false;
 
-  constructor(private readonly nomad: NomadClient, private readonly bus: Bus, private readonly clock: Clock, private readonly o: NomadExecutorOptions) {}
+  constructor(private readonly nomad: NomadClient, private readonly bus: Bus, private readonly clock: Clock, private readonly options: NomadExecutorOptions) {}
 
   start(req: StartRequest): void {
     this.plans.set(req.runId, req.plan);
     const task = req.plan.tasks.get(req.dispatch.task)!;
-    if (task.kind === 'pool' && this.o.workQueue !== undefined) {
+    if (task.kind === 'pool' && this.options.workQueue !== undefined) {
       const wf = req.plan.workflow.metadata.name;
       const d = req.dispatch;
       // A compensation runs in the pool too, as a task of its own.
       const spec = d.kind === 'compensate' ? compensationTask(task.spec) : task.spec;
       const timeoutMs = spec.timeout !== undefined ? parseDuration(spec.timeout) : task.timeoutMs;
       const item: WorkItem = { runId: req.runId, workflow: wf, instance: d.instance, attempt: d.attempt, task: spec, context: d.context, ...(timeoutMs !== undefined ? { timeoutMs } : {}), ...(req.plan.workflow.spec.defaults?.env !== undefined ? { defaultsEnv: req.plan.workflow.spec.defaults.env } : {}) };
-      this.o.workQueue.enqueue(wf, task.spec.pool!, item).catch((e: unknown) => this.fail(req, `could not queue the task for pool ${task.spec.pool!}: ${(e as Error).message}`));
+      this.options.workQueue.enqueue(wf, task.spec.pool!, item).catch((e: unknown) => this.fail(req, `could not queue the task for pool ${task.spec.pool!}: ${(e as Error).message}`));
       return;
     }
     if (task.kind !== 'agent') {
-      this.o.fallback.start(req);
+      this.options.fallback.start(req);
       return;
     }
     void this.dispatch(req);
@@ -92,7 +92,7 @@ export class NomadExecutor implements Executor {
 
   reattach(req: StartRequest): void {
     const task = req.plan.tasks.get(req.dispatch.task)!;
-    if (task.kind === 'pool' && this.o.workQueue !== undefined) {
+    if (task.kind === 'pool' && this.options.workQueue !== undefined) {
       // The item is queued, taken, or done with its report waiting on the stream. Queueing it
       // again with the same message id is dropped by JetStream within its duplicate window.
       this.start(req);
@@ -130,7 +130,7 @@ export class NomadExecutor implements Executor {
   private async dispatch(req: StartRequest): Promise<void> {
     const wf = req.plan.workflow.metadata.name;
     const d = req.dispatch;
-    const payload: DispatchPayload = { runId: req.runId, workflow: wf, instance: d.instance, attempt: d.attempt, kind: d.kind, context: d.context, nats: this.o.natsServers };
+    const payload: DispatchPayload = { runId: req.runId, workflow: wf, instance: d.instance, attempt: d.attempt, kind: d.kind, context: d.context, nats: this.options.natsServers };
     const meta: Record<string, string> = { caravan_run: req.runId, caravan_attempt: String(d.attempt) };
     if (d.index !== undefined) meta['caravan_item'] = String(d.index);
     const key = attemptKey(req.runId, d.instance, d.attempt);
@@ -139,8 +139,8 @@ export class NomadExecutor implements Executor {
       let bytes = new TextEncoder().encode(JSON.stringify(payload));
       if (bytes.length > PAYLOAD_LIMIT) {
         // Upstream outputs and params can outgrow the payload: the runner fetches them.
-        if (this.o.contexts === undefined) throw new CaravanError('INTERNAL', `the attempt's context is ${bytes.length} bytes, over Nomad's 16 KiB dispatch payload, and no context store is configured`);
-        await this.o.contexts.put(key, JSON.stringify(d.context));
+        if (this.options.contexts === undefined) throw new CaravanError('INTERNAL', `the attempt's context is ${bytes.length} bytes, over Nomad's 16 KiB dispatch payload, and no context store is configured`);
+        await this.options.contexts.put(key, JSON.stringify(d.context));
         const byRef: DispatchPayload = { ...payload, contextRef: key };
         delete byRef.context;
         bytes = new TextEncoder().encode(JSON.stringify(byRef));
@@ -273,11 +273,11 @@ export class NomadExecutor implements Executor {
       const plan = this.plans.get(runId);
       // Instance keys: `task`, `task[i]`, and `<either>:compensate` for a compensation.
       const task = plan?.tasks.get(instance.replace(/:compensate$/, '').replace(/\[\d+\]$/, ''));
-      if (plan !== undefined && task?.kind === 'pool' && task.spec.pool !== undefined && this.o.workQueue !== undefined) {
-        this.o.workQueue.cancel(plan.workflow.metadata.name, task.spec.pool, { runId, instance, attempt });
+      if (plan !== undefined && task?.kind === 'pool' && task.spec.pool !== undefined && this.options.workQueue !== undefined) {
+        this.options.workQueue.cancel(plan.workflow.metadata.name, task.spec.pool, { runId, instance, attempt });
         return;
       }
-      this.o.fallback.cancel(runId, instance, attempt);
+      this.options.fallback.cancel(runId, instance, attempt);
       return;
     }
     this.stop(child, key);
@@ -291,12 +291,12 @@ export class NomadExecutor implements Executor {
   /** Hands a failure nobody waits for to onError, keeping the Nomad client's code (API error or unreachable). */
   private report(e: unknown, what: string): void {
     const code = e instanceof CaravanError ? e.code : 'NOMAD_API';
-    this.o.onError?.(new CaravanError(code, `${what}: ${(e as Error).message}`, { cause: e }));
+    this.options.onError?.(new CaravanError(code, `${what}: ${(e as Error).message}`, { cause: e }));
   }
 
   async close(): Promise<void> {
     this.closed = true;
     await this.stream?.close();
-    await this.o.fallback.close();
+    await this.options.fallback.close();
   }
 }
