@@ -30,7 +30,8 @@ export class Admission {
     const name = workflow.metadata.name;
     const policy = c?.policy ?? 'queue';
     let told = false;
-    const changed = await this.changeNotices();
+    // Watched only once the run has to wait: most runs are admitted at the first look.
+    let changed: { next: () => Promise<void>; close: () => void } | undefined;
     try {
       for (;;) {
         const release = await this.live.lock(`workflow-${name}`);
@@ -49,10 +50,11 @@ export class Admission {
           onWaiting?.(`waiting: ${active.length} run${active.length === 1 ? '' : 's'} of ${name} running (concurrency limit ${limit}, policy ${policy})`);
           told = true;
         }
+        changed ??= await this.changeNotices();
         await changed.next();
       }
     } finally {
-      changed.close();
+      changed?.close();
     }
   }
 

@@ -19,7 +19,7 @@ export class JetStreamContextStore implements ContextStore {
   constructor(private readonly jsm: JetStreamManager, private readonly publisher: JetStreamPublisher) {}
 
   async put(key: string, data: string): Promise<void> {
-    this.stream ??= createStreamIfMissing(this.jsm, { name: CONTEXT_STREAM, subjects: ['caravan.ctx.>'], storage: StorageType.File, max_msgs_per_subject: 1, max_age: 7 * 24 * 3_600_000 * NANOS_PER_MS });
+    this.stream ??= createStreamIfMissing(this.jsm, { name: CONTEXT_STREAM, subjects: ['caravan.ctx.>'], storage: StorageType.File, max_msgs_per_subject: 1, max_age: 7 * 24 * 3_600_000 * NANOS_PER_MS }).then(() => undefined);
     await this.stream;
     const h = headers();
     h.set('Nats-Msg-Id', `ctx:${key}`);

@@ -40,7 +40,7 @@ export class JetStreamWorkQueue implements WorkQueue {
 
   /** Creates the work stream unless it exists (once per connection). */
   ensureStream(): Promise<void> {
-    this.stream ??= createStreamIfMissing(this.jsm, { name: WORK_STREAM, subjects: ['caravan.work.>'], retention: RetentionPolicy.Workqueue, storage: StorageType.File, duplicate_window: 120_000 * NANOS_PER_MS });
+    this.stream ??= createStreamIfMissing(this.jsm, { name: WORK_STREAM, subjects: ['caravan.work.>'], retention: RetentionPolicy.Workqueue, storage: StorageType.File, duplicate_window: 120_000 * NANOS_PER_MS }).then(() => undefined);
     return this.stream;
   }
 

@@ -21,23 +21,21 @@ export function isConsumerNotFound(e: unknown): boolean {
 
 /** Creates the stream, or brings an existing one to `config` (the events stream: its limits are ours). */
 export async function ensureStream(jsm: JetStreamManager, config: StreamSettings): Promise<void> {
-  try {
-    await jsm.streams.info(config.name);
-  } catch (e) {
-    if (!isStreamNotFound(e)) throw e;
-    await jsm.streams.add(config);
-    return;
-  }
-  await jsm.streams.update(config.name, config);
+  if (!(await createStreamIfMissing(jsm, config))) await jsm.streams.update(config.name, config);
 }
 
-/** Creates a stream unless it exists (left as it is: another controller may have tuned it). */
-export async function createStreamIfMissing(jsm: JetStreamManager, config: StreamSettings): Promise<void> {
+/**
+ * Creates a stream unless it exists (left as it is: another controller may have tuned it).
+ * Returns whether it was created.
+ */
+export async function createStreamIfMissing(jsm: JetStreamManager, config: StreamSettings): Promise<boolean> {
   try {
     await jsm.streams.info(config.name);
+    return false;
   } catch (e) {
     if (!isStreamNotFound(e)) throw e;
     await jsm.streams.add(config);
+    return true;
   }
 }
 
