@@ -31,6 +31,8 @@ export interface AgentIo {
   baseDir: string;
   /** Long-lived shells to run commands in, when the executor keeps a pool. */
   workers?: ShellWorkerPool;
+  /** Names the attempt for a later process: a job a worker runs carries it (see findOrphanJob). */
+  label?: string;
 }
 
 export type AgentResult =

@@ -1,6 +1,6 @@
 import { setLongTimeout } from '../engine/run/longTimeout.js';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readdirSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { StringDecoder } from 'node:string_decoder';
@@ -15,6 +15,11 @@ export interface WorkerJob {
   outputsFile: (workerDir: string) => string;
   /** The command is plain (no $, quotes or shell syntax): it may run in a subshell of the worker. */
   direct?: boolean;
+  /**
+   * Names the job for a later process (the attempt's key): if this process dies while the
+   * job runs, the job goes on, and findOrphanJob finds it by this label.
+   */
+  label?: string;
 }
 
 export type WorkerResult = { kind: 'exit'; status: number; outputsFile: string } | { kind: 'timeout' | 'cancelled' | 'lost'; outputsFile: string };
@@ -27,12 +32,18 @@ interface Worker {
   busy: boolean;
   pending?: (status: number) => void;
   dead: boolean;
+  /** Jobs given to this worker; the job's number ties its status file to its script. */
+  seq: number;
 }
 
 // A job is a fresh `/bin/sh run.sh`, exactly like `sh -c` (its own $$, exports and cd). A
 // plain command with no shell syntax (mode f) skips that shell, as make does: a subshell of
 // the worker (a fork) sources the script, so a builtin such as `true` costs no exec at all.
-const LOOP = 'while IFS=" " read -r m j; do if [ "$m" = f ]; then ( . "$j/run.sh" ); else /bin/sh "$j/run.sh"; fi </dev/null >"$j/out" 2>"$j/err"; echo "$?"; done';
+// The exit status goes to the `status` file (with the job's number) before the pipe: if
+// Node was killed meanwhile, the job still ends, and the file tells the next process how.
+const LOOP = 'while IFS=" " read -r m j n; do if [ "$m" = f ]; then ( . "$j/run.sh" ); else /bin/sh "$j/run.sh"; fi </dev/null >"$j/out" 2>"$j/err"; s=$?; echo "$n $s" >"$j/status"; echo "$s"; done';
+/** The first line of every job's script: `# caravan-job <number> <label as JSON>`. */
+const JOB_LINE = /^# caravan-job (\d+) ("(?:[^"\\]|\\.)*")$/;
 export const KILL_GRACE_MS = 5_000;
 /**
  * The longest line handed on, in characters; the rest of a longer line is dropped. The runner
@@ -58,14 +69,19 @@ export class ShellWorkerPool {
   private readonly waiting: Array<(w: Worker) => void> = [];
   private seq = 0;
 
-  constructor(private readonly size: number, private readonly root: string) {}
+  /**
+   * `root` holds one directory per worker. `onWorker` is told each new worker's directory and
+   * process (the executor notes who it is, for the process that finds its jobs orphaned).
+   */
+  constructor(private readonly size: number, private readonly root: string, private readonly onWorker?: (dir: string, pid: number) => void) {}
 
   private create(): Worker {
     const dir = join(this.root, `w${this.seq++}`);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const child = spawn('/bin/sh', ['-c', LOOP], { detached: true, stdio: ['pipe', 'pipe', 'ignore'] });
     const fds = { run: openSync(join(dir, 'run.sh'), 'w+', 0o600), out: openSync(join(dir, 'out'), 'a+'), err: openSync(join(dir, 'err'), 'a+') };
-    const w: Worker = { child, dir, fds, busy: false, dead: false };
+    const w: Worker = { child, dir, fds, busy: false, dead: false, seq: 0 };
+    if (child.pid !== undefined) this.onWorker?.(dir, child.pid);
     createInterface({ input: child.stdout! }).on('line', (l) => {
       const done = w.pending;
       w.pending = undefined;
@@ -121,7 +137,8 @@ export class ShellWorkerPool {
     const fds = w.fds!;
     // No truncate (slow on some file systems): the script ends in `exit`, so whatever a longer
     // earlier script left after it is never read.
-    const script = Buffer.from(`${job.script(outputsFile)}\nexit\n`);
+    const seq = ++w.seq;
+    const script = Buffer.from(`# caravan-job ${seq} ${JSON.stringify(job.label ?? '')}\n${job.script(outputsFile)}\nexit\n`);
     writeSync(fds.run, script, 0, script.length, 0);
     // The worker truncates out and err (same files) as each job starts.
     const tails = { stdout: new Tail(fds.out, (l) => job.onLine('stdout', l)), stderr: new Tail(fds.err, (l) => job.onLine('stderr', l)) };
@@ -143,7 +160,7 @@ export class ShellWorkerPool {
     const status = await new Promise<number>((resolve) => {
       w.pending = resolve;
       if (job.signal.aborted) kill('cancelled');
-      w.child.stdin!.write(`${job.direct === true ? 'f' : 's'} ${w.dir}\n`);
+      w.child.stdin!.write(`${job.direct === true ? 'f' : 's'} ${w.dir} ${seq}\n`);
     });
     clearInterval(poll);
     timer?.clear();
@@ -169,6 +186,153 @@ export class ShellWorkerPool {
     }
     this.all.clear();
     this.idle.length = 0;
+  }
+}
+
+/** A job that a dead process gave to a worker: it may still run, or have ended unseen. */
+export interface OrphanJob {
+  /** The worker's directory (script, output, status, outputs file). */
+  dir: string;
+  seq: number;
+  /** When its script was written (the job started then or just after), in ms since the epoch. */
+  writtenAt: number;
+}
+
+/** Reads at most the first KiB of a file: a script's first line, a status line. */
+function readHead(path: string): string | undefined {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch {
+    // No such file: a worker that never ran a job, or a job that has not ended.
+    return undefined;
+  }
+  try {
+    const buf = Buffer.alloc(1024);
+    const n = readSync(fd, buf, 0, buf.length, 0);
+    return buf.subarray(0, n).toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The job labelled `label` among the worker directories under `root` (a dead pool's root). */
+export function findOrphanJob(root: string, label: string): OrphanJob | undefined {
+  let names: string[];
+  try {
+    names = readdirSync(root);
+  } catch {
+    // The pool never started a worker.
+    return undefined;
+  }
+  for (const name of names) {
+    const dir = join(root, name);
+    const job = lastJob(dir);
+    if (job?.label === label) return { dir, seq: job.seq, writtenAt: statSync(join(dir, 'run.sh')).mtimeMs };
+  }
+  return undefined;
+}
+
+/** The last job given to the worker whose directory this is: its number and label. */
+function lastJob(dir: string): { seq: number; label: string } | undefined {
+  const head = readHead(join(dir, 'run.sh'));
+  const nl = head?.indexOf('\n') ?? -1;
+  const m = nl < 0 ? null : JOB_LINE.exec(head!.slice(0, nl));
+  if (m === null) return undefined;
+  try {
+    const label: unknown = JSON.parse(m[2]!);
+    return typeof label === 'string' ? { seq: Number(m[1]), label } : undefined;
+  } catch {
+    // Not a label this pool wrote (a damaged file): no job to find there.
+    return undefined;
+  }
+}
+
+/**
+ * The last job of a worker directory (undefined for a worker that ran none): its label, and
+ * whether it ended (its worker recorded its exit status).
+ */
+export function lastJobOf(dir: string): { label: string; ended: boolean } | undefined {
+  const job = lastJob(dir);
+  return job === undefined ? undefined : { label: job.label, ended: orphanJobStatus({ dir, seq: job.seq, writtenAt: 0 }) !== undefined };
+}
+
+/** The exit status of an orphaned job, once its worker recorded one for this job. */
+export function orphanJobStatus(job: OrphanJob): number | undefined {
+  const line = readHead(join(job.dir, 'status'))?.trim().split(' ');
+  if (line === undefined || line.length !== 2 || Number(line[0]) !== job.seq) return undefined;
+  return Number(line[1]);
+}
+
+export interface AdoptOptions {
+  /** Whether the worker that runs the job is still alive (a dead one without a status lost it). */
+  workerAlive: () => boolean;
+  /** Signals the worker's process group (the job and everything it started). */
+  signalWorker: (sig: NodeJS.Signals) => void;
+  signal: AbortSignal;
+  /** What is left of the attempt's timeout. */
+  timeoutMs?: number;
+  onLine: (stream: 'stdout' | 'stderr', line: string) => void;
+  /** Lines of each stream already reported by the dead process: not handed on again. */
+  skip?: { stdout: number; stderr: number };
+  pollMs?: number;
+}
+
+/**
+ * Follows an orphaned job to its end as if this process had started it: its output is read
+ * from its files (after the lines already reported), a cancel or the rest of its timeout
+ * kills its worker's group, and the result is the one run() would have given.
+ */
+export async function adoptOrphanJob(job: OrphanJob, options: AdoptOptions): Promise<WorkerResult> {
+  const outputsFile = join(job.dir, 'outputs');
+  const open = (name: string): number | undefined => {
+    try {
+      return openSync(join(job.dir, name), 'r');
+    } catch {
+      // The worker died before it created the file: nothing was written to it.
+      return undefined;
+    }
+  };
+  const fds = { out: open('out'), err: open('err') };
+  const skipping = (stream: 'stdout' | 'stderr'): ((l: string) => void) => {
+    let left = options.skip?.[stream] ?? 0;
+    return (l) => {
+      if (left > 0) left--;
+      else options.onLine(stream, l);
+    };
+  };
+  const tails = [fds.out !== undefined ? new Tail(fds.out, skipping('stdout')) : undefined, fds.err !== undefined ? new Tail(fds.err, skipping('stderr')) : undefined];
+  let reason: 'timeout' | 'cancelled' | undefined;
+  const kill = (why: 'timeout' | 'cancelled'): void => {
+    if (reason !== undefined) return;
+    reason = why;
+    options.signalWorker('SIGTERM');
+    setTimeout(() => options.signalWorker('SIGKILL'), KILL_GRACE_MS).unref();
+  };
+  const onAbort = (): void => kill('cancelled');
+  options.signal.addEventListener('abort', onAbort);
+  if (options.signal.aborted) kill('cancelled');
+  const timer = options.timeoutMs !== undefined ? setLongTimeout(() => kill('timeout'), Math.max(0, options.timeoutMs)) : undefined;
+  try {
+    const status = await new Promise<number | undefined>((resolve) => {
+      const look = (): void => {
+        for (const t of tails) t?.read(false);
+        const s = orphanJobStatus(job);
+        // The status is written before the worker exits: read it again once it is gone.
+        if (s !== undefined || !options.workerAlive()) resolve(s ?? orphanJobStatus(job));
+        else setTimeout(look, options.pollMs ?? 100);
+      };
+      look();
+    });
+    for (const t of tails) t?.read(true);
+    if (reason !== undefined) options.signalWorker('SIGKILL');
+    if (reason !== undefined) return { kind: reason, outputsFile };
+    return status === undefined ? { kind: 'lost', outputsFile } : { kind: 'exit', status, outputsFile };
+  } finally {
+    timer?.clear();
+    options.signal.removeEventListener('abort', onAbort);
+    if (fds.out !== undefined) closeSync(fds.out);
+    if (fds.err !== undefined) closeSync(fds.err);
   }
 }
 

@@ -3,10 +3,10 @@ import { join } from 'node:path';
 import type { Clock, TimerHandle } from '../engine/run/Clock.js';
 import type { ExpressionContext } from '../engine/run/evaluate.js';
 import { noopLogger, type Logger } from '../engine/run/Logger.js';
-import { eventSubject } from '../engine/run/protocol.js';
+import { attemptKey, eventSubject } from '../engine/run/protocol.js';
 import { eventId, type RunEvent } from '../engine/run/RunEvent.js';
 import type { EnvMap, TaskSpec } from '../engine/spec/Workflow.js';
-import type { AgentIo, AgentResult } from './AgentType.js';
+import type { AgentAction, AgentIo, AgentResult } from './AgentType.js';
 import type { AgentRegistry } from './builtinAgents.js';
 import { SecretMask } from './maskSecrets.js';
 import { prepareAction, type SecretResolver } from './prepareAction.js';
@@ -32,6 +32,11 @@ export interface Attempt {
    * workflows); reported, heartbeaten and masked like any attempt.
    */
   perform?: () => Promise<AgentResult>;
+  /**
+   * Takes over the attempt that a dead process started, instead of running its agent: the
+   * action is prepared (secrets resolved and masked) exactly as for a fresh start.
+   */
+  adopt?: (action: AgentAction, io: AgentIo) => Promise<AgentResult>;
 }
 
 /** Where the runner reports: a Bus, or the agent's JetStream bus, whose publish says when an event is stored. */
@@ -177,9 +182,10 @@ export class AttemptRunner {
     if (agent === undefined) return { ok: false, error: `unknown agent type '${prepared.action.agent}' (known: ${this.options.registry.names().join(', ')})`, retryable: false };
     // Only the shell agent writes files (its outputs file), and with workers it writes them
     // in the worker's directory: a run of other agents pays for no directory per attempt.
-    const scratch = agent.name === 'shell' && this.options.workers === undefined ? await this.scratchDir() : undefined;
-    const io: AgentIo = { log: (stream, line) => this.log(f, stream, line), signal, scratchDir: scratch ?? this.options.scratchRoot, baseDir: this.options.baseDir };
+    const scratch = agent.name === 'shell' && this.options.workers === undefined && a.adopt === undefined ? await this.scratchDir() : undefined;
+    const io: AgentIo = { log: (stream, line) => this.log(f, stream, line), signal, scratchDir: scratch ?? this.options.scratchRoot, baseDir: this.options.baseDir, label: attemptKey(a.runId, a.instance, a.attempt) };
     if (this.options.workers !== undefined) io.workers = this.options.workers;
+    if (a.adopt !== undefined) return a.adopt(prepared.action, io);
     try {
       return await agent.run(prepared.action, io);
     } finally {

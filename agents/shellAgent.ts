@@ -4,7 +4,7 @@ import { constants as osConstants } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { AgentAction, AgentIo, AgentResult, AgentType } from './AgentType.js';
 import { readOutputs } from './readOutputs.js';
-import { LineSplitter, shQuote, type ShellWorkerPool } from './ShellWorkerPool.js';
+import { adoptOrphanJob, LineSplitter, shQuote, type OrphanJob, type ShellWorkerPool, type WorkerResult } from './ShellWorkerPool.js';
 
 /** How long a process group gets between SIGTERM and SIGKILL. */
 export const KILL_GRACE_MS = 5_000;
@@ -119,6 +119,7 @@ async function runInWorker(pool: ShellWorkerPool, action: AgentAction, cwd: stri
   return pool.run({
     script: (outputs: string) => `${lines.join('\n')}\nexport CARAVAN_OUTPUTS=${shQuote(outputs)}\ncd ${shQuote(cwd)} || exit 126\n${body}\n`,
     outputsFile: (dir) => join(dir, 'outputs'),
+    ...(io.label !== undefined ? { label: io.label } : {}),
     direct: plain || action.args !== undefined,
     ...(action.timeoutMs !== undefined ? { timeoutMs: action.timeoutMs } : {}),
     signal: io.signal,
@@ -126,23 +127,53 @@ async function runInWorker(pool: ShellWorkerPool, action: AgentAction, cwd: stri
       if (stream === 'stderr') lastErr = l;
       io.log(stream, l);
     },
-  }, async (r) => {
-    if (r.kind !== 'exit') {
-      if (r.kind === 'timeout') return { ok: false, error: `timed out after ${formatMs(action.timeoutMs ?? 0)}; the process group was killed`, retryable: true };
-      if (r.kind === 'cancelled') return { ok: false, error: 'cancelled', retryable: false };
-      return { ok: false, error: 'the shell running the task died', retryable: true };
-    }
-    const code = r.status;
-    if (code === 0) {
-      const out = await readOutputs(r.outputsFile, action.outputs);
-      return out.ok ? { ok: true, outputs: out.outputs, exitCode: 0 } : { ok: false, error: out.error, retryable: false, exitCode: 0 };
-    }
-    if (code === 127) return { ok: false, error: `command not found (exit 127)${lastErr !== '' ? `: ${lastErr}` : ''}`, retryable: false, exitCode: 127 };
-    // The shell reports a death by signal N as 128+N.
-    const sig = code > 128 ? SIGNALS.get(code - 128) : undefined;
-    if (sig !== undefined) return { ok: false, error: `killed by ${sig}`, retryable: true, exitCode: code };
-    return { ok: false, error: `exited with code ${code}${lastErr !== '' ? `: ${lastErr}` : ''}`, retryable: true, exitCode: code };
-  });
+  }, (r) => workerOutcome(r, action, lastErr));
+}
+
+/** What a job in a worker came to, as the attempt's result (the same whoever watched it end). */
+async function workerOutcome(r: WorkerResult, action: AgentAction, lastErr: string): Promise<AgentResult> {
+  if (r.kind !== 'exit') {
+    if (r.kind === 'timeout') return { ok: false, error: `timed out after ${formatMs(action.timeoutMs ?? 0)}; the process group was killed`, retryable: true };
+    if (r.kind === 'cancelled') return { ok: false, error: 'cancelled', retryable: false };
+    return { ok: false, error: 'the shell running the task died', retryable: true };
+  }
+  const code = r.status;
+  if (code === 0) {
+    const out = await readOutputs(r.outputsFile, action.outputs);
+    return out.ok ? { ok: true, outputs: out.outputs, exitCode: 0 } : { ok: false, error: out.error, retryable: false, exitCode: 0 };
+  }
+  if (code === 127) return { ok: false, error: `command not found (exit 127)${lastErr !== '' ? `: ${lastErr}` : ''}`, retryable: false, exitCode: 127 };
+  // The shell reports a death by signal N as 128+N.
+  const sig = code > 128 ? SIGNALS.get(code - 128) : undefined;
+  if (sig !== undefined) return { ok: false, error: `killed by ${sig}`, retryable: true, exitCode: code };
+  return { ok: false, error: `exited with code ${code}${lastErr !== '' ? `: ${lastErr}` : ''}`, retryable: true, exitCode: code };
+}
+
+/** The worker an orphaned job runs in, as the process that adopts it sees it. */
+export interface OrphanWorker {
+  alive(): boolean;
+  signal(sig: NodeJS.Signals): void;
+}
+
+/**
+ * Takes over a shell attempt that a dead process started in a worker: waits for it if it
+ * still runs (killing it on cancel or when the rest of its timeout runs out), or reads how it
+ * ended; its output after the lines already reported is reported now. The result is what the
+ * dead process would have reported, so the attempt never runs twice.
+ */
+export function adoptShellJob(job: OrphanJob, worker: OrphanWorker, action: AgentAction, io: AgentIo, skip?: { stdout: number; stderr: number }): Promise<AgentResult> {
+  let lastErr = '';
+  return adoptOrphanJob(job, {
+    workerAlive: () => worker.alive(),
+    signalWorker: (sig) => worker.signal(sig),
+    signal: io.signal,
+    ...(action.timeoutMs !== undefined ? { timeoutMs: action.timeoutMs - (Date.now() - job.writtenAt) } : {}),
+    ...(skip !== undefined ? { skip } : {}),
+    onLine: (stream, l) => {
+      if (stream === 'stderr') lastErr = l;
+      io.log(stream, l);
+    },
+  }).then((r) => workerOutcome(r, action, lastErr));
 }
 
 function signalGroup(child: ChildProcess, sig: NodeJS.Signals): void {

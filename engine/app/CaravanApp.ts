@@ -179,7 +179,12 @@ export class CaravanApp {
   }
 
   private openBackends(): Promise<Backends> {
-    this.backends ??= createBackends(this.options, async (name, params, parent) => {
+    this.backends ??= createBackends({
+      ...this.options,
+      // Local attempts' state lives beside the journals, so a recovered run can adopt them.
+      stateDir: join(this.audit.gitdir, 'caravan'),
+      runAwaitsRecovery: (runId) => existsSync(this.live.journalPath(runId)),
+    }, async (name, params, parent) => {
       const child = await this.start(name, params, `workflow:${parent.runId}/${parent.task}`);
       const { state } = await child.done;
       return { runId: child.runId, status: state.status, outputs: { status: state.status } };

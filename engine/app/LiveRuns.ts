@@ -1,7 +1,7 @@
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { readFileSync, watch, type FSWatcher } from 'node:fs';
+import { watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
-import { processAlive } from '../local/processAlive.js';
+import { processAlive, sameProcessAlive } from '../local/processAlive.js';
 
 export type ControlAction = 'approve' | 'reject' | 'cancel' | 'pause' | 'unpause';
 
@@ -25,20 +25,8 @@ export interface LiveRun {
   processStart?: number;
 }
 
-/** The start time of a process from /proc, or undefined where there is no /proc. */
-export function processStartTime(pid: number): number | undefined {
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    // No such process, or no /proc on this system: the caller decides with what it has.
-    return undefined;
-  }
-  // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const start = Number(fields[19]);
-  return Number.isFinite(start) ? start : undefined;
-}
+// Kept here for callers of the application layer; the check lives with the other process checks.
+export { processStartTime } from '../local/processAlive.js';
 
 /**
  * Runs executing on this machine, and the control channel to them: `caravan approve` or
@@ -92,13 +80,8 @@ export class LiveRuns {
     } catch {
       return undefined;
     }
-    if (!processAlive(run.pid)) return undefined;
-    // The same PID, but another process (the run's died and the number was given out again).
-    if (run.processStart !== undefined) {
-      const now = processStartTime(run.pid);
-      if (now !== undefined && now !== run.processStart) return undefined;
-    }
-    return run;
+    // The same PID may be another process: the run's died and the number was given out again.
+    return sameProcessAlive(run.pid, run.processStart) ? run : undefined;
   }
 
   async list(): Promise<LiveRun[]> {

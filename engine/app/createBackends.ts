@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { CaravanError } from '../errors/CaravanError.js';
 import { InMemoryBus } from '../local/InMemoryBus.js';
-import { LocalExecutor, sweepScratch, type ChildRunResult } from '../local/LocalExecutor.js';
+import { LocalExecutor, sweepOrphanWorkers, sweepScratch, type ChildRunResult } from '../local/LocalExecutor.js';
 import { packageRoot } from '../packageRoot.js';
 import type { Bus } from '../run/Bus.js';
 import { realClock, type Clock } from '../run/Clock.js';
@@ -23,6 +23,14 @@ export interface BackendConfig {
   agentCommand?: string[];
   /** Consul at $CONSUL_HTTP_ADDR, or a Registry given here (tests, the embedded one). */
   registry?: 'consul' | Registry;
+  /**
+   * A directory that outlives the process (the repository's .git/caravan): local shell
+   * attempts keep their state there, so a run recovered after its process was killed adopts
+   * them instead of running them again. Without it they count as lost.
+   */
+  stateDir?: string;
+  /** Whether a run still waits to be recovered (its journal is here): what it left is kept. */
+  runAwaitsRecovery?: (runId: string) => boolean;
   /** Tasks running at once on this machine; sizes the shell worker pool. */
   parallelism?: number;
   clock?: Clock;
@@ -75,9 +83,15 @@ export async function createBackends(config: BackendConfig, runChild: RunChild):
     // Scratch space that runs killed on this machine left behind goes before any new run.
     const swept = await sweepScratch();
     if (swept.length > 0) logger.info('removed the scratch directories of dead caravan processes', { paths: swept });
+    if (config.stateDir !== undefined) {
+      const orphans = await sweepOrphanWorkers(config.stateDir, config.runAwaitsRecovery ?? (() => false));
+      if (orphans.length > 0) logger.info('removed what the shell workers of dead caravan processes left, no run needing it', { paths: orphans });
+    }
     const local = (b: Bus): Executor => new LocalExecutor(b, clock, {
       baseDir: config.repoDir,
       shellWorkers: Math.min(config.parallelism ?? 32, 64),
+      ...(config.stateDir !== undefined ? { stateDir: config.stateDir } : {}),
+      ...(config.runAwaitsRecovery !== undefined ? { runAwaitsRecovery: config.runAwaitsRecovery } : {}),
       runChild,
       logger,
     });

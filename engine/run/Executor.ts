@@ -5,6 +5,8 @@ export interface StartRequest {
   runId: string;
   plan: RunPlan;
   dispatch: Dispatch;
+  /** On reattach: the attempt's log lines already recorded, per stream (not reported again). */
+  logged?: { stdout: number; stderr: number };
 }
 
 /**
@@ -16,8 +18,9 @@ export interface Executor {
   start(request: StartRequest): void;
   /**
    * Picks up an attempt that was in flight when a previous engine stopped, without starting
-   * it a second time if it is still running or already ran. Executors that cannot (the local
-   * one: the attempt died with the process) leave it out, and the attempt counts as lost.
+   * it a second time if it is still running or already ran: it reports the attempt's end as
+   * if it had started it, or reports it lost (task.failed with lost) when it is gone.
+   * Executors that cannot leave it out, and the engine counts every such attempt as lost.
    */
   reattach?(request: StartRequest): void;
   cancel(runId: string, instance: string, attempt: number): void;

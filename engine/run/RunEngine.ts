@@ -152,9 +152,10 @@ export class RunEngine {
   /**
    * Continues a run from its recorded events; finished tasks never run again. Attempts that
    * were in flight when the previous engine stopped are handed back to an executor that can
-   * reattach (Nomad: the allocation may still be running and reports on the stream);
-   * otherwise they died with the process, so each is recorded as lost and started again at
-   * once (outside the retry budget: the loss was not the task's fault).
+   * reattach (Nomad: the allocation may still be running and reports on the stream; local:
+   * the shell worker may still run the job, or have recorded how it ended); otherwise they
+   * count as lost and start again at once (outside the retry budget: the loss was not the
+   * task's fault).
    */
   recover(events: readonly RunEvent[], reason = 'the engine stopped while this attempt was running'): void {
     for (const e of events) applyRunEvent(this.state, this.deps.plan, e);
@@ -172,7 +173,7 @@ export class RunEngine {
         const dispatch: Dispatch = { instance: key, task: inst.task, attempt: inst.attempt, kind: inst.kind, context: contextFor(this.state, this.deps.plan, task, { ...inst, attempt: inst.attempt - 1 }) };
         if (inst.index !== undefined) dispatch.index = inst.index;
         if (inst.item !== undefined) dispatch.item = inst.item;
-        reattach({ runId: this.deps.runId, plan: this.deps.plan, dispatch });
+        reattach({ runId: this.deps.runId, plan: this.deps.plan, dispatch, logged: loggedLines(events, key, inst.attempt) });
       } else {
         this.record({ runId: this.deps.runId, at: now, type: 'task.failed', task: key, attempt: inst.attempt, error: `lost: ${reason}`, retryable: true, lost: true });
       }
@@ -392,4 +393,11 @@ export class RunEngine {
     this.unsubscribe?.();
     this.resolveFinished(this.state);
   }
+}
+
+/** How many log lines of one attempt were recorded, per stream. */
+function loggedLines(events: readonly RunEvent[], task: string, attempt: number): { stdout: number; stderr: number } {
+  const n = { stdout: 0, stderr: 0 };
+  for (const e of events) if (e.type === 'task.log' && e.task === task && e.attempt === attempt) n[e.stream]++;
+  return n;
 }

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { caravanBin, cli } from '../harness/cli.js';
@@ -121,37 +122,70 @@ describe('a live run, from another process', () => {
     expect(await proc.exited).toBe(0);
   });
 
-  it('resumes after SIGKILL from the last checkpoint and journal, without re-running what succeeded', async () => {
-    const wf = workflow('long', '  tasks:\n    - { name: first, run: "echo ran >> first.count" }\n    - { name: second, needs: [first], run: "if [ -f go ]; then echo resumed; else echo $$ > second.pid; exec sleep 60; fi" }\n    - { name: third, needs: [second], run: "echo ran >> third.count" }\n');
+  it('recovers after SIGKILL from the last checkpoint and journal: what succeeded never runs again, and the attempt still running is adopted, not run twice', async () => {
+    const wf = workflow('long', '  tasks:\n    - { name: first, run: "echo ran >> first.count" }\n    - { name: second, needs: [first], run: "echo ran >> second.count; echo $$ > second.pid; while [ ! -f go ]; do sleep 0.05; done; echo finished after the kill" }\n    - { name: third, needs: [second], run: "echo ran >> third.count" }\n');
     const dir = await tempRepo({ 'long.yaml': wf });
     await writeFile(join(dir, '.gitignore'), '*.count\n*.pid\ngo\n');
     const proc = spawnCli(dir, 'run', 'long');
-    let runId = '';
-    await until('the second task to start', async () => {
-      const m = /run (\S+) of long started[\s\S]*second started/.exec(proc.output());
-      if (m !== null) runId = m[1]!;
-      return m !== null && (await readFile(join(dir, 'second.pid'), 'utf8').catch(() => '')) !== '';
-    });
+    const runId = await secondStarted(proc, dir);
     proc.child.kill('SIGKILL');
     await proc.exited;
-    // The orphaned `sleep 60` of the killed run is still around; it must not matter.
-    const orphan = Number(await readFile(join(dir, 'second.pid'), 'utf8'));
+    // The killed run's `second` goes on in its shell worker; the recovered run waits for it.
+    const recovering = spawnCli(dir, 'recover', runId);
+    await until('the recovery to start', () => recovering.output().includes('recovering run'));
     await writeFile(join(dir, 'go'), '');
-    const resumed = await cli(dir, 'recover', runId);
-    expect(resumed.err).toBe(`caravan: recovering run ${runId} of long\n`);
-    expect(resumed.code).toBe(0);
-    expect(resumed.out).toMatch(/second failed \(attempt 1\): lost: the engine stopped while this attempt was running\n.*second will retry \(attempt 2\) in 0ms\n.*second started \(attempt 2\)\n.*second succeeded/s);
-    expect(await readFile(join(dir, 'first.count'), 'utf8')).toBe('ran\n');
-    expect(await readFile(join(dir, 'third.count'), 'utf8')).toBe('ran\n');
+    expect(await recovering.exited).toBe(0);
+    expect(recovering.output()).toContain(`caravan: recovering run ${runId} of long\n`);
+    expect(recovering.output()).not.toMatch(/lost/);
+    for (const f of ['first', 'second', 'third']) expect(await readFile(join(dir, `${f}.count`), 'utf8')).toBe('ran\n');
     const status = JSON.parse((await cli(dir, 'status', runId, '--json')).out) as { status: string; tasks: Record<string, { attempts: number }> };
     expect(status.status).toBe('succeeded');
-    expect(status.tasks['first']!.attempts).toBe(1);
-    expect(status.tasks['second']!.attempts).toBe(2);
+    expect(status.tasks['second']!.attempts).toBe(1);
+    // Its output after the kill is reported by the process that adopted it.
+    expect((await cli(dir, 'logs', runId, 'second')).out).toContain('finished after the kill');
     await git(dir, 'fsck', '--strict', '--no-progress');
     expect((await cli(dir, 'resume', runId)).err).toBe(`caravan: run ${runId} is already over (succeeded)\n`);
-    process.kill(orphan, 'SIGKILL');
+    // Nothing the workers left is kept once the run is recorded.
+    const gitdir = join(dir, '.git', 'caravan', 'workers');
+    const left = await readdir(gitdir).catch(() => []);
+    expect(left).toEqual([]);
+  });
+
+  it('an attempt whose shell worker died with the killed process is lost and started again', async () => {
+    const wf = workflow('long', '  tasks:\n    - { name: first, run: "echo ran >> first.count" }\n    - { name: second, needs: [first], run: "echo ran >> second.count; echo $$ > second.pid; while [ ! -f go ]; do sleep 0.05; done" }\n');
+    const dir = await tempRepo({ 'long.yaml': wf });
+    await writeFile(join(dir, '.gitignore'), '*.count\n*.pid\ngo\n');
+    const proc = spawnCli(dir, 'run', 'long');
+    const runId = await secondStarted(proc, dir);
+    proc.child.kill('SIGKILL');
+    await proc.exited;
+    // The whole worker goes (its process group: the worker shell and the job), with no exit status.
+    const job = Number(await readFile(join(dir, 'second.pid'), 'utf8'));
+    process.kill(-processGroup(job), 'SIGKILL');
+    await writeFile(join(dir, 'go'), '');
+    const resumed = await cli(dir, 'recover', runId);
+    expect(resumed.code).toBe(0);
+    expect(resumed.out).toMatch(/second failed \(attempt 1\): lost: the engine stopped while this attempt was running\n.*second will retry \(attempt 2\) in 0ms\n.*second started \(attempt 2\)\n.*second succeeded/s);
+    expect(await readFile(join(dir, 'second.count'), 'utf8')).toBe('ran\nran\n');
   });
 });
+
+/** Waits until the spawned run's `second` task is running (it wrote its PID); returns the run id. */
+async function secondStarted(proc: ReturnType<typeof spawnCli>, dir: string): Promise<string> {
+  let runId = '';
+  await until('the second task to start', async () => {
+    const m = /run (\S+) of long started[\s\S]*second started/.exec(proc.output());
+    if (m !== null) runId = m[1]!;
+    return m !== null && (await readFile(join(dir, 'second.pid'), 'utf8').catch(() => '')).endsWith('\n');
+  });
+  return runId;
+}
+
+/** The process group of a process (field 5 of /proc/<pid>/stat). */
+function processGroup(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
+}
 
 describe('the workflow concurrency policy, across processes', () => {
   const held = (policy: string): string => workflow('held', `  concurrency: { limit: 1, policy: ${policy} }\n  tasks:\n    - { name: gate, approval: { timeout: 1h } }\n    - { name: after, needs: [gate], agent: noop }\n`);
