@@ -1,7 +1,7 @@
 import Consul from 'consul';
 import { CaravanError } from '../errors/CaravanError.js';
 import { noopLogger, type Logger } from '../run/Logger.js';
-import type { LeaderOptions, Registry, RunStatusRecord } from '../run/Registry.js';
+import { checkRegistryKey, type LeaderOptions, type Registry, type RunStatusRecord } from '../run/Registry.js';
 
 export type { LeaderOptions, RunStatusRecord } from '../run/Registry.js';
 
@@ -17,8 +17,9 @@ export interface ConsulRegistryOptions {
 /**
  * Caravan's registry on Consul (behind its own interface: the `consul` npm package is no
  * longer maintained upstream). The controller registers itself as `caravan-controller` with a
- * TTL check, elects a leader with a session lock on `caravan/leader`, and mirrors run status
- * to KV `caravan/runs/<workflow>/<run-id>` for the Consul UI.
+ * TTL check, elects a leader with a session lock on `caravan/leader`, mirrors run status
+ * to KV `caravan/runs/<workflow>/<run-id>` for the Consul UI, and keeps durable controller
+ * state in KV with check-and-set writes (getKey, putKey).
  */
 export class ConsulRegistry implements Registry {
   private readonly consul: Consul;
@@ -63,6 +64,45 @@ export class ConsulRegistry implements Registry {
   async readRun(workflow: string, runId: string): Promise<RunStatusRecord | undefined> {
     const item = (await this.consul.kv.get(`caravan/runs/${workflow}/${runId}`)) as { Value?: string } | undefined | null;
     return item?.Value !== undefined ? (JSON.parse(item.Value) as RunStatusRecord) : undefined;
+  }
+
+  async getKey(key: string): Promise<{ value: string; index: number } | undefined> {
+    checkRegistryKey(key);
+    const item = await this.kvCall('read', key, () => this.consul.kv.get(key) as Promise<{ Value?: string | null; ModifyIndex: number } | undefined | null>);
+    // Consul stores an empty value as null.
+    return item === undefined || item === null ? undefined : { value: item.Value ?? '', index: item.ModifyIndex };
+  }
+
+  /** A `?cas=` write: Consul answers false, not an error, when the index has moved on. */
+  async putKey(key: string, value: string, options: { cas?: number } = {}): Promise<boolean> {
+    checkRegistryKey(key);
+    const written = await this.kvCall('write', key, () => this.consul.kv.set({ key, value, ...(options.cas !== undefined ? { cas: options.cas } : {}) }));
+    return written === true;
+  }
+
+  async deleteKey(key: string): Promise<void> {
+    checkRegistryKey(key);
+    await this.kvCall('delete', key, () => this.consul.kv.del(key));
+  }
+
+  async listKeys(prefix: string): Promise<string[]> {
+    checkRegistryKey(prefix, 'prefix');
+    try {
+      const keys = (await this.consul.kv.keys(prefix)) as string[];
+      return [...keys].sort();
+    } catch (e) {
+      // Consul answers 404 when no key has the prefix.
+      if ((e as { statusCode?: number }).statusCode === 404) return [];
+      throw new CaravanError('CONSUL_UNREACHABLE', `cannot list KV keys under '${prefix}' in Consul: ${(e as Error).message}`, { cause: e, data: { prefix } });
+    }
+  }
+
+  private async kvCall<T>(verb: string, key: string, call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (e) {
+      throw new CaravanError('CONSUL_UNREACHABLE', `cannot ${verb} KV key ${key} in Consul: ${(e as Error).message}`, { cause: e, data: { key } });
+    }
   }
 
   /**

@@ -1,4 +1,4 @@
-import type { LeaderOptions, Registry, RunStatusRecord } from '../run/Registry.js';
+import { checkRegistryKey, type LeaderOptions, type Registry, type RunStatusRecord } from '../run/Registry.js';
 
 interface Contender {
   o: LeaderOptions;
@@ -13,6 +13,9 @@ export class InMemoryRegistry implements Registry {
   private readonly runs = new Map<string, RunStatusRecord>();
   private readonly controllers = new Set<string>();
   private readonly contenders = new Map<string, Contender[]>();
+  private readonly kv = new Map<string, { value: string; index: number }>();
+  /** One counter for all keys, as Consul's Raft index: an index is never reused, even after a delete. */
+  private kvIndex = 0;
 
   async registerController(id: string): Promise<() => Promise<void>> {
     this.controllers.add(id);
@@ -33,6 +36,29 @@ export class InMemoryRegistry implements Registry {
   async readRun(workflow: string, runId: string): Promise<RunStatusRecord | undefined> {
     const r = this.runs.get(`${workflow}/${runId}`);
     return r === undefined ? undefined : structuredClone(r);
+  }
+
+  async getKey(key: string): Promise<{ value: string; index: number } | undefined> {
+    checkRegistryKey(key);
+    const entry = this.kv.get(key);
+    return entry === undefined ? undefined : { ...entry };
+  }
+
+  async putKey(key: string, value: string, options: { cas?: number } = {}): Promise<boolean> {
+    checkRegistryKey(key);
+    if (options.cas !== undefined && (this.kv.get(key)?.index ?? 0) !== options.cas) return false;
+    this.kv.set(key, { value, index: ++this.kvIndex });
+    return true;
+  }
+
+  async deleteKey(key: string): Promise<void> {
+    checkRegistryKey(key);
+    this.kv.delete(key);
+  }
+
+  async listKeys(prefix: string): Promise<string[]> {
+    checkRegistryKey(prefix, 'prefix');
+    return [...this.kv.keys()].filter((k) => k.startsWith(prefix)).sort();
   }
 
   elect(o: LeaderOptions): () => Promise<void> {

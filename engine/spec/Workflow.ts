@@ -44,9 +44,23 @@ export interface ParamSpec {
   secret?: boolean;
 }
 
+/** Temporal's names: what happens when a scheduled time comes while an earlier run is active. */
+export type ScheduleOverlap = 'skip' | 'buffer-one' | 'allow' | 'cancel-running';
+/** Which missed scheduled times still run once the controller is back. */
+export type ScheduleCatchup = 'none' | 'last' | 'all';
+
+export interface ScheduleTriggerSpec {
+  cron: string;
+  timezone?: string;
+  params?: Record<string, unknown>;
+  overlap?: ScheduleOverlap;
+  catchup?: ScheduleCatchup;
+  catchupWindow?: Duration;
+}
+
 export interface Trigger {
   push?: { branches?: string[]; paths?: string[] };
-  schedule?: { cron: string; timezone?: string; params?: Record<string, unknown> };
+  schedule?: ScheduleTriggerSpec;
   event?: { subject: string; params?: Record<string, unknown> };
   manual?: { description?: string };
 }

@@ -1,10 +1,18 @@
 import { Cron } from 'croner';
 import type { PendingDiagnostic } from './Diagnostic.js';
+import { parseDuration } from './parseDuration.js';
 import { asArray, asRecord, asString } from './shape.js';
+
+/**
+ * The shortest catch-up window. The controller wakes a little after each scheduled time, so
+ * a time up to this late counts as on time under every catch-up policy (docs/triggers.md); a
+ * shorter window would drop runs that were merely a few seconds late.
+ */
+export const MIN_CATCHUP_WINDOW_MS = 60_000;
 
 const MACROS = new Set(['@yearly', '@annually', '@monthly', '@weekly', '@daily', '@midnight', '@hourly']);
 
-/** Cron expressions, time zones and push path globs: the schema cannot judge these. */
+/** Cron expressions, time zones, catch-up windows and push path globs: the schema cannot judge these. */
 export function checkTriggers(spec: Record<string, unknown>): PendingDiagnostic[] {
   const out: PendingDiagnostic[] = [];
   asArray(spec['triggers']).forEach((t, i) => {
@@ -28,6 +36,7 @@ export function checkTriggers(spec: Record<string, unknown>): PendingDiagnostic[
         const problem = cronProblem(cron, tzOk ? tz : undefined);
         if (problem !== undefined) out.push(err('CRON_INVALID', `cron '${cron}' ${problem}`, [...base, 'cron']));
       }
+      out.push(...catchupProblems(schedule, base));
     }
     const push = asRecord(trigger?.['push']);
     if (push !== undefined) {
@@ -58,6 +67,21 @@ function cronProblem(cron: string, timezone: string | undefined): string | undef
     const msg = e instanceof Error ? e.message.replace(/^CronPattern:\s*/, '') : String(e);
     return `is not valid: ${msg.charAt(0).toLowerCase()}${msg.slice(1)}`;
   }
+}
+
+function catchupProblems(schedule: Record<string, unknown>, base: Array<string | number>): PendingDiagnostic[] {
+  const text = asString(schedule['catchupWindow']);
+  // Malformed durations are the schema's to report (SCHEMA_FORMAT), once.
+  const ms = text === undefined ? undefined : parseDuration(text);
+  if (ms === undefined) return [];
+  const path = [...base, 'catchupWindow'];
+  if (schedule['catchup'] === 'none') {
+    return [{ severity: 'warning', code: 'CATCHUP_WINDOW_UNUSED', message: `catchupWindow ${text} has no effect with catchup: none; remove it, or use catchup: last or all`, path }];
+  }
+  if (ms < MIN_CATCHUP_WINDOW_MS) {
+    return [err('CATCHUP_WINDOW_TOO_SHORT', `catchupWindow ${text} is shorter than 1m, the lateness every scheduled time is allowed anyway; use at least 1m`, path)];
+  }
+  return [];
 }
 
 function globProblem(glob: string): string | undefined {

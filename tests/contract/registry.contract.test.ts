@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConsulRegistry } from '../../engine/consul/ConsulRegistry.js';
+import { ScheduleState } from '../../engine/controller/ScheduleState.js';
 import { InMemoryRegistry } from '../../engine/local/InMemoryRegistry.js';
 import type { Registry } from '../../engine/run/Registry.js';
 import { ConsulAgent, requireConsul } from '../harness/consulAgent.js';
@@ -35,6 +36,73 @@ function registryContract(name: string, make: () => Promise<Subject>, available:
       expect(await s.controllers()).toContain('caravan-controller-contract');
       await off();
       expect(await s.controllers()).not.toContain('caravan-controller-contract');
+    });
+
+    const kv = `caravan/contract-kv/${name.replace(/\W+/g, '-')}`;
+
+    it('writes a key with check-and-set: 0 only while absent, then only at the current index', async () => {
+      const key = `${kv}/cas`;
+      expect(await s.registry.getKey(key)).toBeUndefined();
+      expect(await s.registry.putKey(key, 'one', { cas: 0 })).toBe(true);
+      const first = await s.registry.getKey(key);
+      expect(first?.value).toBe('one');
+      expect(first!.index).toBeGreaterThan(0);
+      expect(await s.registry.putKey(key, 'two', { cas: 0 })).toBe(false);
+      expect(await s.registry.getKey(key)).toEqual(first);
+      expect(await s.registry.putKey(key, 'two', { cas: first!.index })).toBe(true);
+      const second = await s.registry.getKey(key);
+      expect(second?.value).toBe('two');
+      expect(second!.index).toBeGreaterThan(first!.index);
+      // The index the first writer read is stale now: its write must not land.
+      expect(await s.registry.putKey(key, 'three', { cas: first!.index })).toBe(false);
+      expect(await s.registry.getKey(key)).toEqual(second);
+      expect(await s.registry.putKey(key, 'four')).toBe(true);
+      expect((await s.registry.getKey(key))?.value).toBe('four');
+      expect(await s.registry.putKey(`${kv}/empty`, '')).toBe(true);
+      expect((await s.registry.getKey(`${kv}/empty`))?.value).toBe('');
+    });
+
+    it('lists keys by plain prefix and deletes them', async () => {
+      const base = `${kv}/list`;
+      for (const k of [`${base}/b`, `${base}/a`, `${base}/c/d`, `${base}-sibling`]) expect(await s.registry.putKey(k, k)).toBe(true);
+      expect(await s.registry.listKeys(`${base}/`)).toEqual([`${base}/a`, `${base}/b`, `${base}/c/d`]);
+      expect(await s.registry.listKeys(base)).toEqual([`${base}-sibling`, `${base}/a`, `${base}/b`, `${base}/c/d`]);
+      expect(await s.registry.listKeys(`${kv}/nothing-here/`)).toEqual([]);
+      await s.registry.deleteKey(`${base}/a`);
+      expect(await s.registry.getKey(`${base}/a`)).toBeUndefined();
+      expect(await s.registry.listKeys(`${base}/`)).toEqual([`${base}/b`, `${base}/c/d`]);
+      await s.registry.deleteKey(`${base}/a`);
+      // Gone means absent again: a first write may take it.
+      expect(await s.registry.putKey(`${base}/a`, 'again', { cas: 0 })).toBe(true);
+    });
+
+    it('refuses keys that would not be taken literally, before touching the store', async () => {
+      for (const bad of ['', '/abs', '..', 'a/../b', 'a/./b', 'a//b', 'a/', 'a\u0000b', 'a\nb', 'a\u007fb']) {
+        await expect(s.registry.putKey(bad, 'x'), JSON.stringify(bad)).rejects.toMatchObject({ name: 'CaravanError', code: 'USAGE' });
+        await expect(s.registry.getKey(bad), JSON.stringify(bad)).rejects.toMatchObject({ code: 'USAGE' });
+        await expect(s.registry.deleteKey(bad), JSON.stringify(bad)).rejects.toMatchObject({ code: 'USAGE' });
+      }
+      for (const bad of ['/abs', 'a/../', 'a//', 'a\tb']) {
+        await expect(s.registry.listKeys(bad), JSON.stringify(bad)).rejects.toMatchObject({ code: 'USAGE' });
+      }
+    });
+
+    it('keeps a schedule\'s last fire for the next controller; of two racing writers one records', async () => {
+      const prefix = `${kv}/schedules`;
+      const first = new ScheduleState(s.registry, prefix);
+      expect(await first.lastFire('nightly', 0)).toBeUndefined();
+      const t1 = new Date('2026-11-22T02:00:00.000Z');
+      expect(await first.recordFire('nightly', 0, t1, 0)).toBe(true);
+      // A restarted controller, or a new leader, reads what the old one wrote.
+      const next = new ScheduleState(s.registry, prefix);
+      const seen = await next.lastFire('nightly', 0);
+      expect(seen?.at).toEqual(t1);
+      expect(await next.lastFire('nightly', 1)).toBeUndefined();
+      const t2 = new Date('2026-11-23T02:00:00.000Z');
+      const race = await Promise.all([first.recordFire('nightly', 0, t2, seen!.index), next.recordFire('nightly', 0, t2, seen!.index)]);
+      expect(race.filter(Boolean)).toHaveLength(1);
+      expect((await first.lastFire('nightly', 0))?.at).toEqual(t2);
+      expect(await first.recordFire('nightly', 0, t1, seen!.index)).toBe(false);
     });
 
     it('elects one leader; the next contender leads once it steps down', async () => {

@@ -53,6 +53,10 @@ describe('leadership in memory (the embedded registry)', () => {
       registerController: (id) => registry.registerController(id),
       mirrorRun: (r) => registry.mirrorRun(r),
       readRun: (w, r) => registry.readRun(w, r),
+      getKey: (k) => registry.getKey(k),
+      putKey: (k, v, o) => registry.putKey(k, v, o),
+      deleteKey: (k) => registry.deleteKey(k),
+      listKeys: (p) => registry.listKeys(p),
       elect: (o) => {
         holders.push(o.holder);
         return registry.elect(o);
