@@ -9,6 +9,7 @@ import { newRunId } from '../audit/updateRef.js';
 import { CaravanError } from '../errors/CaravanError.js';
 import { noopLogger } from '../run/Logger.js';
 import { parseParams } from '../run/parseParams.js';
+import type { Registry } from '../run/Registry.js';
 import type { RunEvent } from '../run/RunEvent.js';
 import { buildRunPlan } from '../run/RunPlan.js';
 import { applyRunEvent, initialRunState } from '../run/reduceRun.js';
@@ -88,19 +89,37 @@ export class CaravanApp {
 
   /** Starts a run of a workflow of the working tree, after the workflow's concurrency policy admits it. */
   async start(nameOrPath: string, rawParams: Record<string, unknown>, trigger = 'manual'): Promise<StartedRun> {
-    const { workflow, source } = await this.catalog.load(nameOrPath);
+    const loaded = await this.catalog.load(nameOrPath);
+    return this.startLoaded(loaded, rawParams, { trigger, commit: await this.headCommit() });
+  }
+
+  /**
+   * Starts a run of a workflow definition the caller loaded (the controller: the workflow at
+   * a commit of the watched branch), after the concurrency policy admits it. A given run id
+   * (a trigger's deterministic one) is refused if that run exists already, so a trigger that
+   * fires twice for the same reason starts one run.
+   */
+  async startLoaded(loaded: Pick<LoadedWorkflow, 'workflow' | 'source'>, rawParams: Record<string, unknown>, how: { trigger: string; commit: string | undefined; runId?: string }): Promise<StartedRun> {
+    const { workflow, source } = loaded;
     const params = parseParams(workflow, rawParams);
     // A foreign or blocked audit branch is refused before any task runs, not after.
     await this.audit.assertWritable();
-    const commit = await this.headCommit();
+    if (how.runId !== undefined && (await this.runExists(how.runId))) {
+      throw new CaravanError('RUN_SKIPPED', `run ${how.runId} of ${workflow.metadata.name} exists already (${how.trigger}); not started again`, { data: { runId: how.runId, workflow: workflow.metadata.name, duplicate: true } });
+    }
     const supervisor = await this.openSupervisor();
     const release = await this.admission.admit(workflow, (m) => (this.options.logger ?? noopLogger).warn(m, { workflow: workflow.metadata.name }));
     try {
-      const runId = newRunId(new Date((await this.openBackends()).clock.now()));
-      return await supervisor.launch({ workflow, source, runId, commit, begin: (engine) => engine.start(params, trigger, commit), previous: [] });
+      const runId = how.runId ?? newRunId(new Date((await this.openBackends()).clock.now()));
+      return await supervisor.launch({ workflow, source, runId, commit: how.commit, begin: (engine) => engine.start(params, how.trigger, how.commit), previous: [] });
     } finally {
       await release();
     }
+  }
+
+  /** Whether a run with this id was ever started here: a journal, or a record on the audit branch. */
+  async runExists(runId: string): Promise<boolean> {
+    return existsSync(this.live.journalPath(runId)) || (await this.audit.readRun(runId)) !== undefined;
   }
 
   /**
@@ -168,6 +187,11 @@ export class CaravanApp {
     await recorder.open();
     const auditCommit = await recorder.finish(state);
     return { runId, workflow: workflow.metadata.name, recorded: { state, auditCommit } };
+  }
+
+  /** The process's registry (Consul, or the one given), opening the backends if need be. */
+  async registry(): Promise<Registry | undefined> {
+    return (await this.openBackends()).registry;
   }
 
   /** Closes the backends (NATS connection, executor, ...) once; runs still going are not waited for. */

@@ -31,6 +31,11 @@ export interface BackendConfig {
   stateDir?: string;
   /** Whether a run still waits to be recovered (its journal is here): what it left is kept. */
   runAwaitsRecovery?: (runId: string) => boolean;
+  /**
+   * Whether a run registers its workflow's Nomad jobs before it starts (default true). The
+   * controller registers them itself (with ownership meta and check-and-set), so its runs do not.
+   */
+  registerJobs?: boolean;
   /** Tasks running at once on this machine; sizes the shell worker pool. */
   parallelism?: number;
   clock?: Clock;
@@ -119,7 +124,7 @@ export async function createBackends(config: BackendConfig, runChild: RunChild):
         executor = new NomadExecutor(nomad, bus, clock, { natsServers, fallback: local(bus), workQueue: js.workQueue, contexts: js.contexts, onError: (err) => logger.error('Nomad executor failed', { err }) });
         // Registered on every run, as before the application layer; check-and-set and prune
         // are the controller's (its reconciler registers only what changed).
-        prepare = async (workflow, commit) => {
+        if (config.registerJobs !== false) prepare = async (workflow, commit) => {
           // Pool agents reach NATS through NATS_URL in their environment (credentials come from the client).
           for (const j of compileWorkflow(workflow, { agentCommand, agentEnv: { NATS_URL: natsServers.join(',') }, ...(commit !== undefined ? { gitCommit: commit } : {}) })) {
             await nomad.registerJob(j.job);

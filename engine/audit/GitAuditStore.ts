@@ -88,6 +88,29 @@ export class GitAuditStore {
     return this.commitOnto(['runs', r.workflow, r.runId], runTree, message);
   }
 
+  /**
+   * Records the controller's sync of a workflow commit as `syncs/<commit>/report.json` on the
+   * audit branch (a later sync of the same commit replaces it); returns the new audit commit.
+   */
+  async writeSync(commit: string, report: unknown, summary: string, trailers: readonly string[]): Promise<string> {
+    if (!/^[0-9a-f]{40}$/.test(commit)) throw new CaravanError('USAGE', `not a commit id: '${commit}'`, { data: { commit } });
+    const oid = await git.writeBlob({ ...this.repo, blob: new TextEncoder().encode(JSON.stringify(report, null, 2) + '\n') });
+    const tree = await git.writeTree({ ...this.repo, tree: [{ mode: '100644', path: 'report.json', oid, type: 'blob' }] });
+    return this.commitOnto(['syncs', commit], tree, `${summary}\n\n${[`Sync-Commit: ${commit}`, ...trailers].join('\n')}\n`);
+  }
+
+  /** The sync report of a workflow commit, if the controller recorded one. */
+  async readSync(commit: string): Promise<unknown> {
+    const { tip } = await this.runsTip();
+    if (tip === undefined || !/^[0-9a-f]{40}$/.test(commit)) return undefined;
+    const { commit: c } = await git.readCommit({ ...this.repo, oid: tip });
+    const dir = await this.subtree(c.tree, ['syncs', commit]);
+    if (dir === undefined) return undefined;
+    const entry = (await git.readTree({ ...this.repo, oid: dir })).tree.find((e) => e.path === 'report.json');
+    if (entry === undefined) return undefined;
+    return JSON.parse(new TextDecoder().decode((await git.readBlob({ ...this.repo, oid: entry.oid })).blob)) as unknown;
+  }
+
   /** Adds a line to the note on `commit` under refs/notes/caravan (one line per run). */
   async appendNote(commit: string, line: string): Promise<void> {
     for (let attempt = 0; attempt < 10; attempt++) {

@@ -209,6 +209,26 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     });
 
   program
+    .command('controller')
+    .description('watch a branch: register changed Nomad jobs, fire push triggers, run workflows, record syncs (until SIGTERM)')
+    .option('--repo <path>', 'the local repository to watch', '.')
+    .option('--branch <branch>', 'the branch to watch', 'main')
+    .option('--interval <duration>', 'how often to look at the branch and the cluster', '30s')
+    .option('--listen <host:port>', 'serve /health, /ready and the GitHub push webhook here')
+    .option('--workflows <dir>', 'workflow directory, relative to the repository root', 'workflows')
+    .option('--prune', "deregister this repository's jobs whose workflow or task left Git", false)
+    .option('--self-heal', 'put back jobs changed or stopped outside Git (a few tries, with backoff)', false)
+    .addOption(new Option('--bus <bus>', 'where task events travel').choices(['memory', 'nats']).default('memory'))
+    .addOption(new Option('--backend <backend>', 'where tasks run, and whether jobs are registered (nomad)').choices(['local', 'nomad']).default('local'))
+    .addOption(new Option('--registry <registry>', 'mirror runs and sync reports to Consul KV at $CONSUL_HTTP_ADDR').choices(['none', 'consul']).default('none'))
+    .option('--agent-command <cmd>', 'how Nomad clients start the agent runner')
+    .option('--webhook-secret-file <file>', 'the GitHub webhook secret (default: $CARAVAN_WEBHOOK_SECRET; without one the webhook is off)')
+    .action(async (opts: { repo: string; branch: string; interval: string; listen?: string; workflows: string; prune: boolean; selfHeal: boolean; bus: 'memory' | 'nats'; backend: 'local' | 'nomad'; registry: 'none' | 'consul'; agentCommand?: string; webhookSecretFile?: string }) => {
+      const { controllerCommand } = await import('./controllerCommand.js');
+      exit = await controllerCommand(opts, io);
+    });
+
+  program
     .command('demo')
     .description("run Caravan's main job on the embedded default, in a scratch repository, and show the audit log")
     .option('--keep', 'keep the scratch repository', false)

@@ -73,6 +73,18 @@ export interface NomadJobVersion {
 }
 
 /** The answer to a blocking query: the value and the index to block on next. */
+/** A job as Nomad lists it (`GET /v1/jobs?meta=true`, Nomad 1.6 and later). */
+export interface NomadJobStub {
+  ID: string;
+  ParentID: string;
+  Type: string;
+  Status: string;
+  Stop: boolean;
+  JobModifyIndex: number;
+  ParameterizedJob: boolean;
+  Meta?: Record<string, string> | null;
+}
+
 export interface Indexed<T> {
   value: T;
   index: number;
@@ -125,6 +137,14 @@ export class NomadClient {
     return this.call('DELETE', `/v1/job/${encodeURIComponent(id)}`);
   }
 
+  /**
+   * Jobs whose ID starts with `prefix`, with their meta, and the cluster's job index (it
+   * moves whenever any job changes: a controller that sees the same index can skip its work).
+   */
+  listJobs(prefix = ''): Promise<Indexed<NomadJobStub[]>> {
+    return this.callIndexed('GET', `/v1/jobs?meta=true${prefix !== '' ? `&prefix=${encodeURIComponent(prefix)}` : ''}`, this.options.timeoutMs ?? 10_000);
+  }
+
   /** IDs of the dispatched children of a parameterized job. */
   async dispatchedChildren(parent: string): Promise<string[]> {
     const jobs = await this.call<Array<{ ID: string; ParentID: string }>>('GET', `/v1/jobs?prefix=${encodeURIComponent(`${parent}/dispatch-`)}`);
@@ -175,7 +195,7 @@ export class NomadClient {
     return res.body;
   }
 
-  readJob(id: string): Promise<NomadJob & { JobModifyIndex: number; Version: number }> {
+  readJob(id: string): Promise<NomadJob & { JobModifyIndex: number; Version: number; Stop?: boolean }> {
     return this.call('GET', `/v1/job/${encodeURIComponent(id)}`);
   }
 

@@ -1,0 +1,87 @@
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { CaravanError } from '../errors/CaravanError.js';
+import { findRepoRoot } from '../gitops/readTreeAtRef.js';
+import { parseDuration } from '../spec/parseDuration.js';
+import { EXIT, type ExitCode } from './exitCodes.js';
+import type { Io } from './Io.js';
+
+export interface ControllerCommandOptions {
+  repo: string;
+  branch: string;
+  interval: string;
+  listen?: string;
+  workflows: string;
+  prune: boolean;
+  selfHeal: boolean;
+  backend: 'local' | 'nomad';
+  bus: 'memory' | 'nats';
+  registry: 'none' | 'consul';
+  agentCommand?: string;
+  webhookSecretFile?: string;
+}
+
+/**
+ * `caravan controller`: watches a branch, reconciles Nomad, fires push triggers and runs the
+ * workflows, until SIGTERM (what Nomad sends) or Ctrl-C: then the sync under way finishes,
+ * runs are handed over to the next controller, and it exits 0. JSON log lines on stderr.
+ */
+export async function controllerCommand(options: ControllerCommandOptions, io: Io): Promise<ExitCode> {
+  const intervalMs = parseDuration(options.interval);
+  if (intervalMs === undefined || intervalMs < 1000) throw new CaravanError('USAGE', `--interval expects a duration of at least 1s such as 30s or 2m, got '${options.interval}'`, { data: { interval: options.interval } });
+  const listen = options.listen !== undefined ? parseListen(options.listen) : undefined;
+  const repoDir = await findRepoRoot(resolve(io.cwd, options.repo)).catch((e: unknown) => {
+    throw new CaravanError('NOT_A_REPOSITORY', `${options.repo} is not a Git repository (the controller watches a local repository; clone a remote one first)`, { cause: e, data: { repo: options.repo } });
+  });
+  const webhookSecret = await readSecret(options.webhookSecretFile);
+  const { createLogger } = await import('../telemetry/createLogger.js');
+  const { startController } = await import('../controller/startController.js');
+  const logger = createLogger({ name: 'caravan-controller' });
+  const running = await startController({
+    repoDir,
+    branch: options.branch,
+    workflowsDir: options.workflows,
+    intervalMs,
+    ...(listen !== undefined ? { listen } : {}),
+    ...(webhookSecret !== undefined ? { webhookSecret } : {}),
+    prune: options.prune,
+    selfHeal: options.selfHeal,
+    backend: options.backend,
+    bus: options.bus,
+    ...(options.registry === 'consul' ? { registry: 'consul' as const } : {}),
+    ...(options.agentCommand !== undefined ? { agentCommand: options.agentCommand.split(/\s+/).filter((a) => a !== '') } : {}),
+    logger,
+  });
+  io.stdout(`caravan controller watching ${repoDir} (branch ${options.branch}, every ${options.interval})${running.server !== undefined ? `; listening on ${running.server.url}` : ''}\n`);
+  const signal = await new Promise<NodeJS.Signals>((r) => {
+    process.once('SIGTERM', () => r('SIGTERM'));
+    process.once('SIGINT', () => r('SIGINT'));
+  });
+  io.stdout(`${signal}: finishing the sync under way and handing runs over\n`);
+  await running.stop();
+  return EXIT.OK;
+}
+
+function parseListen(text: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text);
+  const port = m !== null ? Number(m[3]) : NaN;
+  if (m === null || port > 65535) throw new CaravanError('USAGE', `--listen expects host:port such as 127.0.0.1:8080, got '${text}'`, { data: { listen: text } });
+  return { host: m[1] ?? m[2]!, port };
+}
+
+/** The webhook secret: a file named by the flag (one trailing newline dropped), or CARAVAN_WEBHOOK_SECRET. */
+async function readSecret(file: string | undefined): Promise<string | undefined> {
+  if (file !== undefined) {
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (e) {
+      throw new CaravanError('PATH_NOT_FOUND', `cannot read the webhook secret file ${file}: ${(e as Error).message}`, { cause: e, data: { file } });
+    }
+    const secret = text.replace(/\r?\n$/, '');
+    if (secret === '') throw new CaravanError('USAGE', `the webhook secret file ${file} is empty`, { data: { file } });
+    return secret;
+  }
+  const env = process.env['CARAVAN_WEBHOOK_SECRET'];
+  return env !== undefined && env !== '' ? env : undefined;
+}

@@ -1,0 +1,355 @@
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import * as git from 'isomorphic-git';
+import type { CaravanApp, StartedRun } from '../app/CaravanApp.js';
+import { resolveGitDirs } from '../audit/resolveGitDirs.js';
+import { CaravanError } from '../errors/CaravanError.js';
+import { changedPaths } from '../gitops/changedPaths.js';
+import { readTreeAtCommit } from '../gitops/readTreeAtRef.js';
+import type { Logger } from '../run/Logger.js';
+import type { Registry } from '../run/Registry.js';
+import { validateSources, type FileResult } from '../spec/validateWorkflows.js';
+import type { Workflow } from '../spec/Workflow.js';
+import { pushFires } from './pushTriggers.js';
+import type { Reconciler, ReconcileResult } from './Reconciler.js';
+
+/** The controller's record of one sync: committed to the audit branch and mirrored to the registry. */
+export interface SyncReport {
+  commit: string;
+  author: string;
+  message: string;
+  branch: string;
+  controller: string;
+  startedAt: string;
+  durationMs: number;
+  /** synced: everything applied; partial: some workflows invalid or some jobs failed; failed: nothing could be done. */
+  status: 'synced' | 'partial' | 'failed';
+  /** Why nothing could be done (status failed). */
+  error?: string;
+  /** Without a cluster (the embedded default) nothing is registered: runs only. */
+  cluster: 'nomad' | 'none';
+  workflows: ReconcileResult['workflows'];
+  invalid: ReconcileResult['invalid'];
+  jobs: ReconcileResult['jobs'];
+  drift: ReconcileResult['drift'];
+  prune: ReconcileResult['prune'];
+  /** Runs this commit started (push triggers). */
+  runs: Array<{ workflow: string; runId: string; trigger: string }>;
+}
+
+export interface ControllerOptions {
+  app: CaravanApp;
+  /** The repository to watch (a local clone or the repository itself). */
+  repoDir: string;
+  branch: string;
+  workflowsDir: string;
+  intervalMs: number;
+  /** Registers jobs on Nomad; absent on the embedded default (nothing to register). */
+  reconciler?: Reconciler;
+  registry?: Registry;
+  identity: string;
+  logger: Logger;
+  /** Called after every sync (tests, the HTTP API's last-sync view). */
+  onSync?: (report: SyncReport) => void;
+}
+
+/** Sync reports kept in the registry (all are kept in Git). */
+const KEPT_IN_REGISTRY = 10;
+
+/**
+ * The GitOps loop: watches a branch, and on every new commit validates the workflows at that
+ * commit, reconciles Nomad (through the Reconciler), starts the runs its push triggers ask
+ * for, and records a sync report. It polls at an interval with jitter; nudge() (a webhook)
+ * syncs at once. Work is skipped when neither the branch nor the cluster moved.
+ */
+export class Controller {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private again = false;
+  private stopped = false;
+  private lastHead: string | undefined;
+  private lastNomadIndex: number | undefined;
+  private last: SyncReport | undefined;
+  private lastError: string | undefined;
+  private readonly runs = new Set<StartedRun>();
+  private readonly statePath: string;
+  /** The text of each workflow file at the commit being synced. */
+  private readonly sources = new Map<string, string>();
+
+  constructor(private readonly options: ControllerOptions) {
+    this.statePath = join(resolveGitDirs(options.repoDir).gitdir, 'caravan', 'controller', `${options.branch.replace(/[^A-Za-z0-9._-]/g, '_')}.json`);
+  }
+
+  /** Picks up unfinished runs of an earlier controller, syncs once, then keeps watching. */
+  async start(): Promise<void> {
+    this.lastHead = await this.readState();
+    await this.recoverRuns();
+    await this.syncNow('start');
+    this.schedule();
+  }
+
+  /** Syncs as soon as the current sync (if any) is over: a verified webhook. */
+  nudge(reason: string): void {
+    if (this.stopped) return;
+    this.options.logger.info('sync requested', { reason });
+    void this.syncNow(reason);
+  }
+
+  /** The last sync, and what is wrong now (for /ready). */
+  status(): { lastSync: SyncReport | undefined; error: string | undefined; head: string | undefined; runs: number } {
+    return { lastSync: this.last, error: this.lastError, head: this.lastHead, runs: this.runs.size };
+  }
+
+  /**
+   * Stops watching: the sync under way finishes, runs are handed over (their journal and a
+   * checkpoint are written; the next controller recovers them), and nothing more starts.
+   */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    await this.running;
+    const runs = [...this.runs];
+    for (const r of runs) r.engine.relinquish(new CaravanError('INTERRUPTED', `the controller stopped; the next one recovers run ${r.runId}`, { data: { runId: r.runId } }));
+    await Promise.allSettled(runs.map((r) => r.done));
+  }
+
+  /** Runs a sync now, or right after the one under way; resolves when it is done. */
+  syncNow(reason: string): Promise<void> {
+    if (this.running !== undefined) {
+      this.again = true;
+      return this.running;
+    }
+    this.running = (async () => {
+      try {
+        do {
+          this.again = false;
+          await this.syncOnce(reason);
+        } while (this.again && !this.stopped);
+      } finally {
+        this.running = undefined;
+      }
+    })();
+    return this.running;
+  }
+
+  private schedule(): void {
+    if (this.stopped) return;
+    // Up to 10% of jitter, so controllers started together do not poll in step.
+    const delay = this.options.intervalMs * (0.9 + Math.random() * 0.2);
+    this.timer = setTimeout(() => {
+      void this.syncNow('interval').finally(() => this.schedule());
+    }, delay);
+    this.timer.unref();
+  }
+
+  private async syncOnce(reason: string): Promise<void> {
+    const { logger, repoDir, branch } = this.options;
+    let head: string;
+    try {
+      head = await git.resolveRef({ fs, gitdir: resolveGitDirs(repoDir).commonDir, ref: `refs/heads/${branch}` });
+    } catch (e) {
+      this.lastError = `branch ${branch} not found in ${repoDir}`;
+      logger.error('cannot read the watched branch', { branch, err: e });
+      return;
+    }
+    const nomadIndex = this.options.reconciler !== undefined ? await this.options.reconciler.clusterIndex().catch(() => undefined) : 0;
+    if (head === this.lastHead && nomadIndex !== undefined && nomadIndex === this.lastNomadIndex) return;
+    const started = Date.now();
+    const { commit } = await git.readCommit({ fs, gitdir: resolveGitDirs(repoDir).commonDir, oid: head });
+    const files = await this.filesAt(head);
+    const report: SyncReport = {
+      commit: head,
+      author: `${commit.author.name} <${commit.author.email}>`,
+      message: commit.message.split('\n')[0] ?? '',
+      branch,
+      controller: this.options.identity,
+      startedAt: new Date(started).toISOString(),
+      durationMs: 0,
+      status: 'synced',
+      cluster: this.options.reconciler !== undefined ? 'nomad' : 'none',
+      workflows: [],
+      invalid: [],
+      jobs: { created: [], updated: [], unchanged: [], pruned: [], failed: [] },
+      drift: [],
+      prune: { enabled: false, candidates: [] },
+      runs: [],
+    };
+    try {
+      if (this.options.reconciler !== undefined) {
+        const allowPruneAll = await this.fileExists(head, '.caravan/allow-prune-all');
+        const r = await this.options.reconciler.reconcile(head, files, { allowPruneAll });
+        Object.assign(report, { workflows: r.workflows, invalid: r.invalid, jobs: r.jobs, drift: r.drift, prune: r.prune });
+        this.lastNomadIndex = r.nomadIndex;
+      } else {
+        report.workflows = files.filter((f) => f.workflow !== undefined).map((f) => ({ name: f.workflow!.metadata.name, file: f.file, status: 'synced' as const }));
+        report.invalid = files.filter((f) => f.workflow === undefined).map((f) => ({ file: f.file, errors: f.diagnostics.filter((d) => d.severity === 'error').map((d) => d.message) }));
+        this.lastNomadIndex = 0;
+      }
+      if (head !== this.lastHead) report.runs = await this.firePush(head, files, commit.committer.timestamp);
+      report.status = report.invalid.length > 0 || report.jobs.failed.length > 0 ? 'partial' : 'synced';
+      this.lastError = report.invalid.length > 0 ? `${report.invalid.length} invalid workflow file(s) at ${head.slice(0, 12)}: ${report.invalid.map((i) => i.file).join(', ')}` : undefined;
+    } catch (e) {
+      report.status = 'failed';
+      report.error = e instanceof Error ? e.message : String(e);
+      this.lastError = `sync of ${head.slice(0, 12)} failed: ${report.error}`;
+      logger.error('sync failed', { commit: head, err: e });
+    }
+    report.durationMs = Date.now() - started;
+    const firstOfHead = head !== this.lastHead;
+    this.lastHead = head;
+    await this.writeState(head);
+    this.last = report;
+    // A commit's report is recorded once, and again only when something was done or went wrong.
+    if (firstOfHead || hasNews(report)) await this.record(report);
+    logger.info('synced', { reason, commit: head, status: report.status, created: report.jobs.created.length, updated: report.jobs.updated.length, pruned: report.jobs.pruned.length, failed: report.jobs.failed.length, drift: report.drift.length, runs: report.runs.length, invalid: report.invalid.length, durationMs: report.durationMs });
+    this.options.onSync?.(report);
+  }
+
+  /** The workflow files at a commit, validated, and their text (a run keeps the definition it ran). */
+  private async filesAt(commit: string): Promise<FileResult[]> {
+    const dir = this.options.workflowsDir.replace(/^\.\/+|\/+$/g, '');
+    let tree;
+    try {
+      tree = await readTreeAtCommit(this.options.repoDir, commit, dir, (p) => /\.ya?ml$/i.test(p));
+    } catch (e) {
+      // A commit without the workflow directory holds no workflows.
+      if (e instanceof CaravanError && e.code === 'PATH_NOT_FOUND') return [];
+      throw e;
+    }
+    this.sources.clear();
+    for (const f of tree) this.sources.set(f.path, new TextDecoder().decode(f.bytes));
+    return validateSources(tree.map((f) => ({ file: f.path, bytes: f.bytes }))).files;
+  }
+
+  private async fileExists(commit: string, path: string): Promise<boolean> {
+    try {
+      await git.readBlob({ fs, gitdir: resolveGitDirs(this.options.repoDir).commonDir, oid: commit, filepath: path });
+      return true;
+    } catch {
+      // No such file at that commit.
+      return false;
+    }
+  }
+
+  /**
+   * Starts a run of every valid workflow whose push trigger the change since the last synced
+   * commit matches, with a run id derived from the workflow and the commit: a controller
+   * restarted before it noted the commit starts the same id, which is refused as a duplicate.
+   */
+  private async firePush(head: string, files: readonly FileResult[], committedAt: number): Promise<SyncReport['runs']> {
+    const previous = this.lastHead;
+    // The first commit a controller sees is its starting point, not a push.
+    if (previous === undefined) return [];
+    const changed = await changedPaths(this.options.repoDir, previous, head);
+    const out: SyncReport['runs'] = [];
+    for (const f of files) {
+      const wf = f.workflow;
+      if (wf === undefined || !pushFires(wf, this.options.branch, changed)) continue;
+      const runId = pushRunId(wf.metadata.name, head, committedAt);
+      const started = await this.startRun(wf, this.sources.get(f.file) ?? '', runId, `push:${head}`, head);
+      if (started) out.push({ workflow: wf.metadata.name, runId, trigger: 'push' });
+    }
+    return out;
+  }
+
+  private async startRun(workflow: Workflow, source: string, runId: string, trigger: string, commit: string): Promise<boolean> {
+    const { app, logger } = this.options;
+    const log = { workflow: workflow.metadata.name, run: runId, trigger };
+    try {
+      const run = await app.startLoaded({ workflow, source }, {}, { trigger, commit, runId });
+      this.track(run);
+      logger.info('run started by a trigger', log);
+      return true;
+    } catch (e) {
+      if (e instanceof CaravanError && e.code === 'RUN_SKIPPED') {
+        logger.info(e.data?.['duplicate'] === true ? 'run exists already: not started twice' : 'run skipped by the concurrency policy', { ...log, reason: e.message });
+        return false;
+      }
+      logger.error('a trigger could not start its run', { ...log, err: e });
+      return false;
+    }
+  }
+
+  private track(run: StartedRun): void {
+    this.runs.add(run);
+    run.done.then(
+      ({ state }) => this.options.logger.info('run over', { workflow: run.workflow, run: run.runId, status: state.status }),
+      (e: unknown) => this.options.logger.warn('run handed over', { workflow: run.workflow, run: run.runId, err: e }),
+    ).finally(() => this.runs.delete(run));
+  }
+
+  /** Runs whose earlier controller died (a journal, no live process): continued here. */
+  private async recoverRuns(): Promise<void> {
+    const { app, logger } = this.options;
+    for (const runId of await app.live.journalIds()) {
+      if ((await app.live.get(runId)) !== undefined) continue;
+      try {
+        const r = await app.recover(runId);
+        if ('engine' in r) {
+          this.track(r);
+          logger.info('run recovered from its journal', { workflow: r.workflow, run: runId });
+        } else logger.info('finished run recorded from its journal', { workflow: r.workflow, run: runId });
+      } catch (e) {
+        logger.error('a run left by an earlier controller could not be recovered (caravan recover it by hand)', { run: runId, err: e });
+      }
+    }
+  }
+
+  private async record(report: SyncReport): Promise<void> {
+    const { app, logger, registry } = this.options;
+    const summary = `sync ${report.commit.slice(0, 12)}: ${report.status}; ${report.jobs.created.length} created, ${report.jobs.updated.length} updated, ${report.jobs.pruned.length} pruned, ${report.jobs.failed.length} failed, ${report.drift.length} drifted, ${report.runs.length} runs`;
+    try {
+      await app.audit.writeSync(report.commit, report, summary, [`Status: ${report.status}`, `Controller: ${report.controller}`]);
+    } catch (e) {
+      logger.error('could not record the sync report on the audit branch', { commit: report.commit, err: e });
+    }
+    if (registry === undefined) return;
+    try {
+      await registry.putKey(`caravan/sync/${report.commit}`, JSON.stringify(report));
+      await registry.putKey('caravan/sync-last', JSON.stringify({ commit: report.commit, status: report.status, at: report.startedAt }));
+      const keys = (await registry.listKeys('caravan/sync/')).sort();
+      // Only the newest reports stay in Consul; Git has them all. Keys sort by commit, not
+      // time, so the order comes from each report's start.
+      if (keys.length > KEPT_IN_REGISTRY) {
+        const dated: Array<{ key: string; at: string }> = [];
+        for (const key of keys) {
+          const v = await registry.getKey(key);
+          dated.push({ key, at: v !== undefined ? ((JSON.parse(v.value) as { startedAt?: string }).startedAt ?? '') : '' });
+        }
+        dated.sort((a, b) => (a.at < b.at ? -1 : 1));
+        for (const d of dated.slice(0, dated.length - KEPT_IN_REGISTRY)) await registry.deleteKey(d.key);
+      }
+    } catch (e) {
+      logger.error('could not mirror the sync report to the registry', { commit: report.commit, err: e });
+    }
+  }
+
+  private async readState(): Promise<string | undefined> {
+    try {
+      const s = JSON.parse(await readFile(this.statePath, 'utf8')) as { head?: unknown };
+      return typeof s.head === 'string' ? s.head : undefined;
+    } catch {
+      // No state yet: this controller has not synced this branch before.
+      return undefined;
+    }
+  }
+
+  private async writeState(head: string): Promise<void> {
+    await mkdir(join(this.statePath, '..'), { recursive: true });
+    await writeFile(this.statePath, JSON.stringify({ head, at: new Date().toISOString() }) + '\n');
+  }
+}
+
+function hasNews(r: SyncReport): boolean {
+  return r.status !== 'synced' || r.jobs.created.length + r.jobs.updated.length + r.jobs.pruned.length + r.drift.length + r.runs.length > 0;
+}
+
+/** A push trigger's run id: the commit's time and a hash of the workflow and the commit. */
+export function pushRunId(workflow: string, commit: string, committedAtS: number): string {
+  const at = new Date(committedAtS * 1000);
+  const p = (n: number): string => String(n).padStart(2, '0');
+  const stamp = `${at.getUTCFullYear()}${p(at.getUTCMonth() + 1)}${p(at.getUTCDate())}-${p(at.getUTCHours())}${p(at.getUTCMinutes())}${p(at.getUTCSeconds())}`;
+  return `${stamp}-${createHash('sha256').update(`${workflow}@push:${commit}`).digest('hex').slice(0, 6)}`;
+}

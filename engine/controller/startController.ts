@@ -1,0 +1,138 @@
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { CaravanApp, type CaravanAppOptions } from '../app/CaravanApp.js';
+import { CaravanError } from '../errors/CaravanError.js';
+import { packageRoot } from '../packageRoot.js';
+import type { Logger } from '../run/Logger.js';
+import type { Registry } from '../run/Registry.js';
+import { Controller, type SyncReport } from './Controller.js';
+import { ControllerServer } from './ControllerServer.js';
+import { Reconciler } from './Reconciler.js';
+
+export interface ControllerConfig {
+  /** The repository the controller watches, and where it records runs and syncs. */
+  repoDir: string;
+  branch?: string;
+  workflowsDir?: string;
+  intervalMs?: number;
+  /** host:port for /health, /ready and the webhook; undefined: no listener. */
+  listen?: { host: string; port: number };
+  webhookSecret?: string;
+  prune?: boolean;
+  selfHeal?: boolean;
+  backend?: 'local' | 'nomad';
+  bus?: 'memory' | 'nats';
+  /** 'consul' (at $CONSUL_HTTP_ADDR) or a registry given here (tests). */
+  registry?: 'consul' | Registry;
+  agentCommand?: string[];
+  identity?: string;
+  logger: Logger;
+  onSync?: (report: SyncReport) => void;
+  /** Extra application options (tests: a clock, a parallelism). */
+  app?: Partial<CaravanAppOptions>;
+}
+
+/** A running controller process: its loop, its listener, and the way to stop both. */
+export interface RunningController {
+  controller: Controller;
+  app: CaravanApp;
+  server: ControllerServer | undefined;
+  /** SIGTERM's path: the sync under way finishes, runs are handed over, the listener closes. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Opens everything a controller needs, once: the application layer on the configured
+ * backends (its runs do not register jobs: the reconciler does, with ownership and
+ * check-and-set), the reconciler when Nomad is the backend, the loop and the listener.
+ */
+export async function startController(config: ControllerConfig): Promise<RunningController> {
+  const identity = config.identity ?? `${hostname()}-${process.pid}`;
+  const logger = config.logger.child({ controller: identity });
+  if (config.backend === 'nomad' && config.bus !== 'nats') throw new CaravanError('USAGE', 'tasks on Nomad report over NATS: use --backend nomad with --bus nats');
+  const app = new CaravanApp({
+    repoDir: config.repoDir,
+    logger,
+    registerJobs: false,
+    ...(config.backend !== undefined ? { backend: config.backend } : {}),
+    ...(config.bus !== undefined ? { bus: config.bus } : {}),
+    ...(config.registry !== undefined ? { registry: config.registry } : {}),
+    ...(config.agentCommand !== undefined ? { agentCommand: config.agentCommand } : {}),
+    ...(config.workflowsDir !== undefined ? { workflowsDir: config.workflowsDir } : {}),
+    ...config.app,
+  });
+  let reconciler: Reconciler | undefined;
+  if (config.backend === 'nomad') {
+    const { NomadClient } = await import('../nomad/NomadClient.js');
+    const { natsConnectionOptions } = await import('../nats/natsConnectionOptions.js');
+    const servers = (await natsConnectionOptions()).servers;
+    const natsServers = Array.isArray(servers) ? servers.map(String) : [String(servers)];
+    reconciler = new Reconciler({
+      cluster: new NomadClient(),
+      repo: repoName(config.repoDir),
+      controller: identity,
+      // The same agent command and environment a run registers with, so the jobs are the same.
+      compile: { agentCommand: config.agentCommand ?? [process.execPath, join(packageRoot(), 'bin', 'caravan.js'), 'agent'], agentEnv: { NATS_URL: natsServers.join(',') } },
+      prune: config.prune === true,
+      selfHeal: config.selfHeal === true,
+      logger,
+    });
+  }
+  const registry = await app.registry();
+  const controller = new Controller({
+    app,
+    repoDir: config.repoDir,
+    branch: config.branch ?? 'main',
+    workflowsDir: config.workflowsDir ?? 'workflows',
+    intervalMs: config.intervalMs ?? 30_000,
+    ...(reconciler !== undefined ? { reconciler } : {}),
+    ...(registry !== undefined ? { registry } : {}),
+    identity,
+    logger,
+    ...(config.onSync !== undefined ? { onSync: config.onSync } : {}),
+  });
+  let server: ControllerServer | undefined;
+  try {
+    if (config.listen !== undefined) {
+      server = await ControllerServer.start({
+        host: config.listen.host,
+        port: config.listen.port,
+        ...(config.webhookSecret !== undefined ? { webhookSecret: config.webhookSecret } : {}),
+        logger,
+        readiness: async () => {
+          const s = controller.status();
+          const details = { head: s.head, lastSync: s.lastSync !== undefined ? { commit: s.lastSync.commit, status: s.lastSync.status, at: s.lastSync.startedAt } : null, error: s.error ?? null, runs: s.runs };
+          return { ready: s.lastSync !== undefined && s.lastSync.status !== 'failed', details };
+        },
+        onPush: (push) => {
+          // A push to another branch is no reason to sync this one.
+          if (push.ref === `refs/heads/${config.branch ?? 'main'}`) controller.nudge(`webhook ${push.deliveryId ?? ''} ${push.after.slice(0, 12)}`.trim());
+        },
+      });
+    }
+    await controller.start();
+  } catch (e) {
+    await controller.stop().catch(() => undefined);
+    await server?.close();
+    await app.close();
+    throw e;
+  }
+  logger.info('controller started', { repo: config.repoDir, branch: config.branch ?? 'main', listen: server?.url, backend: config.backend ?? 'local', prune: config.prune === true, selfHeal: config.selfHeal === true });
+  let stopping: Promise<void> | undefined;
+  return {
+    controller,
+    app,
+    server,
+    stop: () => (stopping ??= (async () => {
+      await controller.stop();
+      await server?.close();
+      await app.close();
+      logger.info('controller stopped', {});
+    })()),
+  };
+}
+
+/** The repository's name in job meta: its directory's absolute path (a URL, for a remote). */
+function repoName(dir: string): string {
+  return dir;
+}
