@@ -8,12 +8,15 @@ import { resolveGitDirs } from '../audit/resolveGitDirs.js';
 import { CaravanError } from '../errors/CaravanError.js';
 import { changedPaths } from '../gitops/changedPaths.js';
 import { readTreeAtCommit } from '../gitops/readTreeAtRef.js';
+import { FileKeyValue } from '../local/FileKeyValue.js';
 import type { Logger } from '../run/Logger.js';
-import type { Registry } from '../run/Registry.js';
+import type { KeyValue, Registry } from '../run/Registry.js';
 import { validateSources, type FileResult } from '../spec/validateWorkflows.js';
 import type { Workflow } from '../spec/Workflow.js';
 import { pushFires } from './pushTriggers.js';
 import type { Reconciler, ReconcileResult } from './Reconciler.js';
+import { ScheduleState } from './ScheduleState.js';
+import { dueFires, nextFire, scheduledRunId, SCHEDULE_DEFAULTS, type ScheduleSpec } from './ScheduleTrigger.js';
 
 /** The controller's record of one sync: committed to the audit branch and mirrored to the registry. */
 export interface SyncReport {
@@ -53,6 +56,29 @@ export interface ControllerOptions {
   logger: Logger;
   /** Called after every sync (tests, the HTTP API's last-sync view). */
   onSync?: (report: SyncReport) => void;
+  /**
+   * Durable state (each schedule's last fire): the registry when there is one (Consul: it
+   * survives a change of leader), else files under .git/caravan/kv.
+   */
+  state?: KeyValue;
+  /** The time schedules are judged by (tests). */
+  now?: () => number;
+}
+
+/** A schedule trigger of a workflow at the synced commit. */
+interface Schedule {
+  workflow: Workflow;
+  source: string;
+  commit: string;
+  /** Its position among the workflow's triggers: its state's key. */
+  index: number;
+  spec: ScheduleSpec & { params?: Record<string, unknown> };
+}
+
+/** What one schedule has going: its runs still running, and a fire held back (buffer-one). */
+interface ScheduleRuns {
+  running: Set<StartedRun>;
+  buffered?: Date;
 }
 
 /** Sync reports kept in the registry (all are kept in Git). */
@@ -74,12 +100,23 @@ export class Controller {
   private last: SyncReport | undefined;
   private lastError: string | undefined;
   private readonly runs = new Set<StartedRun>();
+  /** Each workflow's file at the synced commit. */
+  private readonly files = new Map<string, string>();
   private readonly statePath: string;
   /** The text of each workflow file at the commit being synced. */
   private readonly sources = new Map<string, string>();
+  private schedules: Schedule[] = [];
+  private readonly scheduleRuns = new Map<string, ScheduleRuns>();
+  private scheduleTimer: NodeJS.Timeout | undefined;
+  private firing: Promise<unknown> = Promise.resolve();
+  private readonly scheduleState: ScheduleState;
+  private readonly now: () => number;
 
   constructor(private readonly options: ControllerOptions) {
-    this.statePath = join(resolveGitDirs(options.repoDir).gitdir, 'caravan', 'controller', `${options.branch.replace(/[^A-Za-z0-9._-]/g, '_')}.json`);
+    const gitdir = resolveGitDirs(options.repoDir).gitdir;
+    this.statePath = join(gitdir, 'caravan', 'controller', `${options.branch.replace(/[^A-Za-z0-9._-]/g, '_')}.json`);
+    this.scheduleState = new ScheduleState(options.state ?? options.registry ?? new FileKeyValue(join(gitdir, 'caravan', 'kv')));
+    this.now = options.now ?? Date.now;
   }
 
   /** Picks up unfinished runs of an earlier controller, syncs once, then keeps watching. */
@@ -109,7 +146,9 @@ export class Controller {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
+    if (this.scheduleTimer !== undefined) clearTimeout(this.scheduleTimer);
     await this.running;
+    await this.firing;
     const runs = [...this.runs];
     for (const r of runs) r.engine.relinquish(new CaravanError('INTERRUPTED', `the controller stopped; the next one recovers run ${r.runId}`, { data: { runId: r.runId } }));
     await Promise.allSettled(runs.map((r) => r.done));
@@ -188,6 +227,7 @@ export class Controller {
         this.lastNomadIndex = 0;
       }
       if (head !== this.lastHead) report.runs = await this.firePush(head, files, commit.committer.timestamp);
+      this.collectSchedules(head, files);
       report.status = report.invalid.length > 0 || report.jobs.failed.length > 0 ? 'partial' : 'synced';
       this.lastError = report.invalid.length > 0 ? `${report.invalid.length} invalid workflow file(s) at ${head.slice(0, 12)}: ${report.invalid.map((i) => i.file).join(', ')}` : undefined;
     } catch (e) {
@@ -205,6 +245,121 @@ export class Controller {
     if (firstOfHead || hasNews(report)) await this.record(report);
     logger.info('synced', { reason, commit: head, status: report.status, created: report.jobs.created.length, updated: report.jobs.updated.length, pruned: report.jobs.pruned.length, failed: report.jobs.failed.length, drift: report.drift.length, runs: report.runs.length, invalid: report.invalid.length, durationMs: report.durationMs });
     this.options.onSync?.(report);
+    this.armSchedules();
+  }
+
+  /** The schedule triggers of the valid workflows at the synced commit (an invalid one keeps its previous ones). */
+  private collectSchedules(commit: string, files: readonly FileResult[]): void {
+    const invalid = new Set(files.filter((f) => f.workflow === undefined).map((f) => f.file));
+    const kept = this.schedules.filter((s) => invalid.has(this.fileOf(s.workflow.metadata.name) ?? ''));
+    const next: Schedule[] = [...kept];
+    for (const f of files) {
+      const wf = f.workflow;
+      if (wf === undefined) continue;
+      this.files.set(wf.metadata.name, f.file);
+      (wf.spec.triggers ?? []).forEach((t, index) => {
+        if (t.schedule !== undefined) next.push({ workflow: wf, source: this.sources.get(f.file) ?? '', commit, index, spec: t.schedule });
+      });
+    }
+    this.schedules = next;
+  }
+
+  private fileOf(workflow: string): string | undefined {
+    return this.files.get(workflow);
+  }
+
+  /** Wakes at the next scheduled time of any schedule (at most a minute away, so clock jumps are caught). */
+  private armSchedules(): void {
+    if (this.stopped) return;
+    if (this.scheduleTimer !== undefined) clearTimeout(this.scheduleTimer);
+    const now = this.now();
+    let soonest = now + 60_000;
+    for (const s of this.schedules) {
+      const at = nextFire(s.spec, new Date(now));
+      if (at !== undefined) soonest = Math.min(soonest, at.getTime());
+    }
+    // A little after the time, so that it is in (lastFire, now].
+    this.scheduleTimer = setTimeout(() => {
+      void this.fireSchedules().finally(() => this.armSchedules());
+    }, Math.max(0, soonest - now) + 50);
+    this.scheduleTimer.unref();
+  }
+
+  /**
+   * Fires every schedule whose time has come (per its catch-up policy), each scheduled time
+   * at most once: its run id is derived from the workflow and the time, and the last fire is
+   * recorded with check-and-set after the run started. A schedule seen for the first time
+   * starts from now. Returns the runs started.
+   */
+  fireSchedules(at?: Date): Promise<Array<{ workflow: string; runId: string; at: string }>> {
+    const run = this.firing.then(() => this.fireDue(at ?? new Date(this.now())));
+    this.firing = run.catch(() => undefined);
+    return run;
+  }
+
+  private async fireDue(now: Date): Promise<Array<{ workflow: string; runId: string; at: string }>> {
+    const { logger } = this.options;
+    const started: Array<{ workflow: string; runId: string; at: string }> = [];
+    for (const s of this.schedules) {
+      const name = s.workflow.metadata.name;
+      try {
+        const last = await this.scheduleState.lastFire(name, s.index);
+        const due = dueFires(s.spec, last?.at, now);
+        if (last === undefined && due.length === 0) {
+          await this.scheduleState.recordFire(name, s.index, now, 0);
+          logger.info('schedule seen for the first time: it fires from its next time on', { workflow: name, trigger: s.index, cron: s.spec.cron });
+          continue;
+        }
+        for (const at of due) {
+          const runId = await this.fireOne(s, at);
+          if (runId !== undefined) started.push({ workflow: name, runId, at: at.toISOString() });
+        }
+        if (due.length > 0 && !(await this.scheduleState.recordFire(name, s.index, due.at(-1)!, last?.index ?? 0))) {
+          logger.warn('another controller recorded this schedule meanwhile; its run ids keep a time from starting twice', { workflow: name, trigger: s.index });
+        }
+      } catch (e) {
+        logger.error('a schedule could not fire', { workflow: name, trigger: s.index, err: e });
+      }
+    }
+    return started;
+  }
+
+  /** One scheduled time, under the schedule's overlap policy; returns the run id if a run started. */
+  private async fireOne(s: Schedule, at: Date): Promise<string | undefined> {
+    const name = s.workflow.metadata.name;
+    const key = `${name}#${s.index}`;
+    const runs = this.scheduleRuns.get(key) ?? { running: new Set<StartedRun>() };
+    this.scheduleRuns.set(key, runs);
+    const overlap = s.spec.overlap ?? SCHEDULE_DEFAULTS.overlap;
+    const log = { workflow: name, trigger: s.index, scheduledAt: at.toISOString(), overlap };
+    if (runs.running.size > 0) {
+      if (overlap === 'skip') {
+        this.options.logger.info('scheduled time skipped: the previous run of this schedule is still running (overlap: skip)', log);
+        return undefined;
+      }
+      if (overlap === 'buffer-one') {
+        if (runs.buffered === undefined) this.options.logger.info('scheduled time held until the running run ends (overlap: buffer-one)', log);
+        else this.options.logger.info('scheduled time dropped: one is already held (overlap: buffer-one)', log);
+        runs.buffered ??= at;
+        return undefined;
+      }
+      if (overlap === 'cancel-running') {
+        for (const r of runs.running) r.engine.cancel(`schedule ${at.toISOString()} (overlap: cancel-running)`);
+      }
+    }
+    const runId = scheduledRunId(name, at);
+    const run = await this.startRun(s.workflow, s.source, runId, `schedule:${at.toISOString()}`, s.commit, s.spec.params ?? {});
+    if (run === undefined) return undefined;
+    runs.running.add(run);
+    void run.done.catch(() => undefined).finally(() => {
+      runs.running.delete(run);
+      const held = runs.buffered;
+      if (held !== undefined && runs.running.size === 0 && !this.stopped) {
+        runs.buffered = undefined;
+        void this.fireOne(s, held);
+      }
+    });
+    return runId;
   }
 
   /** The workflow files at a commit, validated, and their text (a run keeps the definition it ran). */
@@ -249,26 +404,26 @@ export class Controller {
       if (wf === undefined || !pushFires(wf, this.options.branch, changed)) continue;
       const runId = pushRunId(wf.metadata.name, head, committedAt);
       const started = await this.startRun(wf, this.sources.get(f.file) ?? '', runId, `push:${head}`, head);
-      if (started) out.push({ workflow: wf.metadata.name, runId, trigger: 'push' });
+      if (started !== undefined) out.push({ workflow: wf.metadata.name, runId, trigger: 'push' });
     }
     return out;
   }
 
-  private async startRun(workflow: Workflow, source: string, runId: string, trigger: string, commit: string): Promise<boolean> {
+  private async startRun(workflow: Workflow, source: string, runId: string, trigger: string, commit: string, params: Record<string, unknown> = {}): Promise<StartedRun | undefined> {
     const { app, logger } = this.options;
     const log = { workflow: workflow.metadata.name, run: runId, trigger };
     try {
-      const run = await app.startLoaded({ workflow, source }, {}, { trigger, commit, runId });
+      const run = await app.startLoaded({ workflow, source }, params, { trigger, commit, runId });
       this.track(run);
       logger.info('run started by a trigger', log);
-      return true;
+      return run;
     } catch (e) {
       if (e instanceof CaravanError && e.code === 'RUN_SKIPPED') {
         logger.info(e.data?.['duplicate'] === true ? 'run exists already: not started twice' : 'run skipped by the concurrency policy', { ...log, reason: e.message });
-        return false;
+        return undefined;
       }
       logger.error('a trigger could not start its run', { ...log, err: e });
-      return false;
+      return undefined;
     }
   }
 

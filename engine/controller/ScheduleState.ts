@@ -1,5 +1,5 @@
 import { CaravanError } from '../errors/CaravanError.js';
-import type { Registry } from '../run/Registry.js';
+import type { KeyValue } from '../run/Registry.js';
 
 interface Stored {
   at: string;
@@ -13,7 +13,7 @@ interface Stored {
  */
 export class ScheduleState {
   constructor(
-    private readonly registry: Registry,
+    private readonly registry: KeyValue,
     private readonly prefix = 'caravan/schedules',
   ) {}
 

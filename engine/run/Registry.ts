@@ -72,3 +72,6 @@ function keyProblem(key: string, kind: 'key' | 'prefix'): string | undefined {
   if (segments.some((s) => s === '' || s === '.' || s === '..')) return "must not contain empty, '.' or '..' segments";
   return undefined;
 }
+
+/** The registry's key-value part alone: what durable controller state needs (FileKeyValue has it too). */
+export type KeyValue = Pick<Registry, 'getKey' | 'putKey' | 'deleteKey' | 'listKeys'>;
