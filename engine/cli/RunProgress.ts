@@ -91,6 +91,8 @@ function plainLine(e: RunEvent, state: RunState): string | undefined {
       return `${at} ${e.task} approved by ${e.by}`;
     case 'approval.rejected':
       return `${at} ${e.task} rejected by ${e.by}${e.reason !== undefined ? `: ${e.reason}` : ''}`;
+    case 'approval.refused':
+      return `${at} ${e.task}: decision by ${e.by} refused: ${e.reason}`;
     case 'compensation.started':
       return `${at} compensating ${e.task.replace(/:compensate$/, '')}`;
     case 'compensation.finished':

@@ -7,6 +7,7 @@ import type { CaravanApp, StartedRun } from '../app/CaravanApp.js';
 import { resolveGitDirs } from '../audit/resolveGitDirs.js';
 import { CaravanError } from '../errors/CaravanError.js';
 import { changedPaths } from '../gitops/changedPaths.js';
+import { readApproval } from '../gitops/readApproval.js';
 import { readTreeAtCommit } from '../gitops/readTreeAtRef.js';
 import { FileKeyValue } from '../local/FileKeyValue.js';
 import type { Logger } from '../run/Logger.js';
@@ -40,6 +41,8 @@ export interface SyncReport {
   prune: ReconcileResult['prune'];
   /** Runs this commit started (push triggers). */
   runs: Array<{ workflow: string; runId: string; trigger: string }>;
+  /** Decisions committed as approvals/<run-id>/<task>.yaml, and what became of each. */
+  approvals: Array<{ file: string; runId: string; task: string; decision: 'approve' | 'reject'; author: string; commit: string; outcome: 'applied' | 'refused' | 'not-live' }>;
 }
 
 export interface ControllerOptions {
@@ -214,6 +217,7 @@ export class Controller {
       drift: [],
       prune: { enabled: false, candidates: [] },
       runs: [],
+      approvals: [],
     };
     try {
       if (this.options.reconciler !== undefined) {
@@ -226,7 +230,10 @@ export class Controller {
         report.invalid = files.filter((f) => f.workflow === undefined).map((f) => ({ file: f.file, errors: f.diagnostics.filter((d) => d.severity === 'error').map((d) => d.message) }));
         this.lastNomadIndex = 0;
       }
-      if (head !== this.lastHead) report.runs = await this.firePush(head, files, commit.committer.timestamp);
+      if (head !== this.lastHead) {
+        report.runs = await this.firePush(head, files, commit.committer.timestamp);
+        report.approvals = await this.applyApprovals(head);
+      }
       this.collectSchedules(head, files);
       report.status = report.invalid.length > 0 || report.jobs.failed.length > 0 ? 'partial' : 'synced';
       this.lastError = report.invalid.length > 0 ? `${report.invalid.length} invalid workflow file(s) at ${head.slice(0, 12)}: ${report.invalid.map((i) => i.file).join(', ')}` : undefined;
@@ -409,6 +416,51 @@ export class Controller {
     return out;
   }
 
+  /**
+   * Approval files added or changed since the last synced commit, handed to the runs live in
+   * this controller. Who decided is the author of the commit that last changed the file (the
+   * file's own `by` is what they wrote, not who they are): a gate with `approvers` takes the
+   * decision only if the author's email or name is listed, and records a refusal otherwise.
+   */
+  private async applyApprovals(head: string): Promise<SyncReport['approvals']> {
+    const previous = this.lastHead;
+    if (previous === undefined) return [];
+    const { logger, repoDir } = this.options;
+    const gitdir = resolveGitDirs(repoDir).commonDir;
+    const out: SyncReport['approvals'] = [];
+    for (const file of (await changedPaths(repoDir, previous, head)).filter((p) => p.startsWith('approvals/'))) {
+      let bytes: Uint8Array;
+      try {
+        bytes = (await git.readBlob({ fs, gitdir, oid: head, filepath: file })).blob;
+      } catch {
+        // Removed in this push: a decision cannot be taken back.
+        continue;
+      }
+      const read = bytes.length > 64 * 1024 ? undefined : readApproval(file, bytes);
+      if (read === undefined || !read.ok) {
+        logger.warn('approval file invalid: ignored', { file, commit: head, problems: read === undefined ? ['larger than 64 KiB'] : read.diagnostics.map((d) => `line ${d.line}: ${d.message}`) });
+        continue;
+      }
+      const a = read.approval;
+      const [last] = await git.log({ fs, gitdir, ref: head, filepath: file, depth: 1 });
+      const author = last?.commit.author ?? { name: 'unknown', email: 'unknown' };
+      const commit = last?.oid ?? head;
+      const entry = { file, runId: a.runId, task: a.task, decision: a.decision, author: `${author.name} <${author.email}>`, commit };
+      const run = [...this.runs].find((r) => r.runId === a.runId);
+      if (run === undefined) {
+        logger.warn('approval for a run that is not live in this controller: ignored', { file, run: a.runId, task: a.task });
+        out.push({ ...entry, outcome: 'not-live' });
+        continue;
+      }
+      const by = `${author.email} (commit ${commit.slice(0, 12)})`;
+      const identities = [author.email, author.name];
+      const ok = a.decision === 'approve' ? run.engine.approve(a.task, by, identities) : run.engine.reject(a.task, by, a.reason, identities);
+      logger.info(ok ? 'approval from Git applied' : 'approval from Git not applied (refused, or the gate is not waiting)', { workflow: run.workflow, run: a.runId, task: a.task, decision: a.decision, by });
+      out.push({ ...entry, outcome: ok ? 'applied' : 'refused' });
+    }
+    return out;
+  }
+
   private async startRun(workflow: Workflow, source: string, runId: string, trigger: string, commit: string, params: Record<string, unknown> = {}): Promise<StartedRun | undefined> {
     const { app, logger } = this.options;
     const log = { workflow: workflow.metadata.name, run: runId, trigger };
@@ -498,7 +550,7 @@ export class Controller {
 }
 
 function hasNews(r: SyncReport): boolean {
-  return r.status !== 'synced' || r.jobs.created.length + r.jobs.updated.length + r.jobs.pruned.length + r.drift.length + r.runs.length > 0;
+  return r.status !== 'synced' || r.jobs.created.length + r.jobs.updated.length + r.jobs.pruned.length + r.drift.length + r.runs.length + r.approvals.length > 0;
 }
 
 /** A push trigger's run id: the commit's time and a hash of the workflow and the commit. */

@@ -185,12 +185,29 @@ export class RunEngine {
     this.step();
   }
 
-  approve(task: string, by: string): boolean {
+  /**
+   * Approves a gate. `identities` are who the caller is (an OS user, a commit author's email
+   * and name; default `by`): a gate with `approvers` takes a decision only from one of them,
+   * and records any other as approval.refused (false is returned, and the gate keeps waiting).
+   */
+  approve(task: string, by: string, identities: readonly string[] = [by]): boolean {
+    if (this.refused(task, by, identities)) return false;
     return this.control({ runId: this.deps.runId, at: this.deps.clock.now(), type: 'approval.granted', task, by });
   }
 
-  reject(task: string, by: string, reason?: string): boolean {
+  /** Rejects a gate; `approvers` apply as for approve(). */
+  reject(task: string, by: string, reason?: string, identities: readonly string[] = [by]): boolean {
+    if (this.refused(task, by, identities)) return false;
     return this.control({ runId: this.deps.runId, at: this.deps.clock.now(), type: 'approval.rejected', task, by, ...(reason !== undefined ? { reason } : {}) });
+  }
+
+  private refused(task: string, by: string, identities: readonly string[]): boolean {
+    const inst = this.state.instances.get(task);
+    const approvers = inst !== undefined ? this.deps.plan.tasks.get(inst.task)?.spec.approval?.approvers : undefined;
+    if (approvers === undefined || approvers.length === 0 || identities.some((i) => approvers.includes(i))) return false;
+    const reason = `not in the approvers of ${task} (${approvers.join(', ')})`;
+    this.control({ runId: this.deps.runId, at: this.deps.clock.now(), type: 'approval.refused', task, by, reason });
+    return true;
   }
 
   pause(by: string): boolean {
@@ -291,6 +308,9 @@ export class RunEngine {
       case 'approval.granted':
       case 'approval.rejected':
         this.log.info(e.type === 'approval.granted' ? 'approval granted' : 'approval rejected', { task: e.task, by: e.by, reason: e.type === 'approval.rejected' ? e.reason : undefined });
+        return;
+      case 'approval.refused':
+        this.log.warn('approval refused', { task: e.task, by: e.by, reason: e.reason });
         return;
       case 'run.paused':
         this.log.info('run paused', { by: e.by });

@@ -41,6 +41,8 @@ export type RunEvent =
   | (Base & { type: 'approval.requested'; task: string; timeoutAt?: number; message?: string })
   | (Base & { type: 'approval.granted'; task: string; by: string })
   | (Base & { type: 'approval.rejected'; task: string; by: string; reason?: string })
+  /** A decision from someone not in the gate's `approvers`: recorded, and the gate keeps waiting. */
+  | (Base & { type: 'approval.refused'; task: string; by: string; reason: string })
   | (Base & { type: 'compensation.started'; task: string; attempt: number })
   | (Base & { type: 'compensation.finished'; task: string; attempt: number; ok: boolean; error?: string })
   | (Base & { type: 'breaker.opened'; key: string; until: number })

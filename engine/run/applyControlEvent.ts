@@ -47,6 +47,9 @@ export function applyControlEvent(state: RunState, plan: RunPlan, e: ControlEven
       instanceDone(state, plan, inst);
       return true;
     }
+    case 'approval.refused':
+      // Nothing changes: recorded only while the gate waits, so a refusal is never out of place.
+      return state.instances.get(e.task)?.status === 'waiting';
     case 'run.paused':
       if (state.status === 'running') state.status = 'paused';
       return true;

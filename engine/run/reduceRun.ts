@@ -91,6 +91,7 @@ function apply(state: RunState, plan: RunPlan, e: RunEvent): boolean {
     case 'approval.requested':
     case 'approval.granted':
     case 'approval.rejected':
+    case 'approval.refused':
     case 'run.paused':
     case 'run.resumed':
     case 'run.cancelled':

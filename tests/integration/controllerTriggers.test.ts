@@ -124,3 +124,39 @@ describe('the controller on the embedded default (local executor, no servers)', 
     expect(ready.details.error).toMatch(/workflows\/broken\.yaml/);
   });
 });
+
+describe('approvals committed to the watched branch', () => {
+  it('are taken only from a commit author listed in approvers; a refusal is recorded and the gate keeps waiting', async () => {
+    const gated = workflow('gated', '  triggers:\n    - push: { paths: ["src/**"] }\n  tasks:\n    - { name: gate, approval: { approvers: [alice@example.com], timeout: 1h } }\n    - { name: after, needs: [gate], run: "echo after >> after.log" }\n');
+    const dir = await tempRepo({ 'gated.yaml': gated });
+    await writeFile(join(dir, '.gitignore'), 'after.log\n');
+    const { ctl, reports } = await start(dir);
+    await commit(dir, { 'src/x.c': '1\n' }, 'source');
+    await ctl.controller.syncNow('test');
+    const runId = reports.at(-1)!.runs[0]!.runId;
+    const decision = 'apiVersion: caravan/v1\nkind: Approval\ndecision: approve\nby: alice\n';
+    await mkdir(join(dir, 'approvals', runId), { recursive: true });
+    await writeFile(join(dir, 'approvals', runId, 'gate.yaml'), decision);
+    await git(dir, 'add', '-A');
+    // The file says alice; the commit is bob's: bob is who decided.
+    await git(dir, '-c', 'user.email=bob@example.com', '-c', 'user.name=Bob', 'commit', '-q', '-m', 'approve as bob');
+    await ctl.controller.syncNow('test');
+    expect(reports.at(-1)!.approvals).toEqual([expect.objectContaining({ runId, task: 'gate', decision: 'approve', author: 'Bob <bob@example.com>', outcome: 'refused' })]);
+    expect(ctl.controller.status().runs).toBe(1);
+
+    await writeFile(join(dir, 'approvals', runId, 'gate.yaml'), decision + 'reason: checked\n');
+    await git(dir, 'add', '-A');
+    await git(dir, '-c', 'user.email=alice@example.com', '-c', 'user.name=Alice', 'commit', '-q', '-m', 'approve as alice');
+    await ctl.controller.syncNow('test');
+    expect(reports.at(-1)!.approvals).toEqual([expect.objectContaining({ outcome: 'applied', author: 'Alice <alice@example.com>' })]);
+    await until('the approved run to finish', async () => (JSON.parse((await cli(dir, 'status', runId, '--json')).out || '{}') as { status?: string }).status === 'succeeded');
+    await until('the final record on the audit branch', async () => (await ctl.app.audit.readRun(runId))?.events.some((e) => e.type === 'run.succeeded') === true);
+    const events = (await ctl.app.audit.readRun(runId))!.events;
+    expect(events.filter((e) => e.type.startsWith('approval.')).map((e) => [e.type, 'by' in e ? e.by : ''])).toEqual([
+      ['approval.requested', ''],
+      ['approval.refused', expect.stringMatching(/^bob@example\.com \(commit [0-9a-f]{12}\)$/)],
+      ['approval.granted', expect.stringMatching(/^alice@example\.com \(commit [0-9a-f]{12}\)$/)],
+    ]);
+    expect(await readFile(join(dir, 'after.log'), 'utf8')).toBe('after\n');
+  });
+});
