@@ -232,7 +232,8 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .command('demo')
     .description("run Caravan's main job on the embedded default, in a scratch repository, and show the audit log")
     .option('--keep', 'keep the scratch repository', false)
-    .action(async (opts: { keep: boolean }) => {
+    .option('--gitops', 'show the GitOps loop instead: a controller watching the scratch repository runs a workflow on git commit', false)
+    .action(async (opts: { keep: boolean; gitops: boolean }) => {
       exit = await demoCommand(io, opts);
     });
 
