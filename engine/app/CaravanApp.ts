@@ -189,6 +189,14 @@ export class CaravanApp {
     return { runId, workflow: workflow.metadata.name, recorded: { state, auditCommit } };
   }
 
+  /**
+   * The process's leader lock (with the `leader` option), opening the backends if need be:
+   * the controller holds it for its whole term, and its runs share the term.
+   */
+  async leadership(): Promise<Leadership | undefined> {
+    return (await this.openSupervisor()).leadership;
+  }
+
   /** The process's registry (Consul, or the one given), opening the backends if need be. */
   async registry(): Promise<Registry | undefined> {
     return (await this.openBackends()).registry;

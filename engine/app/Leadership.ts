@@ -15,6 +15,8 @@ interface Term {
   lost?: CaravanError;
   engines: Set<RunEngine>;
   stop: () => Promise<void>;
+  /** Told at once when this term's lock is lost (the controller stops its own leader work). */
+  listeners: Set<(e: CaravanError) => void>;
 }
 
 /**
@@ -48,6 +50,21 @@ export class Leadership {
     if (term.lost !== undefined) engine.relinquish(term.lost);
   }
 
+  /**
+   * Calls `listener` at once if the current term's lock is (or gets) lost; returns the way to
+   * stop listening. The controller stops syncing and firing triggers with it.
+   */
+  onLost(listener: (e: CaravanError) => void): () => void {
+    const term = this.term;
+    if (term === undefined) return () => undefined;
+    if (term.lost !== undefined) {
+      listener(term.lost);
+      return () => undefined;
+    }
+    term.listeners.add(listener);
+    return () => term.listeners.delete(listener);
+  }
+
   unlead(engine: RunEngine): void {
     this.term?.engines.delete(engine);
   }
@@ -64,7 +81,7 @@ export class Leadership {
 
   private campaign(): Term {
     let elected!: () => void;
-    const term: Term = { ready: new Promise<void>((r) => { elected = r; }), engines: new Set(), stop: async () => undefined };
+    const term: Term = { ready: new Promise<void>((r) => { elected = r; }), engines: new Set(), stop: async () => undefined, listeners: new Set() };
     const key = this.options.key ?? 'caravan/leader';
     term.stop = this.registry.elect({
       key,
@@ -76,6 +93,7 @@ export class Leadership {
         const runs = [...term.engines].map((e) => e.state.runId);
         term.lost = new CaravanError('LEADERSHIP_LOST', `lost the leader lock ${key} (${why}); stopped scheduling. The next leader recovers the run${runs.length === 1 ? '' : 's'}: caravan recover ${runs.join(' ')}`, { data: { key, runs } });
         for (const e of term.engines) e.relinquish(term.lost);
+        for (const l of term.listeners) l(term.lost);
       },
     });
     return term;

@@ -52,6 +52,11 @@ export interface SupervisorOptions {
 export class RunSupervisor {
   constructor(private readonly options: SupervisorOptions) {}
 
+  /** The leader lock runs are driven under, if this process acts as the controller. */
+  get leadership(): Leadership | undefined {
+    return this.options.leadership;
+  }
+
   async launch(req: LaunchRequest): Promise<StartedRun> {
     const { backends, leadership } = this.options;
     const name = req.workflow.metadata.name;

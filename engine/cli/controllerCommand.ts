@@ -19,6 +19,7 @@ export interface ControllerCommandOptions {
   registry: 'none' | 'consul';
   agentCommand?: string;
   webhookSecretFile?: string;
+  leaderTtl: string;
 }
 
 /**
@@ -30,6 +31,8 @@ export async function controllerCommand(options: ControllerCommandOptions, io: I
   const intervalMs = parseDuration(options.interval);
   if (intervalMs === undefined || intervalMs < 1000) throw new CaravanError('USAGE', `--interval expects a duration of at least 1s such as 30s or 2m, got '${options.interval}'`, { data: { interval: options.interval } });
   const listen = options.listen !== undefined ? parseListen(options.listen) : undefined;
+  const ttlMs = parseDuration(options.leaderTtl);
+  if (ttlMs === undefined || ttlMs < 10_000 || ttlMs > 86_400_000) throw new CaravanError('USAGE', `--leader-ttl expects a duration from 10s to 24h (Consul's session limits), got '${options.leaderTtl}'`, { data: { leaderTtl: options.leaderTtl } });
   const repoDir = await findRepoRoot(resolve(io.cwd, options.repo)).catch((e: unknown) => {
     throw new CaravanError('NOT_A_REPOSITORY', `${options.repo} is not a Git repository (the controller watches a local repository; clone a remote one first)`, { cause: e, data: { repo: options.repo } });
   });
@@ -37,7 +40,10 @@ export async function controllerCommand(options: ControllerCommandOptions, io: I
   const { createLogger } = await import('../telemetry/createLogger.js');
   const { startController } = await import('../controller/startController.js');
   const logger = createLogger({ name: 'caravan-controller' });
+  let deposed: (e: Error) => void = () => undefined;
+  const lost = new Promise<Error>((r) => (deposed = r));
   const running = await startController({
+    onDeposed: (e) => deposed(e),
     repoDir,
     branch: options.branch,
     workflowsDir: options.workflows,
@@ -48,16 +54,23 @@ export async function controllerCommand(options: ControllerCommandOptions, io: I
     selfHeal: options.selfHeal,
     backend: options.backend,
     bus: options.bus,
-    ...(options.registry === 'consul' ? { registry: 'consul' as const } : {}),
+    ...(options.registry === 'consul' ? { registry: 'consul' as const, leader: { ttlMs } } : {}),
     ...(options.agentCommand !== undefined ? { agentCommand: options.agentCommand.split(/\s+/).filter((a) => a !== '') } : {}),
     logger,
   });
-  io.stdout(`caravan controller watching ${repoDir} (branch ${options.branch}, every ${options.interval})${running.server !== undefined ? `; listening on ${running.server.url}` : ''}\n`);
-  const signal = await new Promise<NodeJS.Signals>((r) => {
+  io.stdout(`caravan controller watching ${repoDir} (branch ${options.branch}, every ${options.interval})${running.server !== undefined ? `; listening on ${running.server.url}` : ''}${options.registry === 'consul' ? '; campaigning for the leader lock in Consul' : ''}\n`);
+  const signal = new Promise<NodeJS.Signals>((r) => {
     process.once('SIGTERM', () => r('SIGTERM'));
     process.once('SIGINT', () => r('SIGINT'));
   });
-  io.stdout(`${signal}: finishing the sync under way and handing runs over\n`);
+  const ended = await Promise.race([signal, lost]);
+  if (ended instanceof Error) {
+    await running.stop();
+    // Deposed: exit so that Nomad (or whoever runs it) starts it again, as a follower.
+    io.stderr(`caravan: ${ended.message}\n`);
+    return EXIT.TEMPFAIL;
+  }
+  io.stdout(`${ended}: finishing the sync under way and handing runs over\n`);
   await running.stop();
   return EXIT.OK;
 }

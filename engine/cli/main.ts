@@ -223,7 +223,8 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .addOption(new Option('--registry <registry>', 'mirror runs and sync reports to Consul KV at $CONSUL_HTTP_ADDR').choices(['none', 'consul']).default('none'))
     .option('--agent-command <cmd>', 'how Nomad clients start the agent runner')
     .option('--webhook-secret-file <file>', 'the GitHub webhook secret (default: $CARAVAN_WEBHOOK_SECRET; without one the webhook is off)')
-    .action(async (opts: { repo: string; branch: string; interval: string; listen?: string; workflows: string; prune: boolean; selfHeal: boolean; bus: 'memory' | 'nats'; backend: 'local' | 'nomad'; registry: 'none' | 'consul'; agentCommand?: string; webhookSecretFile?: string }) => {
+    .option('--leader-ttl <duration>', 'with --registry consul: the leader session TTL; a follower takes over within about this long after the leader dies (at least 10s)', '15s')
+    .action(async (opts: { repo: string; branch: string; interval: string; listen?: string; workflows: string; prune: boolean; selfHeal: boolean; bus: 'memory' | 'nats'; backend: 'local' | 'nomad'; registry: 'none' | 'consul'; agentCommand?: string; webhookSecretFile?: string; leaderTtl: string }) => {
       const { controllerCommand } = await import('./controllerCommand.js');
       exit = await controllerCommand(opts, io);
     });

@@ -4,6 +4,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as git from 'isomorphic-git';
 import type { CaravanApp, StartedRun } from '../app/CaravanApp.js';
+import type { Leadership } from '../app/Leadership.js';
 import { resolveGitDirs } from '../audit/resolveGitDirs.js';
 import { CaravanError } from '../errors/CaravanError.js';
 import { changedPaths } from '../gitops/changedPaths.js';
@@ -66,6 +67,14 @@ export interface ControllerOptions {
   state?: KeyValue;
   /** The time schedules are judged by (tests). */
   now?: () => number;
+  /**
+   * The leader lock (Consul): only the leader syncs, fires triggers and drives runs; the
+   * others wait as followers and take over when the lock is free (at most one session TTL
+   * after the leader died).
+   */
+  leadership?: Leadership;
+  /** Called when the lock is lost: leader work has stopped; the process should exit. */
+  onDeposed?: (e: Error) => void;
 }
 
 /** A schedule trigger of a workflow at the synced commit. */
@@ -114,6 +123,9 @@ export class Controller {
   private firing: Promise<unknown> = Promise.resolve();
   private readonly scheduleState: ScheduleState;
   private readonly now: () => number;
+  private role: 'standalone' | 'follower' | 'leader' | 'deposed' = 'standalone';
+  private campaign: Promise<void> | undefined;
+  private unlisten: (() => void) | undefined;
 
   constructor(private readonly options: ControllerOptions) {
     const gitdir = resolveGitDirs(options.repoDir).gitdir;
@@ -122,8 +134,40 @@ export class Controller {
     this.now = options.now ?? Date.now;
   }
 
-  /** Picks up unfinished runs of an earlier controller, syncs once, then keeps watching. */
+  /**
+   * Picks up unfinished runs of an earlier controller, syncs once, then keeps watching. With
+   * a leader lock, all of that waits until this controller is elected (elected() resolves
+   * then); until then it is a follower and does nothing.
+   */
   async start(): Promise<void> {
+    const leadership = this.options.leadership;
+    if (leadership === undefined) {
+      await this.begin();
+      return;
+    }
+    this.role = 'follower';
+    this.options.logger.info('campaigning for the leader lock; a follower until elected', {});
+    this.campaign = (async () => {
+      await leadership.acquire();
+      if (this.stopped) return;
+      this.role = 'leader';
+      this.unlisten = leadership.onLost((e) => {
+        this.role = 'deposed';
+        this.options.logger.error('leader lock lost: leader work stops; the next leader takes the runs over', { err: e });
+        void this.stop().then(() => this.options.onDeposed?.(e));
+      });
+      this.options.logger.info('elected leader', {});
+      await this.begin();
+    })();
+    this.campaign.catch((e: unknown) => this.options.logger.error('the leader campaign failed', { err: e }));
+  }
+
+  /** Resolves once this controller leads and has done its first sync (at once without a lock). */
+  async elected(): Promise<void> {
+    await this.campaign;
+  }
+
+  private async begin(): Promise<void> {
     this.lastHead = await this.readState();
     await this.recoverRuns();
     await this.syncNow('start');
@@ -138,8 +182,8 @@ export class Controller {
   }
 
   /** The last sync, and what is wrong now (for /ready). */
-  status(): { lastSync: SyncReport | undefined; error: string | undefined; head: string | undefined; runs: number } {
-    return { lastSync: this.last, error: this.lastError, head: this.lastHead, runs: this.runs.size };
+  status(): { role: 'standalone' | 'follower' | 'leader' | 'deposed'; lastSync: SyncReport | undefined; error: string | undefined; head: string | undefined; runs: number } {
+    return { role: this.role, lastSync: this.last, error: this.lastError, head: this.lastHead, runs: this.runs.size };
   }
 
   /**
@@ -155,6 +199,13 @@ export class Controller {
     const runs = [...this.runs];
     for (const r of runs) r.engine.relinquish(new CaravanError('INTERRUPTED', `the controller stopped; the next one recovers run ${r.runId}`, { data: { runId: r.runId } }));
     await Promise.allSettled(runs.map((r) => r.done));
+    this.unlisten?.();
+    // The controller's own hold on the lock (taken by acquire, even while still waiting): the
+    // lock is released once no run holds it either, and a waiting campaign is called off.
+    if (this.options.leadership !== undefined && this.campaign !== undefined) {
+      this.campaign = undefined;
+      await this.options.leadership.release();
+    }
   }
 
   /** Runs a sync now, or right after the one under way; resolves when it is done. */
@@ -188,6 +239,8 @@ export class Controller {
 
   private async syncOnce(reason: string): Promise<void> {
     const { logger, repoDir, branch } = this.options;
+    // A follower watches, no more: the leader syncs.
+    if (this.role === 'follower' || this.role === 'deposed') return;
     let head: string;
     try {
       head = await git.resolveRef({ fs, gitdir: resolveGitDirs(repoDir).commonDir, ref: `refs/heads/${branch}` });
@@ -299,6 +352,7 @@ export class Controller {
    * starts from now. Returns the runs started.
    */
   fireSchedules(at?: Date): Promise<Array<{ workflow: string; runId: string; at: string }>> {
+    if (this.role === 'follower' || this.role === 'deposed') return Promise.resolve([]);
     const run = this.firing.then(() => this.fireDue(at ?? new Date(this.now())));
     this.firing = run.catch(() => undefined);
     return run;

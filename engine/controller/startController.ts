@@ -30,6 +30,13 @@ export interface ControllerConfig {
   onSync?: (report: SyncReport) => void;
   /** Extra application options (tests: a clock, a parallelism). */
   app?: Partial<CaravanAppOptions>;
+  /**
+   * Campaign for the leader lock in the registry (default: on whenever there is a registry):
+   * several controllers on one Consul, one leading.
+   */
+  leader?: boolean | { ttlMs?: number; lockDelayMs?: number; key?: string };
+  /** The lock was lost and leader work stopped: the process should exit (Nomad restarts it as a follower). */
+  onDeposed?: (e: Error) => void;
 }
 
 /** A running controller process: its loop, its listener, and the way to stop both. */
@@ -50,10 +57,12 @@ export async function startController(config: ControllerConfig): Promise<Running
   const identity = config.identity ?? `${hostname()}-${process.pid}`;
   const logger = config.logger.child({ controller: identity });
   if (config.backend === 'nomad' && config.bus !== 'nats') throw new CaravanError('USAGE', 'tasks on Nomad report over NATS: use --backend nomad with --bus nats');
+  const leader = config.registry !== undefined && config.leader !== false ? (typeof config.leader === 'object' ? config.leader : {}) : undefined;
   const app = new CaravanApp({
     repoDir: config.repoDir,
     logger,
     registerJobs: false,
+    ...(leader !== undefined ? { leader } : {}),
     ...(config.backend !== undefined ? { backend: config.backend } : {}),
     ...(config.bus !== undefined ? { bus: config.bus } : {}),
     ...(config.registry !== undefined ? { registry: config.registry } : {}),
@@ -90,6 +99,8 @@ export async function startController(config: ControllerConfig): Promise<Running
     identity,
     logger,
     ...(config.onSync !== undefined ? { onSync: config.onSync } : {}),
+    ...(leader !== undefined ? { leadership: (await app.leadership())! } : {}),
+    ...(config.onDeposed !== undefined ? { onDeposed: config.onDeposed } : {}),
   });
   let server: ControllerServer | undefined;
   try {
@@ -101,8 +112,10 @@ export async function startController(config: ControllerConfig): Promise<Running
         logger,
         readiness: async () => {
           const s = controller.status();
-          const details = { head: s.head, lastSync: s.lastSync !== undefined ? { commit: s.lastSync.commit, status: s.lastSync.status, at: s.lastSync.startedAt } : null, error: s.error ?? null, runs: s.runs };
-          return { ready: s.lastSync !== undefined && s.lastSync.status !== 'failed', details };
+          const details = { role: s.role, head: s.head, lastSync: s.lastSync !== undefined ? { commit: s.lastSync.commit, status: s.lastSync.status, at: s.lastSync.startedAt } : null, error: s.error ?? null, runs: s.runs };
+          // A follower is a healthy standby; a leader is ready once its last sync did not fail.
+          const ready = s.role === 'follower' || ((s.role === 'leader' || s.role === 'standalone') && s.lastSync !== undefined && s.lastSync.status !== 'failed');
+          return { ready, details };
         },
         onPush: (push) => {
           // A push to another branch is no reason to sync this one.
