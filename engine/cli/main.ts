@@ -203,9 +203,11 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .option('--nats-port <n>', 'NATS port (default 4222)', (v: string) => positiveInt(v, '--nats-port'))
     .option('--consul-port <n>', 'Consul HTTP port (default 8500; the next three are used too)', (v: string) => positiveInt(v, '--consul-port'))
     .option('--nomad-port <n>', 'Nomad HTTP port (default 4646; the next two are used too)', (v: string) => positiveInt(v, '--nomad-port'))
-    .action(async (opts: { once: boolean; natsPort?: number; consulPort?: number; nomadPort?: number }) => {
+    .option('--controller', 'also run a controller on them, watching branch main of the repository here: a commit runs its workflows', false)
+    .option('--controller-port <n>', 'where the controller serves /health, /ready and the webhook (default 8080)', (v: string) => positiveInt(v, '--controller-port'))
+    .action(async (opts: { once: boolean; natsPort?: number; consulPort?: number; nomadPort?: number; controller: boolean; controllerPort?: number }) => {
       const { devCommand } = await import('./devCommand.js');
-      exit = await devCommand({ once: opts.once, ports: { ...(opts.natsPort !== undefined ? { nats: opts.natsPort } : {}), ...(opts.consulPort !== undefined ? { consul: opts.consulPort } : {}), ...(opts.nomadPort !== undefined ? { nomad: opts.nomadPort } : {}) } }, io);
+      exit = await devCommand({ once: opts.once, controller: opts.controller, ...(opts.controllerPort !== undefined ? { controllerPort: opts.controllerPort } : {}), ports: { ...(opts.natsPort !== undefined ? { nats: opts.natsPort } : {}), ...(opts.consulPort !== undefined ? { consul: opts.consulPort } : {}), ...(opts.nomadPort !== undefined ? { nomad: opts.nomadPort } : {}) } }, io);
     });
 
   program

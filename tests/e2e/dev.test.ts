@@ -1,6 +1,10 @@
+import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { rm } from 'node:fs/promises';
-import { runBin } from '../harness/cli.js';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { caravanBin, cli, runBin } from '../harness/cli.js';
+import { git, tempRepo, workflow } from '../harness/gitRepo.js';
+import { until } from '../harness/until.js';
 import { consulBinary } from '../harness/consulAgent.js';
 import { nomadBinary } from '../harness/nomadAgent.js';
 import { freePort, freePortRun, hasBinary } from '../harness/natsServer.js';
@@ -43,4 +47,38 @@ describe('caravan dev', () => {
     expect(r.out).toContain(`nomad        http://127.0.0.1:${nomad} (UI at /ui; raw_exec enabled)`);
     expect(r.out).toContain(`export NATS_URL=nats://127.0.0.1:${nats} NOMAD_ADDR=http://127.0.0.1:${nomad} CONSUL_HTTP_ADDR=127.0.0.1:${consul}`);
   }, 180_000);
+
+  it.skipIf(!all && process.env['CI'] !== 'true')('--controller: a commit to main of the repository it is started in runs the pushed workflow on Nomad, with no other command', async () => {
+    const [nats, consul, nomad, http] = [await freePort(), await freePortRun(4), await freePortRun(3), await freePort()];
+    const devDir = `/tmp/caravan-dev-ctl-test-${process.pid}`;
+    const dir = await tempRepo({ 'hello.yaml': workflow('hello', '  triggers:\n    - push: { paths: ["src/**"] }\n  tasks:\n    - { name: greet, run: "echo hello from nomad" }\n') });
+    const child = spawn(process.execPath, [caravanBin, 'dev', '--controller', '--nats-port', String(nats), '--consul-port', String(consul), '--nomad-port', String(nomad), '--controller-port', String(http)], { cwd: dir, env: { ...process.env, CARAVAN_DEV_DIR: devDir }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+    child.stderr!.on('data', (b: Buffer) => (err += b.toString()));
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    try {
+      await until(() => `the controller to start\n${out}\n${err.slice(-2000)}`, () => out.includes(`controller   http://127.0.0.1:${http} watching branch main`), 150_000, 200);
+      await mkdir(join(dir, 'src'));
+      await writeFile(join(dir, 'src', 'a.txt'), 'change\n');
+      await git(dir, 'add', '-A');
+      await git(dir, 'commit', '-q', '-m', 'change the source');
+      let runId = '';
+      await until(() => `a pushed run to start\n${err.slice(-3000)}`, () => {
+        const m = /"msg":"run started by a trigger"[^\n]*"run":"(\S+?)"/.exec(err) ?? /"run":"(\d{8}-\d{6}-[0-9a-f]{6})"[^\n]*"msg":"run started by a trigger"/.exec(err);
+        if (m !== null) runId = m[1]!;
+        return m !== null;
+      }, 60_000, 200);
+      await until(() => `run ${runId} to succeed on Nomad\n${err.slice(-3000)}`, async () => {
+        const s = await cli(dir, 'status', runId, '--json');
+        return s.code === 0 && (JSON.parse(s.out) as { status: string }).status === 'succeeded';
+      }, 120_000, 500);
+      expect((await cli(dir, 'logs', runId, 'greet')).out).toContain('hello from nomad');
+    } finally {
+      child.kill('SIGINT');
+      expect(await exited).toBe(0);
+      await rm(devDir, { recursive: true, force: true });
+    }
+  }, 400_000);
 });
