@@ -1,4 +1,9 @@
-import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { CONTROLLER_JOB_PATH, controllerJob, readControllerDeploy } from '../compile/controllerJob.js';
+import type { NomadJob } from '../compile/NomadJob.js';
+import { textLine } from '../spec/formatDiagnostics.js';
+import { readBoundedFile } from '../spec/readBoundedFile.js';
 import { CompileError } from '../compile/CompileError.js';
 import type { CompileOptions } from '../compile/CompileOptions.js';
 import { compileWorkflow } from '../compile/compileWorkflow.js';
@@ -40,7 +45,20 @@ export async function renderCommand(paths: string[], options: RenderOptions, io:
     io.stdout(problems.join('\n') + '\n');
     return EXIT.INVALID;
   }
-  const files = renderJobs(jobs);
+  // The controller's own job, when the repository has its settings (this one does).
+  const settings = join(io.cwd, 'deploy', 'controller.yaml');
+  const extra: Array<{ path: string; job: NomadJob }> = [];
+  if (existsSync(settings)) {
+    const read = await readBoundedFile(settings, 64 * 1024, io.cwd);
+    const r = read.ok ? readControllerDeploy('deploy/controller.yaml', read.bytes) : { ok: false as const, diagnostics: [{ file: 'deploy/controller.yaml', line: 1, col: 1, severity: 'error' as const, code: 'FILE_REFUSED' as const, message: read.refusal.message, path: '' }] };
+    if (!r.ok) {
+      io.stdout(r.diagnostics.map((d) => textLine(d)).join(''));
+      io.stderr('caravan: nothing rendered: fix deploy/controller.yaml first\n');
+      return EXIT.INVALID;
+    }
+    extra.push({ path: CONTROLLER_JOB_PATH, job: controllerJob(r.deploy) });
+  }
+  const files = renderJobs(jobs, extra);
   const outDir = resolve(io.cwd, options.out);
   if (options.check) {
     const drift = await checkRendered(outDir, files);
@@ -50,7 +68,7 @@ export async function renderCommand(paths: string[], options: RenderOptions, io:
       ...drift.extra.map((p) => `extra:   ${options.out}/${p}`),
     ];
     if (lines.length === 0) {
-      io.stdout(`${options.out}/ is up to date (${jobs.length} jobs from ${report.files.length} workflows)\n`);
+      io.stdout(`${options.out}/ is up to date (${jobs.length} jobs from ${report.files.length} workflows${extra.length > 0 ? ', and the controller\'s' : ''})\n`);
       return EXIT.OK;
     }
     io.stdout(lines.join('\n') + `\n${options.out}/ is out of date: run \`caravan render\` and commit the result\n`);
@@ -59,6 +77,6 @@ export async function renderCommand(paths: string[], options: RenderOptions, io:
   const drift = await writeRendered(outDir, files);
   const written = drift.missing.length + drift.stale.length;
   const unchanged = files.size - written;
-  io.stdout(`${options.out}/: ${written} written, ${drift.extra.length} removed, ${unchanged} unchanged (${jobs.length} jobs from ${report.files.length} workflows)\n`);
+  io.stdout(`${options.out}/: ${written} written, ${drift.extra.length} removed, ${unchanged} unchanged (${jobs.length} jobs from ${report.files.length} workflows${extra.length > 0 ? ', and the controller\'s' : ''})\n`);
   return EXIT.OK;
 }

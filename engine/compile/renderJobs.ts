@@ -1,6 +1,6 @@
 import { mkdir, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
-import type { CompiledJob } from './NomadJob.js';
+import type { CompiledJob, NomadJob } from './NomadJob.js';
 
 export const RENDER_README = `# nomad-jobs/ (generated)
 
@@ -14,16 +14,19 @@ be registered with \`curl -X POST --data @file $NOMAD_ADDR/v1/jobs\`. Job IDs ar
 for a task's compensation, and \`caravan-<workflow>-pool-<pool>\` for agent pools.
 \`caravan.git-commit\` is added to Job Meta when Caravan registers a job,
 not here: a file cannot hold the hash of the commit that contains it.
+\`caravan/caravan-controller.json\` is the controller's own job, from \`deploy/controller.yaml\`.
 `;
 
 /** Rendered file contents by path relative to the output directory. */
 export type RenderedFiles = Map<string, string>;
 
 /** Jobs to files: `<workflow>/<job-id>.json`, 2-space JSON with a trailing newline, plus a README. */
-export function renderJobs(jobs: readonly CompiledJob[]): RenderedFiles {
+export function renderJobs(jobs: readonly CompiledJob[], extra: ReadonlyArray<{ path: string; job: NomadJob }> = []): RenderedFiles {
   const files: RenderedFiles = new Map([['README.md', RENDER_README]]);
   const sorted = [...jobs].sort((a, b) => (a.workflow === b.workflow ? (a.id < b.id ? -1 : 1) : a.workflow < b.workflow ? -1 : 1));
   for (const j of sorted) files.set(`${j.workflow}/${j.id}.json`, JSON.stringify({ Job: j.job }, null, 2) + '\n');
+  // Jobs that come from no workflow: the controller's own (deploy/controller.yaml).
+  for (const e of extra) files.set(e.path, JSON.stringify({ Job: e.job }, null, 2) + '\n');
   return files;
 }
 

@@ -9,7 +9,7 @@ import { explainBadName } from './explainBadName.js';
 
 const compiled = new Map<string, ValidateFunction>();
 
-export type SchemaName = 'workflow.v1.json' | 'approval.v1.json';
+export type SchemaName = 'workflow.v1.json' | 'approval.v1.json' | 'controller-deploy.v1.json';
 
 /** A JSON Schema shipped in schemas/. */
 export function loadSchema(name: SchemaName): Record<string, unknown> {

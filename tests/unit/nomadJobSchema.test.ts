@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { compileWorkflow } from '../../engine/compile/compileWorkflow.js';
+import { controllerJob } from '../../engine/compile/controllerJob.js';
 import type { CompiledJob } from '../../engine/compile/NomadJob.js';
 import { validateWorkflows } from '../../engine/spec/validateWorkflows.js';
 
@@ -72,6 +73,12 @@ describe("compiled jobs against Nomad's OpenAPI Job schema", () => {
       problems(j.job, { $ref: '#/components/schemas/Job' }, 'Job', 'Job', out);
       expect(out, j.id).toEqual([]);
     }
+  });
+
+  it("the controller's own job too", () => {
+    const out: string[] = [];
+    problems(controllerJob({ repo: '/srv/x', env: { NATS_URL: 'nats://127.0.0.1:4222' }, args: ['--prune'] }), { $ref: '#/components/schemas/Job' }, 'Job', 'Job', out);
+    expect(out).toEqual([]);
   });
 
   it('the check itself catches a misspelt field and a string duration', () => {
