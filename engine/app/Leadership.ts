@@ -13,6 +13,8 @@ export interface LeadershipOptions {
 interface Term {
   ready: Promise<void>;
   lost?: CaravanError;
+  /** The lock's fencing token for this term (see Registry.onElected). */
+  index?: number;
   engines: Set<RunEngine>;
   stop: () => Promise<void>;
   /** Told at once when this term's lock is lost (the controller stops its own leader work). */
@@ -65,6 +67,11 @@ export class Leadership {
     return () => term.listeners.delete(listener);
   }
 
+  /** This term's fencing token, once elected: stamped on what the leader registers. */
+  index(): number | undefined {
+    return this.term?.lost === undefined ? this.term?.index : undefined;
+  }
+
   unlead(engine: RunEngine): void {
     this.term?.engines.delete(engine);
   }
@@ -88,7 +95,10 @@ export class Leadership {
       holder: `${hostname()}:${process.pid}`,
       ...(this.options.ttlMs !== undefined ? { ttlMs: this.options.ttlMs } : {}),
       ...(this.options.lockDelayMs !== undefined ? { lockDelayMs: this.options.lockDelayMs } : {}),
-      onElected: () => elected(),
+      onElected: (index) => {
+        term.index = index;
+        elected();
+      },
       onLost: (why) => {
         const runs = [...term.engines].map((e) => e.state.runId);
         term.lost = new CaravanError('LEADERSHIP_LOST', `lost the leader lock ${key} (${why}); stopped scheduling. The next leader recovers the run${runs.length === 1 ? '' : 's'}: caravan recover ${runs.join(' ')}`, { data: { key, runs } });

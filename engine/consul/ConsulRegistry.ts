@@ -140,7 +140,8 @@ export class ConsulRegistry implements Registry {
           const got = await this.consul.kv.set({ key, value: JSON.stringify({ holder: o.holder, since: new Date().toISOString() }), acquire: session });
           if (got === true && !stopped) {
             leader = true;
-            o.onElected();
+            const held = (await this.consul.kv.get(key)) as { LockIndex?: number; ModifyIndex?: number } | undefined | null;
+            o.onElected(held?.LockIndex ?? held?.ModifyIndex ?? 0);
           }
         } else {
           const item = (await this.consul.kv.get(key)) as { Session?: string } | undefined | null;

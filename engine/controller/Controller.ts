@@ -275,7 +275,8 @@ export class Controller {
     try {
       if (this.options.reconciler !== undefined) {
         const allowPruneAll = await this.fileExists(head, '.caravan/allow-prune-all');
-        const r = await this.options.reconciler.reconcile(head, files, { allowPruneAll });
+        const leaderIndex = this.options.leadership?.index();
+        const r = await this.options.reconciler.reconcile(head, files, { allowPruneAll, ...(leaderIndex !== undefined ? { leaderIndex } : {}) });
         Object.assign(report, { workflows: r.workflows, invalid: r.invalid, jobs: r.jobs, drift: r.drift, prune: r.prune });
         this.lastNomadIndex = r.nomadIndex;
       } else {

@@ -189,6 +189,12 @@ export class Reconciler {
     if (stub !== undefined && !this.owned(stub)) {
       throw new CaravanError('JOB_NOT_OWNED', `Nomad job ${id} exists but is not this controller's (its meta does not name ${META.repo}=${this.options.repo}); it is left alone: stop it or rename the ${compiled.kind} '${compiled.source}'`, { data: { job: id } });
     }
+    // Fencing: a job last written by a newer leader (a higher lock index) is not this one's
+    // to change any more: it was deposed, and its write would come late.
+    const theirs = Number(stub?.Meta?.[META.leaderIndex] ?? NaN);
+    if (how.leaderIndex !== undefined && Number.isFinite(theirs) && theirs > how.leaderIndex) {
+      throw new CaravanError('LEADERSHIP_LOST', `Nomad job ${id} was registered by a newer leader (lock index ${theirs}, this controller's is ${how.leaderIndex}); this controller is deposed and leaves it alone`, { data: { job: id, theirs, ours: how.leaderIndex } });
+    }
     const specHash = compiled.job.Meta[META.specHash]!;
     const last = this.applied.get(id);
     let job = this.stamp(compiled, commit, how);

@@ -13,6 +13,8 @@ export class InMemoryRegistry implements Registry {
   private readonly runs = new Map<string, RunStatusRecord>();
   private readonly controllers = new Set<string>();
   private readonly contenders = new Map<string, Contender[]>();
+  /** Acquisitions of each lock so far: the fencing token, as Consul's LockIndex. */
+  private readonly lockIndex = new Map<string, number>();
   private readonly kv = new Map<string, { value: string; index: number }>();
   /** One counter for all keys, as Consul's Raft index: an index is never reused, even after a delete. */
   private kvIndex = 0;
@@ -93,6 +95,8 @@ export class InMemoryRegistry implements Registry {
     if (queue.some((c) => c.leader) || queue.length === 0) return;
     const next = queue[0]!;
     next.leader = true;
-    next.o.onElected();
+    const index = (this.lockIndex.get(key) ?? 0) + 1;
+    this.lockIndex.set(key, index);
+    next.o.onElected(index);
   }
 }

@@ -17,7 +17,11 @@ export interface LeaderOptions {
   ttlMs?: number;
   lockDelayMs?: number;
   holder: string;
-  onElected: () => void;
+  /**
+   * The lock is won. `index` grows with every acquisition of the lock (Consul's LockIndex):
+   * a fencing token that a newer leader always has more of.
+   */
+  onElected: (index: number) => void;
   /** Called at once when leadership is lost (session gone, lock taken): stop leader work. */
   onLost: (reason: string) => void;
 }

@@ -108,14 +108,17 @@ function registryContract(name: string, make: () => Promise<Subject>, available:
     it('elects one leader; the next contender leads once it steps down', async () => {
       const key = `caravan/leader-${name}-stepdown`;
       const log: string[] = [];
-      const stopA = s.registry.elect({ key, holder: 'a', ttlMs, lockDelayMs: 0, onElected: () => log.push('a elected'), onLost: () => log.push('a lost') });
+      const index: Record<string, number> = {};
+      const stopA = s.registry.elect({ key, holder: 'a', ttlMs, lockDelayMs: 0, onElected: (i) => { index['a'] = i; log.push('a elected'); }, onLost: () => log.push('a lost') });
       await until('a to lead', () => log.includes('a elected'));
-      const stopB = s.registry.elect({ key, holder: 'b', ttlMs, lockDelayMs: 0, onElected: () => log.push('b elected'), onLost: () => log.push('b lost') });
+      const stopB = s.registry.elect({ key, holder: 'b', ttlMs, lockDelayMs: 0, onElected: (i) => { index['b'] = i; log.push('b elected'); }, onLost: () => log.push('b lost') });
       await stopA();
       await until('b to lead', () => log.includes('b elected'));
       await stopB();
       // Stepping down is not a loss: nobody is told to stop mid-work.
       expect(log).toEqual(['a elected', 'b elected']);
+      // The fencing token: the next leader's is always higher.
+      expect(index['b']!).toBeGreaterThan(index['a']!);
     }, 60_000);
 
     it('a leader whose lock is taken away is told within one TTL, and another contender leads', async () => {

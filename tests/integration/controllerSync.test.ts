@@ -6,6 +6,7 @@ import { Controller, type SyncReport } from '../../engine/controller/Controller.
 import { META, Reconciler } from '../../engine/controller/Reconciler.js';
 import type { NomadJob } from '../../engine/compile/NomadJob.js';
 import { NomadClient } from '../../engine/nomad/NomadClient.js';
+import { validateSources, type FileResult } from '../../engine/spec/validateWorkflows.js';
 import { MemoryLogger } from '../../engine/run/Logger.js';
 import { git, tempRepo, workflow } from '../harness/gitRepo.js';
 import { NomadAgent, requireNomad } from '../harness/nomadAgent.js';
@@ -183,5 +184,17 @@ describe.skipIf(bin === undefined)('the controller reconciles a real Nomad from 
     const r = await sync();
     expect(r.jobs.failed).toEqual([{ id: 'caravan-beta-step', workflow: 'beta', reason: expect.stringMatching(/is not this controller's/) }]);
     expect((await nomad.readJob('caravan-beta-step')).Meta).toEqual({ owner: 'someone else' });
+  });
+
+  it("fencing: a deposed leader's late write to a job a newer leader registered is refused", async () => {
+    const files = (text: string): FileResult[] => validateSources([{ file: 'workflows/beta.yaml', bytes: new TextEncoder().encode(text) }]).files;
+    const logger = new MemoryLogger();
+    const make = (): Reconciler => new Reconciler({ cluster: nomad, repo: '/repo/fenced', controller: 'c', compile: { agentCommand: ['caravan', 'agent'] }, prune: false, selfHeal: false, logger });
+    const newer = await make().reconcile('a'.repeat(40), files(beta), { allowPruneAll: false, leaderIndex: 7 });
+    expect(newer.jobs.created).toEqual(['caravan-beta-step']);
+    expect((await nomad.readJob('caravan-beta-step')).Meta?.[META.leaderIndex]).toBe('7');
+    const late = await make().reconcile('b'.repeat(40), files(beta.replace('echo beta', 'echo late')), { allowPruneAll: false, leaderIndex: 6 });
+    expect(late.jobs.failed).toEqual([{ id: 'caravan-beta-step', workflow: 'beta', reason: expect.stringMatching(/registered by a newer leader \(lock index 7, this controller's is 6\)/) }]);
+    expect((await nomad.readJob('caravan-beta-step')).Meta?.[META.commit]).toBe('a'.repeat(40));
   });
 });
