@@ -1,5 +1,7 @@
 import { readFile } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { RemoteRepo } from '../gitops/RemoteRepo.js';
 import { CaravanError } from '../errors/CaravanError.js';
 import { findRepoRoot } from '../gitops/readTreeAtRef.js';
 import { parseDuration } from '../spec/parseDuration.js';
@@ -20,6 +22,10 @@ export interface ControllerCommandOptions {
   agentCommand?: string;
   webhookSecretFile?: string;
   leaderTtl: string;
+  stateDir?: string;
+  githubStatus?: string;
+  githubApiUrl?: string;
+  githubTokenFile?: string;
 }
 
 /**
@@ -33,9 +39,13 @@ export async function controllerCommand(options: ControllerCommandOptions, io: I
   const listen = options.listen !== undefined ? parseListen(options.listen) : undefined;
   const ttlMs = parseDuration(options.leaderTtl);
   if (ttlMs === undefined || ttlMs < 10_000 || ttlMs > 86_400_000) throw new CaravanError('USAGE', `--leader-ttl expects a duration from 10s to 24h (Consul's session limits), got '${options.leaderTtl}'`, { data: { leaderTtl: options.leaderTtl } });
-  const repoDir = await findRepoRoot(resolve(io.cwd, options.repo)).catch((e: unknown) => {
-    throw new CaravanError('NOT_A_REPOSITORY', `${options.repo} is not a Git repository (the controller watches a local repository; clone a remote one first)`, { cause: e, data: { repo: options.repo } });
-  });
+  const remoteUrl = /^https?:\/\//i.test(options.repo) ? options.repo : undefined;
+  const repoDir = remoteUrl !== undefined
+    ? RemoteRepo.mirrorDir(resolve(io.cwd, options.stateDir ?? join(homedir(), '.local', 'state', 'caravan')), remoteUrl)
+    : await findRepoRoot(resolve(io.cwd, options.repo)).catch((e: unknown) => {
+      throw new CaravanError('NOT_A_REPOSITORY', `${options.repo} is not a Git repository (give a local repository, or an http(s) URL to watch a remote one)`, { cause: e, data: { repo: options.repo } });
+    });
+  const githubStatus = options.githubStatus !== undefined ? { repository: options.githubStatus, token: await readGitHubToken(options.githubTokenFile), ...(options.githubApiUrl !== undefined ? { apiUrl: options.githubApiUrl } : {}) } : undefined;
   const webhookSecret = await readSecret(options.webhookSecretFile);
   const { createLogger } = await import('../telemetry/createLogger.js');
   const { startController } = await import('../controller/startController.js');
@@ -44,6 +54,8 @@ export async function controllerCommand(options: ControllerCommandOptions, io: I
   const lost = new Promise<Error>((r) => (deposed = r));
   const running = await startController({
     onDeposed: (e) => deposed(e),
+    ...(remoteUrl !== undefined ? { remote: { url: remoteUrl } } : {}),
+    ...(githubStatus !== undefined ? { githubStatus } : {}),
     repoDir,
     branch: options.branch,
     workflowsDir: options.workflows,
@@ -58,7 +70,7 @@ export async function controllerCommand(options: ControllerCommandOptions, io: I
     ...(options.agentCommand !== undefined ? { agentCommand: options.agentCommand.split(/\s+/).filter((a) => a !== '') } : {}),
     logger,
   });
-  io.stdout(`caravan controller watching ${repoDir} (branch ${options.branch}, every ${options.interval})${running.server !== undefined ? `; listening on ${running.server.url}` : ''}${options.registry === 'consul' ? '; campaigning for the leader lock in Consul' : ''}\n`);
+  io.stdout(`caravan controller watching ${remoteUrl !== undefined ? `${running.controller.watching()} (mirror ${repoDir})` : repoDir} (branch ${options.branch}, every ${options.interval})${running.server !== undefined ? `; listening on ${running.server.url}` : ''}${options.registry === 'consul' ? '; campaigning for the leader lock in Consul' : ''}\n`);
   const signal = new Promise<NodeJS.Signals>((r) => {
     process.once('SIGTERM', () => r('SIGTERM'));
     process.once('SIGINT', () => r('SIGINT'));
@@ -80,6 +92,20 @@ function parseListen(text: string): { host: string; port: number } {
   const port = m !== null ? Number(m[3]) : NaN;
   if (m === null || port > 65535) throw new CaravanError('USAGE', `--listen expects host:port such as 127.0.0.1:8080, got '${text}'`, { data: { listen: text } });
   return { host: m[1] ?? m[2]!, port };
+}
+
+/** The GitHub token for commit statuses: a file named by the flag, or GITHUB_TOKEN. Never a flag's value. */
+async function readGitHubToken(file: string | undefined): Promise<string> {
+  if (file !== undefined) {
+    try {
+      return (await readFile(file, 'utf8')).replace(/\r?\n$/, '');
+    } catch (e) {
+      throw new CaravanError('PATH_NOT_FOUND', `cannot read the GitHub token file ${file}: ${(e as Error).message}`, { cause: e, data: { file } });
+    }
+  }
+  const token = process.env['GITHUB_TOKEN'];
+  if (token === undefined || token === '') throw new CaravanError('USAGE', '--github-status needs a token: set GITHUB_TOKEN or give --github-token-file');
+  return token;
 }
 
 /** The webhook secret: a file named by the flag (one trailing newline dropped), or CARAVAN_WEBHOOK_SECRET. */

@@ -213,7 +213,11 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
   program
     .command('controller')
     .description('watch a branch: register changed Nomad jobs, fire push triggers, run workflows, record syncs (until SIGTERM)')
-    .option('--repo <path>', 'the local repository to watch', '.')
+    .option('--repo <path|url>', 'the repository to watch: a local one, or an http(s) URL (mirrored under --state-dir; credentials from CARAVAN_GIT_* variables)', '.')
+    .option('--state-dir <dir>', 'where remote repositories are mirrored (default ~/.local/state/caravan)')
+    .option('--github-status <owner/name>', 'report each sync as a GitHub commit status on that repository (token: $GITHUB_TOKEN or --github-token-file)')
+    .option('--github-token-file <file>', 'a file holding the GitHub token for --github-status')
+    .option('--github-api-url <url>', 'the GitHub REST API for --github-status (GitHub Enterprise: https://<host>/api/v3)')
     .option('--branch <branch>', 'the branch to watch', 'main')
     .option('--interval <duration>', 'how often to look at the branch and the cluster', '30s')
     .option('--listen <host:port>', 'serve /health, /ready and the GitHub push webhook here')
@@ -226,7 +230,7 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .option('--agent-command <cmd>', 'how Nomad clients start the agent runner')
     .option('--webhook-secret-file <file>', 'the GitHub webhook secret (default: $CARAVAN_WEBHOOK_SECRET; without one the webhook is off)')
     .option('--leader-ttl <duration>', 'with --registry consul: the leader session TTL; a follower takes over within about this long after the leader dies (at least 10s)', '15s')
-    .action(async (opts: { repo: string; branch: string; interval: string; listen?: string; workflows: string; prune: boolean; selfHeal: boolean; bus: 'memory' | 'nats'; backend: 'local' | 'nomad'; registry: 'none' | 'consul'; agentCommand?: string; webhookSecretFile?: string; leaderTtl: string }) => {
+    .action(async (opts: { repo: string; branch: string; interval: string; listen?: string; workflows: string; prune: boolean; selfHeal: boolean; bus: 'memory' | 'nats'; backend: 'local' | 'nomad'; registry: 'none' | 'consul'; agentCommand?: string; webhookSecretFile?: string; leaderTtl: string; stateDir?: string; githubStatus?: string; githubTokenFile?: string; githubApiUrl?: string }) => {
       const { controllerCommand } = await import('./controllerCommand.js');
       exit = await controllerCommand(opts, io);
     });

@@ -75,6 +75,12 @@ export interface ControllerOptions {
   leadership?: Leadership;
   /** Called when the lock is lost: leader work has stopped; the process should exit. */
   onDeposed?: (e: Error) => void;
+  /**
+   * The remote repository `repoDir` mirrors: fetched before every look at the branch (its
+   * head checked out, so tasks see the commit's files), and the audit branch pushed back
+   * after every sync.
+   */
+  remote?: { sync(): Promise<string>; pushAudit(): Promise<{ pushed: boolean; rebuilt: number }>; readonly url: string };
 }
 
 /** A schedule trigger of a workflow at the synced commit. */
@@ -162,6 +168,11 @@ export class Controller {
     this.campaign.catch((e: unknown) => this.options.logger.error('the leader campaign failed', { err: e }));
   }
 
+  /** What it watches: the remote's URL (without credentials), or the repository's directory. */
+  watching(): string {
+    return this.options.remote?.url ?? this.options.repoDir;
+  }
+
   /** Resolves once this controller leads and has done its first sync (at once without a lock). */
   async elected(): Promise<void> {
     await this.campaign;
@@ -241,6 +252,18 @@ export class Controller {
     const { logger, repoDir, branch } = this.options;
     // A follower watches, no more: the leader syncs.
     if (this.role === 'follower' || this.role === 'deposed') return;
+    if (this.options.remote !== undefined) {
+      try {
+        await this.options.remote.sync();
+        // The mirror's files follow the branch: tasks run in the repository's directory.
+        await git.checkout({ fs, dir: repoDir, gitdir: resolveGitDirs(repoDir).commonDir, ref: branch, force: true });
+      } catch (e) {
+        this.lastError = `cannot fetch ${this.options.remote.url}: ${e instanceof Error ? e.message : String(e)}`;
+        logger.error('cannot fetch the watched repository', { url: this.options.remote.url, branch, err: e });
+        return;
+      }
+      await this.pushAudit();
+    }
     let head: string;
     try {
       head = await git.resolveRef({ fs, gitdir: resolveGitDirs(repoDir).commonDir, ref: `refs/heads/${branch}` });
@@ -306,7 +329,20 @@ export class Controller {
     if (firstOfHead || hasNews(report)) await this.record(report);
     logger.info('synced', { reason, commit: head, status: report.status, created: report.jobs.created.length, updated: report.jobs.updated.length, pruned: report.jobs.pruned.length, failed: report.jobs.failed.length, drift: report.drift.length, runs: report.runs.length, invalid: report.invalid.length, durationMs: report.durationMs });
     this.options.onSync?.(report);
+    await this.pushAudit();
     this.armSchedules();
+  }
+
+  /** Pushes the audit branch (runs, sync reports) back to a remote, if the repository is one. */
+  private async pushAudit(): Promise<void> {
+    const remote = this.options.remote;
+    if (remote === undefined) return;
+    try {
+      const r = await remote.pushAudit();
+      if (r.pushed) this.options.logger.info('audit branch pushed', { url: remote.url, rebuilt: r.rebuilt });
+    } catch (e) {
+      this.options.logger.error('cannot push the audit branch to the remote (it is kept locally and pushed at the next sync)', { url: remote.url, err: e });
+    }
   }
 
   /** The schedule triggers of the valid workflows at the synced commit (an invalid one keeps its previous ones). */

@@ -7,11 +7,18 @@ import type { Logger } from '../run/Logger.js';
 import type { Registry } from '../run/Registry.js';
 import { Controller, type SyncReport } from './Controller.js';
 import { ControllerServer } from './ControllerServer.js';
+import { GitHubCommitStatus } from './GitHubCommitStatus.js';
 import { Reconciler } from './Reconciler.js';
+import { RemoteRepo } from '../gitops/RemoteRepo.js';
 
 export interface ControllerConfig {
-  /** The repository the controller watches, and where it records runs and syncs. */
+  /**
+   * The repository the controller watches, and where it records runs and syncs: a local
+   * repository, or with `remote` the directory of the remote's mirror (made on first use).
+   */
   repoDir: string;
+  /** Watch a remote repository over smart HTTP through a mirror in repoDir. */
+  remote?: { url: string; auth?: { username: string; password: string } };
   branch?: string;
   workflowsDir?: string;
   intervalMs?: number;
@@ -37,6 +44,8 @@ export interface ControllerConfig {
   leader?: boolean | { ttlMs?: number; lockDelayMs?: number; key?: string };
   /** The lock was lost and leader work stopped: the process should exit (Nomad restarts it as a follower). */
   onDeposed?: (e: Error) => void;
+  /** Report each sync as a GitHub commit status (repository `owner/name`, a token, the API's URL). */
+  githubStatus?: { repository: string; token: string; apiUrl?: string };
 }
 
 /** A running controller process: its loop, its listener, and the way to stop both. */
@@ -57,6 +66,12 @@ export async function startController(config: ControllerConfig): Promise<Running
   const identity = config.identity ?? `${hostname()}-${process.pid}`;
   const logger = config.logger.child({ controller: identity });
   if (config.backend === 'nomad' && config.bus !== 'nats') throw new CaravanError('USAGE', 'tasks on Nomad report over NATS: use --backend nomad with --bus nats');
+  let remote: RemoteRepo | undefined;
+  if (config.remote !== undefined) {
+    remote = new RemoteRepo({ url: config.remote.url, branch: config.branch ?? 'main', dir: config.repoDir, logger, ...(config.remote.auth !== undefined ? { auth: config.remote.auth } : {}) });
+    // The mirror must exist before the application opens it (it records in its .git).
+    await remote.sync();
+  }
   const leader = config.registry !== undefined && config.leader !== false ? (typeof config.leader === 'object' ? config.leader : {}) : undefined;
   const app = new CaravanApp({
     repoDir: config.repoDir,
@@ -78,7 +93,7 @@ export async function startController(config: ControllerConfig): Promise<Running
     const natsServers = Array.isArray(servers) ? servers.map(String) : [String(servers)];
     reconciler = new Reconciler({
       cluster: new NomadClient(),
-      repo: repoName(config.repoDir),
+      repo: repoName(config.repoDir, remote),
       controller: identity,
       // The same agent command and environment a run registers with, so the jobs are the same.
       compile: { agentCommand: config.agentCommand ?? [process.execPath, join(packageRoot(), 'bin', 'caravan.js'), 'agent'], agentEnv: { NATS_URL: natsServers.join(',') } },
@@ -88,6 +103,11 @@ export async function startController(config: ControllerConfig): Promise<Running
     });
   }
   const registry = await app.registry();
+  const github = config.githubStatus !== undefined ? new GitHubCommitStatus({ ...config.githubStatus, logger }) : undefined;
+  const onSync = (report: SyncReport): void => {
+    config.onSync?.(report);
+    if (github !== undefined) void github.report(report);
+  };
   const controller = new Controller({
     app,
     repoDir: config.repoDir,
@@ -98,9 +118,10 @@ export async function startController(config: ControllerConfig): Promise<Running
     ...(registry !== undefined ? { registry } : {}),
     identity,
     logger,
-    ...(config.onSync !== undefined ? { onSync: config.onSync } : {}),
+    onSync,
     ...(leader !== undefined ? { leadership: (await app.leadership())! } : {}),
     ...(config.onDeposed !== undefined ? { onDeposed: config.onDeposed } : {}),
+    ...(remote !== undefined ? { remote } : {}),
   });
   let server: ControllerServer | undefined;
   try {
@@ -145,7 +166,7 @@ export async function startController(config: ControllerConfig): Promise<Running
   };
 }
 
-/** The repository's name in job meta: its directory's absolute path (a URL, for a remote). */
-function repoName(dir: string): string {
-  return dir;
+/** The repository's name in job meta: the remote's URL (without credentials), or the directory's absolute path. */
+function repoName(dir: string, remote: RemoteRepo | undefined): string {
+  return remote?.url ?? dir;
 }
