@@ -31,7 +31,7 @@ afterEach(async () => {
 describe('caravan render', () => {
   it('the repository itself is up to date (render --check passes)', async () => {
     const r = await cli(root, 'render', '--check');
-    expect(r.out).toBe('nomad-jobs/ is up to date (20 jobs from 6 workflows)\n');
+    expect(r.out).toBe("nomad-jobs/ is up to date (20 jobs from 6 workflows, and the controller's)\n");
     expect(r.code).toBe(0);
   });
 
