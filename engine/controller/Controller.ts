@@ -6,6 +6,7 @@ import * as git from 'isomorphic-git';
 import type { CaravanApp, StartedRun } from '../app/CaravanApp.js';
 import type { Leadership } from '../app/Leadership.js';
 import { resolveGitDirs } from '../audit/resolveGitDirs.js';
+import { newRunId } from '../audit/updateRef.js';
 import { CaravanError } from '../errors/CaravanError.js';
 import { changedPaths } from '../gitops/changedPaths.js';
 import { readApproval } from '../gitops/readApproval.js';
@@ -81,6 +82,27 @@ export interface ControllerOptions {
    * after every sync.
    */
   remote?: { sync(): Promise<string>; pushAudit(): Promise<{ pushed: boolean; rebuilt: number }>; readonly url: string };
+  /** Opens the event triggers' message source for these workflows (leader only; NATS). */
+  openEvents?: (workflows: Workflow[]) => Promise<TriggerMessages>;
+}
+
+/** A message that asks for a run (see engine/nats/EventTriggerSource.ts). */
+export interface TriggerMessage {
+  workflow: string;
+  subject: string;
+  /** The publisher's message id (Nats-Msg-Id), else the stream sequence. */
+  id: string;
+  params: Record<string, unknown>;
+  ack(): Promise<void>;
+  term(reason: string): Promise<void>;
+  nak(delayMs?: number): Promise<void>;
+}
+
+/** Where event triggers' messages come from, once opened for the current subjects. */
+export interface TriggerMessages {
+  events(): AsyncIterable<TriggerMessage>;
+  updateSubjects(workflows: Workflow[]): Promise<void>;
+  close(): Promise<void>;
 }
 
 /** A schedule trigger of a workflow at the synced commit. */
@@ -128,15 +150,23 @@ export class Controller {
   private scheduleTimer: NodeJS.Timeout | undefined;
   private firing: Promise<unknown> = Promise.resolve();
   private readonly scheduleState: ScheduleState;
+  private readonly kv: KeyValue;
   private readonly now: () => number;
   private role: 'standalone' | 'follower' | 'leader' | 'deposed' = 'standalone';
+  /** The valid workflows at the synced commit, by name (what event triggers start). */
+  private readonly current = new Map<string, { workflow: Workflow; source: string; commit: string }>();
+  private messages: TriggerMessages | undefined;
+  private consuming: Promise<void> | undefined;
+  /** Event messages refused (bad params, unknown workflow): counted for operators. */
+  refusedEvents = 0;
   private campaign: Promise<void> | undefined;
   private unlisten: (() => void) | undefined;
 
   constructor(private readonly options: ControllerOptions) {
     const gitdir = resolveGitDirs(options.repoDir).gitdir;
     this.statePath = join(gitdir, 'caravan', 'controller', `${options.branch.replace(/[^A-Za-z0-9._-]/g, '_')}.json`);
-    this.scheduleState = new ScheduleState(options.state ?? options.registry ?? new FileKeyValue(join(gitdir, 'caravan', 'kv')));
+    this.kv = options.state ?? options.registry ?? new FileKeyValue(join(gitdir, 'caravan', 'kv'));
+    this.scheduleState = new ScheduleState(this.kv);
     this.now = options.now ?? Date.now;
   }
 
@@ -210,6 +240,8 @@ export class Controller {
     const runs = [...this.runs];
     for (const r of runs) r.engine.relinquish(new CaravanError('INTERRUPTED', `the controller stopped; the next one recovers run ${r.runId}`, { data: { runId: r.runId } }));
     await Promise.allSettled(runs.map((r) => r.done));
+    await this.messages?.close().catch((e: unknown) => this.options.logger.error('closing the event trigger source failed', { err: e }));
+    await this.consuming;
     this.unlisten?.();
     // The controller's own hold on the lock (taken by acquire, even while still waiting): the
     // lock is released once no run holds it either, and a waiting campaign is called off.
@@ -312,6 +344,7 @@ export class Controller {
         report.approvals = await this.applyApprovals(head);
       }
       this.collectSchedules(head, files);
+      await this.followEvents(head, files);
       report.status = report.invalid.length > 0 || report.jobs.failed.length > 0 ? 'partial' : 'synced';
       this.lastError = report.invalid.length > 0 ? `${report.invalid.length} invalid workflow file(s) at ${head.slice(0, 12)}: ${report.invalid.map((i) => i.file).join(', ')}` : undefined;
     } catch (e) {
@@ -359,6 +392,100 @@ export class Controller {
       });
     }
     this.schedules = next;
+  }
+
+  /**
+   * Keeps the event trigger source on the valid workflows of the synced commit (an invalid
+   * one keeps its previous version), opening it on the first sync, and consumes it.
+   */
+  private async followEvents(commit: string, files: readonly FileResult[]): Promise<void> {
+    const invalid = new Set(files.filter((f) => f.workflow === undefined).map((f) => f.file));
+    for (const [name] of [...this.current]) if (!invalid.has(this.fileOf(name) ?? '')) this.current.delete(name);
+    for (const f of files) if (f.workflow !== undefined) this.current.set(f.workflow.metadata.name, { workflow: f.workflow, source: this.sources.get(f.file) ?? '', commit });
+    if (this.options.openEvents === undefined) return;
+    const workflows = [...this.current.values()].map((c) => c.workflow);
+    if (this.messages === undefined) {
+      this.messages = await this.options.openEvents(workflows);
+      this.consuming = this.consume(this.messages);
+    } else await this.messages.updateSubjects(workflows);
+  }
+
+  private async consume(source: TriggerMessages): Promise<void> {
+    try {
+      for await (const m of source.events()) {
+        if (this.stopped) {
+          await m.nak();
+          continue;
+        }
+        await this.onMessage(m);
+      }
+    } catch (e) {
+      if (!this.stopped) this.options.logger.error('the event trigger source failed; event triggers are not served until the controller restarts', { err: e });
+    }
+  }
+
+  /**
+   * One event message: a run of its workflow with the payload's params. The message id is
+   * recorded (check-and-set) with the run id before the run starts, so a redelivered message
+   * finds its run and starts nothing new; a payload whose params do not fit the workflow is
+   * refused for good (terminated, logged with the reason, counted), never half-started.
+   */
+  private async onMessage(m: TriggerMessage): Promise<void> {
+    const { logger, app } = this.options;
+    const log = { workflow: m.workflow, subject: m.subject, messageId: m.id.slice(0, 128) };
+    const target = this.current.get(m.workflow);
+    if (target === undefined) {
+      this.refusedEvents++;
+      await m.term('no such workflow at the synced commit');
+      logger.warn('event for a workflow that is not there: refused', log);
+      return;
+    }
+    const key = `caravan/events/${m.workflow}/${createHash('sha256').update(m.id).digest('hex').slice(0, 40)}`;
+    try {
+      const seen = await this.kv.getKey(key);
+      let runId: string;
+      if (seen !== undefined) {
+        runId = seen.value;
+        if (await app.runExists(runId)) {
+          await m.ack();
+          logger.info('event seen before: its run exists, nothing started', { ...log, run: runId });
+          return;
+        }
+      } else {
+        runId = newRunId(new Date(this.now()));
+        if (!(await this.kv.putKey(key, runId, { cas: 0 }))) {
+          await m.nak(1000);
+          return;
+        }
+      }
+      try {
+        const run = await app.startLoaded({ workflow: target.workflow, source: target.source }, m.params, { trigger: `event:${m.subject}`, commit: target.commit, runId });
+        this.track(run);
+        logger.info('run started by an event', { ...log, run: runId });
+        await m.ack();
+      } catch (e) {
+        if (e instanceof CaravanError && e.code === 'PARAM_INVALID') {
+          this.refusedEvents++;
+          await this.kv.deleteKey(key);
+          // Names only: the values are the publisher's, and may be secrets.
+          const names = (Array.isArray(e.data?.['params']) ? (e.data['params'] as string[]) : []).map((n) => n.slice(0, 64));
+          const reason = `params that do not fit the workflow's declarations: ${names.join(', ') || 'unknown'}`;
+          await m.term(reason);
+          logger.warn('event refused: its params do not fit the workflow', { ...log, reason });
+          return;
+        }
+        if (e instanceof CaravanError && e.code === 'RUN_SKIPPED') {
+          await m.ack();
+          logger.info('event run skipped', { ...log, reason: e.message });
+          return;
+        }
+        throw e;
+      }
+    } catch (e) {
+      // Not the message's fault (the audit branch, the registry): it comes back later.
+      logger.error('an event could not start its run; it will be delivered again', { ...log, err: e });
+      await m.nak(5000).catch(() => undefined);
+    }
   }
 
   private fileOf(workflow: string): string | undefined {

@@ -5,7 +5,8 @@ import { CaravanError } from '../errors/CaravanError.js';
 import { packageRoot } from '../packageRoot.js';
 import type { Logger } from '../run/Logger.js';
 import type { Registry } from '../run/Registry.js';
-import { Controller, type SyncReport } from './Controller.js';
+import { Controller, type SyncReport, type TriggerMessages } from './Controller.js';
+import type { Workflow } from '../spec/Workflow.js';
 import { ControllerServer } from './ControllerServer.js';
 import { GitHubCommitStatus } from './GitHubCommitStatus.js';
 import { Reconciler } from './Reconciler.js';
@@ -122,6 +123,7 @@ export async function startController(config: ControllerConfig): Promise<Running
     ...(leader !== undefined ? { leadership: (await app.leadership())! } : {}),
     ...(config.onDeposed !== undefined ? { onDeposed: config.onDeposed } : {}),
     ...(remote !== undefined ? { remote } : {}),
+    ...(config.bus === 'nats' ? { openEvents: (workflows: Workflow[]) => openEventTriggers(workflows, logger) } : {}),
   });
   let server: ControllerServer | undefined;
   try {
@@ -163,6 +165,23 @@ export async function startController(config: ControllerConfig): Promise<Running
       await app.close();
       logger.info('controller stopped', {});
     })()),
+  };
+}
+
+/** Event triggers on the NATS the process uses ($NATS_URL and friends). */
+async function openEventTriggers(workflows: Workflow[], logger: Logger): Promise<TriggerMessages> {
+  const { EventTriggerSource, eventTriggerSubjects } = await import('../nats/EventTriggerSource.js');
+  const { natsConnectionOptions } = await import('../nats/natsConnectionOptions.js');
+  const source = await EventTriggerSource.open({
+    connection: await natsConnectionOptions(),
+    subjects: eventTriggerSubjects(workflows),
+    logger,
+    onRefused: (workflow, subject, reason) => logger.warn('event trigger message refused', { workflow, subject, reason }),
+  });
+  return {
+    events: () => source.events(),
+    updateSubjects: (w) => source.updateSubjects(eventTriggerSubjects(w)),
+    close: () => source.close(),
   };
 }
 

@@ -11,9 +11,12 @@ import type { ParamSpec, Workflow } from '../spec/Workflow.js';
 export function parseParams(workflow: Workflow, given: Record<string, unknown>): Record<string, unknown> {
   const declared = workflow.spec.params ?? {};
   const problems: string[] = [];
+  // Which params are wrong, without their values: what a log of someone else's input may show.
+  const wrong: string[] = [];
   const out: Record<string, unknown> = {};
   for (const name of Object.keys(given)) {
     // Own properties only: `toString` or `constructor` are in every object, declared or not.
+    if (!Object.hasOwn(declared, name)) wrong.push(name);
     if (!Object.hasOwn(declared, name)) problems.push(`unknown param '${name}'${Object.keys(declared).length > 0 ? ` (declared: ${Object.keys(declared).join(', ')})` : ' (the workflow declares none)'}`);
   }
   for (const [name, spec] of Object.entries(declared)) {
@@ -22,6 +25,7 @@ export function parseParams(workflow: Workflow, given: Record<string, unknown>):
       const raw = given[name];
       const converted = typeof raw === 'string' ? convert(raw, spec) : { ok: true as const, value: raw };
       if (!converted.ok) {
+        wrong.push(name);
         problems.push(`param '${name}': ${converted.error}`);
         continue;
       }
@@ -29,15 +33,20 @@ export function parseParams(workflow: Workflow, given: Record<string, unknown>):
     } else if ('default' in spec) {
       value = spec.default;
     } else {
-      if (spec.required === true) problems.push(`param '${name}' is required`);
+      if (spec.required === true) {
+        wrong.push(name);
+        problems.push(`param '${name}' is required`);
+      }
       continue;
     }
     const compiled = spec.pattern !== undefined ? compilePattern(spec.pattern) : undefined;
     const problem = valueProblem(spec as unknown as Record<string, unknown>, value, compiled?.ok === true ? compiled : undefined);
-    if (problem !== undefined) problems.push(`param '${name}' ${problem}`);
-    else out[name] = value;
+    if (problem !== undefined) {
+      wrong.push(name);
+      problems.push(`param '${name}' ${problem}`);
+    } else out[name] = value;
   }
-  if (problems.length > 0) throw new CaravanError('PARAM_INVALID', problems.join('; '), { data: { problems } });
+  if (problems.length > 0) throw new CaravanError('PARAM_INVALID', problems.join('; '), { data: { problems, params: wrong } });
   return out;
 }
 
