@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { CaravanApp } from '../../engine/app/CaravanApp.js';
 import { Controller } from '../../engine/controller/Controller.js';
 import { scheduledRunId } from '../../engine/controller/ScheduleTrigger.js';
+import { InMemoryRegistry } from '../../engine/local/InMemoryRegistry.js';
 import { MemoryLogger } from '../../engine/run/Logger.js';
 import { cli } from '../harness/cli.js';
 import { tempRepo, workflow } from '../harness/gitRepo.js';
@@ -84,5 +85,32 @@ describe('schedule triggers in the controller', () => {
     await controller.fireSchedules(t('2026-12-01T10:30:00Z'));
     expect(await controller.fireSchedules(t('2026-12-01T11:00:01Z'))).toHaveLength(1);
     expect(await controller.fireSchedules(t('2026-12-01T12:00:01Z'))).toHaveLength(1);
+  });
+
+  it('across a change of leader: the new leader carries on from the last fire the old one recorded in the registry', async () => {
+    const dir = await tempRepo({ 'hourly.yaml': hourly() });
+    const registry = new InMemoryRegistry();
+    const clock = { now: t('2026-12-01T10:30:00Z').getTime() };
+    const contender = async (name: string): Promise<{ app: CaravanApp; controller: Controller }> => {
+      const logger = new MemoryLogger();
+      const app = new CaravanApp({ repoDir: dir, logger, registry, leader: {} });
+      const controller = new Controller({ app, repoDir: dir, branch: 'main', workflowsDir: 'workflows', intervalMs: 3_600_000, identity: name, logger, registry, leadership: (await app.leadership())!, now: () => clock.now });
+      opened.push({ app, controller });
+      await controller.start();
+      return { app, controller };
+    };
+    const a = await contender('a');
+    await a.controller.elected();
+    const b = await contender('b');
+    expect(b.controller.status().role).toBe('follower');
+    await a.controller.fireSchedules(t('2026-12-01T10:30:00Z'));
+    expect(await a.controller.fireSchedules(t('2026-12-01T11:00:02Z'))).toHaveLength(1);
+    // A follower fires nothing, whatever the time.
+    expect(await b.controller.fireSchedules(t('2026-12-01T11:00:03Z'))).toEqual([]);
+    await a.controller.stop();
+    await b.controller.elected();
+    expect(b.controller.status().role).toBe('leader');
+    expect(await b.controller.fireSchedules(t('2026-12-01T11:00:30Z'))).toEqual([]);
+    expect((await b.controller.fireSchedules(t('2026-12-01T12:00:01Z'))).map((f) => f.at)).toEqual(['2026-12-01T12:00:00.000Z']);
   });
 });
