@@ -41,8 +41,11 @@ export interface SyncReport {
   jobs: ReconcileResult['jobs'];
   drift: ReconcileResult['drift'];
   prune: ReconcileResult['prune'];
-  /** Runs this commit started (push triggers). */
-  runs: Array<{ workflow: string; runId: string; trigger: string }>;
+  /**
+   * Runs this commit's push triggers asked for; `existed` when the run had been started before
+   * (by a controller that stopped before it recorded this sync), so it was not started again.
+   */
+  runs: Array<{ workflow: string; runId: string; trigger: string; existed?: true }>;
   /** Decisions committed as approvals/<run-id>/<task>.yaml, and what became of each. */
   approvals: Array<{ file: string; runId: string; task: string; decision: 'approve' | 'reject'; author: string; commit: string; outcome: 'applied' | 'refused' | 'not-live' }>;
 }
@@ -574,7 +577,7 @@ export class Controller {
     }
     const runId = scheduledRunId(name, at);
     const run = await this.startRun(s.workflow, s.source, runId, `schedule:${at.toISOString()}`, s.commit, s.spec.params ?? {});
-    if (run === undefined) return undefined;
+    if (run === undefined || run === 'exists') return undefined;
     runs.running.add(run);
     void run.done.catch(() => undefined).finally(() => {
       runs.running.delete(run);
@@ -629,7 +632,8 @@ export class Controller {
       if (wf === undefined || !pushFires(wf, this.options.branch, changed)) continue;
       const runId = pushRunId(wf.metadata.name, head, committedAt);
       const started = await this.startRun(wf, this.sources.get(f.file) ?? '', runId, `push:${head}`, head);
-      if (started !== undefined) out.push({ workflow: wf.metadata.name, runId, trigger: 'push' });
+      if (started === 'exists') out.push({ workflow: wf.metadata.name, runId, trigger: 'push', existed: true });
+      else if (started !== undefined) out.push({ workflow: wf.metadata.name, runId, trigger: 'push' });
     }
     return out;
   }
@@ -679,7 +683,8 @@ export class Controller {
     return out;
   }
 
-  private async startRun(workflow: Workflow, source: string, runId: string, trigger: string, commit: string, params: Record<string, unknown> = {}): Promise<StartedRun | undefined> {
+  /** Starts a trigger's run; 'exists' when a run with that id was started before, undefined when it was not started. */
+  private async startRun(workflow: Workflow, source: string, runId: string, trigger: string, commit: string, params: Record<string, unknown> = {}): Promise<StartedRun | 'exists' | undefined> {
     const { app, logger } = this.options;
     const log = { workflow: workflow.metadata.name, run: runId, trigger };
     try {
@@ -689,8 +694,9 @@ export class Controller {
       return run;
     } catch (e) {
       if (e instanceof CaravanError && e.code === 'RUN_SKIPPED') {
-        logger.info(e.data?.['duplicate'] === true ? 'run exists already: not started twice' : 'run skipped by the concurrency policy', { ...log, reason: e.message });
-        return undefined;
+        const existed = e.data?.['duplicate'] === true;
+        logger.info(existed ? 'run exists already: not started twice' : 'run skipped by the concurrency policy', { ...log, reason: e.message });
+        return existed ? 'exists' : undefined;
       }
       logger.error('a trigger could not start its run', { ...log, err: e });
       return undefined;

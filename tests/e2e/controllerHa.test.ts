@@ -88,6 +88,15 @@ describe.skipIf(consulBin === undefined)('two controllers on one Consul', () => 
     }, 60_000);
     expect(await readFile(join(dir, 'gated.log'), 'utf8')).toBe('start\nend\n');
     expect((await readFile(join(dir, 'ran.log'), 'utf8')).split('\n').filter((l) => l !== '').sort()).toEqual(['first', 'last']);
+    // Sync reports are mirrored to Consul KV: the last one, and each by commit.
+    const kv = async (key: string): Promise<unknown> => {
+      const r = await fetch(`http://${consul.address}/v1/kv/${key}?raw`);
+      return r.status === 200 ? ((await r.json()) as unknown) : undefined;
+    };
+    const head = (await git(dir, 'rev-parse', 'HEAD')).trim();
+    expect(await kv('caravan/sync-last')).toMatchObject({ commit: head, status: 'synced' });
+    // Whoever recorded this commit's sync names its run (b, if a died before recording it: then as existed).
+    expect(await kv(`caravan/sync/${head}`)).toMatchObject({ commit: head, runs: [{ workflow: 'ha', runId, trigger: 'push' }] });
     b.child.kill('SIGTERM');
     expect(await b.exited).toBe(0);
   }, 120_000);

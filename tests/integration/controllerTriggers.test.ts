@@ -78,7 +78,7 @@ describe('the controller on the embedded default (local executor, no servers)', 
     // workflow and the commit, still stops a second start.
     await writeFile(join(dir, '.git', 'caravan', 'controller', 'main.json'), JSON.stringify({ head: (await git(dir, 'rev-parse', 'HEAD~1')).trim() }));
     const second = await start(dir);
-    expect(second.reports.at(-1)!.runs).toEqual([]);
+    expect(second.reports.at(-1)!.runs).toEqual([{ workflow: 'built', runId, trigger: 'push', existed: true }]);
     expect(second.logger.entries.some((l) => l.msg === 'run exists already: not started twice')).toBe(true);
     expect(await readFile(join(dir, 'built.log'), 'utf8')).toBe('built\n');
   });
