@@ -14,7 +14,7 @@ import { readTreeAtCommit } from '../gitops/readTreeAtRef.js';
 import { FileKeyValue } from '../local/FileKeyValue.js';
 import type { Logger } from '../run/Logger.js';
 import type { KeyValue, Registry } from '../run/Registry.js';
-import { validateSources, type FileResult } from '../spec/validateWorkflows.js';
+import { crossFileDiagnostics, validateSources, type FileResult } from '../spec/validateWorkflows.js';
 import type { Workflow } from '../spec/Workflow.js';
 import { pushFires } from './pushTriggers.js';
 import type { Reconciler, ReconcileResult } from './Reconciler.js';
@@ -148,6 +148,11 @@ export class Controller {
   private readonly statePath: string;
   /** The text of each workflow file at the commit being synced. */
   private readonly sources = new Map<string, string>();
+  /**
+   * Validation of each workflow file by path and blob id: a file that did not change between
+   * commits is not read or validated again (at 200 workflows that was most of a sync).
+   */
+  private validated = new Map<string, { result: FileResult; source: string }>();
   private schedules: Schedule[] = [];
   private readonly scheduleRuns = new Map<string, ScheduleRuns>();
   private scheduleTimer: NodeJS.Timeout | undefined;
@@ -307,7 +312,11 @@ export class Controller {
       logger.error('cannot read the watched branch', { branch, err: e });
       return;
     }
-    const nomadIndex = this.options.reconciler !== undefined ? await this.options.reconciler.clusterIndex().catch(() => undefined) : 0;
+    const listing = this.options.reconciler !== undefined ? await this.options.reconciler.listing().catch((e: unknown) => {
+      logger.warn('cannot list the jobs on Nomad; syncing anyway', { err: e });
+      return undefined;
+    }) : undefined;
+    const nomadIndex = this.options.reconciler !== undefined ? listing?.index : 0;
     if (head === this.lastHead && nomadIndex !== undefined && nomadIndex === this.lastNomadIndex) return;
     const started = Date.now();
     const { commit } = await git.readCommit({ fs, gitdir: resolveGitDirs(repoDir).commonDir, oid: head });
@@ -334,7 +343,7 @@ export class Controller {
       if (this.options.reconciler !== undefined) {
         const allowPruneAll = await this.fileExists(head, '.caravan/allow-prune-all');
         const leaderIndex = this.options.leadership?.index();
-        const r = await this.options.reconciler.reconcile(head, files, { allowPruneAll, ...(leaderIndex !== undefined ? { leaderIndex } : {}) });
+        const r = await this.options.reconciler.reconcile(head, files, { allowPruneAll, ...(leaderIndex !== undefined ? { leaderIndex } : {}), ...(listing !== undefined ? { listing } : {}) });
         Object.assign(report, { workflows: r.workflows, invalid: r.invalid, jobs: r.jobs, drift: r.drift, prune: r.prune });
         this.lastNomadIndex = r.nomadIndex;
       } else {
@@ -593,17 +602,30 @@ export class Controller {
   /** The workflow files at a commit, validated, and their text (a run keeps the definition it ran). */
   private async filesAt(commit: string): Promise<FileResult[]> {
     const dir = this.options.workflowsDir.replace(/^\.\/+|\/+$/g, '');
+    const key = (path: string, oid: string): string => `${path}\0${oid}`;
     let tree;
     try {
-      tree = await readTreeAtCommit(this.options.repoDir, commit, dir, (p) => /\.ya?ml$/i.test(p));
+      tree = await readTreeAtCommit(this.options.repoDir, commit, dir, (p) => /\.ya?ml$/i.test(p), (path, oid) => this.validated.has(key(path, oid)));
     } catch (e) {
       // A commit without the workflow directory holds no workflows.
       if (e instanceof CaravanError && e.code === 'PATH_NOT_FOUND') return [];
       throw e;
     }
+    const next = new Map<string, { result: FileResult; source: string }>();
+    for (const f of tree) {
+      const k = key(f.path, f.oid);
+      next.set(k, this.validated.get(k) ?? { result: validateSources([{ file: f.path, bytes: f.bytes }]).files[0]!, source: new TextDecoder().decode(f.bytes) });
+    }
+    this.validated = next;
     this.sources.clear();
-    for (const f of tree) this.sources.set(f.path, new TextDecoder().decode(f.bytes));
-    return validateSources(tree.map((f) => ({ file: f.path, bytes: f.bytes }))).files;
+    for (const { result, source } of next.values()) this.sources.set(result.file, source);
+    const results = [...next.values()].map((v) => v.result);
+    // Checks across files (two files with one workflow name): the later file is invalid.
+    const cross = crossFileDiagnostics(results).filter((d) => d.severity === 'error');
+    return results.map((r) => {
+      const mine = cross.filter((d) => d.file === r.file);
+      return mine.length === 0 ? r : { ...r, workflow: undefined, diagnostics: [...r.diagnostics, ...mine] };
+    });
   }
 
   private async fileExists(commit: string, path: string): Promise<boolean> {

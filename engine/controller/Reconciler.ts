@@ -107,6 +107,8 @@ interface HealState {
  */
 export class Reconciler {
   private readonly applied = new Map<string, Applied>();
+  /** Compiled jobs of each workflow definition (the controller hands the same object for an unchanged file). */
+  private readonly compiled = new WeakMap<object, CompiledJob[]>();
   private readonly heals = new Map<string, HealState>();
   private readonly now: () => number;
 
@@ -114,7 +116,7 @@ export class Reconciler {
     this.now = options.now ?? Date.now;
   }
 
-  async reconcile(commit: string, files: readonly FileResult[], extra: { allowPruneAll: boolean; leaderIndex?: number }): Promise<ReconcileResult> {
+  async reconcile(commit: string, files: readonly FileResult[], extra: { allowPruneAll: boolean; leaderIndex?: number; listing?: { value: NomadJobStub[]; index: number } }): Promise<ReconcileResult> {
     const result: ReconcileResult = {
       workflows: [],
       invalid: [],
@@ -134,7 +136,9 @@ export class Reconciler {
       present.add(name);
       let compiled: CompiledJob[];
       try {
-        compiled = compileWorkflow(f.workflow, { ...this.options.compile, gitCommit: commit });
+        // Without the commit: it is stamped on registration, so an unchanged workflow compiles once.
+        compiled = this.compiled.get(f.workflow) ?? compileWorkflow(f.workflow, this.options.compile);
+        this.compiled.set(f.workflow, compiled);
       } catch (e) {
         result.workflows.push({ name, file: f.file, status: 'invalid', errors: [(e as Error).message] });
         continue;
@@ -143,7 +147,8 @@ export class Reconciler {
       const prune = f.workflow.metadata.labels?.[PRUNE_LABEL] !== 'false';
       for (const c of compiled) desired.set(c.id, { compiled: c, prune });
     }
-    const listed = await this.options.cluster.listJobs('caravan-');
+    // The listing the controller just looked at (to see whether the cluster moved), if fresh.
+    const listed = extra.listing ?? (await this.options.cluster.listJobs('caravan-'));
     // Dispatched children are runs, not definitions: never ours to change or prune.
     const byId = new Map(listed.value.filter((j) => j.ParentID === '').map((j) => [j.ID, j]));
     const failedWorkflows = new Set<string>();
@@ -159,13 +164,27 @@ export class Reconciler {
       if (failedWorkflows.has(w.name)) w.status = 'failed';
     }
     await this.prune(byId, desired, present, result, extra.allowPruneAll);
-    result.nomadIndex = (await this.options.cluster.listJobs('caravan-')).index;
+    // The job index after this controller's own writes, with no third listing: the highest
+    // index it registered at. A prune (whose index is not returned) moves the index once
+    // more, which costs one extra look at the next interval.
+    result.nomadIndex = Math.max(listed.index, this.highestApplied);
     return result;
   }
 
-  /** Nomad's job index: it moves whenever any job changes (a sync with the same index and commit has nothing to do). */
-  async clusterIndex(): Promise<number> {
-    return (await this.options.cluster.listJobs('caravan-')).index;
+  /**
+   * This controller's jobs as Nomad lists them, with Nomad's job index: it moves whenever any
+   * job changes (a sync with the same index and commit has nothing to do). Handed back to
+   * reconcile(), so a sync lists the jobs once.
+   */
+  listing(): Promise<{ value: NomadJobStub[]; index: number }> {
+    return this.options.cluster.listJobs('caravan-');
+  }
+
+  /** The highest JobModifyIndex this controller registered at. */
+  private get highestApplied(): number {
+    let max = 0;
+    for (const a of this.applied.values()) if (a.index > max) max = a.index;
+    return max;
   }
 
   private owned(stub: NomadJobStub | undefined): boolean {

@@ -7,6 +7,8 @@ export interface TreeFile {
   /** Path relative to the repository root, '/'-separated. */
   path: string;
   bytes: Uint8Array;
+  /** The blob's object id: the same id is the same content (what callers may cache by). */
+  oid: string;
 }
 
 /**
@@ -96,9 +98,10 @@ function refError(revision: string): CaravanError {
 
 /**
  * Every file under `subdir` in the commit, read from Git's object store: no checkout, and the
- * work tree and index are never touched. A missing subdir is an empty list.
+ * work tree and index are never touched. A missing subdir is an empty list. Files `known`
+ * says the caller has come with empty bytes (their id says which content they are).
  */
-export async function readTreeAtCommit(dir: string, commit: string, subdir: string, accept: (path: string) => boolean): Promise<TreeFile[]> {
+export async function readTreeAtCommit(dir: string, commit: string, subdir: string, accept: (path: string) => boolean, known?: (path: string, oid: string) => boolean): Promise<TreeFile[]> {
   const out: TreeFile[] = [];
   const clean = subdir.replace(/^\.?\/+|\/+$/g, '');
   const r = repo(dir);
@@ -118,7 +121,8 @@ export async function readTreeAtCommit(dir: string, commit: string, subdir: stri
         if (e.path.startsWith('.') || e.path === 'node_modules') continue;
         stack.push({ prefix: path, entries: (await git.readTree({ ...r, oid: e.oid })).tree });
       } else if (e.type === 'blob' && e.mode !== '120000' && accept(path)) {
-        out.push({ path, bytes: (await git.readBlob({ ...r, oid: e.oid })).blob });
+        // A blob the caller already has (by path and id) is listed without being read again.
+        out.push({ path, bytes: known?.(path, e.oid) === true ? new Uint8Array(0) : (await git.readBlob({ ...r, oid: e.oid })).blob, oid: e.oid });
       }
     }
   }

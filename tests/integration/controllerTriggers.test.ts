@@ -122,6 +122,10 @@ describe('the controller on the embedded default (local executor, no servers)', 
     expect(r.runs.map((x) => x.workflow)).toEqual(['built']);
     const ready = (await (await fetch(`${ctl.server!.url}/ready`)).json()) as { details: { error: string } };
     expect(ready.details.error).toMatch(/workflows\/broken\.yaml/);
+    // A second file claiming a workflow's name is invalid too: the first one keeps it.
+    await commit(dir, { 'workflows/copy.yaml': built, 'workflows/broken.yaml': workflow('broken', '  tasks:\n    - { name: x, run: "true" }\n') }, 'copy built');
+    await ctl.controller.syncNow('test');
+    expect(reports.at(-1)!.invalid).toEqual([{ file: 'workflows/copy.yaml', errors: [expect.stringMatching(/workflow name 'built' is already used by workflows\/built\.yaml/)] }]);
   });
 });
 
