@@ -614,7 +614,10 @@ export class Controller {
     const next = new Map<string, { result: FileResult; source: string }>();
     for (const f of tree) {
       const k = key(f.path, f.oid);
-      next.set(k, this.validated.get(k) ?? { result: validateSources([{ file: f.path, bytes: f.bytes }]).files[0]!, source: new TextDecoder().decode(f.bytes) });
+      if (!this.validated.has(k)) {
+        const source = new TextDecoder().decode(f.bytes);
+        next.set(k, { result: slim(validateSources([{ file: f.path, bytes: f.bytes }]).files[0]!, source), source });
+      } else next.set(k, this.validated.get(k)!);
     }
     this.validated = next;
     this.sources.clear();
@@ -793,6 +796,35 @@ export class Controller {
     await mkdir(join(this.statePath, '..'), { recursive: true });
     await writeFile(this.statePath, JSON.stringify({ head, at: new Date().toISOString() }) + '\n');
   }
+}
+
+/**
+ * What the controller keeps of a validated file between syncs: the workflow and its
+ * diagnostics, without the parsed document, position index and DAG (tens of MB at 200
+ * workflows) that only a first report needs. The one position a cross-file error names (a
+ * duplicate `metadata.name`) is found again in the text when asked, which is rare.
+ */
+function slim(r: FileResult, source: string): FileResult {
+  return {
+    file: r.file,
+    name: r.name,
+    workflow: r.workflow,
+    dag: undefined,
+    diagnostics: r.diagnostics,
+    subWorkflows: r.subWorkflows,
+    locate: (path) => (path.length === 2 && path[0] === 'metadata' && path[1] === 'name' ? nameLine(source) : { line: 1, col: 1 }),
+  };
+}
+
+/** The line of `name:` under a top-level `metadata:` (block style, as workflows are written). */
+function nameLine(source: string): { line: number; col: number } {
+  const lines = source.split('\n');
+  const top = lines.findIndex((l) => /^metadata:\s*(#.*)?$/.test(l));
+  for (let i = top + 1; top >= 0 && i < lines.length && !/^\S/.test(lines[i]!); i++) {
+    const m = /^(\s+)name:/.exec(lines[i]!);
+    if (m !== null) return { line: i + 1, col: m[1]!.length + 1 };
+  }
+  return { line: 1, col: 1 };
 }
 
 function hasNews(r: SyncReport): boolean {

@@ -10,6 +10,7 @@ import { poolBench } from './poolBench.js';
 import { runInprocBench } from './runInprocBench.js';
 import { runPeersBench } from './runPeersBench.js';
 import { runScaleBench } from './runScaleBench.js';
+import { syncBench } from './syncBench.js';
 import { validateBench } from './validateBench.js';
 
 type Suite = () => Promise<object> | object;
@@ -24,6 +25,7 @@ const suites: Record<string, Suite> = {
   'nats-publish': () => natsPublishBench(),
   'nomad-dispatch': () => nomadDispatchBench(),
   pool: () => poolBench(),
+  sync: () => syncBench(),
 };
 
 async function run(): Promise<number> {
