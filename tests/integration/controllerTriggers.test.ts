@@ -164,3 +164,22 @@ describe('approvals committed to the watched branch', () => {
     expect(await readFile(join(dir, 'after.log'), 'utf8')).toBe('after\n');
   });
 });
+
+describe('sync reports in the registry', () => {
+  it('keeps the 10 newest in the registry (all stay in Git), and the last one under caravan/sync-last', async () => {
+    const { InMemoryRegistry } = await import('../../engine/local/InMemoryRegistry.js');
+    const registry = new InMemoryRegistry();
+    const dir = await tempRepo({ 'built.yaml': built });
+    const ctl = await startController({ repoDir: dir, registry, leader: false, intervalMs: 3_600_000, logger: new MemoryLogger() });
+    running.push(ctl);
+    const heads: string[] = [(await git(dir, 'rev-parse', 'HEAD')).trim()];
+    for (let i = 0; i < 11; i++) {
+      heads.push(await commit(dir, { [`docs/${i}.md`]: `${i}\n` }, `doc ${i}`));
+      await ctl.controller.syncNow('test');
+    }
+    const keys = await registry.listKeys('caravan/sync/');
+    expect(keys.sort()).toEqual(heads.slice(-10).map((h) => `caravan/sync/${h}`).sort());
+    expect(JSON.parse((await registry.getKey('caravan/sync-last'))!.value)).toMatchObject({ commit: heads.at(-1), status: 'synced' });
+    for (const h of heads) expect(await ctl.app.audit.readSync(h)).toMatchObject({ commit: h });
+  });
+});
