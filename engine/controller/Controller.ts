@@ -3,23 +3,23 @@ import fs from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as git from 'isomorphic-git';
-import type { CaravanApp, StartedRun } from '../app/CaravanApp.js';
+import type { CaravanApp } from '../app/CaravanApp.js';
 import type { Leadership } from '../app/Leadership.js';
 import { resolveGitDirs } from '../audit/resolveGitDirs.js';
-import { newRunId } from '../audit/updateRef.js';
-import { CaravanError } from '../errors/CaravanError.js';
 import { changedPaths } from '../gitops/changedPaths.js';
 import { readApproval } from '../gitops/readApproval.js';
-import { readTreeAtCommit } from '../gitops/readTreeAtRef.js';
 import { FileKeyValue } from '../local/FileKeyValue.js';
 import type { Logger } from '../run/Logger.js';
 import type { KeyValue, Registry } from '../run/Registry.js';
-import { crossFileDiagnostics, validateSources, type FileResult } from '../spec/validateWorkflows.js';
+import type { FileResult } from '../spec/validateWorkflows.js';
 import type { Workflow } from '../spec/Workflow.js';
 import { pushFires } from './pushTriggers.js';
 import type { Reconciler, ReconcileResult } from './Reconciler.js';
-import { ScheduleState } from './ScheduleState.js';
-import { dueFires, nextFire, scheduledRunId, SCHEDULE_DEFAULTS, type ScheduleSpec } from './ScheduleTrigger.js';
+import { EventFiring } from './EventFiring.js';
+import type { TriggerMessages } from './EventFiring.js';
+import { ScheduleFiring } from './ScheduleFiring.js';
+import { TriggerRuns } from './TriggerRuns.js';
+import { WorkflowFiles } from './WorkflowFiles.js';
 
 /** The controller's record of one sync: committed to the audit branch and mirrored to the registry. */
 export interface SyncReport {
@@ -89,40 +89,7 @@ export interface ControllerOptions {
   openEvents?: (workflows: Workflow[]) => Promise<TriggerMessages>;
 }
 
-/** A message that asks for a run (see engine/nats/EventTriggerSource.ts). */
-export interface TriggerMessage {
-  workflow: string;
-  subject: string;
-  /** The publisher's message id (Nats-Msg-Id), else the stream sequence. */
-  id: string;
-  params: Record<string, unknown>;
-  ack(): Promise<void>;
-  term(reason: string): Promise<void>;
-  nak(delayMs?: number): Promise<void>;
-}
-
-/** Where event triggers' messages come from, once opened for the current subjects. */
-export interface TriggerMessages {
-  events(): AsyncIterable<TriggerMessage>;
-  updateSubjects(workflows: Workflow[]): Promise<void>;
-  close(): Promise<void>;
-}
-
-/** A schedule trigger of a workflow at the synced commit. */
-interface Schedule {
-  workflow: Workflow;
-  source: string;
-  commit: string;
-  /** Its position among the workflow's triggers: its state's key. */
-  index: number;
-  spec: ScheduleSpec & { params?: Record<string, unknown> };
-}
-
-/** What one schedule has going: its runs still running, and a fire held back (buffer-one). */
-interface ScheduleRuns {
-  running: Set<StartedRun>;
-  buffered?: Date;
-}
+export type { TriggerMessage, TriggerMessages } from './EventFiring.js';
 
 /** Sync reports kept in the registry (all are kept in Git). */
 const KEPT_IN_REGISTRY = 10;
@@ -142,40 +109,36 @@ export class Controller {
   private lastNomadIndex: number | undefined;
   private last: SyncReport | undefined;
   private lastError: string | undefined;
-  private readonly runs = new Set<StartedRun>();
+  private readonly runs: TriggerRuns;
   /** Each workflow's file at the synced commit. */
   private readonly files = new Map<string, string>();
   private readonly statePath: string;
-  /** The text of each workflow file at the commit being synced. */
-  private readonly sources = new Map<string, string>();
-  /**
-   * Validation of each workflow file by path and blob id: a file that did not change between
-   * commits is not read or validated again (at 200 workflows that was most of a sync).
-   */
-  private validated = new Map<string, { result: FileResult; source: string }>();
-  private schedules: Schedule[] = [];
-  private readonly scheduleRuns = new Map<string, ScheduleRuns>();
-  private scheduleTimer: NodeJS.Timeout | undefined;
-  private firing: Promise<unknown> = Promise.resolve();
-  private readonly scheduleState: ScheduleState;
-  private readonly kv: KeyValue;
-  private readonly now: () => number;
+  private readonly workflowFiles: WorkflowFiles;
+  private readonly schedules: ScheduleFiring;
+  private readonly events: EventFiring | undefined;
   private role: 'standalone' | 'follower' | 'leader' | 'deposed' = 'standalone';
-  /** The valid workflows at the synced commit, by name (what event triggers start). */
-  private readonly current = new Map<string, { workflow: Workflow; source: string; commit: string }>();
-  private messages: TriggerMessages | undefined;
-  private consuming: Promise<void> | undefined;
-  /** Event messages refused (bad params, unknown workflow): counted for operators. */
-  refusedEvents = 0;
   private campaign: Promise<void> | undefined;
   private unlisten: (() => void) | undefined;
 
   constructor(private readonly options: ControllerOptions) {
     const gitdir = resolveGitDirs(options.repoDir).gitdir;
     this.statePath = join(gitdir, 'caravan', 'controller', `${options.branch.replace(/[^A-Za-z0-9._-]/g, '_')}.json`);
-    this.kv = options.state ?? options.registry ?? new FileKeyValue(join(gitdir, 'caravan', 'kv'));
-    this.scheduleState = new ScheduleState(this.kv);
-    this.now = options.now ?? Date.now;
+    const kv = options.state ?? options.registry ?? new FileKeyValue(join(gitdir, 'caravan', 'kv'));
+    const now = options.now ?? Date.now;
+    this.runs = new TriggerRuns(options.app, options.logger);
+    this.workflowFiles = new WorkflowFiles(options.repoDir, options.workflowsDir);
+    this.schedules = new ScheduleFiring({ runs: this.runs, state: kv, now, logger: options.logger, leading: () => this.role === 'standalone' || this.role === 'leader' });
+    this.events = options.openEvents !== undefined ? new EventFiring({ runs: this.runs, kv, now, logger: options.logger, open: options.openEvents }) : undefined;
+  }
+
+  /** Fires the schedules whose time has come (as the timer does); see ScheduleFiring. */
+  fireSchedules(at?: Date): Promise<Array<{ workflow: string; runId: string; at: string }>> {
+    return this.schedules.fire(at);
+  }
+
+  /** Event messages refused (bad params, unknown workflow). */
+  get refusedEvents(): number {
+    return this.events?.refusedEvents ?? 0;
   }
 
   /**
@@ -218,7 +181,7 @@ export class Controller {
 
   private async begin(): Promise<void> {
     this.lastHead = await this.readState();
-    await this.recoverRuns();
+    await this.runs.recover();
     await this.syncNow('start');
     this.schedule();
   }
@@ -232,7 +195,7 @@ export class Controller {
 
   /** The last sync, and what is wrong now (for /ready). */
   status(): { role: 'standalone' | 'follower' | 'leader' | 'deposed'; lastSync: SyncReport | undefined; error: string | undefined; head: string | undefined; runs: number } {
-    return { role: this.role, lastSync: this.last, error: this.lastError, head: this.lastHead, runs: this.runs.size };
+    return { role: this.role, lastSync: this.last, error: this.lastError, head: this.lastHead, runs: this.runs.live.size };
   }
 
   /**
@@ -242,14 +205,10 @@ export class Controller {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
-    if (this.scheduleTimer !== undefined) clearTimeout(this.scheduleTimer);
     await this.running;
-    await this.firing;
-    const runs = [...this.runs];
-    for (const r of runs) r.engine.relinquish(new CaravanError('INTERRUPTED', `the controller stopped; the next one recovers run ${r.runId}`, { data: { runId: r.runId } }));
-    await Promise.allSettled(runs.map((r) => r.done));
-    await this.messages?.close().catch((e: unknown) => this.options.logger.error('closing the event trigger source failed', { err: e }));
-    await this.consuming;
+    await this.schedules.stop();
+    await this.runs.handOver();
+    await this.events?.stop();
     this.unlisten?.();
     // The controller's own hold on the lock (taken by acquire, even while still waiting): the
     // lock is released once no run holds it either, and a waiting campaign is called off.
@@ -320,7 +279,7 @@ export class Controller {
     if (head === this.lastHead && nomadIndex !== undefined && nomadIndex === this.lastNomadIndex) return;
     const started = Date.now();
     const { commit } = await git.readCommit({ fs, gitdir: resolveGitDirs(repoDir).commonDir, oid: head });
-    const files = await this.filesAt(head);
+    const files = await this.workflowFiles.at(head);
     const report: SyncReport = {
       commit: head,
       author: `${commit.author.name} <${commit.author.email}>`,
@@ -355,8 +314,10 @@ export class Controller {
         report.runs = await this.firePush(head, files, commit.committer.timestamp);
         report.approvals = await this.applyApprovals(head);
       }
-      this.collectSchedules(head, files);
-      await this.followEvents(head, files);
+      for (const f of files) if (f.workflow !== undefined) this.files.set(f.workflow.metadata.name, f.file);
+      const fileOf = (name: string): string | undefined => this.files.get(name);
+      this.schedules.update(head, files, this.workflowFiles, fileOf);
+      await this.events?.update(head, files, this.workflowFiles, fileOf);
       report.status = report.invalid.length > 0 || report.jobs.failed.length > 0 ? 'partial' : 'synced';
       this.lastError = report.invalid.length > 0 ? `${report.invalid.length} invalid workflow file(s) at ${head.slice(0, 12)}: ${report.invalid.map((i) => i.file).join(', ')}` : undefined;
     } catch (e) {
@@ -375,7 +336,7 @@ export class Controller {
     logger.info('synced', { reason, commit: head, status: report.status, created: report.jobs.created.length, updated: report.jobs.updated.length, pruned: report.jobs.pruned.length, failed: report.jobs.failed.length, drift: report.drift.length, runs: report.runs.length, invalid: report.invalid.length, durationMs: report.durationMs });
     this.options.onSync?.(report);
     await this.pushAudit();
-    this.armSchedules();
+    this.schedules.arm();
   }
 
   /** Pushes the audit branch (runs, sync reports) back to a remote, if the repository is one. */
@@ -388,247 +349,6 @@ export class Controller {
     } catch (e) {
       this.options.logger.error('cannot push the audit branch to the remote (it is kept locally and pushed at the next sync)', { url: remote.url, err: e });
     }
-  }
-
-  /** The schedule triggers of the valid workflows at the synced commit (an invalid one keeps its previous ones). */
-  private collectSchedules(commit: string, files: readonly FileResult[]): void {
-    const invalid = new Set(files.filter((f) => f.workflow === undefined).map((f) => f.file));
-    const kept = this.schedules.filter((s) => invalid.has(this.fileOf(s.workflow.metadata.name) ?? ''));
-    const next: Schedule[] = [...kept];
-    for (const f of files) {
-      const wf = f.workflow;
-      if (wf === undefined) continue;
-      this.files.set(wf.metadata.name, f.file);
-      (wf.spec.triggers ?? []).forEach((t, index) => {
-        if (t.schedule !== undefined) next.push({ workflow: wf, source: this.sources.get(f.file) ?? '', commit, index, spec: t.schedule });
-      });
-    }
-    this.schedules = next;
-  }
-
-  /**
-   * Keeps the event trigger source on the valid workflows of the synced commit (an invalid
-   * one keeps its previous version), opening it on the first sync, and consumes it.
-   */
-  private async followEvents(commit: string, files: readonly FileResult[]): Promise<void> {
-    const invalid = new Set(files.filter((f) => f.workflow === undefined).map((f) => f.file));
-    for (const [name] of [...this.current]) if (!invalid.has(this.fileOf(name) ?? '')) this.current.delete(name);
-    for (const f of files) if (f.workflow !== undefined) this.current.set(f.workflow.metadata.name, { workflow: f.workflow, source: this.sources.get(f.file) ?? '', commit });
-    if (this.options.openEvents === undefined) return;
-    const workflows = [...this.current.values()].map((c) => c.workflow);
-    if (this.messages === undefined) {
-      this.messages = await this.options.openEvents(workflows);
-      this.consuming = this.consume(this.messages);
-    } else await this.messages.updateSubjects(workflows);
-  }
-
-  private async consume(source: TriggerMessages): Promise<void> {
-    try {
-      for await (const m of source.events()) {
-        if (this.stopped) {
-          await m.nak();
-          continue;
-        }
-        await this.onMessage(m);
-      }
-    } catch (e) {
-      if (!this.stopped) this.options.logger.error('the event trigger source failed; event triggers are not served until the controller restarts', { err: e });
-    }
-  }
-
-  /**
-   * One event message: a run of its workflow with the payload's params. The message id is
-   * recorded (check-and-set) with the run id before the run starts, so a redelivered message
-   * finds its run and starts nothing new; a payload whose params do not fit the workflow is
-   * refused for good (terminated, logged with the reason, counted), never half-started.
-   */
-  private async onMessage(m: TriggerMessage): Promise<void> {
-    const { logger, app } = this.options;
-    const log = { workflow: m.workflow, subject: m.subject, messageId: m.id.slice(0, 128) };
-    const target = this.current.get(m.workflow);
-    if (target === undefined) {
-      this.refusedEvents++;
-      await m.term('no such workflow at the synced commit');
-      logger.warn('event for a workflow that is not there: refused', log);
-      return;
-    }
-    const key = `caravan/events/${m.workflow}/${createHash('sha256').update(m.id).digest('hex').slice(0, 40)}`;
-    try {
-      const seen = await this.kv.getKey(key);
-      let runId: string;
-      if (seen !== undefined) {
-        runId = seen.value;
-        if (await app.runExists(runId)) {
-          await m.ack();
-          logger.info('event seen before: its run exists, nothing started', { ...log, run: runId });
-          return;
-        }
-      } else {
-        runId = newRunId(new Date(this.now()));
-        if (!(await this.kv.putKey(key, runId, { cas: 0 }))) {
-          await m.nak(1000);
-          return;
-        }
-      }
-      try {
-        const run = await app.startLoaded({ workflow: target.workflow, source: target.source }, m.params, { trigger: `event:${m.subject}`, commit: target.commit, runId });
-        this.track(run);
-        logger.info('run started by an event', { ...log, run: runId });
-        await m.ack();
-      } catch (e) {
-        if (e instanceof CaravanError && e.code === 'PARAM_INVALID') {
-          this.refusedEvents++;
-          await this.kv.deleteKey(key);
-          // Names only: the values are the publisher's, and may be secrets.
-          const names = (Array.isArray(e.data?.['params']) ? (e.data['params'] as string[]) : []).map((n) => n.slice(0, 64));
-          const reason = `params that do not fit the workflow's declarations: ${names.join(', ') || 'unknown'}`;
-          await m.term(reason);
-          logger.warn('event refused: its params do not fit the workflow', { ...log, reason });
-          return;
-        }
-        if (e instanceof CaravanError && e.code === 'RUN_SKIPPED') {
-          await m.ack();
-          logger.info('event run skipped', { ...log, reason: e.message });
-          return;
-        }
-        throw e;
-      }
-    } catch (e) {
-      // Not the message's fault (the audit branch, the registry): it comes back later.
-      logger.error('an event could not start its run; it will be delivered again', { ...log, err: e });
-      await m.nak(5000).catch(() => undefined);
-    }
-  }
-
-  private fileOf(workflow: string): string | undefined {
-    return this.files.get(workflow);
-  }
-
-  /** Wakes at the next scheduled time of any schedule (at most a minute away, so clock jumps are caught). */
-  private armSchedules(): void {
-    if (this.stopped) return;
-    if (this.scheduleTimer !== undefined) clearTimeout(this.scheduleTimer);
-    const now = this.now();
-    let soonest = now + 60_000;
-    for (const s of this.schedules) {
-      const at = nextFire(s.spec, new Date(now));
-      if (at !== undefined) soonest = Math.min(soonest, at.getTime());
-    }
-    // A little after the time, so that it is in (lastFire, now].
-    this.scheduleTimer = setTimeout(() => {
-      void this.fireSchedules().finally(() => this.armSchedules());
-    }, Math.max(0, soonest - now) + 50);
-    this.scheduleTimer.unref();
-  }
-
-  /**
-   * Fires every schedule whose time has come (per its catch-up policy), each scheduled time
-   * at most once: its run id is derived from the workflow and the time, and the last fire is
-   * recorded with check-and-set after the run started. A schedule seen for the first time
-   * starts from now. Returns the runs started.
-   */
-  fireSchedules(at?: Date): Promise<Array<{ workflow: string; runId: string; at: string }>> {
-    if (this.role === 'follower' || this.role === 'deposed') return Promise.resolve([]);
-    const run = this.firing.then(() => this.fireDue(at ?? new Date(this.now())));
-    this.firing = run.catch(() => undefined);
-    return run;
-  }
-
-  private async fireDue(now: Date): Promise<Array<{ workflow: string; runId: string; at: string }>> {
-    const { logger } = this.options;
-    const started: Array<{ workflow: string; runId: string; at: string }> = [];
-    for (const s of this.schedules) {
-      const name = s.workflow.metadata.name;
-      try {
-        const last = await this.scheduleState.lastFire(name, s.index);
-        const due = dueFires(s.spec, last?.at, now);
-        if (last === undefined && due.length === 0) {
-          await this.scheduleState.recordFire(name, s.index, now, 0);
-          logger.info('schedule seen for the first time: it fires from its next time on', { workflow: name, trigger: s.index, cron: s.spec.cron });
-          continue;
-        }
-        for (const at of due) {
-          const runId = await this.fireOne(s, at);
-          if (runId !== undefined) started.push({ workflow: name, runId, at: at.toISOString() });
-        }
-        if (due.length > 0 && !(await this.scheduleState.recordFire(name, s.index, due.at(-1)!, last?.index ?? 0))) {
-          logger.warn('another controller recorded this schedule meanwhile; its run ids keep a time from starting twice', { workflow: name, trigger: s.index });
-        }
-      } catch (e) {
-        logger.error('a schedule could not fire', { workflow: name, trigger: s.index, err: e });
-      }
-    }
-    return started;
-  }
-
-  /** One scheduled time, under the schedule's overlap policy; returns the run id if a run started. */
-  private async fireOne(s: Schedule, at: Date): Promise<string | undefined> {
-    const name = s.workflow.metadata.name;
-    const key = `${name}#${s.index}`;
-    const runs = this.scheduleRuns.get(key) ?? { running: new Set<StartedRun>() };
-    this.scheduleRuns.set(key, runs);
-    const overlap = s.spec.overlap ?? SCHEDULE_DEFAULTS.overlap;
-    const log = { workflow: name, trigger: s.index, scheduledAt: at.toISOString(), overlap };
-    if (runs.running.size > 0) {
-      if (overlap === 'skip') {
-        this.options.logger.info('scheduled time skipped: the previous run of this schedule is still running (overlap: skip)', log);
-        return undefined;
-      }
-      if (overlap === 'buffer-one') {
-        if (runs.buffered === undefined) this.options.logger.info('scheduled time held until the running run ends (overlap: buffer-one)', log);
-        else this.options.logger.info('scheduled time dropped: one is already held (overlap: buffer-one)', log);
-        runs.buffered ??= at;
-        return undefined;
-      }
-      if (overlap === 'cancel-running') {
-        for (const r of runs.running) r.engine.cancel(`schedule ${at.toISOString()} (overlap: cancel-running)`);
-      }
-    }
-    const runId = scheduledRunId(name, at);
-    const run = await this.startRun(s.workflow, s.source, runId, `schedule:${at.toISOString()}`, s.commit, s.spec.params ?? {});
-    if (run === undefined || run === 'exists') return undefined;
-    runs.running.add(run);
-    void run.done.catch(() => undefined).finally(() => {
-      runs.running.delete(run);
-      const held = runs.buffered;
-      if (held !== undefined && runs.running.size === 0 && !this.stopped) {
-        runs.buffered = undefined;
-        void this.fireOne(s, held);
-      }
-    });
-    return runId;
-  }
-
-  /** The workflow files at a commit, validated, and their text (a run keeps the definition it ran). */
-  private async filesAt(commit: string): Promise<FileResult[]> {
-    const dir = this.options.workflowsDir.replace(/^\.\/+|\/+$/g, '');
-    const key = (path: string, oid: string): string => `${path}\0${oid}`;
-    let tree;
-    try {
-      tree = await readTreeAtCommit(this.options.repoDir, commit, dir, (p) => /\.ya?ml$/i.test(p), (path, oid) => this.validated.has(key(path, oid)));
-    } catch (e) {
-      // A commit without the workflow directory holds no workflows.
-      if (e instanceof CaravanError && e.code === 'PATH_NOT_FOUND') return [];
-      throw e;
-    }
-    const next = new Map<string, { result: FileResult; source: string }>();
-    for (const f of tree) {
-      const k = key(f.path, f.oid);
-      if (!this.validated.has(k)) {
-        const source = new TextDecoder().decode(f.bytes);
-        next.set(k, { result: slim(validateSources([{ file: f.path, bytes: f.bytes }]).files[0]!, source), source });
-      } else next.set(k, this.validated.get(k)!);
-    }
-    this.validated = next;
-    this.sources.clear();
-    for (const { result, source } of next.values()) this.sources.set(result.file, source);
-    const results = [...next.values()].map((v) => v.result);
-    // Checks across files (two files with one workflow name): the later file is invalid.
-    const cross = crossFileDiagnostics(results).filter((d) => d.severity === 'error');
-    return results.map((r) => {
-      const mine = cross.filter((d) => d.file === r.file);
-      return mine.length === 0 ? r : { ...r, workflow: undefined, diagnostics: [...r.diagnostics, ...mine] };
-    });
   }
 
   private async fileExists(commit: string, path: string): Promise<boolean> {
@@ -656,12 +376,13 @@ export class Controller {
       const wf = f.workflow;
       if (wf === undefined || !pushFires(wf, this.options.branch, changed)) continue;
       const runId = pushRunId(wf.metadata.name, head, committedAt);
-      const started = await this.startRun(wf, this.sources.get(f.file) ?? '', runId, `push:${head}`, head);
+      const started = await this.runs.start(wf, this.workflowFiles.source(f.file), runId, `push:${head}`, head);
       if (started === 'exists') out.push({ workflow: wf.metadata.name, runId, trigger: 'push', existed: true });
       else if (started !== undefined) out.push({ workflow: wf.metadata.name, runId, trigger: 'push' });
     }
     return out;
   }
+
 
   /**
    * Approval files added or changed since the last synced commit, handed to the runs live in
@@ -693,7 +414,7 @@ export class Controller {
       const author = last?.commit.author ?? { name: 'unknown', email: 'unknown' };
       const commit = last?.oid ?? head;
       const entry = { file, runId: a.runId, task: a.task, decision: a.decision, author: `${author.name} <${author.email}>`, commit };
-      const run = [...this.runs].find((r) => r.runId === a.runId);
+      const run = this.runs.find(a.runId);
       if (run === undefined) {
         logger.warn('approval for a run that is not live in this controller: ignored', { file, run: a.runId, task: a.task });
         out.push({ ...entry, outcome: 'not-live' });
@@ -706,51 +427,6 @@ export class Controller {
       out.push({ ...entry, outcome: ok ? 'applied' : 'refused' });
     }
     return out;
-  }
-
-  /** Starts a trigger's run; 'exists' when a run with that id was started before, undefined when it was not started. */
-  private async startRun(workflow: Workflow, source: string, runId: string, trigger: string, commit: string, params: Record<string, unknown> = {}): Promise<StartedRun | 'exists' | undefined> {
-    const { app, logger } = this.options;
-    const log = { workflow: workflow.metadata.name, run: runId, trigger };
-    try {
-      const run = await app.startLoaded({ workflow, source }, params, { trigger, commit, runId });
-      this.track(run);
-      logger.info('run started by a trigger', log);
-      return run;
-    } catch (e) {
-      if (e instanceof CaravanError && e.code === 'RUN_SKIPPED') {
-        const existed = e.data?.['duplicate'] === true;
-        logger.info(existed ? 'run exists already: not started twice' : 'run skipped by the concurrency policy', { ...log, reason: e.message });
-        return existed ? 'exists' : undefined;
-      }
-      logger.error('a trigger could not start its run', { ...log, err: e });
-      return undefined;
-    }
-  }
-
-  private track(run: StartedRun): void {
-    this.runs.add(run);
-    run.done.then(
-      ({ state }) => this.options.logger.info('run over', { workflow: run.workflow, run: run.runId, status: state.status }),
-      (e: unknown) => this.options.logger.warn('run handed over', { workflow: run.workflow, run: run.runId, err: e }),
-    ).finally(() => this.runs.delete(run));
-  }
-
-  /** Runs whose earlier controller died (a journal, no live process): continued here. */
-  private async recoverRuns(): Promise<void> {
-    const { app, logger } = this.options;
-    for (const runId of await app.live.journalIds()) {
-      if ((await app.live.get(runId)) !== undefined) continue;
-      try {
-        const r = await app.recover(runId);
-        if ('engine' in r) {
-          this.track(r);
-          logger.info('run recovered from its journal', { workflow: r.workflow, run: runId });
-        } else logger.info('finished run recorded from its journal', { workflow: r.workflow, run: runId });
-      } catch (e) {
-        logger.error('a run left by an earlier controller could not be recovered (caravan recover it by hand)', { run: runId, err: e });
-      }
-    }
   }
 
   private async record(report: SyncReport): Promise<void> {
@@ -796,35 +472,6 @@ export class Controller {
     await mkdir(join(this.statePath, '..'), { recursive: true });
     await writeFile(this.statePath, JSON.stringify({ head, at: new Date().toISOString() }) + '\n');
   }
-}
-
-/**
- * What the controller keeps of a validated file between syncs: the workflow and its
- * diagnostics, without the parsed document, position index and DAG (tens of MB at 200
- * workflows) that only a first report needs. The one position a cross-file error names (a
- * duplicate `metadata.name`) is found again in the text when asked, which is rare.
- */
-function slim(r: FileResult, source: string): FileResult {
-  return {
-    file: r.file,
-    name: r.name,
-    workflow: r.workflow,
-    dag: undefined,
-    diagnostics: r.diagnostics,
-    subWorkflows: r.subWorkflows,
-    locate: (path) => (path.length === 2 && path[0] === 'metadata' && path[1] === 'name' ? nameLine(source) : { line: 1, col: 1 }),
-  };
-}
-
-/** The line of `name:` under a top-level `metadata:` (block style, as workflows are written). */
-function nameLine(source: string): { line: number; col: number } {
-  const lines = source.split('\n');
-  const top = lines.findIndex((l) => /^metadata:\s*(#.*)?$/.test(l));
-  for (let i = top + 1; top >= 0 && i < lines.length && !/^\S/.test(lines[i]!); i++) {
-    const m = /^(\s+)name:/.exec(lines[i]!);
-    if (m !== null) return { line: i + 1, col: m[1]!.length + 1 };
-  }
-  return { line: 1, col: 1 };
 }
 
 function hasNews(r: SyncReport): boolean {
