@@ -65,7 +65,7 @@ export const httpAgent: AgentType = {
       const text = (await res.body.text()).slice(0, MAX_BODY);
       io.log('stdout', `${h.method ?? 'GET'} ${url.origin}${url.pathname} -> ${res.statusCode}`);
       if (res.statusCode < 200 || res.statusCode > 299) {
-        return { ok: false, error: `HTTP ${res.statusCode} from ${url.origin}${url.pathname}`, retryable: res.statusCode >= 500 || res.statusCode === 429 };
+        return { ok: false, error: `HTTP ${res.statusCode} from ${shownUrl(url)}`, retryable: res.statusCode >= 500 || res.statusCode === 429 };
       }
       const available: Record<string, string> = { status: String(res.statusCode), body: text };
       try {
@@ -86,10 +86,23 @@ export const httpAgent: AgentType = {
       if (io.signal.aborted) return { ok: false, error: 'cancelled', retryable: false };
       // Whether the timeout fired is read from its signal, not from the error undici rejected with.
       const msg = timeout?.aborted === true ? `timed out after ${action.timeoutMs} ms` : (e as Error).message;
-      return { ok: false, error: `request to ${url.origin} failed: ${msg}`, retryable: true };
+      return { ok: false, error: `request to ${shownUrl(url)} failed: ${msg}`, retryable: true };
     }
   },
 };
+
+/**
+ * A request's URL as a failure names it: all of it (which path and query failed matters when
+ * one host serves many hooks), without the user name and password a URL may carry. Secret
+ * values elsewhere in it are masked in the failure message like anywhere else.
+ */
+function shownUrl(url: URL): string {
+  const shown = new URL(url.href);
+  shown.username = '';
+  shown.password = '';
+  shown.hash = '';
+  return shown.href;
+}
 
 /** The agent types known to this process; plugins add theirs with register(). */
 export class AgentRegistry {

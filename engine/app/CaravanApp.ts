@@ -14,6 +14,7 @@ import type { RunEvent } from '../run/RunEvent.js';
 import { buildRunPlan } from '../run/RunPlan.js';
 import { applyRunEvent, initialRunState } from '../run/reduceRun.js';
 import { RunRecorder } from '../audit/RunRecorder.js';
+import { workflowDirty, type WorkflowDirty } from '../audit/workflowDirty.js';
 import type { RunState } from '../run/RunState.js';
 import type { Workflow } from '../spec/Workflow.js';
 import { validateText } from '../spec/validateWorkflows.js';
@@ -90,7 +91,10 @@ export class CaravanApp {
   /** Starts a run of a workflow of the working tree, after the workflow's concurrency policy admits it. */
   async start(nameOrPath: string, rawParams: Record<string, unknown>, trigger = 'manual'): Promise<StartedRun> {
     const loaded = await this.catalog.load(nameOrPath);
-    return this.startLoaded(loaded, rawParams, { trigger, commit: await this.headCommit() });
+    const commit = await this.headCommit();
+    // Recorded with HEAD's commit, a run of a file with changes not committed says so.
+    const dirty = await workflowDirty(this.audit, commit, loaded.file, loaded.source);
+    return this.startLoaded(loaded, rawParams, { trigger, commit, ...(dirty !== undefined ? { workflowDirty: dirty } : {}) });
   }
 
   /**
@@ -99,7 +103,7 @@ export class CaravanApp {
    * (a trigger's deterministic one) is refused if that run exists already, so a trigger that
    * fires twice for the same reason starts one run.
    */
-  async startLoaded(loaded: Pick<LoadedWorkflow, 'workflow' | 'source'>, rawParams: Record<string, unknown>, how: { trigger: string; commit: string | undefined; runId?: string }): Promise<StartedRun> {
+  async startLoaded(loaded: Pick<LoadedWorkflow, 'workflow' | 'source'>, rawParams: Record<string, unknown>, how: { trigger: string; commit: string | undefined; runId?: string; workflowDirty?: WorkflowDirty }): Promise<StartedRun> {
     const { workflow, source } = loaded;
     const params = parseParams(workflow, rawParams);
     // A foreign or blocked audit branch is refused before any task runs, not after.
@@ -111,7 +115,7 @@ export class CaravanApp {
     const release = await this.admission.admit(workflow, (m) => (this.options.logger ?? noopLogger).warn(m, { workflow: workflow.metadata.name }));
     try {
       const runId = how.runId ?? newRunId(new Date((await this.openBackends()).clock.now()));
-      return await supervisor.launch({ workflow, source, runId, commit: how.commit, begin: (engine) => engine.start(params, how.trigger, how.commit), previous: [] });
+      return await supervisor.launch({ workflow, source, runId, commit: how.commit, begin: (engine) => engine.start(params, how.trigger, how.commit), previous: [], ...(how.workflowDirty !== undefined ? { workflowDirty: how.workflowDirty } : {}) });
     } finally {
       await release();
     }
@@ -138,6 +142,7 @@ export class CaravanApp {
     // The journal is a superset of the last checkpoint unless it was lost with the machine.
     const events = journal !== undefined && journal.events.length >= (stored?.events.length ?? 0) ? journal.events : stored!.events;
     const source = stored?.workflowSource ?? journal?.header.workflowSource;
+    const dirty = journal?.header.workflowDirty ?? stored?.workflowDirty;
     const started = events.find((e) => e.type === 'run.started');
     if (source === undefined || started === undefined || started.type !== 'run.started') {
       throw new CaravanError('RUN_NOT_FOUND', `run ${runId} has no recorded workflow definition to recover from`, { data: { runId } });
@@ -149,7 +154,7 @@ export class CaravanApp {
       // blocked branch): write the record now, so the run is not stranded in the journal.
       if (journal !== undefined && parsed.workflow !== undefined && journal.events.length > (stored?.events.length ?? 0)) {
         await this.audit.assertWritable();
-        return this.recordJournal(parsed.workflow, source, runId, started.commit, journal.events);
+        return this.recordJournal(parsed.workflow, source, runId, started.commit, journal.events, dirty);
       }
       throw new CaravanError('RUN_NOT_LIVE', `run ${runId} is already over (${final.type.slice(4)})`, { data: { runId, status: final.type.slice(4) } });
     }
@@ -167,11 +172,12 @@ export class CaravanApp {
         engine.recover(events);
       },
       previous: events,
+      ...(dirty !== undefined ? { workflowDirty: dirty } : {}),
     });
   }
 
   /** Writes a finished run's journal to the audit branch (with its note), then removes the journal. */
-  private async recordJournal(workflow: Workflow, source: string, runId: string, commit: string | undefined, events: RunEvent[]): Promise<RecordedRun> {
+  private async recordJournal(workflow: Workflow, source: string, runId: string, commit: string | undefined, events: RunEvent[], dirty: WorkflowDirty | undefined): Promise<RecordedRun> {
     const plan = buildRunPlan(workflow, { maxParallel: this.options.parallelism ?? 32 });
     const state = initialRunState(plan, runId);
     for (const e of events) applyRunEvent(state, plan, e);
@@ -180,6 +186,7 @@ export class CaravanApp {
       runId,
       workflowSource: source,
       ...(commit !== undefined ? { workflowCommit: commit } : {}),
+      ...(dirty !== undefined ? { workflowDirty: dirty } : {}),
       journalPath: this.live.journalPath(runId),
       previous: events,
       ...(this.options.logger !== undefined ? { logger: this.options.logger } : {}),

@@ -57,6 +57,15 @@ export interface LogLine {
   attempt: number;
   stream: 'stdout' | 'stderr';
   line: string;
+  /** When the line was written: its event's time, ISO 8601 (UTC). */
+  at: string;
+}
+
+export interface FollowOptions {
+  /** How often a live run's journal is read again (default 250 ms). */
+  pollMs?: number;
+  /** Stops following (the generator returns). */
+  signal?: AbortSignal;
 }
 
 /**
@@ -109,18 +118,43 @@ export class RunQueries {
     throw new CaravanError('RUN_NOT_FOUND', `no run ${runId} on caravan/runs or in the local journal`, { data: { runId } });
   }
 
-  /** A run's recorded log lines, of one task (and its forEach items) or of all. */
+  /**
+   * A run's recorded log lines, of one task (and its forEach items) or of all: a live run's
+   * from its journal (ahead of the last checkpoint), else from the audit branch, else from
+   * the journal of a run that never reached it.
+   */
   async logs(runId: string, task?: string): Promise<LogLine[]> {
-    // The audit branch, else the journal of a run that never reached it.
-    const events = (await this.audit.readRun(runId))?.events ?? (await readJournal(this.live.journalPath(runId)))?.events;
+    const live = (await this.live.get(runId)) !== undefined;
+    const journal = live ? await readJournal(this.live.journalPath(runId)) : undefined;
+    const events = journal?.events ?? (await this.audit.readRun(runId))?.events ?? (await readJournal(this.live.journalPath(runId)))?.events;
     if (events === undefined) throw new CaravanError('RUN_NOT_FOUND', `no run ${runId} on caravan/runs or in the local journal`, { data: { runId } });
     const out: LogLine[] = [];
     for (const e of events) {
       if (e.type !== 'task.log') continue;
       if (task !== undefined && e.task !== task && !e.task.startsWith(`${task}[`)) continue;
-      out.push({ task: e.task, attempt: e.attempt, stream: e.stream, line: e.line });
+      out.push({ task: e.task, attempt: e.attempt, stream: e.stream, line: e.line, at: new Date(e.at).toISOString() });
     }
     return out;
+  }
+
+  /**
+   * A run's log lines as they are recorded: first those recorded so far, then, while the run
+   * is live on this machine, each batch of new ones, until the run is no longer live (it
+   * ended, or its process died). Whether it is live is asked before each read, so the last
+   * read comes after the end and no line is missed; lines are never yielded twice, as the
+   * journal and the records on the audit branch hold the events in the same order.
+   */
+  async *follow(runId: string, task?: string, options: FollowOptions = {}): AsyncGenerator<LogLine[], void, void> {
+    let shown = 0;
+    for (;;) {
+      const live = (await this.live.get(runId)) !== undefined;
+      const lines = await this.logs(runId, task);
+      // A recovered run's journal is rewritten: read in between, only the checkpoint is seen.
+      if (lines.length > shown) yield lines.slice(shown);
+      shown = Math.max(shown, lines.length);
+      if (!live || options.signal?.aborted === true) return;
+      await pause(options.pollMs ?? 250, options.signal);
+    }
   }
 
   /** A live run's state as of its last journaled event; undefined without a usable journal. */
@@ -135,6 +169,19 @@ export class RunQueries {
     for (const e of journal.events) applyRunEvent(state, plan, e);
     return snapshotRun(state);
   }
+}
+
+/** Waits `ms`, or less if `signal` aborts. */
+function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+    function done(): void {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+  });
 }
 
 function encodeCursor(runId: string): string {

@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import type { GitAuditStore } from '../audit/GitAuditStore.js';
 import { RunRecorder } from '../audit/RunRecorder.js';
+import type { WorkflowDirty } from '../audit/workflowDirty.js';
 import type { Logger } from '../run/Logger.js';
 import type { Registry } from '../run/Registry.js';
 import type { RunEvent } from '../run/RunEvent.js';
@@ -19,6 +20,8 @@ export interface StartedRun {
   engine: RunEngine;
   /** Resolves when the run is over and recorded: the final state and the audit commit. */
   done: Promise<{ state: RunState; auditCommit: string }>;
+  /** Set when the workflow as run is not the one at `commit` (see LaunchRequest). */
+  workflowDirty?: WorkflowDirty;
 }
 
 /** What one run starts from: a fresh start, or the events of a run being recovered. */
@@ -31,6 +34,8 @@ export interface LaunchRequest {
   begin: (engine: RunEngine) => void;
   /** Events recorded before this process took the run over (recover). */
   previous: readonly RunEvent[];
+  /** The workflow had changes not committed at `commit`: the record says so (see RunRecorder). */
+  workflowDirty?: WorkflowDirty;
 }
 
 export interface SupervisorOptions {
@@ -100,6 +105,7 @@ export class RunSupervisor {
         runId: req.runId,
         workflowSource: req.source,
         ...(req.commit !== undefined ? { workflowCommit: req.commit } : {}),
+        ...(req.workflowDirty !== undefined ? { workflowDirty: req.workflowDirty } : {}),
         journalPath: this.options.live.journalPath(req.runId),
         ...(this.options.checkpointEveryEvents !== undefined ? { everyEvents: this.options.checkpointEveryEvents } : {}),
         ...(this.options.checkpointEveryMs !== undefined ? { everyMs: this.options.checkpointEveryMs } : {}),
@@ -150,7 +156,7 @@ export class RunSupervisor {
           await tearDown();
         }
       })();
-      return { runId: req.runId, workflow: name, engine, done };
+      return { runId: req.runId, workflow: name, engine, done, ...(req.workflowDirty !== undefined ? { workflowDirty: req.workflowDirty } : {}) };
     } catch (e) {
       await tearDown();
       throw e;

@@ -6,6 +6,7 @@ import { CaravanError } from '../errors/CaravanError.js';
 import type { RunEvent } from '../run/RunEvent.js';
 import type { RunSnapshot } from '../run/RunSnapshot.js';
 import { atomicWrites } from './atomicWrites.js';
+import type { WorkflowDirty } from './workflowDirty.js';
 import { resolveGitDirs } from './resolveGitDirs.js';
 import { RefConflictError, readRefValue, updateRef } from './updateRef.js';
 
@@ -28,6 +29,8 @@ export interface RunRecord {
   /** The workflow source the run executes (kept so a resume runs the same definition). */
   workflowSource?: string;
   workflowCommit?: string;
+  /** The workflow as run is not the one at workflowCommit (it had uncommitted changes): trailer `Workflow-Dirty: true`. */
+  workflowDirty?: boolean;
   status: string;
   /** First line of the commit message. */
   summary: string;
@@ -39,6 +42,8 @@ export interface StoredRun {
   run: RunSnapshot;
   events: RunEvent[];
   workflowSource: string | undefined;
+  /** Set when the run's workflow was not as committed (run.json's workflowDirty and workflowSha256). */
+  workflowDirty?: WorkflowDirty;
   commit: string;
 }
 
@@ -83,7 +88,7 @@ export class GitAuditStore {
       entries.push({ mode: '100644', path, oid, type: 'blob' });
     }
     const runTree = await git.writeTree({ ...this.repo, tree: entries });
-    const trailers = [`Workflow: ${r.workflow}`, ...(r.workflowCommit !== undefined ? [`Workflow-Commit: ${r.workflowCommit}`] : []), `Run: ${r.runId}`, `Status: ${r.status}`];
+    const trailers = [`Workflow: ${r.workflow}`, ...(r.workflowCommit !== undefined ? [`Workflow-Commit: ${r.workflowCommit}`] : []), ...(r.workflowDirty === true ? ['Workflow-Dirty: true'] : []), `Run: ${r.runId}`, `Status: ${r.status}`];
     const message = `${r.summary}\n\n${trailers.join('\n')}\n`;
     return this.commitOnto(['runs', r.workflow, r.runId], runTree, message);
   }
@@ -186,7 +191,20 @@ export class GitAuditStore {
       if (e.type === 'blob') files.set(e.path, new TextDecoder().decode((await git.readBlob({ ...this.repo, oid: e.oid })).blob));
     }
     const events = (files.get('events.ndjson') ?? '').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as RunEvent);
-    return { workflow: wf, runId, run: JSON.parse(files.get('run.json') ?? '{}') as RunSnapshot, events, workflowSource: files.get('workflow.yaml'), commit: tip };
+    const run = JSON.parse(files.get('run.json') ?? '{}') as RunSnapshot & { workflowDirty?: boolean; workflowSha256?: string };
+    const workflowDirty = run.workflowDirty === true && typeof run.workflowSha256 === 'string' ? { sha256: run.workflowSha256 } : undefined;
+    return { workflow: wf, runId, run, events, workflowSource: files.get('workflow.yaml'), ...(workflowDirty !== undefined ? { workflowDirty } : {}), commit: tip };
+  }
+
+  /** A file's content at a commit of the repository; undefined if the commit does not hold it. */
+  async readFileAt(commit: string, path: string): Promise<Uint8Array | undefined> {
+    try {
+      return (await git.readBlob({ ...this.repo, oid: commit, filepath: path })).blob;
+    } catch (e) {
+      // Not in that commit's tree (a file not committed yet): an answer, not a failure.
+      if (e instanceof git.Errors.NotFoundError) return undefined;
+      throw e;
+    }
   }
 
   private async subtree(tree: string, path: string[]): Promise<string | undefined> {

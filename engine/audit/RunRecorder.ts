@@ -7,12 +7,18 @@ import { noopMetrics, type Metrics } from '../run/Metrics.js';
 import type { RunEvent } from '../run/RunEvent.js';
 import { snapshotRun, type RunState } from '../run/RunState.js';
 import type { GitAuditStore } from './GitAuditStore.js';
+import type { WorkflowDirty } from './workflowDirty.js';
 
 export interface RecorderOptions {
   workflow: string;
   runId: string;
   workflowSource?: string;
   workflowCommit?: string;
+  /**
+   * The workflow as run is not the one at workflowCommit: every audit commit carries
+   * `Workflow-Dirty: true`, run.json `workflowDirty` and `workflowSha256`, and the note says so.
+   */
+  workflowDirty?: WorkflowDirty;
   /** Append-only local record of every event, for resuming between checkpoints. */
   journalPath: string;
   /** Checkpoint after this many new events... */
@@ -75,7 +81,7 @@ export class RunRecorder {
       await mkdir(dirname(this.options.journalPath), { recursive: true });
       await rm(this.options.journalPath, { force: true });
       this.journalFd = openSync(this.options.journalPath, 'a');
-      const header: JournalHeader = { journal: 1, workflow: this.options.workflow, runId: this.options.runId, ...(this.options.workflowSource !== undefined ? { workflowSource: this.options.workflowSource } : {}), ...(this.options.workflowCommit !== undefined ? { workflowCommit: this.options.workflowCommit } : {}) };
+      const header: JournalHeader = { journal: 1, workflow: this.options.workflow, runId: this.options.runId, ...(this.options.workflowSource !== undefined ? { workflowSource: this.options.workflowSource } : {}), ...(this.options.workflowCommit !== undefined ? { workflowCommit: this.options.workflowCommit } : {}), ...(this.options.workflowDirty !== undefined ? { workflowDirty: this.options.workflowDirty } : {}) };
       const lines = [JSON.stringify(header), ...(this.options.previous ?? []).map((e) => JSON.stringify(e))];
       appendFileSync(this.journalFd, lines.join('\n') + '\n');
       fsyncSync(this.journalFd);
@@ -178,7 +184,8 @@ export class RunRecorder {
     const began = performance.now();
     const metrics = this.options.metrics ?? noopMetrics;
     const count = this.events.length;
-    const snapshot = snapshotRun(state);
+    const dirty = this.options.workflowDirty;
+    const snapshot = dirty !== undefined ? { ...snapshotRun(state), workflowDirty: true, workflowSha256: dirty.sha256 } : snapshotRun(state);
     const done = [...state.groups.values()].filter((g) => g.status === 'succeeded' || g.status === 'failed' || g.status === 'skipped' || g.status === 'cancelled').length;
     const total = state.groups.size;
     const final = state.status !== 'running' && state.status !== 'paused';
@@ -194,6 +201,7 @@ export class RunRecorder {
         events: this.events.slice(0, count),
         ...(this.options.workflowSource !== undefined ? { workflowSource: this.options.workflowSource } : {}),
         ...(this.options.workflowCommit !== undefined ? { workflowCommit: this.options.workflowCommit } : {}),
+        ...(dirty !== undefined ? { workflowDirty: true } : {}),
         status: state.status,
         summary,
       });
@@ -244,7 +252,9 @@ export class RunRecorder {
     }
     if (this.options.workflowCommit !== undefined) {
       const duration = state.finishedAt !== undefined ? ` in ${formatDuration(state.finishedAt - state.startedAt)}` : '';
-      const line = `${new Date(state.startedAt).toISOString()} run ${this.options.runId} of ${this.options.workflow}: ${state.status}${duration} (record ${this.lastCommit.slice(0, 12)} on caravan/runs)`;
+      // The note hangs on the commit: a run of a definition it does not hold must not pass for one of it.
+      const notAsCommitted = this.options.workflowDirty !== undefined ? `, workflow with uncommitted changes, sha256 ${this.options.workflowDirty.sha256.slice(0, 12)}` : '';
+      const line = `${new Date(state.startedAt).toISOString()} run ${this.options.runId} of ${this.options.workflow}: ${state.status}${duration} (record ${this.lastCommit.slice(0, 12)} on caravan/runs${notAsCommitted})`;
       try {
         await this.store.appendNote(this.options.workflowCommit, line);
       } catch (e) {
@@ -269,6 +279,7 @@ export interface JournalHeader {
   runId: string;
   workflowSource?: string;
   workflowCommit?: string;
+  workflowDirty?: WorkflowDirty;
 }
 
 export function formatDuration(ms: number): string {

@@ -24,11 +24,37 @@ export async function devCommand(options: { once: boolean; ports: Partial<DevPor
   const { createLogger } = await import('../telemetry/createLogger.js');
   const dev = new DevServers(ports, (l) => io.stdout(`${l}\n`), createLogger({ name: 'caravan-dev' }));
   const path = (n: string): string => bins.find((b) => b.name === n)!.path!;
+  // Listening starts before the first server does: a signal's default action would end this
+  // process at once and leave the servers running, orphaned.
+  const signals = new DevStopSignals(io);
+  try {
+    return await runServers(dev, path, ports, repoDir, options, signals, io);
+  } finally {
+    signals.close();
+  }
+}
+
+async function runServers(dev: DevServers, path: (n: string) => string, ports: DevPorts, repoDir: string | undefined, options: { once: boolean; controllerPort?: number }, signals: DevStopSignals, io: Io): Promise<ExitCode> {
+  // A signal while the servers start stops those already up at once (Nomad alone may take a
+  // minute to be ready); start then fails on the server it was waiting for.
+  let earlyStop: Promise<void> | undefined;
+  signals.whileStarting = () => (earlyStop = dev.stop());
   try {
     await dev.start({ nats: path('nats-server'), consul: path('consul'), nomad: path('nomad') });
   } catch (e) {
+    await earlyStop;
     await dev.stop();
+    // Stopped by a signal half-way: a server that exited because it was stopped is no failure.
+    if (signals.signal !== undefined) return interruptedExit(signals.signal);
     throw new CaravanError('DEV_SERVER_FAILED', `a dev server failed to start: ${(e as Error).message} (is something else using ports ${ports.nats}, ${ports.consul}, ${ports.nomad}?)`, { cause: e });
+  } finally {
+    signals.whileStarting = undefined;
+  }
+  if (signals.signal !== undefined) {
+    // A server that start launched after the early stop had looked is stopped here.
+    await earlyStop;
+    await dev.stop();
+    return interruptedExit(signals.signal);
   }
   io.stdout(`\nReady. In another terminal:\n  export NATS_URL=nats://127.0.0.1:${ports.nats} NOMAD_ADDR=http://127.0.0.1:${ports.nomad} CONSUL_HTTP_ADDR=127.0.0.1:${ports.consul}\n  npx caravan run quarterly-report --backend nomad --bus nats --registry consul\n`);
   let controller: { stop(): Promise<void> } | undefined;
@@ -38,6 +64,7 @@ export async function devCommand(options: { once: boolean; ports: Partial<DevPor
     process.env['NOMAD_ADDR'] = `http://127.0.0.1:${ports.nomad}`;
     process.env['CONSUL_HTTP_ADDR'] = `127.0.0.1:${ports.consul}`;
     const { startController } = await import('../controller/startController.js');
+    const { createLogger } = await import('../telemetry/createLogger.js');
     try {
       const running = await startController({ repoDir, backend: 'nomad', bus: 'nats', registry: 'consul', intervalMs: 2000, listen: { host: '127.0.0.1', port: options.controllerPort ?? 8080 }, logger: createLogger({ name: 'caravan-controller' }) });
       controller = running;
@@ -48,18 +75,66 @@ export async function devCommand(options: { once: boolean; ports: Partial<DevPor
     }
   }
   const stopAll = async (): Promise<void> => {
-    await controller?.stop();
-    await dev.stop();
+    // The servers are stopped even when the controller fails to stop cleanly.
+    try {
+      await controller?.stop();
+    } finally {
+      await dev.stop();
+    }
   };
   if (options.once) {
     await stopAll();
     return EXIT.OK;
   }
   io.stdout(`Ctrl-C stops ${controller !== undefined ? 'the controller and ' : ''}all three.\n`);
-  await new Promise<void>((r) => {
-    process.once('SIGINT', () => r());
-    process.once('SIGTERM', () => r());
-  });
+  await signals.received;
   await stopAll();
+  io.stdout('stopped.\n');
   return EXIT.OK;
 }
+
+/** What a shell reports for a process ended by `signal` (128 + its number). */
+function interruptedExit(signal: NodeJS.Signals): ExitCode {
+  return signal === 'SIGTERM' ? EXIT.TERMINATED : signal === 'SIGHUP' ? EXIT.HANGUP : EXIT.INTERRUPTED;
+}
+
+/**
+ * The signals that end `caravan dev`: Ctrl-C (SIGINT), a service manager or `kill` (SIGTERM),
+ * and a terminal closed under it (SIGHUP). Each stops the servers before the process exits.
+ * Any further signal while they stop only says so: the default action of a signal nobody
+ * listens to would end the process half-way and leave the rest of the servers running.
+ */
+class DevStopSignals {
+  signal: NodeJS.Signals | undefined;
+  readonly received: Promise<NodeJS.Signals>;
+  /** Set while the servers start: what a signal does at once, before `received` is awaited. */
+  whileStarting: (() => void) | undefined;
+  private wake: (signal: NodeJS.Signals) => void = () => undefined;
+  private readonly handlers = new Map<NodeJS.Signals, () => void>();
+
+  constructor(private readonly io: Io) {
+    this.received = new Promise((r) => (this.wake = r));
+    for (const s of STOP_SIGNALS) {
+      const h = (): void => this.on(s);
+      this.handlers.set(s, h);
+      process.on(s, h);
+    }
+  }
+
+  close(): void {
+    for (const [s, h] of this.handlers) process.off(s, h);
+  }
+
+  private on(signal: NodeJS.Signals): void {
+    if (this.signal !== undefined) {
+      this.io.stdout(`still stopping the servers (${signal}); caravan dev exits once they have stopped\n`);
+      return;
+    }
+    this.signal = signal;
+    this.io.stdout(`\nstopping the servers (${signal})\n`);
+    this.whileStarting?.();
+    this.wake(signal);
+  }
+}
+
+const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];

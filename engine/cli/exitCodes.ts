@@ -11,7 +11,8 @@ export const EXIT = {
   INTERNAL: 70,
   IO: 74,
   TEMPFAIL: 75,
-  /** Stopped by SIGINT or SIGTERM, as shells report it (128 + the signal's number). */
+  /** Stopped by SIGHUP, SIGINT or SIGTERM, as shells report it (128 + the signal's number). */
+  HANGUP: 129,
   INTERRUPTED: 130,
   TERMINATED: 143,
 } as const;

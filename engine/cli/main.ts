@@ -7,6 +7,7 @@ import { packageRoot } from '../packageRoot.js';
 import { DIAGNOSTIC_FORMATS, type DiagnosticFormat } from '../spec/formatDiagnostics.js';
 import { processIo, type Io } from './Io.js';
 import { PLAN_FORMATS, type PlanFormat } from '../compile/formatPlan.js';
+import type { RunStatus } from '../run/RunEvent.js';
 import type * as ApprovalsModule from './approvalsCommand.js';
 import type * as DemoModule from './demoCommand.js';
 import type * as PlanModule from './planCommand.js';
@@ -27,6 +28,9 @@ function positiveInt(v: string, flag: string): number {
   if (!Number.isInteger(n) || n < 1) throw new CaravanError('USAGE', `${flag} takes a positive whole number, not '${v}'`);
   return n;
 }
+
+/** What `caravan runs --status` takes: every RunStatus (a record, so the compiler sees that none is missing). */
+const RUN_STATUSES = Object.keys({ running: 0, paused: 0, succeeded: 0, failed: 0, cancelled: 0 } satisfies Record<RunStatus, 0>);
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string };
@@ -95,17 +99,17 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
 
   program
     .command('run')
-    .description('run a workflow on this machine (local executor, in-memory bus) and record it in Git')
+    .description('run a workflow and record it in Git: tasks run on this machine (default) or on Nomad (--backend nomad), events travel in memory (default) or on NATS JetStream (--bus nats)')
     .argument('<workflow>', 'workflow name (metadata.name) or file')
     .option('-p, --param <name=value>', 'run parameter (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .option('--json', 'print one JSON event per line', false)
     .option('--parallelism <n>', 'tasks running at once (default 32)', (v: string) => positiveInt(v, '--parallelism'))
-    .addOption(new Option('--bus <bus>', 'where task events travel: memory, or NATS JetStream at $NATS_URL').choices(['memory', 'nats']).default('memory'))
-    .addOption(new Option('--backend <backend>', 'where tasks run: local, or Nomad at $NOMAD_ADDR (with --bus nats)').choices(['local', 'nomad']).default('local'))
+    .addOption(new Option('--bus <bus>', 'where task events travel: memory, or NATS JetStream at $NATS_URL (default: memory; nats with --backend nomad)').choices(['memory', 'nats']))
+    .addOption(new Option('--backend <backend>', 'where tasks run: local, or Nomad at $NOMAD_ADDR (implies --bus nats)').choices(['local', 'nomad']).default('local'))
     .option('--agent-command <cmd>', 'how Nomad clients start the agent runner (default: this node and checkout)')
     .addOption(new Option('--registry <registry>', 'register in Consul at $CONSUL_HTTP_ADDR and mirror run status to its KV').choices(['none', 'consul']).default('none'))
     .option('--leader', 'act as the controller: schedule only while holding the caravan/leader lock (needs --registry consul)', false)
-    .action(async (workflow: string, opts: { param: string[]; json: boolean; parallelism?: number; bus: 'memory' | 'nats'; backend: 'local' | 'nomad'; agentCommand?: string; registry: 'none' | 'consul'; leader: boolean }) => {
+    .action(async (workflow: string, opts: { param: string[]; json: boolean; parallelism?: number; bus?: 'memory' | 'nats'; backend: 'local' | 'nomad'; agentCommand?: string; registry: 'none' | 'consul'; leader: boolean }) => {
       exit = await (await runCommands()).runCommand(workflow, opts, io);
     });
 
@@ -116,21 +120,26 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .argument('<run-id>')
     .option('-p, --param <name=value>', "a secret param of the run, given again (they are never recorded; repeatable)", (v: string, prev: string[]) => [...prev, v], [] as string[])
     .option('--json', 'print one JSON event per line', false)
-    .addOption(new Option('--bus <bus>', 'the bus the run used').choices(['memory', 'nats']).default('memory'))
-    .addOption(new Option('--backend <backend>', 'where the run\'s tasks run').choices(['local', 'nomad']).default('local'))
+    .addOption(new Option('--bus <bus>', 'the bus the run used (default: memory; nats with --backend nomad)').choices(['memory', 'nats']))
+    .addOption(new Option('--backend <backend>', 'where the run\'s tasks run (nomad implies --bus nats)').choices(['local', 'nomad']).default('local'))
     .option('--agent-command <cmd>', 'how Nomad clients start the agent runner')
     .addOption(new Option('--registry <registry>', 'register in Consul at $CONSUL_HTTP_ADDR and mirror run status to its KV').choices(['none', 'consul']).default('none'))
     .option('--leader', 'act as the controller: schedule only while holding the caravan/leader lock (needs --registry consul)', false)
-    .action(async (runId: string, opts: { param: string[]; json: boolean; bus: 'memory' | 'nats'; backend: 'local' | 'nomad'; agentCommand?: string; registry: 'none' | 'consul'; leader: boolean }) => {
+    .action(async (runId: string, opts: { param: string[]; json: boolean; bus?: 'memory' | 'nats'; backend: 'local' | 'nomad'; agentCommand?: string; registry: 'none' | 'consul'; leader: boolean }) => {
       exit = await (await runCommands()).recoverCommand(runId, opts, io);
     });
 
   program
     .command('runs')
-    .description('list runs recorded on the caravan/runs branch')
-    .argument('[workflow]')
-    .action(async (workflow: string | undefined) => {
-      exit = await (await runCommands()).runsCommand(workflow, io);
+    .description('list runs recorded on the caravan/runs branch (and live here), newest first')
+    .argument('[workflow]', 'only runs of this workflow (as --workflow)')
+    .option('-w, --workflow <name>', 'only runs of this workflow')
+    .addOption(new Option('-s, --status <status>', 'only runs with this status').choices(RUN_STATUSES))
+    .option('-n, --limit <n>', 'the newest n runs only (default: all)', (v: string) => positiveInt(v, '--limit'))
+    .action(async (positional: string | undefined, opts: { workflow?: string; status?: RunStatus; limit?: number }) => {
+      if (positional !== undefined && opts.workflow !== undefined && positional !== opts.workflow) throw new CaravanError('USAGE', `runs takes one workflow: '${positional}' or --workflow '${opts.workflow}'`);
+      const workflow = opts.workflow ?? positional;
+      exit = await (await runCommands()).runsCommand({ ...(workflow !== undefined ? { workflow } : {}), ...(opts.status !== undefined ? { status: opts.status } : {}), ...(opts.limit !== undefined ? { limit: opts.limit } : {}) }, io);
     });
 
   program
@@ -147,8 +156,10 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .description("print a run's task logs")
     .argument('<run-id>')
     .argument('[task]')
-    .action(async (runId: string, task: string | undefined) => {
-      exit = await (await runCommands()).logsCommand(runId, task, io);
+    .option('-t, --timestamps', 'prefix each line with the time it was written (ISO 8601, UTC)', false)
+    .option('-f, --follow', 'for a run live on this machine: keep printing new lines until it ends', false)
+    .action(async (runId: string, task: string | undefined, opts: { timestamps: boolean; follow: boolean }) => {
+      exit = await (await runCommands()).logsCommand(runId, task, opts, io);
     });
 
   for (const [name, what] of [['approve', 'approve a waiting approval task of a live run'], ['reject', 'reject a waiting approval task of a live run']] as const) {

@@ -75,8 +75,13 @@ export async function renderCommand(paths: string[], options: RenderOptions, io:
     return EXIT.FAILED;
   }
   const drift = await writeRendered(outDir, files);
-  const written = drift.missing.length + drift.stale.length;
-  const unchanged = files.size - written;
-  io.stdout(`${options.out}/: ${written} written, ${drift.extra.length} removed, ${unchanged} unchanged (${jobs.length} jobs from ${report.files.length} workflows${extra.length > 0 ? ', and the controller\'s' : ''})\n`);
+  // The counts are of job files (`<workflow>/<job-id>.json`); the README render keeps beside
+  // them is no job, and is named on its own when it was written.
+  const isJob = (p: string): boolean => p.endsWith('.json');
+  const changed = [...drift.missing, ...drift.stale];
+  const written = changed.filter(isJob).length;
+  const unchanged = [...files.keys()].filter(isJob).length - written;
+  const readme = changed.filter((p) => !isJob(p)).map((p) => `; ${p} written`).join('');
+  io.stdout(`${options.out}/: ${written} written, ${drift.extra.filter(isJob).length} removed, ${unchanged} unchanged (${jobs.length} jobs from ${report.files.length} workflows${extra.length > 0 ? ', and the controller\'s' : ''})${readme}\n`);
   return EXIT.OK;
 }

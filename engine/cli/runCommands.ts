@@ -1,6 +1,10 @@
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { formatDuration } from '../audit/RunRecorder.js';
 import { CaravanApp, type CaravanAppOptions, type StartedRun } from '../app/CaravanApp.js';
 import type { ControlAction } from '../app/LiveRuns.js';
+import type { LogLine, RunSummary } from '../app/RunQueries.js';
+import type { RunStatus } from '../run/RunEvent.js';
 import { CaravanError } from '../errors/CaravanError.js';
 import { findRepoRoot } from '../gitops/readTreeAtRef.js';
 import { EXIT, type ExitCode } from './exitCodes.js';
@@ -22,14 +26,20 @@ export interface RunOptions {
   leader?: boolean;
 }
 
-/** The backend options `run` and `recover` share, as the application layer takes them. */
+/**
+ * The backend options `run` and `recover` share, as the application layer takes them. Tasks
+ * on Nomad report over NATS, so `--backend nomad` implies `--bus nats`; only an explicit
+ * `--bus memory` beside it is refused.
+ */
 function backendOptions(o: Omit<RunOptions, 'param' | 'json' | 'tty'> & { param?: string[] }): Partial<CaravanAppOptions> {
   if (o.leader === true && o.registry !== 'consul') throw new CaravanError('USAGE', '--leader needs --registry consul: the leader lock lives in Consul');
+  if (o.backend === 'nomad' && o.bus === 'memory') throw new CaravanError('USAGE', '--backend nomad cannot use --bus memory: tasks on Nomad report over NATS (leave --bus out, or give --bus nats)');
+  const bus = o.bus ?? (o.backend === 'nomad' ? 'nats' : undefined);
   return {
     ...(o.registry === 'consul' ? { registry: 'consul' as const } : {}),
     ...(o.leader === true ? { leader: {} } : {}),
     ...(o.parallelism !== undefined ? { parallelism: o.parallelism } : {}),
-    ...(o.bus !== undefined ? { bus: o.bus } : {}),
+    ...(bus !== undefined ? { bus } : {}),
     ...(o.backend !== undefined ? { backend: o.backend } : {}),
     ...(o.agentCommand !== undefined ? { agentCommand: o.agentCommand.split(/\s+/).filter((a) => a !== '') } : {}),
   };
@@ -125,12 +135,26 @@ function progressFor(io: Io, json: boolean, tty: boolean | undefined): RunProgre
   return new RunProgress(mode, io.stdout);
 }
 
+/**
+ * A workflow named by its file is found where the shell would find it: relative to the
+ * working directory (or absolute), so `caravan run ../workflows/x.yaml` works from any
+ * directory of the repository. Else the name is left as given: a workflow's name, or a path
+ * relative to the repository root.
+ */
+function workflowArgument(workflow: string, io: Io): string {
+  if (!/\.ya?ml$/i.test(workflow)) return workflow;
+  const here = resolve(io.cwd, workflow);
+  return existsSync(here) ? here : workflow;
+}
+
 export async function runCommand(workflow: string, options: RunOptions, io: Io): Promise<ExitCode> {
   const progress = progressFor(io, options.json, options.tty);
   const app = await openApp(io, { onEvent: (e, s) => progress.onEvent(e, s), ...backendOptions(options) });
   const signals = new SignalStop(io);
   try {
-    const started = await app.start(workflow, parseParamFlags(options.param));
+    const started = await app.start(workflowArgument(workflow, io), parseParamFlags(options.param));
+    // The record names HEAD's commit, which does not hold this definition: the person running it hears so at once.
+    if (started.workflowDirty !== undefined) io.stderr(`caravan: warning: workflow ${started.workflow} has changes that are not committed; run ${started.runId} keeps the file as run (sha256 ${started.workflowDirty.sha256.slice(0, 12)}) and its record is marked Workflow-Dirty: true\n`);
     return await follow(started, signals, progress, io, options.json);
   } finally {
     signals.close();
@@ -157,11 +181,26 @@ export async function recoverCommand(runId: string, options: Omit<RunOptions, 'p
   }
 }
 
-export async function runsCommand(workflow: string | undefined, io: Io): Promise<ExitCode> {
+export interface RunsOptions {
+  workflow?: string;
+  status?: RunStatus;
+  /** The newest this many (default: all). */
+  limit?: number;
+}
+
+export async function runsCommand(options: RunsOptions, io: Io): Promise<ExitCode> {
   const app = await openApp(io);
-  const { runs } = await app.queries.list({ ...(workflow !== undefined ? { workflow } : {}), limit: 500 });
+  const { workflow, status, limit } = options;
+  const runs: RunSummary[] = [];
+  let cursor: string | undefined;
+  // RunQueries hands out pages of at most 500: read on until the limit or the last page.
+  do {
+    const page = await app.queries.list({ ...(workflow !== undefined ? { workflow } : {}), ...(status !== undefined ? { status } : {}), limit: Math.min(500, (limit ?? Infinity) - runs.length), ...(cursor !== undefined ? { cursor } : {}) });
+    runs.push(...page.runs);
+    cursor = page.nextCursor;
+  } while (cursor !== undefined && runs.length < (limit ?? Infinity));
   if (runs.length === 0) {
-    io.stdout(`no runs${workflow !== undefined ? ` of ${workflow}` : ''} recorded on caravan/runs\n`);
+    io.stdout(`no ${status !== undefined ? `${status} ` : ''}runs${workflow !== undefined ? ` of ${workflow}` : ''} recorded on caravan/runs\n`);
     return EXIT.OK;
   }
   const rows = [['RUN', 'WORKFLOW', 'STATUS', 'STARTED', 'DURATION']];
@@ -170,6 +209,8 @@ export async function runsCommand(workflow: string | undefined, io: Io): Promise
     rows.push([r.runId, r.workflow, `${r.status}${where}`, r.startedAt, r.durationMs !== undefined ? formatDuration(r.durationMs) : '']);
   }
   io.stdout(table(rows));
+  // On standard error, so that the table piped elsewhere stays a table.
+  if (cursor !== undefined) io.stderr(`caravan: the ${runs.length} newest shown; there are more (raise --limit)\n`);
   return EXIT.OK;
 }
 
@@ -194,13 +235,37 @@ export async function statusCommand(runId: string, io: Io, json: boolean): Promi
   return EXIT.OK;
 }
 
-export async function logsCommand(runId: string, task: string | undefined, io: Io): Promise<ExitCode> {
+export interface LogsOptions {
+  /** Prefix each line with its event's time (ISO 8601, UTC). */
+  timestamps?: boolean;
+  /** While the run is live, print new lines as they are recorded, until it ends. */
+  follow?: boolean;
+  /** How often a live run is read again with `follow` (default 250 ms). */
+  pollMs?: number;
+}
+
+export async function logsCommand(runId: string, task: string | undefined, options: LogsOptions, io: Io): Promise<ExitCode> {
   const app = await openApp(io);
-  const lines = await app.queries.logs(runId, task);
   // Task output is anyone's bytes: on a terminal its escape sequences are shown, not obeyed.
   const out = stdoutFor(io);
-  for (const l of lines) out(`${l.task}#${l.attempt} ${l.stream === 'stderr' ? '! ' : ''}${l.line}\n`);
-  if (lines.length === 0) io.stderr(`caravan: no log lines${task !== undefined ? ` for ${task}` : ''} in run ${runId}\n`);
+  const print = (lines: readonly LogLine[]): void => {
+    for (const l of lines) out(`${options.timestamps === true ? `${l.at} ` : ''}${l.task}#${l.attempt} ${l.stream === 'stderr' ? '! ' : ''}${l.line}\n`);
+  };
+  let count = 0;
+  if (options.follow === true) {
+    for await (const lines of app.queries.follow(runId, task, options.pollMs !== undefined ? { pollMs: options.pollMs } : {})) {
+      print(lines);
+      count += lines.length;
+    }
+    // Not live any more: over, or its process died and it waits to be recovered.
+    const { snapshot } = await app.queries.get(runId);
+    if (snapshot.status === 'running' || snapshot.status === 'paused') io.stderr(`caravan: run ${runId} stopped being live before it ended (its process is gone): caravan recover ${runId} continues it\n`);
+  } else {
+    const lines = await app.queries.logs(runId, task);
+    print(lines);
+    count = lines.length;
+  }
+  if (count === 0) io.stderr(`caravan: no log lines${task !== undefined ? ` for ${task}` : ''} in run ${runId}\n`);
   return EXIT.OK;
 }
 

@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { EXIT, type ExitCode } from './exitCodes.js';
 import { formatReport, type DiagnosticFormat } from '../spec/formatDiagnostics.js';
 import { validateWorkflows } from '../spec/validateWorkflows.js';
@@ -10,9 +12,22 @@ export interface ValidateOptions {
 
 /** `caravan validate [paths...]`: 0 when every file is valid, 2 when any is not, 74 on I/O errors. */
 export async function validateCommand(paths: string[], options: ValidateOptions, io: Io): Promise<ExitCode> {
-  const report = await validateWorkflows(paths.length > 0 ? paths : ['workflows'], io.cwd);
+  const report = paths.length > 0 ? await validateWorkflows(paths, io.cwd) : await validateWorkflows(['workflows'], await defaultBase(io.cwd));
   // Diagnostics quote the files' content, which may hold terminal escape sequences.
   stdoutFor(io)(formatReport(report, options.format));
   if (report.diagnostics.some((d) => d.code === 'FILE_READ')) return EXIT.IO;
   return report.errorCount > 0 ? EXIT.INVALID : EXIT.OK;
+}
+
+/**
+ * Where the default `workflows/` is: here, else in the root of the Git repository around
+ * (from a subdirectory, as git finds its root). Paths are then shown relative to that root,
+ * the names the files have in the repository and in CI annotations.
+ */
+async function defaultBase(cwd: string): Promise<string> {
+  if (existsSync(join(cwd, 'workflows'))) return cwd;
+  // Loaded only here: validating the usual way pays nothing for Git.
+  const { findRepoRoot } = await import('../gitops/readTreeAtRef.js');
+  const root = await findRepoRoot(cwd).catch(() => undefined);
+  return root !== undefined && existsSync(join(root, 'workflows')) ? root : cwd;
 }

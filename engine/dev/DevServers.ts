@@ -32,7 +32,8 @@ export function devBinaries(): Binary[] {
 async function waitHttp(url: string, ok: (body: unknown) => boolean, limitMs: number, proc: ChildProcess, name: string): Promise<void> {
   const end = Date.now() + limitMs;
   while (Date.now() < end) {
-    if (proc.exitCode !== null) throw new CaravanError('DEV_SERVER_FAILED', `${name} exited with code ${proc.exitCode}`, { data: { server: name, exitCode: proc.exitCode } });
+    // Killed by a signal (caravan dev stopping while it starts) counts as gone too.
+    if (proc.exitCode !== null || proc.signalCode !== null) throw new CaravanError('DEV_SERVER_FAILED', `${name} ${proc.exitCode !== null ? `exited with code ${proc.exitCode}` : `was killed by ${proc.signalCode}`}`, { data: { server: name, exitCode: proc.exitCode, signal: proc.signalCode } });
     try {
       const res = await fetch(url);
       if (res.ok && ok(await res.json())) return;

@@ -21,7 +21,8 @@ export function findServerBinary(name: string): string | undefined {
 export async function waitForPort(port: number, limitMs: number, proc: ChildProcess, name: string): Promise<void> {
   const end = Date.now() + limitMs;
   while (Date.now() < end) {
-    if (proc.exitCode !== null) throw new CaravanError('DEV_SERVER_FAILED', `${name} exited with code ${proc.exitCode} before listening on ${port}`, { data: { server: name, port, exitCode: proc.exitCode } });
+    // Killed by a signal (caravan dev stopping while it starts) counts as gone too.
+    if (proc.exitCode !== null || proc.signalCode !== null) throw new CaravanError('DEV_SERVER_FAILED', `${name} ${proc.exitCode !== null ? `exited with code ${proc.exitCode}` : `was killed by ${proc.signalCode}`} before listening on ${port}`, { data: { server: name, port, exitCode: proc.exitCode, signal: proc.signalCode } });
     const up = await new Promise<boolean>((r) => {
       const c = createConnection({ port, host: '127.0.0.1' });
       c.once('connect', () => { c.destroy(); r(true); });

@@ -33,6 +33,10 @@ export interface RunSnapshot {
   status: RunStatus;
   trigger: string;
   workflowCommit?: string;
+  /** The workflow file as run differed from its version at workflowCommit (an uncommitted edit). */
+  workflowDirty?: boolean;
+  /** SHA-256 of the workflow file as run, when it was dirty. */
+  workflowSha256?: string;
   params: Record<string, unknown>;
   startedAt: string;
   finishedAt?: string;

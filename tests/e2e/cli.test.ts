@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, runBin } from '../harness/cli.js';
+import { tempRepo } from '../harness/gitRepo.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -82,6 +83,29 @@ describe('caravan validate', () => {
     expect(fixtures.code).toBe(2);
     expect(fixtures.err).toBe('');
     expect(fixtures.out).not.toMatch(/\bat .*\.js:\d+/);
+  });
+});
+
+describe('caravan validate from a subdirectory of a repository', () => {
+  it("checks the repository's workflows/, named as in the repository", async () => {
+    const repo = await tempRepo({ 'ok.yaml': good, 'bad.yml': bad });
+    const deep = join(repo, 'docs', 'deep');
+    await mkdir(deep, { recursive: true });
+    const r = await cli(deep, 'validate');
+    expect(r).toEqual({ code: 2, err: '', out: "workflows/bad.yml:8:15: error NEEDS_UNKNOWN: task 'a' needs unknown task 'b'\n2 files checked: 1 error (1 of 2 files invalid)\n" });
+    // A workflows/ right here still comes first.
+    await mkdir(join(deep, 'workflows'));
+    await writeFile(join(deep, 'workflows', 'ok.yaml'), good);
+    expect(await cli(deep, 'validate')).toEqual({ code: 0, err: '', out: '1 file checked: all valid\n' });
+  });
+});
+
+describe('caravan run --help', () => {
+  it('names both places tasks run and both buses, with the flags that pick them', async () => {
+    const r = await cli(dir, 'run', '--help');
+    expect(r.code).toBe(0);
+    expect(r.out).not.toContain('(local executor, in-memory bus)');
+    expect(r.out.replace(/\s+/g, ' ')).toContain('run a workflow and record it in Git: tasks run on this machine (default) or on Nomad (--backend nomad), events travel in memory (default) or on NATS JetStream (--bus nats)');
   });
 });
 

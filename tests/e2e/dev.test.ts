@@ -8,6 +8,42 @@ import { until } from '../harness/until.js';
 import { consulBinary } from '../harness/consulAgent.js';
 import { nomadBinary } from '../harness/nomadAgent.js';
 import { freePort, freePortRun, hasBinary } from '../harness/natsServer.js';
+import { describeProcess, descendants, isAlive, processesMentioning } from '../harness/processTree.js';
+
+/**
+ * `caravan dev` on free ports in a process of its own, with what it printed so far and the
+ * servers it started (read before it is stopped: once their parent is gone they belong to init).
+ */
+async function startDev(): Promise<{ child: ReturnType<typeof spawn>; out: () => string; exited: Promise<number | null>; servers: () => Promise<number[]>; left: () => Promise<string[]>; cleanUp: () => Promise<void> }> {
+  const [nats, consul, nomad] = [await freePort(), await freePortRun(4), await freePortRun(3)];
+  const devDir = `/tmp/caravan-dev-signal-test-${process.pid}-${nats}`;
+  const child = spawn(process.execPath, [caravanBin, 'dev', '--nats-port', String(nats), '--consul-port', String(consul), '--nomad-port', String(nomad)], { env: { ...process.env, CARAVAN_DEV_DIR: devDir }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr!.on('data', () => undefined);
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  const seen = new Set<number>();
+  return {
+    child,
+    out: () => out,
+    exited,
+    servers: async () => {
+      for (const pid of await descendants(child.pid!)) seen.add(pid);
+      return [...seen];
+    },
+    // Every server seen, and any named by its data directory or port (one started after the last look).
+    left: async () => {
+      const named = [...(await processesMentioning(devDir)), ...(await processesMentioning(`-http-port=${consul}`))];
+      return [...new Set([...seen, ...named])].filter(isAlive).map(describeProcess);
+    },
+    // Whatever a failed test left behind is ended here, by the process ids this test saw.
+    cleanUp: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      for (const pid of [...seen, ...(await processesMentioning(devDir)), ...(await processesMentioning(`-http-port=${consul}`))]) if (isAlive(pid)) process.kill(pid, 'SIGKILL');
+      await rm(devDir, { recursive: true, force: true });
+    },
+  };
+}
 
 /** `caravan` in a process of its own with exactly this environment; `caravan dev` takes its time. */
 function caravan(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; out: string; err: string }> {
@@ -81,4 +117,41 @@ describe('caravan dev', () => {
       await rm(devDir, { recursive: true, force: true });
     }
   }, 400_000);
+
+  describe.skipIf(!all && process.env['CI'] !== 'true')('stops all three servers, whatever signal ends it', () => {
+    for (const [first, second, code] of [['SIGTERM', 'SIGTERM', 0], ['SIGHUP', 'SIGINT', 0]] as const) {
+      it(`${first}, then ${second} while the servers stop: exit ${code}, no server left running`, async () => {
+        const dev = await startDev();
+        try {
+          await until(() => `caravan dev to be ready\n${dev.out()}`, () => dev.out().includes('\nReady.'), 150_000, 200);
+          const servers = await dev.servers();
+          expect(servers.map((p) => describeProcess(p).split(' ')[1]!.split('/').at(-1)).sort()).toEqual(expect.arrayContaining(['consul', 'nats-server', 'nomad']));
+          dev.child.kill(first);
+          await until(() => `caravan dev to say it stops\n${dev.out()}`, () => dev.out().includes(`stopping the servers (${first})`), 10_000);
+          // A second signal (an impatient Ctrl-C) must not end the process half-way through.
+          dev.child.kill(second);
+          expect(await dev.exited).toBe(code);
+          expect(await dev.left()).toEqual([]);
+          expect(dev.out()).toMatch(/stopped\.\n$/);
+        } finally {
+          await dev.cleanUp();
+        }
+      }, 200_000);
+    }
+
+    it('SIGTERM while the servers start: those already started are stopped, exit 143', async () => {
+      const dev = await startDev();
+      try {
+        await until(() => `nats-server to be started\n${dev.out()}`, () => dev.out().includes('nats-server  nats://'), 60_000);
+        const servers = await dev.servers();
+        expect(servers.length).toBeGreaterThan(0);
+        dev.child.kill('SIGTERM');
+        expect(await dev.exited).toBe(143);
+        expect(await dev.left()).toEqual([]);
+        expect(dev.out()).not.toContain('Ready.');
+      } finally {
+        await dev.cleanUp();
+      }
+    }, 200_000);
+  });
 });

@@ -36,7 +36,7 @@ describe('caravan render', () => {
   });
 
   it('writes, then --check passes; an edit makes it stale; render fixes it and removes jobs that went away', async () => {
-    expect((await cli(dir, 'render')).out).toBe('nomad-jobs/: 21 written, 0 removed, 0 unchanged (20 jobs from 6 workflows)\n');
+    expect((await cli(dir, 'render')).out).toBe('nomad-jobs/: 20 written, 0 removed, 0 unchanged (20 jobs from 6 workflows); README.md written\n');
     expect((await cli(dir, 'render', '--check')).code).toBe(0);
 
     const saga = join(dir, 'workflows', 'order-saga.yaml');
@@ -56,7 +56,9 @@ describe('caravan render', () => {
       '',
     ].join('\n'));
 
-    expect((await cli(dir, 'render')).out).toBe('nomad-jobs/: 3 written, 1 removed, 18 unchanged (20 jobs from 6 workflows)\n');
+    expect((await cli(dir, 'render')).out).toBe('nomad-jobs/: 2 written, 1 removed, 18 unchanged (20 jobs from 6 workflows); README.md written\n');
+    // Nothing changed: every job file counts as unchanged, and the README is no job.
+    expect((await cli(dir, 'render')).out).toBe('nomad-jobs/: 0 written, 0 removed, 20 unchanged (20 jobs from 6 workflows)\n');
     expect((await cli(dir, 'render', '--check')).code).toBe(0);
     expect(Object.keys(await tree(join(dir, 'nomad-jobs'))).filter((p) => p.startsWith('order-saga/')).sort()).toEqual([
       'order-saga/caravan-order-saga-alert.json',

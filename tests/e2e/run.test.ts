@@ -1,9 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { caravanBin, cli } from '../harness/cli.js';
+import { caravanBin, cli, withEnv } from '../harness/cli.js';
+import { freePort } from '../harness/natsServer.js';
+import { isAlive } from '../harness/processTree.js';
 import { git, tempRepo, workflow } from '../harness/gitRepo.js';
 import { until } from '../harness/until.js';
 
@@ -81,6 +84,164 @@ describe('caravan run', () => {
     expect(status.out).toMatch(new RegExp(`^run ${id} of ok: succeeded\\nstarted \\S+, took \\d+ms\\nTASK\\s+STATUS\\s+ATTEMPTS\\s+DURATION\\s+NOTE\\na\\s+succeeded\\s+1\\s+\\d+ms\\nb\\s+succeeded\\s+1\\s+\\d+ms\\n$`));
     expect((await cli(dir, 'logs', id, 'a')).out).toBe('a#1 hello world\n');
     expect(await cli(dir, 'status', 'nope')).toEqual({ code: 66, out: '', err: 'caravan: no run nope on caravan/runs or in the local journal\n' });
+  });
+});
+
+describe('caravan run <file> from anywhere in the repository', () => {
+  it('takes a path relative to the working directory, or an absolute one, and refuses a file outside the repository', async () => {
+    const dir = await tempRepo({ 'ok.yaml': ok });
+    const deep = join(dir, 'src', 'deep');
+    await mkdir(deep, { recursive: true });
+    const relative = await cli(deep, 'run', '../../workflows/ok.yaml');
+    expect(relative.code, relative.err).toBe(0);
+    expect(relative.out).toMatch(/^run \S+ of ok succeeded/m);
+    const absolute = await cli(deep, 'run', join(dir, 'workflows', 'ok.yaml'));
+    expect(absolute.code, absolute.err).toBe(0);
+    // As before: a path relative to the repository root, and a name, from the root.
+    expect((await cli(dir, 'run', 'workflows/ok.yaml')).code).toBe(0);
+    expect((await cli(deep, 'run', 'ok')).code).toBe(0);
+    const elsewhere = await tempRepo({ 'far.yaml': workflow('far', '  tasks:\n    - { name: a, run: "true" }\n') });
+    const outside = await cli(deep, 'run', join(elsewhere, 'workflows', 'far.yaml'));
+    expect(outside).toEqual({ code: 64, out: '', err: `caravan: ${join(elsewhere, 'workflows', 'far.yaml')} is outside the repository ${dir}; Caravan runs the workflows of the repository it records runs in\n` });
+  });
+});
+
+describe('caravan runs filters, caravan logs --timestamps and --follow', () => {
+  it('runs --workflow, --status and --limit', async () => {
+    const dir = await tempRepo({ 'ok.yaml': ok, 'bad.yaml': bad });
+    for (const name of ['ok', 'ok', 'bad']) await cli(dir, 'run', name);
+    const rows = (r: { out: string }): string[] => r.out.trim().split('\n').slice(1).map((l) => l.split(/\s+/).slice(1, 3).join(' '));
+    expect(rows(await cli(dir, 'runs', '--workflow', 'ok'))).toEqual(['ok succeeded', 'ok succeeded']);
+    expect(rows(await cli(dir, 'runs', 'ok', '--workflow', 'ok'))).toEqual(['ok succeeded', 'ok succeeded']);
+    expect(rows(await cli(dir, 'runs', '--status', 'failed'))).toEqual(['bad failed']);
+    const two = await cli(dir, 'runs', '--limit', '2');
+    expect([rows(two).length, two.err]).toEqual([2, 'caravan: the 2 newest shown; there are more (raise --limit)\n']);
+    const all = await cli(dir, 'runs', '-n', '3');
+    expect([rows(all).length, all.err]).toEqual([3, '']);
+    expect(await cli(dir, 'runs', '--workflow', 'ok', '--status', 'failed')).toEqual({ code: 0, out: 'no failed runs of ok recorded on caravan/runs\n', err: '' });
+    expect((await cli(dir, 'runs', '--status', 'broken')).code).toBe(64);
+    expect(await cli(dir, 'runs', 'ok', '--workflow', 'bad')).toEqual({ code: 64, out: '', err: "caravan: runs takes one workflow: 'ok' or --workflow 'bad'\n" });
+    expect((await cli(dir, 'runs', '--limit', '0')).err).toBe("caravan: --limit takes a positive whole number, not '0'\n");
+  });
+
+  it('logs --timestamps prefixes each line with the time it was written, ISO 8601', async () => {
+    const dir = await tempRepo({ 'ok.yaml': ok });
+    const before = new Date().toISOString();
+    await cli(dir, 'run', 'ok');
+    const id = (await cli(dir, 'runs')).out.split('\n')[1]!.split(/\s+/)[0]!;
+    const r = await cli(dir, 'logs', id, '--timestamps');
+    expect(r.out).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z a#1 hello world\n$/);
+    const at = r.out.split(' ')[0]!;
+    expect(at >= before && at <= new Date().toISOString()).toBe(true);
+  });
+
+  // `a` waits for the file go, and also ends once the repository is gone (a failed test leaves no loop behind).
+  const talk = workflow('talk', '  tasks:\n    - { name: a, run: "echo $$ > a.pid; echo first; while [ ! -f go ] && [ -d .git ]; do sleep 0.05; done; echo second" }\n    - { name: b, needs: [a], run: "echo third" }\n');
+
+  async function talkStarted(dir: string): Promise<{ run: ReturnType<typeof spawnCli>; runId: string }> {
+    await writeFile(join(dir, '.gitignore'), 'go\na.pid\n');
+    const run = spawnCli(dir, 'run', 'talk');
+    let runId = '';
+    await until('task a to start', () => {
+      const m = /run (\S+) of talk started[\s\S]*a started/.exec(run.output());
+      if (m !== null) runId = m[1]!;
+      return m !== null;
+    });
+    return { run, runId };
+  }
+
+  it('logs --follow prints the lines of a live run as they come, each once, and ends with the run', async () => {
+    const dir = await tempRepo({ 'talk.yaml': talk });
+    const { run, runId } = await talkStarted(dir);
+    const follow = spawnCli(dir, 'logs', runId, '--follow');
+    await until(() => `the first line\n${follow.output()}`, () => follow.output().includes('a#1 first\n'));
+    expect(follow.output()).not.toContain('second');
+    await writeFile(join(dir, 'go'), '');
+    expect(await run.exited).toBe(0);
+    expect(await follow.exited).toBe(0);
+    expect(follow.output()).toBe('a#1 first\na#1 second\nb#1 third\n');
+    // A run that is over: --follow prints its lines and ends at once.
+    expect(await cli(dir, 'logs', runId, 'b', '--follow')).toEqual({ code: 0, out: 'b#1 third\n', err: '' });
+  });
+
+  it('logs --follow ends, saying so, when the process of the run it follows dies', async () => {
+    const dir = await tempRepo({ 'talk.yaml': talk });
+    const { run, runId } = await talkStarted(dir);
+    const follow = spawnCli(dir, 'logs', runId, '--follow');
+    await until(() => `the first line\n${follow.output()}`, () => follow.output().includes('a#1 first\n'));
+    run.child.kill('SIGKILL');
+    expect(await follow.exited).toBe(0);
+    expect(follow.output()).toContain(`caravan: run ${runId} stopped being live before it ended (its process is gone): caravan recover ${runId} continues it\n`);
+    // The killed run's shell worker goes on with `a`: let it end before its directory goes.
+    const job = Number(await readFile(join(dir, 'a.pid'), 'utf8'));
+    await writeFile(join(dir, 'go'), '');
+    await until(`task a's command (process ${job}) to end`, () => !isAlive(job));
+  });
+});
+
+describe('a run of a workflow with changes not committed', () => {
+  const trailersOf = async (dir: string, runId: string): Promise<string[]> => (await git(dir, 'log', '--format=%B%x00', 'caravan/runs')).split('\0').filter((m) => m.includes(`Run: ${runId}`));
+  const runJson = async (dir: string, name: string, runId: string): Promise<Record<string, unknown>> => JSON.parse(await git(dir, 'show', `caravan/runs:runs/${name}/${runId}/run.json`)) as Record<string, unknown>;
+
+  it('says so when it starts, and its record carries Workflow-Dirty: true and the SHA-256 of the file as run; a clean run carries neither', async () => {
+    const dir = await tempRepo({ 'ok.yaml': ok });
+    const clean = await cli(dir, 'run', 'ok');
+    expect(clean.err).toBe('');
+    const cleanId = /run (\S+) of ok started/.exec(clean.out)![1]!;
+    for (const m of await trailersOf(dir, cleanId)) expect(m).not.toContain('Workflow-Dirty');
+    expect(await runJson(dir, 'ok', cleanId)).not.toHaveProperty('workflowDirty');
+
+    const edited = ok.replace('echo hello', 'echo hi');
+    await writeFile(join(dir, 'workflows', 'ok.yaml'), edited);
+    const dirty = await cli(dir, 'run', 'ok');
+    expect(dirty.code).toBe(0);
+    const runId = /run (\S+) of ok started/.exec(dirty.out)![1]!;
+    const sha256 = createHash('sha256').update(edited).digest('hex');
+    expect(dirty.err).toBe(`caravan: warning: workflow ok has changes that are not committed; run ${runId} keeps the file as run (sha256 ${sha256.slice(0, 12)}) and its record is marked Workflow-Dirty: true\n`);
+    const messages = await trailersOf(dir, runId);
+    expect(messages.length).toBeGreaterThan(1);
+    for (const m of messages) expect(m).toMatch(new RegExp(`\nWorkflow-Commit: [0-9a-f]{40}\nWorkflow-Dirty: true\nRun: ${runId}\n`));
+    expect(await runJson(dir, 'ok', runId)).toMatchObject({ workflowDirty: true, workflowSha256: sha256 });
+    expect(await git(dir, 'show', `caravan/runs:runs/ok/${runId}/workflow.yaml`)).toBe(edited);
+    expect(await git(dir, 'notes', '--ref=caravan', 'show', 'HEAD')).toContain(`run ${runId} of ok: succeeded`);
+    expect(await git(dir, 'notes', '--ref=caravan', 'show', 'HEAD')).toMatch(new RegExp(`run ${runId} of ok: .*, workflow with uncommitted changes, sha256 ${sha256.slice(0, 12)}\\)`));
+  });
+
+  it('a workflow file not committed at all counts too, and a recovered run keeps the mark', async () => {
+    const dir = await tempRepo({ 'ok.yaml': ok });
+    const gate = workflow('gate', '  tasks:\n    - { name: review, approval: { timeout: 1h } }\n    - { name: ship, needs: [review], run: "echo shipped" }\n');
+    await writeFile(join(dir, 'workflows', 'gate.yaml'), gate);
+    const proc = spawnCli(dir, 'run', 'gate');
+    const runId = await approvalRequested(proc, 'review');
+    // Said as start returns, which may be just after the first steps were printed.
+    await until('the warning', () => proc.output().includes('caravan: warning: workflow gate has changes that are not committed'));
+    proc.child.kill('SIGINT');
+    expect(await proc.exited).toBe(130);
+    const recovered = spawnCli(dir, 'recover', runId);
+    await until('the run to be recovered', () => recovered.output().includes(`caravan: recovering run ${runId} of gate`));
+    expect((await cli(dir, 'approve', runId, 'review')).code).toBe(0);
+    expect(await recovered.exited).toBe(0);
+    const messages = await trailersOf(dir, runId);
+    expect(messages.some((m) => m.includes('Status: succeeded'))).toBe(true);
+    for (const m of messages) expect(m).toContain('\nWorkflow-Dirty: true\n');
+    expect(await runJson(dir, 'gate', runId)).toMatchObject({ status: 'succeeded', workflowDirty: true, workflowSha256: createHash('sha256').update(gate).digest('hex') });
+  });
+});
+
+describe('--backend nomad and the bus', () => {
+  it('--backend nomad alone uses NATS (here one that is not there: the error names it, not a missing flag)', async () => {
+    const dir = await tempRepo({ 'ok.yaml': ok });
+    const url = `nats://127.0.0.1:${await freePort()}`;
+    const r = await withEnv({ NATS_URL: url }, () => cli(dir, 'run', 'ok', '--backend', 'nomad'));
+    expect(r.err).toMatch(new RegExp(`^caravan: cannot use NATS JetStream at ${url.replace(/[.]/g, '\\.')}: [^\n]*\n$`));
+    expect(r.code).toBe(74);
+  });
+
+  it('--bus memory beside --backend nomad is refused in one line, by run and by recover', async () => {
+    const dir = await tempRepo({ 'ok.yaml': ok });
+    const line = 'caravan: --backend nomad cannot use --bus memory: tasks on Nomad report over NATS (leave --bus out, or give --bus nats)\n';
+    expect(await cli(dir, 'run', 'ok', '--bus', 'memory', '--backend', 'nomad')).toEqual({ code: 64, out: '', err: line });
+    expect(await cli(dir, 'recover', '20261121-120000-a1b2c3', '--backend', 'nomad', '--bus', 'memory')).toEqual({ code: 64, out: '', err: line });
   });
 });
 
