@@ -17,7 +17,8 @@ export interface ControllerCommandOptions {
   prune: boolean;
   selfHeal: boolean;
   backend: 'local' | 'nomad';
-  bus: 'memory' | 'nats';
+  /** Default: memory, or nats with --backend nomad (tasks on Nomad report over NATS). */
+  bus?: 'memory' | 'nats';
   registry: 'none' | 'consul';
   agentCommand?: string;
   webhookSecretFile?: string;
@@ -65,7 +66,7 @@ export async function controllerCommand(options: ControllerCommandOptions, io: I
     prune: options.prune,
     selfHeal: options.selfHeal,
     backend: options.backend,
-    bus: options.bus,
+    bus: options.bus ?? (options.backend === 'nomad' ? 'nats' : 'memory'),
     ...(options.registry === 'consul' ? { registry: 'consul' as const, leader: { ttlMs } } : {}),
     ...(options.agentCommand !== undefined ? { agentCommand: options.agentCommand.split(/\s+/).filter((a) => a !== '') } : {}),
     logger,

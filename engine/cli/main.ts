@@ -235,13 +235,13 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .option('--workflows <dir>', 'workflow directory, relative to the repository root', 'workflows')
     .option('--prune', "deregister this repository's jobs whose workflow or task left Git", false)
     .option('--self-heal', 'put back jobs changed or stopped outside Git (a few tries, with backoff)', false)
-    .addOption(new Option('--bus <bus>', 'where task events travel').choices(['memory', 'nats']).default('memory'))
+    .addOption(new Option('--bus <bus>', 'where task events travel (default: memory; nats with --backend nomad)').choices(['memory', 'nats']))
     .addOption(new Option('--backend <backend>', 'where tasks run, and whether jobs are registered (nomad)').choices(['local', 'nomad']).default('local'))
     .addOption(new Option('--registry <registry>', 'mirror runs and sync reports to Consul KV at $CONSUL_HTTP_ADDR').choices(['none', 'consul']).default('none'))
     .option('--agent-command <cmd>', 'how Nomad clients start the agent runner')
     .option('--webhook-secret-file <file>', 'the GitHub webhook secret (default: $CARAVAN_WEBHOOK_SECRET; without one the webhook is off)')
     .option('--leader-ttl <duration>', 'with --registry consul: the leader session TTL; a follower takes over within about this long after the leader dies (at least 10s)', '15s')
-    .action(async (opts: { repo: string; branch: string; interval: string; listen?: string; workflows: string; prune: boolean; selfHeal: boolean; bus: 'memory' | 'nats'; backend: 'local' | 'nomad'; registry: 'none' | 'consul'; agentCommand?: string; webhookSecretFile?: string; leaderTtl: string; stateDir?: string; githubStatus?: string; githubTokenFile?: string; githubApiUrl?: string }) => {
+    .action(async (opts: { repo: string; branch: string; interval: string; listen?: string; workflows: string; prune: boolean; selfHeal: boolean; bus?: 'memory' | 'nats'; backend: 'local' | 'nomad'; registry: 'none' | 'consul'; agentCommand?: string; webhookSecretFile?: string; leaderTtl: string; stateDir?: string; githubStatus?: string; githubTokenFile?: string; githubApiUrl?: string }) => {
       const { controllerCommand } = await import('./controllerCommand.js');
       exit = await controllerCommand(opts, io);
     });
