@@ -101,6 +101,10 @@ function plainLine(e: RunEvent, state: RunState): string | undefined {
       return `${at} circuit breaker ${e.key} opened until ${new Date(e.until).toISOString().slice(11, 19)}`;
     case 'run.failing':
       return `${at} run failing: ${e.reason}`;
+    case 'run.cancelling':
+      return `${at} run cancelling by ${e.by}${e.reason !== undefined ? `: ${e.reason}` : ''}; its finally tasks run first`;
+    case 'run.finalizing':
+      return `${at} main tasks ${e.outcome}; running the finally tasks`;
     case 'run.paused':
     case 'run.resumed':
       return `${at} run ${e.type.slice(4)} by ${e.by}`;

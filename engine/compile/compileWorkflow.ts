@@ -24,7 +24,7 @@ export function compileWorkflow(workflow: Workflow, options: Partial<CompileOpti
   const opts: CompileOptions = { ...DEFAULT_COMPILE_OPTIONS, ...options };
   const name = workflow.metadata.name;
   const jobs: CompiledJob[] = [];
-  const tasks = [...workflow.spec.tasks, ...(workflow.spec.onFailure ?? [])];
+  const tasks = [...workflow.spec.tasks, ...(workflow.spec.onFailure ?? []), ...(workflow.spec.finally ?? [])];
   for (const task of tasks) {
     if (task.pool !== undefined || task.approval !== undefined || task.workflow !== undefined) continue;
     jobs.push({ id: taskJobId(name, task.name), kind: 'task', workflow: name, source: task.name, job: finish(taskJob(workflow, task, opts), opts) });

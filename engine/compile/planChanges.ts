@@ -123,9 +123,9 @@ function changedSections(before: Workflow, after: Workflow): string[] {
 
 /** Tasks that run without a job of their own and changed: the only place a reviewer sees them. */
 function engineTaskChanges(before: Workflow, after: Workflow): string[] {
-  const prev = new Map([...before.spec.tasks, ...(before.spec.onFailure ?? [])].map((t) => [t.name, canonicalJson(t)]));
+  const prev = new Map([...before.spec.tasks, ...(before.spec.onFailure ?? []), ...(before.spec.finally ?? [])].map((t) => [t.name, canonicalJson(t)]));
   const out: string[] = [];
-  for (const t of [...after.spec.tasks, ...(after.spec.onFailure ?? [])]) {
+  for (const t of [...after.spec.tasks, ...(after.spec.onFailure ?? []), ...(after.spec.finally ?? [])]) {
     const runsInEngineOrPool = t.pool !== undefined || t.approval !== undefined || t.workflow !== undefined;
     if (runsInEngineOrPool && prev.get(t.name) !== canonicalJson(t)) out.push(t.name);
   }

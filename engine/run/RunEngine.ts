@@ -218,19 +218,31 @@ export class RunEngine {
     return this.control({ runId: this.deps.runId, at: this.deps.clock.now(), type: 'run.resumed', by });
   }
 
+  /**
+   * Cancels the run: every running attempt is stopped and nothing else of the main tasks,
+   * compensation or onFailure starts. A workflow with finally tasks runs them first (or lets
+   * those under way finish: run.cancelling) and ends cancelled after them; a second cancel
+   * stops them too.
+   */
   cancel(by: string, reason?: string): boolean {
+    if (this.relinquished) return false;
     const active = [...this.state.active].map((k) => {
       const inst = this.state.instances.get(k)!;
       return [k, inst.attempt, inst.attempts[inst.attempts.length - 1]?.startedAt] as const;
     });
     const now = this.deps.clock.now();
-    const ok = this.control({ runId: this.deps.runId, at: now, type: 'run.cancelled', by, ...(reason !== undefined ? { reason } : {}) });
+    const graceful = this.deps.plan.finallyRoots.length > 0 && this.state.outcome !== 'cancelled';
+    const ok = this.record({ runId: this.deps.runId, at: now, type: graceful ? 'run.cancelling' : 'run.cancelled', by, ...(reason !== undefined ? { reason } : {}) });
     if (!ok) return false;
     for (const [k, attempt, startedAt] of active) {
-      // run.cancelled ends these attempts without an event of their own: they are counted here.
+      // Only what the cancel ended: finally attempts under way carry on after a first cancel.
+      if (this.state.active.has(k)) continue;
+      // The cancel ends these attempts without an event of their own: they are counted here.
       this.metrics.attemptFinished(this.workflow, 'cancelled', startedAt !== undefined ? (now - startedAt) / 1000 : undefined);
       this.deps.executor.cancel(this.deps.runId, k, attempt);
     }
+    // Stopped first, then the finally tasks are started (or the run ends).
+    this.step();
     return true;
   }
 
@@ -327,6 +339,9 @@ export class RunEngine {
         return;
       case 'run.failed':
         this.runEnded('failed', e.at);
+        return;
+      case 'run.cancelling':
+        this.log.info('run cancelling: its finally tasks run first', { by: e.by, reason: e.reason });
         return;
       case 'run.cancelled':
         this.log.info('run cancelled', { by: e.by, reason: e.reason });

@@ -49,8 +49,15 @@ export type RunEvent =
   | (Base & { type: 'breaker.closed'; key: string })
   | (Base & { type: 'run.paused'; by: string })
   | (Base & { type: 'run.resumed'; by: string })
+  /**
+   * A cancel of a run whose workflow has finally tasks: everything else stops at once, the
+   * finally tasks run, and run.cancelled (by the same person) ends the run after them.
+   */
+  | (Base & { type: 'run.cancelling'; by: string; reason?: string })
   | (Base & { type: 'run.cancelled'; by: string; reason?: string })
   | (Base & { type: 'run.failing'; reason: string })
+  /** The main tasks (and compensation and onFailure) are over with this outcome: the finally tasks start. */
+  | (Base & { type: 'run.finalizing'; outcome: 'succeeded' | 'failed' })
   | (Base & { type: 'run.succeeded' })
   | (Base & { type: 'run.failed'; reason: string })
   | (Base & { type: 'checkpoint'; seq: number });

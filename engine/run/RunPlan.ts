@@ -1,5 +1,5 @@
 import { buildDag } from '../graph/buildDag.js';
-import { collectReferences, findTemplates, parseExpression } from '../spec/parseExpression.js';
+import { collectReferences, findTemplates, parseExpression, statusFunctionsIn } from '../spec/parseExpression.js';
 import { parseDuration } from '../spec/parseDuration.js';
 import type { RetryPolicy, TaskSpec, Workflow } from '../spec/Workflow.js';
 
@@ -22,12 +22,20 @@ export interface PlannedTask {
   /** Position in a topological order of its DAG; compensation runs in decreasing order. */
   topoIndex: number;
   onFailure: boolean;
+  /** A `spec.finally` task: it runs last, whatever the outcome. */
+  finally: boolean;
   retry: ResolvedRetry;
   timeoutMs: number | undefined;
   /** Agent type, or `pool:<name>`: the unit a circuit breaker protects. */
   breakerKey: string;
   /** Tasks whose status or outputs this task's expressions read: only they go in its context. */
   reads: string[];
+  /**
+   * Its `when` calls a status function (`success()`, `always()`...): it is decided by that
+   * condition however its needs ended. Without one, `when` means `success() && <when>`, and a
+   * need that did not succeed skips the task at once (GitHub Actions' model).
+   */
+  statusCheck: boolean;
 }
 
 /** The static shape of a run, derived once from the workflow; the reducer and scheduler share it. */
@@ -36,6 +44,8 @@ export interface RunPlan {
   tasks: Map<string, PlannedTask>;
   mainRoots: string[];
   failureRoots: string[];
+  /** Roots of `spec.finally`; empty when the workflow has none, and a run then ends as it always did. */
+  finallyRoots: string[];
   failFast: boolean;
   deadlineMs: number | undefined;
   maxParallel: number;
@@ -98,15 +108,28 @@ function readsOf(t: TaskSpec, known: Set<string>): string[] {
   return [...out];
 }
 
+/** Whether a `when` (with or without `${{ }}`) calls a status function. */
+function usesStatusFunction(when: string | undefined): boolean {
+  if (when === undefined) return false;
+  const scan = findTemplates(when);
+  const source = scan.ok && scan.templates.length === 1 ? scan.templates[0]!.source : when;
+  const p = parseExpression(source);
+  return p.ok && statusFunctionsIn(p.expr).length > 0;
+}
+
 export function buildRunPlan(workflow: Workflow, options: PlanOptions): RunPlan {
   const spec = workflow.spec;
   const defaults = spec.defaults ?? {};
   const baseRetry = resolveRetry(defaults.retry, DEFAULT_RETRY);
   const defaultTimeout = defaults.timeout !== undefined ? parseDuration(defaults.timeout) : undefined;
-  const all = [...spec.tasks.map((t) => [t, false] as const), ...(spec.onFailure ?? []).map((t) => [t, true] as const)];
+  const all = [
+    ...spec.tasks.map((t) => [t, 'tasks'] as const),
+    ...(spec.onFailure ?? []).map((t) => [t, 'onFailure'] as const),
+    ...(spec.finally ?? []).map((t) => [t, 'finally'] as const),
+  ];
   const known = new Set(all.map(([t]) => t.name));
   const tasks = new Map<string, PlannedTask>();
-  for (const [t, onFailure] of all) {
+  for (const [t, group] of all) {
     tasks.set(t.name, {
       name: t.name,
       spec: t,
@@ -114,15 +137,17 @@ export function buildRunPlan(workflow: Workflow, options: PlanOptions): RunPlan 
       needs: [...(t.needs ?? [])],
       dependents: [],
       topoIndex: 0,
-      onFailure,
+      onFailure: group === 'onFailure',
+      finally: group === 'finally',
       retry: resolveRetry(t.retry, baseRetry),
       timeoutMs: t.timeout !== undefined ? parseDuration(t.timeout) : defaultTimeout,
       breakerKey: t.pool !== undefined ? `pool:${t.pool}` : `agent:${agentType(t)}`,
       reads: readsOf(t, known),
+      statusCheck: usesStatusFunction(t.when),
     });
   }
   for (const t of tasks.values()) for (const n of t.needs) tasks.get(n)?.dependents.push(t.name);
-  for (const group of [spec.tasks, spec.onFailure ?? []]) {
+  for (const group of [spec.tasks, spec.onFailure ?? [], spec.finally ?? []]) {
     const dag = buildDag(group.map((t) => ({ name: t.name, needs: t.needs ?? [] })));
     let i = 0;
     for (const gen of dag.generations) for (const name of gen) tasks.get(name)!.topoIndex = i++;
@@ -135,6 +160,7 @@ export function buildRunPlan(workflow: Workflow, options: PlanOptions): RunPlan 
     tasks,
     mainRoots: spec.tasks.filter((t) => (t.needs ?? []).length === 0).map((t) => t.name),
     failureRoots: (spec.onFailure ?? []).filter((t) => (t.needs ?? []).length === 0).map((t) => t.name),
+    finallyRoots: (spec.finally ?? []).filter((t) => (t.needs ?? []).length === 0).map((t) => t.name),
     failFast: spec.failFast ?? true,
     deadlineMs: spec.timeout !== undefined ? parseDuration(spec.timeout) : undefined,
     maxParallel: limit !== undefined ? Math.min(limit, options.maxParallel) : options.maxParallel,

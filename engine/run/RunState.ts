@@ -40,6 +40,7 @@ export interface GroupState {
   name: string;
   status: TaskStatus;
   onFailure: boolean;
+  finally: boolean;
   remainingNeeds: number;
   instances: string[];
   expanded: boolean;
@@ -47,9 +48,19 @@ export interface GroupState {
   failed: number;
   cancelled: number;
   reason?: string;
+  /**
+   * Set once the group ended, when it or a task it needs (directly or not) did not succeed:
+   * how that task ended ("'heads' was skipped"). success() is false below such a group.
+   */
+  notSucceeded?: string;
+  /** Set once the group ended, when it or a task it needs (directly or not) failed: failure() is true below it. */
+  failedUpstream?: string;
 }
 
-export type RunPhase = 'main' | 'compensating' | 'onFailure' | 'done';
+export type RunPhase = 'main' | 'compensating' | 'onFailure' | 'finally' | 'done';
+
+/** How the run ended before its finally tasks: what `run.status` reads in them. */
+export type RunOutcome = 'succeeded' | 'failed' | 'cancelled';
 
 export interface BreakerState {
   failures: number;
@@ -85,6 +96,14 @@ export interface RunState {
   deadline?: number;
   failureReason?: string;
   cancelReason?: string;
+  /** Set when the finally tasks start: the status the run has without them. */
+  outcome?: RunOutcome;
+  /** Who cancelled a run whose finally tasks still run (run.cancelling), for its closing run.cancelled. */
+  cancelledBy?: string;
+  /** The first finally task that failed: it turns a succeeded outcome into a failed run. */
+  finallyFailure?: string;
+  /** Failed instances of main tasks, in the order they failed: `run.failures` in onFailure and finally tasks. */
+  failures: Array<{ task: string; error: string }>;
   groups: Map<string, GroupState>;
   instances: Map<string, InstanceState>;
   /** Groups whose needs all succeeded and that have not started: `when`, forEach and approvals are decided here. */
@@ -107,6 +126,8 @@ export interface RunState {
   mainDone: number;
   failureTotal: number;
   failureDone: number;
+  finallyTotal: number;
+  finallyDone: number;
   /** Number of events applied. */
   seq: number;
 }

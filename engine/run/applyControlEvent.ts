@@ -2,10 +2,10 @@ import { isTaskDone, type RunEvent } from './RunEvent.js';
 import type { RunPlan } from './RunPlan.js';
 import type { RunState } from './RunState.js';
 import { lastAttempt } from './applyTaskEvent.js';
-import { instanceDone, newInstance } from './finishGroup.js';
+import { enterFinally, instanceDone, newInstance } from './finishGroup.js';
 
 /** What people decide about a run: approval gates, pause, unpause and cancel. */
-export type ControlEvent = Extract<RunEvent, { type: `approval.${string}` | 'run.paused' | 'run.resumed' | 'run.cancelled' }>;
+export type ControlEvent = Extract<RunEvent, { type: `approval.${string}` | 'run.paused' | 'run.resumed' | 'run.cancelling' | 'run.cancelled' }>;
 
 /**
  * Applies one approval or control event (reduceRun's control family). A decision on a gate
@@ -56,23 +56,48 @@ export function applyControlEvent(state: RunState, plan: RunPlan, e: ControlEven
     case 'run.resumed':
       if (state.status === 'paused') state.status = 'running';
       return true;
+    case 'run.cancelling':
+      // A second cancel stops the finally tasks too: the engine sends run.cancelled for it.
+      if (plan.finallyRoots.length === 0 || state.phase === 'done' || state.outcome === 'cancelled') return false;
+      state.cancelReason = e.reason ?? `cancelled by ${e.by}`;
+      state.cancelledBy = e.by;
+      state.outcome = 'cancelled';
+      // A cancel outranks a pause: the finally tasks are what is left to do.
+      if (state.status === 'paused') state.status = 'running';
+      // Finally tasks already under way carry on; anything before them stops now.
+      if (state.phase !== 'finally') {
+        cancelOpen(state, e.at, false);
+        enterFinally(state, plan);
+      }
+      return true;
     case 'run.cancelled':
       state.status = 'cancelled';
-      state.cancelReason = e.reason ?? `cancelled by ${e.by}`;
+      state.cancelReason ??= e.reason ?? `cancelled by ${e.by}`;
       state.finishedAt = e.at;
       state.phase = 'done';
-      // Everything still open ends here at once; the engine stops the running attempts.
-      for (const inst of state.instances.values()) {
-        if (!isTaskDone(inst.status)) {
-          inst.status = 'cancelled';
-          inst.finishedAt = e.at;
-        }
-      }
-      for (const g of state.groups.values()) if (!isTaskDone(g.status)) g.status = 'cancelled';
-      state.active.clear();
-      state.runnable.clear();
-      state.retrying.clear();
-      state.waitingApprovals.clear();
+      cancelOpen(state, e.at, true);
       return true;
   }
+}
+
+/**
+ * Everything still open ends at once: instances and groups are cancelled (the finally tasks
+ * too, unless they are still to run), and nothing is left waiting to start or to be decided.
+ * The engine stops the running attempts.
+ */
+function cancelOpen(state: RunState, at: number, withFinally: boolean): void {
+  for (const inst of state.instances.values()) {
+    if (!isTaskDone(inst.status)) {
+      inst.status = 'cancelled';
+      inst.finishedAt = at;
+    }
+  }
+  for (const g of state.groups.values()) if (!isTaskDone(g.status) && (withFinally || !g.finally)) g.status = 'cancelled';
+  state.active.clear();
+  state.activeByBucket.clear();
+  state.runnable.clear();
+  state.retrying.clear();
+  state.waitingApprovals.clear();
+  state.ready.clear();
+  state.blocked.clear();
 }

@@ -1,13 +1,13 @@
 import type { RunEvent } from './RunEvent.js';
 import type { RunPlan } from './RunPlan.js';
 import type { RunState } from './RunState.js';
-import { enterCompensation, enterOnFailure, makeReady } from './finishGroup.js';
+import { enterCompensation, enterFinally, enterOnFailure, makeReady } from './finishGroup.js';
 
 /**
  * Events about the run as a whole rather than one task: its start, its phases on the way to
  * failure (failing, compensation), its end, and the circuit breakers its tasks share.
  */
-export type RunLevelEvent = Extract<RunEvent, { type: 'run.started' | 'run.failing' | 'run.succeeded' | 'run.failed' | `compensation.${string}` | `breaker.${string}` }>;
+export type RunLevelEvent = Extract<RunEvent, { type: 'run.started' | 'run.failing' | 'run.finalizing' | 'run.succeeded' | 'run.failed' | `compensation.${string}` | `breaker.${string}` }>;
 
 /**
  * Applies one run-level event (reduceRun's run family). The scheduler decides these; the
@@ -30,6 +30,11 @@ export function applyRunLevelEvent(state: RunState, plan: RunPlan, e: RunLevelEv
       if (state.phase !== 'main') return false;
       state.failureReason ??= e.reason;
       enterCompensation(state, plan);
+      return true;
+    case 'run.finalizing':
+      if (plan.finallyRoots.length === 0 || (state.phase !== 'main' && state.phase !== 'onFailure')) return false;
+      state.outcome = e.outcome;
+      enterFinally(state, plan);
       return true;
     case 'compensation.started':
       return true;

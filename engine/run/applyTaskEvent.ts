@@ -1,7 +1,7 @@
 import { isTaskDone, type RunEvent } from './RunEvent.js';
 import type { PlannedTask, RunPlan } from './RunPlan.js';
 import type { InstanceState, RunState } from './RunState.js';
-import { addPlainInstance, finishGroup, instanceDone, newInstance } from './finishGroup.js';
+import { addPlainInstance, finishGroup, inPhase, instanceDone, newInstance } from './finishGroup.js';
 
 /** What happens to a task and its attempts: readiness, fan-out, queueing and the agents' reports. */
 export type TaskEvent = Extract<RunEvent, { type: `task.${string}` }>;
@@ -111,7 +111,8 @@ export function applyTaskEvent(state: RunState, plan: RunPlan, e: TaskEvent): bo
       const t = plan.tasks.get(inst.task)!;
       const attempts = inst.kind === 'compensate' ? compensateAttempts(t) : t.retry.attempts;
       const lost = e.lost === true;
-      const retry = e.retryable && (lost || e.attempt < attempts) && state.phase !== 'done' && !(inst.kind === 'task' && state.phase !== 'main' && !t.onFailure);
+      const group = state.groups.get(inst.task);
+      const retry = e.retryable && (lost || e.attempt < attempts) && state.phase !== 'done' && !(inst.kind === 'task' && group !== undefined && !inPhase(state, group));
       if (lost) inst.lost = true;
       else delete inst.lost;
       inst.error = e.error;

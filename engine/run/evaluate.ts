@@ -1,6 +1,7 @@
 import { Evaluator, data } from '@actions/expressions';
+import type { FunctionDefinition } from '@actions/expressions/funcs/info';
 import { CaravanError } from '../errors/CaravanError.js';
-import { findTemplates, parseExpression } from '../spec/parseExpression.js';
+import { STATUS_FUNCTIONS, findTemplates, parseExpression, type StatusFunction } from '../spec/parseExpression.js';
 
 /** What an expression may read at run time: nothing else exists for it. */
 export interface ExpressionContext {
@@ -20,6 +21,45 @@ export class ExpressionEvaluationError extends CaravanError {
   }
 }
 
+/**
+ * What the status functions return for one task's `when` (see docs/expressions.md): the
+ * scheduler works them out from how the task's needs ended and how the run stands.
+ */
+export type StatusValues = Record<Exclude<StatusFunction, 'always'>, boolean>;
+
+function statusFunction(name: StatusFunction, status: StatusValues | undefined): FunctionDefinition {
+  return {
+    name,
+    minArgs: 0,
+    maxArgs: 0,
+    call: () => {
+      // Validation refuses them outside `when`; an expression that got here anyway fails its task.
+      if (status === undefined) throw new Error(`${name}() can only be used in a task's when`);
+      return new data.BooleanData(name === 'always' ? true : status[name]);
+    },
+  };
+}
+
+/**
+ * toJSON as compact one-line JSON, where Actions pretty-prints: a value lands in an env var, an
+ * argument, a request body or a `key=value` line of $CARAVAN_OUTPUTS, where a newline would
+ * split it, and in a log line.
+ */
+const TO_JSON: FunctionDefinition = {
+  name: 'toJSON',
+  minArgs: 1,
+  maxArgs: 1,
+  call: (value) => new data.StringData(JSON.stringify(value, data.replacer)),
+};
+
+function functionsFor(status: StatusValues | undefined): Map<string, FunctionDefinition> {
+  const m = new Map<string, FunctionDefinition>([['tojson', TO_JSON]]);
+  for (const name of STATUS_FUNCTIONS) m.set(name, statusFunction(name, status));
+  return m;
+}
+
+const OUTSIDE_WHEN = functionsFor(undefined);
+
 function toData(value: unknown): data.ExpressionData {
   return JSON.parse(JSON.stringify(value ?? null), data.reviver) as data.ExpressionData;
 }
@@ -37,12 +77,15 @@ function contextData(ctx: ExpressionContext): data.Dictionary {
   return dict;
 }
 
-/** Evaluates one expression (the text inside `${{ }}`) to a plain value. */
-export function evaluateExpression(source: string, ctx: ExpressionContext): unknown {
+/**
+ * Evaluates one expression (the text inside `${{ }}`) to a plain value. `status` gives the
+ * status functions their values; without it (anywhere but `when`) calling one fails.
+ */
+export function evaluateExpression(source: string, ctx: ExpressionContext, status?: StatusValues): unknown {
   const parsed = parseExpression(source);
   if (!parsed.ok) throw new ExpressionEvaluationError(source, parsed.message);
   try {
-    return fromData(new Evaluator(parsed.expr, contextData(ctx)).evaluate());
+    return fromData(new Evaluator(parsed.expr, contextData(ctx), status === undefined ? OUTSIDE_WHEN : functionsFor(status)).evaluate());
   } catch (e) {
     throw new ExpressionEvaluationError(source, e instanceof Error ? e.message : String(e), e);
   }
@@ -53,11 +96,14 @@ export function truthy(v: unknown): boolean {
   return !(v === false || v === 0 || v === '' || v === null || v === undefined || (typeof v === 'number' && Number.isNaN(v)));
 }
 
-/** A `when` condition, with or without `${{ }}`. */
-export function evaluateCondition(when: string, ctx: ExpressionContext): boolean {
+/**
+ * A `when` condition, with or without `${{ }}`, as written: the implied `success() &&` of a
+ * condition without a status function is the scheduler's business, not this function's.
+ */
+export function evaluateCondition(when: string, ctx: ExpressionContext, status: StatusValues = { success: true, failure: false, cancelled: false }): boolean {
   const scan = findTemplates(when);
-  if (scan.ok && scan.templates.length === 1) return truthy(evaluateExpression(scan.templates[0]!.source, ctx));
-  return truthy(evaluateExpression(when, ctx));
+  if (scan.ok && scan.templates.length === 1) return truthy(evaluateExpression(scan.templates[0]!.source, ctx, status));
+  return truthy(evaluateExpression(when, ctx, status));
 }
 
 /** A value that is exactly one `${{ }}` keeps its type (lists for forEach); otherwise undefined. */

@@ -15,23 +15,45 @@ import type { GroupState, InstanceState, RunState } from './RunState.js';
 export function finishGroup(state: RunState, plan: RunPlan, g: GroupState, status: GroupState['status']): void {
   g.status = status;
   if (g.onFailure) state.failureDone++;
+  else if (g.finally) state.finallyDone++;
   else state.mainDone++;
-  if (status === 'failed' && !g.onFailure && state.failureReason === undefined) {
+  if (status === 'failed' && !g.onFailure) {
     const inst = g.instances.map((k) => state.instances.get(k)).find((i) => i?.status === 'failed');
-    state.failureReason = `task '${g.name}' failed${inst?.error !== undefined ? `: ${inst.error}` : ''}`;
+    const reason = `${g.finally ? 'finally ' : ''}task '${g.name}' failed${inst?.error !== undefined ? `: ${inst.error}` : ''}`;
+    if (g.finally) state.finallyFailure ??= reason;
+    else state.failureReason ??= reason;
   }
-  for (const d of plan.tasks.get(g.name)?.dependents ?? []) {
+  const t = plan.tasks.get(g.name);
+  // What the status functions of tasks below this one will see (GitHub Actions looks at
+  // every ancestor, not only the direct needs).
+  const needs = (t?.needs ?? []).map((n) => state.groups.get(n)).filter((n) => n !== undefined);
+  const own = status === 'succeeded' ? undefined : `'${g.name}' ${status === 'skipped' ? 'was skipped' : status}`;
+  const notSucceeded = own ?? needs.find((n) => n.notSucceeded !== undefined)?.notSucceeded;
+  const failedUpstream = status === 'failed' ? g.name : needs.find((n) => n.failedUpstream !== undefined)?.failedUpstream;
+  if (notSucceeded !== undefined) g.notSucceeded = notSucceeded;
+  if (failedUpstream !== undefined) g.failedUpstream = failedUpstream;
+  for (const d of t?.dependents ?? []) {
     const dg = state.groups.get(d);
     if (dg === undefined || dg.status !== 'pending') continue;
-    if (status === 'succeeded') {
+    if (plan.tasks.get(d)?.statusCheck === true) {
+      // Its `when` decides, once every need has ended, however they ended.
       dg.remainingNeeds--;
-      if (dg.remainingNeeds === 0 && !state.blocked.has(d) && (state.phase === 'main' ? !dg.onFailure : dg.onFailure)) makeReady(state, plan, d);
+      if (dg.remainingNeeds === 0 && inPhase(state, dg)) makeReady(state, plan, d);
+    } else if (notSucceeded === undefined) {
+      dg.remainingNeeds--;
+      if (dg.remainingNeeds === 0 && !state.blocked.has(d) && inPhase(state, dg)) makeReady(state, plan, d);
     } else {
-      dg.reason ??= `'${g.name}' ${status === 'skipped' ? 'was skipped' : status}`;
+      // The implied success() is false: skipped without looking at its `when`.
+      dg.reason ??= own ?? `${notSucceeded} (before '${g.name}')`;
       state.ready.delete(d);
       state.blocked.add(d);
     }
   }
+}
+
+/** Whether the group's tasks run in the run's current phase (each group is a DAG of its own). */
+export function inPhase(state: RunState, g: GroupState): boolean {
+  return g.finally ? state.phase === 'finally' : g.onFailure ? state.phase === 'onFailure' : state.phase === 'main';
 }
 
 /** An instance of a task ended: its group ends with it (plain task) or with its last item (forEach). */
@@ -41,6 +63,7 @@ export function instanceDone(state: RunState, plan: RunPlan, inst: InstanceState
   if (g === undefined) return;
   g.done++;
   if (inst.status === 'failed') g.failed++;
+  if (inst.status === 'failed' && !g.onFailure && !g.finally) state.failures.push({ task: inst.key, error: inst.error ?? '' });
   if (inst.status === 'cancelled') g.cancelled++;
   if (!g.expanded && g.instances.length === 1) {
     finishGroup(state, plan, g, inst.status === 'succeeded' ? 'succeeded' : inst.status);
@@ -83,7 +106,10 @@ export function newInstance(key: string, task: string, kind: 'task' | 'compensat
  */
 export function enterCompensation(state: RunState, plan: RunPlan): void {
   state.phase = 'compensating';
-  const done = [...state.instances.values()].filter((i) => i.kind === 'task' && i.status === 'succeeded' && plan.tasks.get(i.task)?.spec.compensate !== undefined && !plan.tasks.get(i.task)!.onFailure);
+  const done = [...state.instances.values()].filter((i) => {
+    const t = plan.tasks.get(i.task);
+    return i.kind === 'task' && i.status === 'succeeded' && t?.spec.compensate !== undefined && !t.onFailure && !t.finally;
+  });
   done.sort((a, b) => plan.tasks.get(b.task)!.topoIndex - plan.tasks.get(a.task)!.topoIndex || (b.index ?? 0) - (a.index ?? 0));
   for (const i of done) {
     const key = `${i.key}:compensate`;
@@ -98,4 +124,13 @@ export function enterCompensation(state: RunState, plan: RunPlan): void {
 export function enterOnFailure(state: RunState, plan: RunPlan): void {
   state.phase = 'onFailure';
   for (const r of plan.failureRoots) makeReady(state, plan, r);
+}
+
+/**
+ * The main tasks (and any compensation and onFailure tasks) are over, or the run was
+ * cancelled: the finally tasks' roots become ready. `state.outcome` is already set.
+ */
+export function enterFinally(state: RunState, plan: RunPlan): void {
+  state.phase = 'finally';
+  for (const r of plan.finallyRoots) makeReady(state, plan, r);
 }

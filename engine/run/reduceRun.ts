@@ -14,9 +14,10 @@ export const BREAKER_THRESHOLD = 5;
 export function initialRunState(plan: RunPlan, runId: string): RunState {
   const groups = new Map<string, GroupState>();
   for (const t of plan.tasks.values()) {
-    groups.set(t.name, { name: t.name, status: 'pending', onFailure: t.onFailure, remainingNeeds: t.needs.length, instances: [], expanded: false, done: 0, failed: 0, cancelled: 0 });
+    groups.set(t.name, { name: t.name, status: 'pending', onFailure: t.onFailure, finally: t.finally, remainingNeeds: t.needs.length, instances: [], expanded: false, done: 0, failed: 0, cancelled: 0 });
   }
-  const mainTotal = [...plan.tasks.values()].filter((t) => !t.onFailure).length;
+  const failureTotal = [...plan.tasks.values()].filter((t) => t.onFailure).length;
+  const finallyTotal = [...plan.tasks.values()].filter((t) => t.finally).length;
   return {
     runId,
     workflow: plan.workflow.metadata.name,
@@ -37,12 +38,15 @@ export function initialRunState(plan: RunPlan, runId: string): RunState {
     activeByBucket: new Map(),
     waitingApprovals: new Set(),
     breakers: new Map(),
+    failures: [],
     compensations: [],
     compensationIndex: 0,
-    mainTotal,
+    mainTotal: plan.tasks.size - failureTotal - finallyTotal,
     mainDone: 0,
-    failureTotal: plan.tasks.size - mainTotal,
+    failureTotal,
     failureDone: 0,
+    finallyTotal,
+    finallyDone: 0,
     seq: 0,
   };
 }
@@ -94,10 +98,12 @@ function apply(state: RunState, plan: RunPlan, e: RunEvent): boolean {
     case 'approval.refused':
     case 'run.paused':
     case 'run.resumed':
+    case 'run.cancelling':
     case 'run.cancelled':
       return applyControlEvent(state, plan, e);
     case 'run.started':
     case 'run.failing':
+    case 'run.finalizing':
     case 'compensation.started':
     case 'compensation.finished':
     case 'breaker.opened':

@@ -1,10 +1,12 @@
 import { parseDuration } from '../spec/parseDuration.js';
 import { CaravanError } from '../errors/CaravanError.js';
 import { evaluateCondition, evaluateSingle, interpolate, type ExpressionContext } from './evaluate.js';
+import { forEachItems } from './forEachItems.js';
 import { isTaskDone, type RunEvent } from './RunEvent.js';
 import type { PlannedTask, RunPlan } from './RunPlan.js';
 import type { InstanceState, RunState } from './RunState.js';
 import { BREAKER_THRESHOLD } from './reduceRun.js';
+import { isStopping, statusValues } from './statusValues.js';
 
 /** How long a breaker stays open before it lets one probe through. */
 export const BREAKER_COOLDOWN_MS = 30_000;
@@ -63,21 +65,25 @@ export function scheduleRun(state: RunState, plan: RunPlan, now: number, options
     }
   }
 
-  const stopping = state.phase === 'main' && state.failureReason !== undefined && plan.failFast;
+  const stopping = isStopping(state, plan);
   for (const name of state.blocked) {
     const g = state.groups.get(name)!;
     emit({ ...base, type: 'task.skipped', task: name, reason: g.reason ?? 'a need did not succeed' });
   }
-  if (stopping) {
-    for (const name of state.ready) emit({ ...base, type: 'task.skipped', task: name, reason: `run is failing (${state.failureReason})` });
-    for (const key of [...state.runnable, ...state.retrying]) emit({ ...base, type: 'task.skipped', task: key, reason: `run is failing (${state.failureReason})` });
+  // A fail-fast run that is failing starts nothing new, except the tasks whose `when` still
+  // holds with success() false (always(), failure()...): they asked to run in this case.
+  const keeps = stopping ? stillWanted(state, plan) : undefined;
+  if (keeps !== undefined) {
+    const reason = `run is failing (${state.failureReason})`;
+    for (const name of state.ready) if (!plan.tasks.get(name)!.statusCheck) emit({ ...base, type: 'task.skipped', task: name, reason });
+    for (const key of [...state.runnable, ...state.retrying]) if (!keeps(state.instances.get(key)!.task)) emit({ ...base, type: 'task.skipped', task: key, reason });
   }
 
-  if (!stopping && state.status === 'running') {
-    for (const name of state.ready) decideReady(state, plan, d, base, now, name);
+  if (state.status === 'running') {
+    for (const name of state.ready) if (keeps === undefined || plan.tasks.get(name)!.statusCheck) decideReady(state, plan, d, base, now, name);
     for (const key of state.retrying) {
       const inst = state.instances.get(key)!;
-      if (inst.kind === 'compensate') continue;
+      if (inst.kind === 'compensate' || (keeps !== undefined && !keeps(inst.task))) continue;
       if (inst.retryAt === undefined) {
         const delay = inst.lost === true ? 0 : retryDelay(state.runId, key, inst.attempt, plan.tasks.get(inst.task)!);
         emit({ ...base, type: 'task.retry-scheduled', task: key, attempt: inst.attempt + 1, retryAt: now + delay });
@@ -88,15 +94,18 @@ export function scheduleRun(state: RunState, plan: RunPlan, now: number, options
   }
 
   const opening = openBreakers(state, d, base, now);
-  if (!stopping && state.status === 'running') startCandidates(state, plan, d, base, now, opening);
+  if (state.status === 'running') startCandidates(state, plan, d, base, now, opening, keeps);
 
   if (state.phase === 'compensating' && state.status !== 'paused') compensate(state, plan, d, base, now);
+  const hasFinally = plan.finallyRoots.length > 0;
   if (state.phase === 'main' && state.mainDone === state.mainTotal && d.events.length === 0) {
-    emit(state.failureReason !== undefined ? { ...base, type: 'run.failing', reason: state.failureReason } : { ...base, type: 'run.succeeded' });
+    if (state.failureReason !== undefined) emit({ ...base, type: 'run.failing', reason: state.failureReason });
+    else emit(hasFinally ? { ...base, type: 'run.finalizing', outcome: 'succeeded' } : { ...base, type: 'run.succeeded' });
   }
   if (state.phase === 'onFailure' && state.failureDone === state.failureTotal && d.events.length === 0) {
-    emit({ ...base, type: 'run.failed', reason: state.failureReason ?? 'failed' });
+    emit(hasFinally ? { ...base, type: 'run.finalizing', outcome: 'failed' } : { ...base, type: 'run.failed', reason: state.failureReason ?? 'failed' });
   }
+  if (state.phase === 'finally' && state.finallyDone === state.finallyTotal && d.events.length === 0) emit(closingEvent(state, base));
   if (state.deadline !== undefined && state.phase === 'main') wake(d, state.deadline);
   for (const key of state.waitingApprovals) {
     const t = state.instances.get(key)!.approval?.timeoutAt;
@@ -105,20 +114,54 @@ export function scheduleRun(state: RunState, plan: RunPlan, now: number, options
   return d;
 }
 
+/**
+ * How a run with finally tasks ends once they did: as its outcome before them, except that a
+ * failed finally task fails a run that had succeeded.
+ */
+function closingEvent(state: RunState, base: Base): RunEvent {
+  if (state.outcome === 'cancelled') return { ...base, type: 'run.cancelled', by: state.cancelledBy ?? 'caravan', ...(state.cancelReason !== undefined ? { reason: state.cancelReason } : {}) };
+  if (state.outcome === 'failed') return { ...base, type: 'run.failed', reason: state.failureReason ?? 'failed' };
+  if (state.finallyFailure !== undefined) return { ...base, type: 'run.failed', reason: state.finallyFailure };
+  return { ...base, type: 'run.succeeded' };
+}
+
+/**
+ * While a fail-fast run stops: whether a task's instances may still start, that is whether
+ * its `when` has a status function and holds now. Asked once per task per pass.
+ */
+function stillWanted(state: RunState, plan: RunPlan): (task: string) => boolean {
+  const known = new Map<string, boolean>();
+  return (task) => {
+    let ok = known.get(task);
+    if (ok === undefined) {
+      const t = plan.tasks.get(task)!;
+      try {
+        ok = t.statusCheck && evaluateCondition(t.spec.when!, contextFor(state, plan, t, undefined), statusValues(state, plan, t));
+      } catch {
+        ok = false;
+      }
+      known.set(task, ok);
+    }
+    return ok;
+  };
+}
+
 /** A task whose needs are met but that needs a decision: `when`, forEach or an approval gate. */
 function decideReady(state: RunState, plan: RunPlan, d: Decision, base: Base, now: number, name: string): void {
   const t = plan.tasks.get(name)!;
   const ctx = contextFor(state, plan, t, undefined);
   if (t.spec.when !== undefined) {
     let ok: boolean;
+    const status = statusValues(state, plan, t);
     try {
-      ok = evaluateCondition(t.spec.when, ctx);
+      ok = evaluateCondition(t.spec.when, ctx, status);
     } catch (err) {
       failBeforeStart(d, base, name, err);
       return;
     }
     if (!ok) {
-      d.events.push({ ...base, type: 'task.skipped', task: name, reason: `when '${t.spec.when.trim()}' is false` });
+      const why = t.statusCheck ? ` (success() ${status.success}, failure() ${status.failure}, cancelled() ${status.cancelled})` : '';
+      d.events.push({ ...base, type: 'task.skipped', task: name, reason: `when '${t.spec.when.trim()}' is false${why}` });
       return;
     }
   }
@@ -143,11 +186,12 @@ function decideReady(state: RunState, plan: RunPlan, d: Decision, base: Base, no
       failBeforeStart(d, base, name, err);
       return;
     }
-    if (!Array.isArray(items)) {
-      failBeforeStart(d, base, name, new CaravanError('EXPRESSION_FAILED', `forEach must yield a list, got ${(JSON.stringify(items) ?? 'undefined').slice(0, 80)}`, { data: { task: name } }));
+    const list = forEachItems(items);
+    if (!list.ok) {
+      failBeforeStart(d, base, name, new CaravanError('EXPRESSION_FAILED', `forEach must yield a list or a string holding a JSON array, got ${list.got}: ${(JSON.stringify(items) ?? 'undefined').slice(0, 80)}`, { data: { task: name } }));
       return;
     }
-    d.events.push({ ...base, type: 'task.expanded', task: name, items });
+    d.events.push({ ...base, type: 'task.expanded', task: name, items: list.items });
     return;
   }
   d.events.push({ ...base, type: 'task.ready', task: name });
@@ -196,13 +240,14 @@ function* candidates(state: RunState, plan: RunPlan, now: number): Generator<{ k
   }
 }
 
-function startCandidates(state: RunState, plan: RunPlan, d: Decision, base: Base, now: number, opening: Set<string>): void {
+function startCandidates(state: RunState, plan: RunPlan, d: Decision, base: Base, now: number, opening: Set<string>, keeps: ((task: string) => boolean) | undefined): void {
   let free = plan.maxParallel - state.active.size;
   if (free <= 0) return;
   const taken = new Map<string, number>();
   const full = new Set<string>(opening);
   for (const c of candidates(state, plan, now)) {
     if (free <= 0) break;
+    if (keeps !== undefined && !keeps(c.task.name)) continue;
     const buckets = [c.task.breakerKey, `task:${c.task.name}`];
     if (buckets.some((b) => full.has(b))) continue;
     let ok = true;
@@ -284,7 +329,7 @@ function failEverything(state: RunState, plan: RunPlan, d: Decision, base: Base,
   for (const key of state.waitingApprovals) d.events.push({ ...base, type: 'task.cancelled', task: key, attempt: 1, reason });
   for (const key of [...state.runnable, ...state.retrying]) d.events.push({ ...base, type: 'task.skipped', task: key, reason });
   for (const g of state.groups.values()) {
-    if (!g.onFailure && g.status === 'pending') d.events.push({ ...base, type: 'task.skipped', task: g.name, reason });
+    if (!g.onFailure && !g.finally && g.status === 'pending') d.events.push({ ...base, type: 'task.skipped', task: g.name, reason });
   }
   if (state.failureReason === undefined) d.events.push({ ...base, type: 'run.failing', reason });
   void plan;
@@ -345,6 +390,8 @@ export function contextFor(state: RunState, plan: RunPlan, t: PlannedTask, inst:
     tasks,
     run: { id: state.runId, workflow: state.workflow, commit: state.commit ?? '', trigger: state.trigger, startedAt: state.startedAtIso, attempt: inst?.attempt !== undefined ? inst.attempt + 1 : 1 },
   };
+  // The outcome exists only once the main tasks are over; validation keeps it out of theirs.
+  if (t.onFailure || t.finally) Object.assign(ctx.run, { status: state.outcome ?? 'failed', failures: [...state.failures] });
   if (inst?.item !== undefined) ctx.item = inst.item;
   if (secret) ctx.secrets = Object.values(state.secretParams).map((v) => (typeof v === 'string' ? v : JSON.stringify(v)));
   return ctx;

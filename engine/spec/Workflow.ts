@@ -151,6 +151,8 @@ export interface WorkflowSpec {
   failFast?: boolean;
   tasks: TaskSpec[];
   onFailure?: TaskSpec[];
+  /** Run last whatever the outcome, cancellation and deadline included (Tekton's finally). */
+  finally?: TaskSpec[];
 }
 
 export interface Workflow {

@@ -1,14 +1,19 @@
-import type { Expr } from '@actions/expressions/ast';
+import { data } from '@actions/expressions';
+import { Binary, Literal, type Expr } from '@actions/expressions/ast';
 import type { TaskDag } from '../graph/buildDag.js';
 import type { PendingDiagnostic } from './Diagnostic.js';
 import { closest } from './describePath.js';
 import {
+  RUN_OUTCOME_PROPERTIES,
   RUN_PROPERTIES,
   TASK_PROPERTIES,
   collectReferences,
   findTemplates,
   inferKinds,
   parseExpression,
+  staticReference,
+  statusFunctionsIn,
+  walkExpression,
   type Reference,
   type ValueKind,
 } from './parseExpression.js';
@@ -25,10 +30,12 @@ interface Site {
   task: Record<string, unknown>;
   taskName: string;
   path: Array<string | number>;
-  /** onFailure tasks may read every main task; main tasks only their upstream. */
-  onFailure: boolean;
+  /** onFailure and finally tasks may read every task and the run's outcome; main tasks only their upstream. */
+  afterMain: boolean;
   /** Inside `compensate`, which runs after the task itself succeeded. */
   inCompensate: boolean;
+  /** The task's `when`: the one place status functions mean something. */
+  inWhen?: boolean;
 }
 
 /** Fields that hold names or fixed values, never templates. */
@@ -41,12 +48,12 @@ const NOT_TEMPLATED = new Set(['name', 'needs', 'pool', 'outputs', 'when', 'forE
 export function checkTaskExpressions(
   task: Record<string, unknown>,
   taskPath: Array<string | number>,
-  onFailure: boolean,
+  afterMain: boolean,
   scope: ExpressionScope,
 ): PendingDiagnostic[] {
   const out: PendingDiagnostic[] = [];
   const taskName = asString(task['name']) ?? '?';
-  const site = (path: Array<string | number>, inCompensate: boolean): Site => ({ task, taskName, path, onFailure, inCompensate });
+  const site = (path: Array<string | number>, inCompensate: boolean): Site => ({ task, taskName, path, afterMain, inCompensate });
 
   for (const [key, value] of Object.entries(task)) {
     if (NOT_TEMPLATED.has(key)) continue;
@@ -61,7 +68,20 @@ export function checkTaskExpressions(
     if (parsed.kind === 'mixed') {
       out.push(err('WHEN_NOT_SINGLE_EXPRESSION', `when must be one expression, such as "\${{ tasks.build.status == 'succeeded' }}"; text around \${{ }} would make it always true`, [...taskPath, 'when']));
     } else {
-      checkExpressionSource(parsed.source, site([...taskPath, 'when'], false), scope, out, anchorOf(parsed));
+      const path = [...taskPath, 'when'];
+      const expr = checkExpressionSource(parsed.source, { ...site(path, false), inWhen: true }, scope, out, anchorOf(parsed));
+      if (expr !== undefined && !afterMain && statusFunctionsIn(expr).length === 0) {
+        for (const c of neverTrueComparisons(expr, taskName, scope)) {
+          const anchor = anchorOf(parsed);
+          out.push({
+            severity: 'warning',
+            code: 'WHEN_NEEDS_STATUS_FUNCTION',
+            message: `in '${parsed.source.trim()}': ${c} is never true here: a when without a status function means success() && (...), so the task is skipped as soon as a task it needs does not succeed; add one, as in "\${{ !cancelled() && ${c} }}"`,
+            path,
+            ...(anchor !== undefined ? { offsetInValue: anchor } : {}),
+          });
+        }
+      }
     }
   }
 
@@ -103,7 +123,7 @@ function kindOf(ref: Reference, scope: ExpressionScope): ValueKind {
     if (second === 'outputs' && third === undefined) return 'object';
     return 'unknown';
   }
-  if (ref.context === 'run') return first === 'attempt' ? 'number' : first === undefined ? 'object' : 'string';
+  if (ref.context === 'run') return first === 'attempt' ? 'number' : first === 'failures' ? (ref.segments.length === 1 ? 'list' : 'unknown') : first === undefined ? 'object' : 'string';
   return 'unknown';
 }
 
@@ -174,6 +194,11 @@ function checkExpressionSource(
   }
   const lead = source.length - source.trimStart().length;
   const at = anchor !== undefined ? { ...anchor, extra: anchor.extra + lead } : { needle: source, index: 0, extra: lead };
+  if (site.inWhen !== true) {
+    for (const f of statusFunctionsIn(parsed.expr)) {
+      out.push({ ...err('EXPR_STATUS_FUNCTION_OUTSIDE_WHEN', `in '${shown}': ${f}() can only be used in a task's when, where it says how the tasks it needs ended`, site.path), offsetInValue: at });
+    }
+  }
   for (const ref of collectReferences(parsed.expr)) {
     const problem = referenceProblem(ref, site, scope);
     if (problem !== undefined) out.push({ ...err(problem.code, `in '${shown}': ${problem.message}`, site.path), offsetInValue: at });
@@ -209,7 +234,7 @@ function referenceProblem(ref: Reference, site: Site, scope: ExpressionScope): {
         }
       }
       // In a cyclic graph "upstream" means nothing; the cycle itself is reported.
-      if (!site.onFailure && scope.mainDag.cycles.length === 0) {
+      if (!site.afterMain && scope.mainDag.cycles.length === 0) {
         const self = first === site.taskName;
         const readable = (self && site.inCompensate) || scope.mainDag.isUpstream(first, site.taskName);
         if (!readable) {
@@ -226,12 +251,40 @@ function referenceProblem(ref: Reference, site: Site, scope: ExpressionScope): {
       return undefined;
     case 'run':
       if (first !== undefined && !(RUN_PROPERTIES as readonly string[]).includes(first)) {
-        return { code: 'EXPR_UNKNOWN_PROPERTY', message: `run has no property '${first}'; use ${RUN_PROPERTIES.join(', ')}` };
+        const readable = RUN_PROPERTIES.filter((p) => site.afterMain || !(RUN_OUTCOME_PROPERTIES as readonly string[]).includes(p));
+        return { code: 'EXPR_UNKNOWN_PROPERTY', message: `run has no property '${first}'; use ${readable.join(', ')}` };
+      }
+      if (first !== undefined && (RUN_OUTCOME_PROPERTIES as readonly string[]).includes(first) && !site.afterMain) {
+        return { code: 'EXPR_RUN_OUTCOME_TOO_EARLY', message: `run.${first} is only known once the main tasks are over: read it in onFailure or finally tasks` };
       }
       return undefined;
     default:
       return undefined;
   }
+}
+
+/**
+ * Comparisons of an upstream task's status with anything but 'succeeded' in a main task's
+ * `when` without a status function. Such a task only runs once everything upstream succeeded,
+ * so the comparison is false whenever it is evaluated (GitHub Actions' classic trap with
+ * `needs.x.result == 'failure'`). Strings compare case-insensitively, as in Actions.
+ */
+function neverTrueComparisons(expr: Expr, taskName: string, scope: ExpressionScope): string[] {
+  const out: string[] = [];
+  walkExpression(expr, (e) => {
+    if (!(e instanceof Binary)) return;
+    const op = e.operator.lexeme;
+    for (const [ref, lit] of [[e.left, e.right], [e.right, e.left]] as const) {
+      const r = staticReference(ref);
+      if (r === undefined || r.context !== 'tasks' || r.dynamic || r.segments.length !== 2 || r.segments[1] !== 'status') continue;
+      if (!(lit instanceof Literal) || !(lit.literal instanceof data.StringData)) continue;
+      const value = lit.literal.value;
+      const isSucceeded = value.toLowerCase() === 'succeeded';
+      const upstream = scope.mainDag.cycles.length === 0 && scope.mainDag.isUpstream(r.segments[0]!, taskName);
+      if (upstream && ((op === '==' && !isSucceeded) || (op === '!=' && isSucceeded))) out.push(`tasks.${r.segments[0]!}.status ${op} '${value}'`);
+    }
+  });
+  return out;
 }
 
 function err(code: PendingDiagnostic['code'], message: string, path: Array<string | number>): PendingDiagnostic {

@@ -15,11 +15,14 @@ export interface SemanticResult {
   subWorkflows: Array<{ name: string; path: Array<string | number> }>;
 }
 
+/** Where a task is declared: the main DAG, or one of the two small DAGs that run after it. */
+type TaskGroup = 'tasks' | 'onFailure' | 'finally';
+
 interface TaskEntry {
   task: Record<string, unknown>;
   name: string;
   path: Array<string | number>;
-  onFailure: boolean;
+  group: TaskGroup;
 }
 
 const ACTIONS = ['run', 'args', 'http', 'approval', 'workflow', 'sleep'] as const;
@@ -36,29 +39,31 @@ export function checkSemantics(doc: Record<string, unknown>, prebuilt?: TaskDag)
   if (spec === undefined) return { diagnostics: out, dag: undefined, subWorkflows: [] };
   const workflowName = asString(asRecord(doc['metadata'])?.['name']);
 
-  const main = entries(spec['tasks'], 'tasks', false);
-  const onFailure = entries(spec['onFailure'], 'onFailure', true);
-  const all = [...main, ...onFailure];
+  const main = entries(spec['tasks'], 'tasks');
+  const onFailure = entries(spec['onFailure'], 'onFailure');
+  const final = entries(spec['finally'], 'finally');
+  const all = [...main, ...onFailure, ...final];
 
   const firstByName = new Map<string, TaskEntry>();
   for (const e of all) {
     const prev = firstByName.get(e.name);
     if (prev !== undefined) {
-      out.push(err('TASK_DUPLICATE', `task name '${e.name}' is already used by ${prev.onFailure ? 'onFailure ' : ''}task #${Number(prev.path[2]) + 1}; task names must be unique in a workflow`, [...e.path, 'name']));
+      out.push(err('TASK_DUPLICATE', `task name '${e.name}' is already used by ${prev.group === 'tasks' ? '' : `${prev.group} `}task #${Number(prev.path[2]) + 1}; task names must be unique in a workflow`, [...e.path, 'name']));
     } else {
       firstByName.set(e.name, e);
     }
   }
-  const mainNames = new Set(main.map((e) => e.name));
-  const failureNames = new Set(onFailure.map((e) => e.name));
+  const groupOf = new Map([...firstByName].map(([name, e]) => [name, e.group]));
 
   for (const e of all) checkAction(e, out);
-  for (const e of all) checkNeeds(e, e.onFailure ? failureNames : mainNames, e.onFailure ? mainNames : failureNames, out);
+  for (const e of all) checkNeeds(e, groupOf, out);
+  for (const e of all) checkCompensate(e, out);
   checkPools(spec, all, out);
 
   const dag = prebuilt ?? buildDag(main.map((e) => ({ name: e.name, needs: asStringArray(e.task['needs']) })));
   const failureDag = buildDag(onFailure.map((e) => ({ name: e.name, needs: asStringArray(e.task['needs']) })));
-  for (const [d, list] of [[dag, main], [failureDag, onFailure]] as const) {
+  const finallyDag = buildDag(final.map((e) => ({ name: e.name, needs: asStringArray(e.task['needs']) })));
+  for (const [d, list] of [[dag, main], [failureDag, onFailure], [finallyDag, final]] as const) {
     for (const cycle of d.cycles) {
       // The closing edge: the first task of the path needs the last distinct one.
       const owner = list.find((e) => e.name === cycle[0]);
@@ -73,7 +78,7 @@ export function checkSemantics(doc: Record<string, unknown>, prebuilt?: TaskDag)
     outputs: new Map(all.map((e) => [e.name, declaredOutputs(e.task)])),
     mainDag: dag,
   };
-  for (const e of all) out.push(...checkTaskExpressions(e.task, e.path, e.onFailure, scope));
+  for (const e of all) out.push(...checkTaskExpressions(e.task, e.path, e.group !== 'tasks', scope));
 
   out.push(...checkParams(spec));
   out.push(...checkTriggers(spec));
@@ -95,15 +100,15 @@ export function checkSemantics(doc: Record<string, unknown>, prebuilt?: TaskDag)
 
 /** The main tasks as DAG nodes, tolerating any document shape. */
 export function mainTaskNodes(doc: Record<string, unknown>): Array<{ name: string; needs: string[] }> {
-  return entries(asRecord(doc['spec'])?.['tasks'], 'tasks', false).map((e) => ({ name: e.name, needs: asStringArray(e.task['needs']) }));
+  return entries(asRecord(doc['spec'])?.['tasks'], 'tasks').map((e) => ({ name: e.name, needs: asStringArray(e.task['needs']) }));
 }
 
-function entries(list: unknown, key: 'tasks' | 'onFailure', onFailure: boolean): TaskEntry[] {
+function entries(list: unknown, group: TaskGroup): TaskEntry[] {
   const out: TaskEntry[] = [];
   asArray(list).forEach((t, i) => {
     const task = asRecord(t);
     const name = asString(task?.['name']);
-    if (task !== undefined && name !== undefined) out.push({ task, name, path: ['spec', key, i], onFailure });
+    if (task !== undefined && name !== undefined) out.push({ task, name, path: ['spec', group, i], group });
   });
   return out;
 }
@@ -139,25 +144,41 @@ function checkAction(e: TaskEntry, out: PendingDiagnostic[]): void {
   }
 }
 
-function checkNeeds(e: TaskEntry, sameGroup: Set<string>, otherGroup: Set<string>, out: PendingDiagnostic[]): void {
+/** Why a task of one group cannot need a task of another: each group runs as a DAG of its own. */
+const CROSS_GROUP: Record<TaskGroup, string> = {
+  tasks: 'main tasks may only need other main tasks',
+  onFailure: 'onFailure tasks run after the main tasks and may only need other onFailure tasks',
+  finally: 'finally tasks run after everything else and may only need other finally tasks',
+};
+
+function checkNeeds(e: TaskEntry, groupOf: Map<string, TaskGroup>, out: PendingDiagnostic[]): void {
   asArray(e.task['needs']).forEach((n, j) => {
     if (typeof n !== 'string') return;
     const path = [...e.path, 'needs', j];
+    const other = groupOf.get(n);
     if (n === e.name) {
       out.push(err('NEEDS_SELF', `task '${e.name}' needs itself`, path));
-    } else if (!sameGroup.has(n)) {
+    } else if (other !== e.group) {
       let why: string;
-      if (otherGroup.has(n)) {
-        why = e.onFailure
-          ? `; onFailure tasks run after the main tasks and may only need other onFailure tasks`
-          : `; '${n}' is an onFailure task and only runs when the workflow fails`;
+      if (other === 'onFailure' && e.group === 'tasks') {
+        why = `; '${n}' is an onFailure task and only runs when the workflow fails`;
+      } else if (other === 'finally' && e.group === 'tasks') {
+        why = `; '${n}' is a finally task and runs after all the main tasks`;
+      } else if (other !== undefined) {
+        why = `; ${CROSS_GROUP[e.group]}`;
       } else {
-        const hint = closest(n, [...sameGroup].filter((x) => x !== e.name));
+        const hint = closest(n, [...groupOf].filter(([x, g]) => g === e.group && x !== e.name).map(([x]) => x));
         why = hint !== undefined ? `; did you mean '${hint}'?` : '';
       }
       out.push(err('NEEDS_UNKNOWN', `task '${e.name}' needs unknown task '${n}'${why}`, path));
     }
   });
+}
+
+/** Compensation undoes main tasks when the run fails; on any other task it would be ignored. */
+function checkCompensate(e: TaskEntry, out: PendingDiagnostic[]): void {
+  if (e.group === 'tasks' || e.task['compensate'] === undefined) return;
+  out.push(err('COMPENSATE_OUTSIDE_TASKS', `task '${e.name}' is ${e.group === 'finally' ? 'a finally' : 'an onFailure'} task; compensate undoes main tasks when a run fails and would never run here`, [...e.path, 'compensate'], 'key'));
 }
 
 function checkPools(spec: Record<string, unknown>, all: TaskEntry[], out: PendingDiagnostic[]): void {

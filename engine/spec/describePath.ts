@@ -5,9 +5,9 @@
 export function describePath(root: unknown, path: ReadonlyArray<string | number>): string {
   if (path.length === 0) return 'the workflow';
   const [a, b, c, d] = path;
-  if (a === 'spec' && (b === 'tasks' || b === 'onFailure') && typeof c === 'number') {
+  if (a === 'spec' && (b === 'tasks' || b === 'onFailure' || b === 'finally') && typeof c === 'number') {
     const name = nameAt(root, ['spec', b, c]);
-    const kind = b === 'onFailure' ? 'onFailure task' : 'task';
+    const kind = b === 'tasks' ? 'task' : `${b} task`;
     const who = name !== undefined ? `${kind} '${name}'` : `${kind} #${c + 1}`;
     const rest = path.slice(3);
     return rest.length === 0 ? who : `${dotted(rest)} of ${who}`;

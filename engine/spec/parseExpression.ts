@@ -21,7 +21,18 @@ export type ExpressionContext = (typeof EXPRESSION_CONTEXTS)[number];
 
 /** Properties of `tasks.<name>` and `run` that expressions may read. */
 export const TASK_PROPERTIES = ['status', 'outputs', 'exitCode', 'attempts'] as const;
-export const RUN_PROPERTIES = ['id', 'workflow', 'commit', 'trigger', 'startedAt', 'attempt'] as const;
+export const RUN_PROPERTIES = ['id', 'workflow', 'commit', 'trigger', 'startedAt', 'attempt', 'status', 'failures'] as const;
+/** Properties of `run` known only once the main tasks are over: in onFailure and finally tasks. */
+export const RUN_OUTCOME_PROPERTIES = ['status', 'failures'] as const;
+
+/**
+ * GitHub Actions' status check functions. They say how the task's needs ended, so they mean
+ * something only in a task's `when`, decided before the task starts; elsewhere validation
+ * refuses them. The parser knows them everywhere so that the refusal can name the function.
+ */
+export const STATUS_FUNCTIONS = ['success', 'failure', 'always', 'cancelled'] as const;
+export type StatusFunction = (typeof STATUS_FUNCTIONS)[number];
+const STATUS_FUNCTION_INFO = STATUS_FUNCTIONS.map((name) => ({ name, minArgs: 0, maxArgs: 0 }));
 
 export interface Template {
   /** The expression between `${{` and `}}`, untrimmed. */
@@ -68,7 +79,7 @@ export function parseExpression(source: string): ParsedExpression {
   if (source.trim() === '') return { ok: false, message: 'empty expression', column: 0 };
   try {
     const { tokens } = new Lexer(source).lex();
-    const expr = new Parser(tokens, [...EXPRESSION_CONTEXTS], []).parse();
+    const expr = new Parser(tokens, [...EXPRESSION_CONTEXTS], STATUS_FUNCTION_INFO).parse();
     return { ok: true, expr };
   } catch (err) {
     if (err instanceof ExpressionError) {
@@ -130,6 +141,37 @@ function visit(e: Expr, out: Reference[]): void {
   else if (e instanceof FunctionCall) e.args.forEach((a) => visit(a, out));
 }
 
+/** Calls `visit` on every node of an expression, parents before children. */
+export function walkExpression(e: Expr, visit: (e: Expr) => void): void {
+  visit(e);
+  if (e instanceof FunctionCall || e instanceof Logical) e.args.forEach((a) => walkExpression(a, visit));
+  else if (e instanceof Unary) walkExpression(e.expr, visit);
+  else if (e instanceof Grouping) walkExpression(e.group, visit);
+  else if (e instanceof Binary) {
+    walkExpression(e.left, visit);
+    walkExpression(e.right, visit);
+  } else if (e instanceof IndexAccess) {
+    walkExpression(e.expr, visit);
+    walkExpression(e.index, visit);
+  }
+}
+
+/** The status functions an expression calls (lower case, each once, in order of appearance). */
+export function statusFunctionsIn(expr: Expr): StatusFunction[] {
+  const found = new Set<StatusFunction>();
+  walkExpression(expr, (e) => {
+    if (!(e instanceof FunctionCall)) return;
+    const name = e.functionName.lexeme.toLowerCase();
+    if ((STATUS_FUNCTIONS as readonly string[]).includes(name)) found.add(name as StatusFunction);
+  });
+  return [...found];
+}
+
+/** The named value an access chain reads (`tasks.a.status`), or undefined for anything else. */
+export function staticReference(e: Expr): Reference | undefined {
+  return staticPath(e);
+}
+
 /** Sub-expressions of an index chain other than the chain itself (e.g. a dynamic index). */
 function visitInner(e: Expr, out: Reference[]): void {
   if (e instanceof IndexAccess) {
@@ -165,6 +207,7 @@ export function inferKinds(e: Expr, kindOf: (ref: Reference) => ValueKind): Set<
     const name = e.functionName.lexeme.toLowerCase();
     if (name === 'fromjson' || name === 'case') return new Set(['unknown']);
     if (name === 'contains' || name === 'startswith' || name === 'endswith') return new Set(['boolean']);
+    if ((STATUS_FUNCTIONS as readonly string[]).includes(name)) return new Set(['boolean']);
     return new Set(['string']);
   }
   if (e instanceof ContextAccess || e instanceof IndexAccess) {

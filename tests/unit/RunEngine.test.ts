@@ -183,6 +183,37 @@ describe('control: cancel, pause and unpause', () => {
     expect(t.logger.lines('info').find((l) => l.msg === 'run cancelled')?.fields).toMatchObject({ by: 'alice', reason: 'wrong data' });
   });
 
+  it('with finally tasks, cancel stops the main attempts, starts the finally tasks, and a second cancel stops them', async () => {
+    const t = setup('  tasks:\n    - { name: a, run: x }\n    - { name: b, run: x, needs: [a] }\n  finally:\n    - { name: f, run: x }\n    - { name: g, run: x, needs: [f] }\n', (d) => (d.task === 'f' ? { hang: true } : d.task === 'g' ? { ok: true, afterMs: 1000 } : { hang: true }));
+    await t.started();
+    await t.advance(5000);
+    expect(t.engine.cancel('alice', 'wrong data')).toBe(true);
+    expect(cancels(t.executor)).toEqual([['a', 1, 5000]]);
+    expect(starts(t.executor)).toEqual([['a', 1, 0], ['f', 1, 5000]]);
+    expect(t.engine.state.status).toBe('running');
+    expect(t.logger.lines('info').find((l) => l.msg === 'run cancelling: its finally tasks run first')?.fields).toMatchObject({ by: 'alice', reason: 'wrong data' });
+    await t.advance(10_000);
+    expect(t.engine.cancel('bob')).toBe(true);
+    expect(cancels(t.executor)).toEqual([['a', 1, 5000], ['f', 1, 15_000]]);
+    const state = await t.engine.done();
+    expect([state.status, state.cancelReason, state.finishedAt! - T0]).toEqual(['cancelled', 'wrong data', 15_000]);
+    expect(t.events.map((e) => e.type).filter((x) => x.startsWith('run.'))).toEqual(['run.started', 'run.cancelling', 'run.cancelled']);
+    expect(t.metrics.of('runFinished')).toEqual([['sim', 'cancelled', 15]]);
+    expect(t.clock.pending).toBe(0);
+  });
+
+  it('with finally tasks, one cancel ends the run once they are done', async () => {
+    const t = setup('  tasks:\n    - { name: a, run: x }\n  finally:\n    - { name: f, run: "echo ${{ run.status }}" }\n', (d) => (d.task === 'f' ? { ok: true, afterMs: 2000 } : { hang: true }));
+    await t.started();
+    await t.advance(1000);
+    expect(t.engine.cancel('alice')).toBe(true);
+    await t.advance(3000);
+    const state = await t.engine.done();
+    expect([state.status, state.cancelReason, state.finishedAt! - T0, state.instances.get('f')!.status]).toEqual(['cancelled', 'cancelled by alice', 3000, 'succeeded']);
+    expect(t.events.at(-1)).toMatchObject({ type: 'run.cancelled', by: 'alice' });
+    expect(t.metrics.of('runFinished')).toEqual([['sim', 'cancelled', 3]]);
+  });
+
   it('pause lets running attempts finish but starts nothing new; unpause dispatches at once', async () => {
     const t = setup('  tasks:\n    - { name: a, run: x }\n    - { name: b, run: x, needs: [a] }\n', () => ({ ok: true, afterMs: 10_000 }));
     await t.started();

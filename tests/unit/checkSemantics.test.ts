@@ -29,6 +29,28 @@ describe('task actions', () => {
   });
 });
 
+describe('finally tasks', () => {
+  it('are checked like tasks, may need only each other, and read every task and the run outcome', () => {
+    const ok = "  tasks:\n    - name: a\n      run: echo\n      outputs: [x]\n  onFailure:\n    - name: alert\n      run: echo ${{ run.status }}\n  finally:\n    - name: report\n      run: echo ${{ run.status }} ${{ toJSON(run.failures) }} ${{ tasks.a.outputs.x }} ${{ run.id }} ${{ run.workflow }} ${{ run.startedAt }}\n    - name: each\n      needs: [report]\n      forEach: ${{ run.failures }}\n      when: ${{ always() && run.status == 'failed' }}\n      run: echo ${{ item.task }} ${{ item.error }}\n";
+    expect(check(ok)).toEqual([]);
+    const bad = '  tasks:\n    - name: a\n      needs: [f]\n      run: echo ${{ run.status }}\n      compensate: { run: "undo ${{ run.failures }}" }\n  onFailure:\n    - name: z\n      needs: [f]\n      run: echo\n  finally:\n    - name: f\n      needs: [a, g]\n      run: echo\n      compensate: { run: undo }\n    - name: g\n      needs: [f]\n      forEach: ${{ run.status }}\n      run: echo\n    - name: a\n      run: echo\n';
+    expect(check(bad)).toEqual([
+      "8:15 NEEDS_UNKNOWN task 'a' needs unknown task 'f'; 'f' is a finally task and runs after all the main tasks",
+      "9:21 EXPR_RUN_OUTCOME_TOO_EARLY in 'run.status': run.status is only known once the main tasks are over: read it in onFailure or finally tasks",
+      "10:36 EXPR_RUN_OUTCOME_TOO_EARLY in 'run.failures': run.failures is only known once the main tasks are over: read it in onFailure or finally tasks",
+      "13:15 NEEDS_UNKNOWN task 'z' needs unknown task 'f'; onFailure tasks run after the main tasks and may only need other onFailure tasks",
+      "17:15 NEEDS_UNKNOWN task 'f' needs unknown task 'a'; finally tasks run after everything else and may only need other finally tasks",
+      "17:18 DAG_CYCLE dependency cycle: f -> g -> f",
+      "19:7 COMPENSATE_OUTSIDE_TASKS task 'f' is a finally task; compensate undoes main tasks when a run fails and would never run here",
+      "22:16 FOREACH_NOT_LIST forEach expression 'run.status' yields a string, not a list",
+      "24:13 TASK_DUPLICATE task name 'a' is already used by task #1; task names must be unique in a workflow",
+    ]);
+    expect(check('  tasks:\n    - { name: a, run: echo }\n  finally:\n    - { name: f, run: echo, tiemout: 1m }\n')).toEqual([
+      "9:29 SCHEMA_UNKNOWN_FIELD unknown field 'tiemout' in finally task 'f'; did you mean 'timeout'?",
+    ]);
+  });
+});
+
 describe('needs and onFailure', () => {
   it('a task cannot need itself', () => {
     expect(check('  tasks:\n    - name: a\n      needs: [a]\n      run: echo\n')).toEqual(["8:15 NEEDS_SELF task 'a' needs itself"]);
@@ -76,6 +98,27 @@ describe('expressions', () => {
     const bad = "  tasks:\n    - name: a\n      run: echo\n      when: \"${{ true }} or not\"\n";
     expect(check(bad)).toEqual([
       "9:13 WHEN_NOT_SINGLE_EXPRESSION when must be one expression, such as \"${{ tasks.build.status == 'succeeded' }}\"; text around ${{ }} would make it always true",
+    ]);
+  });
+
+  it('status functions go in when only, and nowhere else (file, line, column and field)', () => {
+    const ok = "  tasks:\n    - name: a\n      run: echo\n    - name: b\n      needs: [a]\n      when: ${{ !failure() && !cancelled() }}\n      run: echo\n    - name: c\n      needs: [b]\n      when: always() && tasks.a.status == 'failed'\n      run: echo\n";
+    expect(check(ok)).toEqual([]);
+    const bad = '  tasks:\n    - name: a\n      run: echo ${{ success() }}\n      env: { S: "x ${{ format(\'{0}\', failure()) }}" }\n      forEach: ${{ always() && fromJSON(\'[1]\') }}\n';
+    const r = validateText('w.yaml', workflow('demo', bad));
+    expect(r.diagnostics.map((d) => `${d.file}:${d.line}:${d.col} ${d.path} ${d.code} ${d.message}`)).toEqual([
+      "w.yaml:8:21 /spec/tasks/0/run EXPR_STATUS_FUNCTION_OUTSIDE_WHEN in 'success()': success() can only be used in a task's when, where it says how the tasks it needs ended",
+      "w.yaml:9:24 /spec/tasks/0/env/S EXPR_STATUS_FUNCTION_OUTSIDE_WHEN in 'format('{0}', failure())': failure() can only be used in a task's when, where it says how the tasks it needs ended",
+      "w.yaml:10:20 /spec/tasks/0/forEach EXPR_STATUS_FUNCTION_OUTSIDE_WHEN in 'always() && fromJSON('[1]')': always() can only be used in a task's when, where it says how the tasks it needs ended",
+    ]);
+    expect(check('  tasks:\n    - name: a\n      run: echo\n      when: success(1)\n')[0]).toContain('EXPR_SYNTAX');
+  });
+
+  it('warns about a when that reads a failed or skipped need without a status function: it is never true', () => {
+    const spec = "  tasks:\n    - name: a\n      run: echo\n    - name: b\n      needs: [a]\n      when: ${{ tasks.a.status == 'Failed' || tasks.a.status != 'succeeded' }}\n      run: echo\n  onFailure:\n    - name: z\n      when: tasks.a.status == 'failed'\n      run: echo\n";
+    expect(check(spec)).toEqual([
+      "11:16 WHEN_NEEDS_STATUS_FUNCTION in 'tasks.a.status == 'Failed' || tasks.a.status != 'succeeded'': tasks.a.status != 'succeeded' is never true here: a when without a status function means success() && (...), so the task is skipped as soon as a task it needs does not succeed; add one, as in \"${{ !cancelled() && tasks.a.status != 'succeeded' }}\"",
+      "11:16 WHEN_NEEDS_STATUS_FUNCTION in 'tasks.a.status == 'Failed' || tasks.a.status != 'succeeded'': tasks.a.status == 'Failed' is never true here: a when without a status function means success() && (...), so the task is skipped as soon as a task it needs does not succeed; add one, as in \"${{ !cancelled() && tasks.a.status == 'Failed' }}\"",
     ]);
   });
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { collectReferences, findTemplates, inferKinds, parseExpression, type ValueKind } from '../../engine/spec/parseExpression.js';
+import { evaluateCondition, evaluateExpression } from '../../engine/run/evaluate.js';
+import { collectReferences, findTemplates, inferKinds, parseExpression, statusFunctionsIn, type ValueKind } from '../../engine/spec/parseExpression.js';
 
 function refs(src: string): string[] {
   const p = parseExpression(src);
@@ -71,5 +72,33 @@ describe('inferKinds', () => {
   it('asks about named values and merges both sides of || and &&', () => {
     expect(kinds('params.x', 'list')).toEqual(['list']);
     expect(kinds("params.x || 'none'", 'list')).toEqual(['boolean', 'list', 'string']);
+  });
+});
+
+describe('status functions', () => {
+  const ctx = { params: {}, tasks: {}, run: {} };
+
+  it('parse (any case, no arguments) and are found wherever they stand', () => {
+    const p = parseExpression("!Failure() && (always() || contains(format('{0}', cancelled()), 'x')) && !failure()");
+    expect(p.ok && statusFunctionsIn(p.expr)).toEqual(['failure', 'always', 'cancelled']);
+    expect(parseExpression('success(1)')).toMatchObject({ ok: false, message: "too many parameters supplied: 'success'" });
+    expect(kinds('success()')).toEqual(['boolean']);
+  });
+
+  it('take the values the scheduler gives them in when, and fail anywhere else', () => {
+    const status = { success: false, failure: false, cancelled: false };
+    expect(evaluateCondition('${{ !failure() && !cancelled() }}', ctx, status)).toBe(true);
+    expect(evaluateCondition('success()', ctx, status)).toBe(false);
+    expect(evaluateCondition('always()', ctx, { success: false, failure: true, cancelled: true })).toBe(true);
+    expect(() => evaluateExpression('success()', ctx)).toThrow("expression 'success()': success() can only be used in a task's when");
+  });
+});
+
+describe('toJSON', () => {
+  it('gives compact one-line JSON (Actions pretty-prints), newlines in strings escaped', () => {
+    const ctx = { params: { a: [1, 'x', { b: null, c: true }], s: 'two\nlines' }, tasks: {}, run: {} };
+    expect(evaluateExpression('toJSON(params.a)', ctx)).toBe('[1,"x",{"b":null,"c":true}]');
+    expect(evaluateExpression('toJSON(params)', ctx)).toBe('{"a":[1,"x",{"b":null,"c":true}],"s":"two\\nlines"}');
+    expect(evaluateExpression('ToJson(params.nothing)', ctx)).toBe('null');
   });
 });

@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { applyRunEvent, initialRunState } from '../../engine/run/reduceRun.js';
 import { snapshotRun } from '../../engine/run/RunState.js';
+import type { RunEvent } from '../../engine/run/RunEvent.js';
 import { BREAKER_COOLDOWN_MS, TIMEOUT_GRACE_MS, retryDelay } from '../../engine/run/scheduleRun.js';
 import { simulate, T0, trace, type Outcome } from './simulateRun.js';
 
@@ -23,6 +24,218 @@ describe('ready set, when and skips', () => {
     expect(trace(sim, ['task.skipped'])).toEqual(['task.skipped deploy', 'task.skipped notify']);
     expect(sim.state.groups.get('deploy')!.reason).toBe("when 'params.env == 'prod'' is false");
     expect(sim.state.groups.get('notify')!.reason).toBe("'deploy' was skipped");
+  });
+});
+
+describe('status functions and joins (the GitHub Actions model)', () => {
+  // Argo's coinflip: one of two branches runs, then a join runs after whichever did.
+  const coinflip = (join: string): string => `  tasks:
+    - { name: flip, run: x, outputs: [result] }
+    - { name: heads, run: x, needs: [flip], when: "tasks.flip.outputs.result == 'heads'" }
+    - { name: tails, run: x, needs: [flip], when: "tasks.flip.outputs.result == 'tails'" }
+    - { name: join, run: x, needs: [heads, tails]${join} }
+    - { name: after, run: x, needs: [join] }
+    - { name: after-join, run: x, needs: [join], when: "\${{ !failure() && !cancelled() }}" }
+`;
+  const flip = (side: string) => (d: { task: string }): Outcome => (d.task === 'flip' ? { ok: true, outputs: { result: side } } : ok);
+
+  it('joins after a skipped branch with !failure() && !cancelled(), whichever side the coin fell on', () => {
+    for (const [side, other] of [['heads', 'tails'], ['tails', 'heads']] as const) {
+      const sim = simulate(coinflip(', when: "${{ !failure() && !cancelled() }}"'), flip(side));
+      expect(sim.state.status).toBe('succeeded');
+      expect(sim.dispatches.map((d) => d.instance)).toEqual(['flip', side, 'join', 'after-join']);
+      expect(sim.state.groups.get(other)!.status).toBe('skipped');
+      // Below the join, success() still sees the skipped branch (Actions looks at every ancestor).
+      expect(sim.state.groups.get('after')!.reason).toBe(`'${other}' was skipped (before 'join')`);
+    }
+  });
+
+  it('a join without a status function means success() && ...: a skipped need skips it and what needs it, unless that asks otherwise', () => {
+    const sim = simulate(coinflip(''), flip('heads'));
+    expect(sim.state.status).toBe('succeeded');
+    expect(sim.state.groups.get('join')!.reason).toBe("'tails' was skipped");
+    expect(sim.state.groups.get('after')!.reason).toBe("'join' was skipped");
+    // A skip is not a failure: !failure() && !cancelled() holds below a skipped task.
+    expect(sim.dispatches.map((d) => d.instance)).toEqual(['flip', 'heads', 'after-join']);
+  });
+
+  it('success() is false after a skipped need, always() is true, cancelled() is false while the run goes on', () => {
+    const sim = simulate("  tasks:\n    - { name: a, run: x, when: 'false' }\n    - { name: s, run: x, needs: [a], when: success() }\n    - { name: w, run: x, needs: [a], when: always() }\n    - { name: c, run: x, needs: [a], when: cancelled() }\n    - { name: root, run: x, when: \"success() && params.go\" }\n  params:\n    go: { type: boolean, default: true }\n", () => ok);
+    expect(sim.state.status).toBe('succeeded');
+    expect(sim.dispatches.map((d) => d.instance).sort()).toEqual(['root', 'w']);
+    expect(sim.state.groups.get('s')!.reason).toBe("when 'success()' is false (success() false, failure() false, cancelled() false)");
+  });
+
+  it('failure() is true when a task upstream failed, directly or not; the run still fails', () => {
+    const sim = simulate(
+      '  failFast: false\n  tasks:\n    - { name: build, run: x }\n    - { name: test, run: x, needs: [build] }\n    - { name: report, run: x, needs: [test], when: failure() }\n    - { name: fine, run: x }\n    - { name: not-mine, run: x, needs: [fine], when: failure() }\n    - { name: tidy, run: x, needs: [report, not-mine], when: always() }\n',
+      (d) => (d.task === 'build' ? { ok: false, error: 'broken', retryable: false } : ok),
+    );
+    expect(sim.state.status).toBe('failed');
+    expect(sim.state.failureReason).toBe("task 'build' failed: broken");
+    expect(sim.dispatches.map((d) => d.instance)).toEqual(['build', 'fine', 'report', 'tidy']);
+    expect(sim.state.groups.get('test')!.reason).toBe("'build' failed");
+    expect(sim.state.groups.get('not-mine')!.reason).toBe("when 'failure()' is false (success() true, failure() false, cancelled() false)");
+  });
+
+  it('fail-fast: after the first failure success() is false everywhere; tasks whose when still holds (failure(), always()) start', () => {
+    const sim = simulate(
+      '  tasks:\n    - { name: bad, run: x }\n    - { name: slow, run: x }\n    - { name: next, run: x, needs: [slow] }\n    - { name: explicit, run: x, needs: [slow], when: success() }\n    - { name: cleanup, run: x, needs: [bad], when: failure() }\n    - { name: logs, run: x, needs: [slow], when: always() }\n    - { name: each, run: x, needs: [slow], when: always(), forEach: [1, 2, 3], parallelism: 1 }\n',
+      (d) => (d.task === 'bad' ? { ok: false, error: 'nope', retryable: false } : d.task === 'slow' ? { ok: true, durationMs: 1000 } : ok),
+    );
+    expect(sim.state.status).toBe('failed');
+    expect(sim.dispatches.map((d) => d.instance)).toEqual(['bad', 'slow', 'cleanup', 'logs', 'each[0]', 'each[1]', 'each[2]']);
+    expect(sim.state.groups.get('next')!.reason).toBe("run is failing (task 'bad' failed: nope)");
+    expect(sim.state.groups.get('explicit')!.reason).toBe("when 'success()' is false (success() false, failure() false, cancelled() false)");
+  });
+
+  it('a fail-fast failure stops instances already waiting to start unless their when still holds', () => {
+    const sim = simulate(
+      '  tasks:\n    - { name: bad, run: x }\n    - { name: keep, run: x, when: always(), forEach: [1, 2, 3], parallelism: 1 }\n    - { name: drop, run: x, when: success(), forEach: [1, 2, 3], parallelism: 1 }\n',
+      (d) => (d.task === 'bad' ? { ok: false, error: 'nope', retryable: false, durationMs: 5 } : { ok: true, durationMs: 100 }),
+    );
+    expect(sim.state.status).toBe('failed');
+    expect(sim.dispatches.map((d) => d.instance)).toEqual(['bad', 'keep[0]', 'drop[0]', 'keep[1]', 'keep[2]']);
+    expect(sim.state.instances.get('drop[1]')!.status).toBe('skipped');
+  });
+
+  it('tasks.<name>.status still reads how a need ended', () => {
+    const sim = simulate(
+      "  failFast: false\n  tasks:\n    - { name: a, run: x }\n    - { name: b, run: \"echo ${{ tasks.a.status }}\", needs: [a], when: \"always() && tasks.a.status == 'failed'\" }\n",
+      (d) => (d.task === 'a' ? { ok: false, error: 'x', retryable: false } : ok),
+    );
+    expect(sim.dispatches.map((d) => [d.instance, d.context.tasks['a']?.status ?? null])).toEqual([['a', null], ['b', 'failed']]);
+  });
+
+  it('replaying the events of runs with status functions rebuilds the same state, for random outcomes', () => {
+    const spec = '  failFast: %F%\n  tasks:\n    - { name: a, run: x, retry: { attempts: 2, delay: 1s } }\n    - { name: b, run: x, needs: [a], when: failure() }\n    - { name: c, run: x, needs: [a], forEach: [1, 2], when: "!failure() && !cancelled()" }\n    - { name: d, run: x, needs: [b, c], when: always() }\n    - { name: e, run: x, needs: [d] }\n  onFailure:\n    - { name: z, run: x, when: success() }\n';
+    fc.assert(
+      fc.property(fc.boolean(), fc.array(fc.record({ ok: fc.boolean(), retryable: fc.boolean(), durationMs: fc.integer({ min: 1, max: 5000 }) }), { minLength: 1, maxLength: 20 }), (failFast, outcomes) => {
+        let i = 0;
+        const sim = simulate(spec.replace('%F%', String(failFast)), () => outcomes[i++ % outcomes.length]!);
+        expect(['succeeded', 'failed']).toContain(sim.state.status);
+        expect(sim.state.groups.get('d')!.status).not.toBe('pending');
+        const replay = initialRunState(sim.plan, 'run-1');
+        for (const e of sim.events) applyRunEvent(replay, sim.plan, e);
+        expect(snapshotRun(replay)).toEqual(snapshotRun(sim.state));
+      }),
+      { numRuns: 100 },
+    );
+  });
+});
+
+describe('finally tasks', () => {
+  const fin = '  finally:\n    - { name: report, run: "echo ${{ run.status }}", when: "run.status != \'cancelled\' || cancelled()" }\n    - { name: tidy, run: x, needs: [report] }\n';
+  const runOf = (sim: { dispatches: Array<{ task: string; context: { run: Record<string, unknown> } }> }, task: string): Record<string, unknown> | undefined => sim.dispatches.find((d) => d.task === task)?.context.run;
+
+  it('run last after a success, see run.status succeeded, and leave the run succeeded', () => {
+    const sim = simulate('  tasks:\n    - { name: a, run: x }\n    - { name: b, run: x, needs: [a] }\n' + fin, () => ok);
+    expect(sim.state.status).toBe('succeeded');
+    expect(sim.dispatches.map((d) => d.instance)).toEqual(['a', 'b', 'report', 'tidy']);
+    expect(runOf(sim, 'report')).toMatchObject({ id: 'run-1', workflow: 'sim', startedAt: new Date(T0).toISOString(), status: 'succeeded', failures: [] });
+    expect(trace(sim, ['run.finalizing', 'run.succeeded'])).toEqual(['run.finalizing', 'run.succeeded']);
+    expect(sim.events.find((e) => e.type === 'run.finalizing')).toMatchObject({ outcome: 'succeeded' });
+  });
+
+  it('a failing finally task fails a run that had succeeded, and the finally tasks that need it are skipped', () => {
+    const sim = simulate('  tasks:\n    - { name: a, run: x }\n' + fin + '    - { name: last, run: x, needs: [tidy], when: always() }\n', (d) => (d.task === 'report' ? { ok: false, error: 'smtp down', retryable: false } : ok));
+    expect(sim.state.status).toBe('failed');
+    expect(sim.state.failureReason).toBe("finally task 'report' failed: smtp down");
+    expect(sim.state.groups.get('tidy')!.reason).toBe("'report' failed");
+    expect(sim.dispatches.map((d) => d.instance)).toEqual(['a', 'report', 'last']);
+  });
+
+  it('after a failure they run after compensation and onFailure, read run.failures, and the run fails with its first reason', () => {
+    const sim = simulate(
+      '  failFast: false\n  tasks:\n    - { name: reserve, run: r, compensate: { run: u } }\n    - { name: ship, run: s, needs: [reserve] }\n    - { name: each, run: x, forEach: [1, 2] }\n  onFailure:\n    - { name: alert, run: "page ${{ run.status }}" }\n  finally:\n    - { name: per-failure, run: "echo ${{ item.task }}", forEach: "${{ run.failures }}" }\n',
+      (d) => (d.kind === 'task' && (d.task === 'ship' || d.instance === 'each[1]') ? { ok: false, error: `no ${d.instance}`, retryable: false, durationMs: d.task === 'ship' ? 20 : 5 } : ok),
+    );
+    expect(sim.state.status).toBe('failed');
+    expect(sim.state.failureReason).toBe("task 'each' failed: no each[1]");
+    expect(sim.dispatches.map((d) => `${d.kind}:${d.instance}`)).toEqual(['task:reserve', 'task:each[0]', 'task:each[1]', 'task:ship', 'compensate:reserve:compensate', 'task:alert', 'task:per-failure[0]', 'task:per-failure[1]']);
+    const failures = [{ task: 'each[1]', error: 'no each[1]' }, { task: 'ship', error: 'no ship' }];
+    expect(runOf(sim, 'alert')).toMatchObject({ status: 'failed', failures });
+    expect(sim.dispatches.filter((d) => d.task === 'per-failure').map((d) => d.item)).toEqual(failures);
+    expect(trace(sim, ['run.failing', 'run.finalizing', 'run.failed'])).toEqual(['run.failing', 'run.finalizing', 'run.failed']);
+  });
+
+  it('a cancel stops the rest at once, runs the finally tasks with run.status cancelled and cancelled() true, then ends the run cancelled', () => {
+    const sim = simulate('  tasks:\n    - { name: a, run: x }\n    - { name: b, run: x, needs: [a] }\n  onFailure:\n    - { name: z, run: x }\n' + fin + '    - { name: not-on-cancel, run: x, when: "!cancelled()" }\n', (d) => (d.task === 'a' ? { ok: true, hang: true } : ok), {
+      controls: [{ at: T0 + 5000, event: () => ({ runId: 'run-1', at: T0 + 5000, type: 'run.cancelling', by: 'alice', reason: 'wrong data' }) }],
+    });
+    expect(sim.state.status).toBe('cancelled');
+    expect(sim.state.cancelReason).toBe('wrong data');
+    expect(sim.state.groups.get('a')!.status).toBe('cancelled');
+    expect(sim.state.groups.get('b')!.status).toBe('cancelled');
+    expect(sim.state.groups.get('z')!.status).toBe('cancelled');
+    expect(sim.dispatches.map((d) => [d.instance, d.at - T0])).toEqual([['a', 0], ['report', 5000], ['tidy', 5010]]);
+    expect(runOf(sim, 'report')).toMatchObject({ status: 'cancelled', failures: [] });
+    expect(sim.state.groups.get('not-on-cancel')!.reason).toBe("when '!cancelled()' is false (success() true, failure() false, cancelled() true)");
+    expect(sim.events.at(-1)).toMatchObject({ type: 'run.cancelled', by: 'alice', reason: 'wrong data', at: T0 + 5020 });
+  });
+
+  it('a cancel while the finally tasks run stops them too; a paused run cancelled still runs them', () => {
+    const twice = simulate('  tasks:\n    - { name: a, run: x }\n' + fin, (d) => (d.task === 'a' ? { ok: true, hang: true } : { ok: true, hang: true }), {
+      controls: [
+        { at: T0 + 1000, event: () => ({ runId: 'run-1', at: T0 + 1000, type: 'run.cancelling', by: 'alice' }) },
+        { at: T0 + 2000, event: () => ({ runId: 'run-1', at: T0 + 2000, type: 'run.cancelled', by: 'bob', reason: 'enough' }) },
+      ],
+    });
+    expect(twice.state.status).toBe('cancelled');
+    expect(twice.state.cancelReason).toBe('cancelled by alice');
+    expect(twice.state.instances.get('report')!.status).toBe('cancelled');
+    expect(twice.state.groups.get('tidy')!.status).toBe('cancelled');
+    const paused = simulate('  tasks:\n    - { name: a, run: x }\n' + fin, (d) => (d.task === 'a' ? { ok: true, durationMs: 100 } : ok), {
+      controls: [
+        { at: T0 + 50, event: () => ({ runId: 'run-1', at: T0 + 50, type: 'run.paused', by: 'ops' }) },
+        { at: T0 + 5000, event: () => ({ runId: 'run-1', at: T0 + 5000, type: 'run.cancelling', by: 'ops' }) },
+      ],
+    });
+    expect(paused.state.status).toBe('cancelled');
+    expect(paused.dispatches.map((d) => [d.instance, d.at - T0])).toEqual([['a', 0], ['report', 5000], ['tidy', 5010]]);
+  });
+
+  it('a first cancel during the finally tasks lets them finish, and the run ends cancelled', () => {
+    const sim = simulate('  tasks:\n    - { name: a, run: x }\n' + fin, (d) => (d.task === 'report' ? { ok: true, durationMs: 5000 } : ok), {
+      controls: [{ at: T0 + 1000, event: () => ({ runId: 'run-1', at: T0 + 1000, type: 'run.cancelling', by: 'alice' }) }],
+    });
+    expect(sim.state.status).toBe('cancelled');
+    expect(sim.state.instances.get('report')!.status).toBe('succeeded');
+    expect(sim.dispatches.map((d) => [d.instance, d.at - T0])).toEqual([['a', 0], ['report', 10], ['tidy', 5010]]);
+    expect(runOf(sim, 'tidy')).toMatchObject({ status: 'cancelled' });
+  });
+
+  it('run after the run deadline, which fails the run', () => {
+    const sim = simulate('  timeout: 5m\n  tasks:\n    - { name: slow, run: x }\n    - { name: later, run: x, needs: [slow] }\n' + fin, (d) => (d.task === 'slow' ? { ok: true, hang: true } : ok));
+    expect(sim.state.status).toBe('failed');
+    expect(sim.state.failureReason).toBe('run deadline exceeded');
+    expect(sim.state.groups.get('later')!.status).toBe('skipped');
+    expect(sim.dispatches.map((d) => [d.instance, d.at - T0])).toEqual([['slow', 0], ['report', 300_000], ['tidy', 300_010]]);
+    expect(runOf(sim, 'report')).toMatchObject({ status: 'failed' });
+  });
+
+  it('are retried like any task', () => {
+    let n = 0;
+    const sim = simulate('  tasks:\n    - { name: a, run: x }\n  finally:\n    - { name: f, run: x, retry: { attempts: 3, delay: 1s } }\n', (d) => (d.task === 'f' && ++n < 3 ? { ok: false, error: 'flaky' } : ok));
+    expect(sim.state.status).toBe('succeeded');
+    expect(sim.dispatches.map((d) => `${d.instance}#${d.attempt}`)).toEqual(['a#1', 'f#1', 'f#2', 'f#3']);
+  });
+
+  it('replaying the events of runs with finally tasks, cancelled or not, rebuilds the same state', () => {
+    const spec = '  failFast: false\n  tasks:\n    - { name: a, run: x, retry: { attempts: 2, delay: 1s }, compensate: { run: u } }\n    - { name: b, run: x, needs: [a], forEach: [1, 2] }\n  onFailure:\n    - { name: z, run: x }\n  finally:\n    - { name: f, run: x, forEach: "${{ run.failures }}" }\n    - { name: g, run: x, needs: [f], when: "always() && run.status != \'succeeded\'" }\n';
+    fc.assert(
+      fc.property(fc.option(fc.integer({ min: 0, max: 20_000 })), fc.array(fc.record({ ok: fc.boolean(), retryable: fc.boolean(), durationMs: fc.integer({ min: 1, max: 5000 }) }), { minLength: 1, maxLength: 20 }), (cancelAt, outcomes) => {
+        let i = 0;
+        const controls = cancelAt === null ? [] : [{ at: T0 + cancelAt, event: (): RunEvent => ({ runId: 'run-1', at: T0 + cancelAt, type: 'run.cancelling', by: 'x' }) }];
+        const sim = simulate(spec, () => outcomes[i++ % outcomes.length]!, { controls });
+        expect(['succeeded', 'failed', 'cancelled']).toContain(sim.state.status);
+        expect(sim.state.groups.get('g')!.status).not.toBe('pending');
+        const replay = initialRunState(sim.plan, 'run-1');
+        for (const e of sim.events) applyRunEvent(replay, sim.plan, e);
+        expect(snapshotRun(replay)).toEqual(snapshotRun(sim.state));
+      }),
+      { numRuns: 120 },
+    );
   });
 });
 
@@ -52,7 +265,28 @@ describe('forEach, outputs and params', () => {
     expect(empty.dispatches.map((d) => d.instance)).toEqual(['after']);
     const bad = simulate('  tasks:\n    - { name: a, run: x, outputs: [v] }\n    - { name: e, run: x, needs: [a], forEach: "${{ fromJSON(tasks.a.outputs.v) }}" }\n', (d) => (d.task === 'a' ? { ok: true, outputs: { v: '{"not":"a list"}' } } : ok));
     expect(bad.state.status).toBe('failed');
-    expect(bad.state.failureReason).toBe('task \'e\' failed: forEach must yield a list, got {"not":"a list"}');
+    expect(bad.state.failureReason).toBe('task \'e\' failed: forEach must yield a list or a string holding a JSON array, got a mapping: {"not":"a list"}');
+  });
+});
+
+describe('forEach over a string holding a JSON array (Argo withParam)', () => {
+  const spec = '  tasks:\n    - { name: list, run: x, outputs: [items] }\n    - { name: each, run: "echo ${{ item }}", needs: [list], forEach: "${{ tasks.list.outputs.items }}" }\n';
+  const listing = (items: string) => (d: { task: string }): Outcome => (d.task === 'list' ? { ok: true, outputs: { items } } : ok);
+
+  it('fans out over the array without fromJSON', () => {
+    const sim = simulate(spec, listing('[{"region":"emea"},"apac",3]'));
+    expect(sim.state.status).toBe('succeeded');
+    expect(sim.dispatches.map((d) => [d.instance, d.item ?? null])).toEqual([['list', null], ['each[0]', { region: 'emea' }], ['each[1]', 'apac'], ['each[2]', 3]]);
+    expect(simulate(spec, listing(' [] ')).state.groups.get('each')!.status).toBe('succeeded');
+  });
+
+  it('fails the task on anything else, naming what it got', () => {
+    const reason = (items: string): string | undefined => simulate(spec, listing(items)).state.failureReason;
+    expect(reason('a,b,c')).toBe("task 'each' failed: forEach must yield a list or a string holding a JSON array, got a string that is not JSON: \"a,b,c\"");
+    expect(reason('{"a":1}')).toBe('task \'each\' failed: forEach must yield a list or a string holding a JSON array, got a string holding a mapping: "{\\"a\\":1}"');
+    expect(reason('42')).toBe('task \'each\' failed: forEach must yield a list or a string holding a JSON array, got a string holding a number: "42"');
+    const other = simulate('  params:\n    n: { type: integer, default: 3 }\n  tasks:\n    - { name: e, run: x, forEach: "${{ fromJSON(params.n) }}" }\n', () => ok);
+    expect(other.state.failureReason).toBe("task 'e' failed: forEach must yield a list or a string holding a JSON array, got a number: 3");
   });
 });
 

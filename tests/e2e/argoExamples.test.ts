@@ -1,0 +1,97 @@
+import { spawn } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { caravanBin, cli, runBin } from '../harness/cli.js';
+import { tempRepo } from '../harness/gitRepo.js';
+import { until } from '../harness/until.js';
+
+/**
+ * Argo Workflows' own examples, ported to Caravan (tests/fixtures/argo/), run by the built
+ * `caravan` in a process of its own, as a user runs them. They live under tests/ rather than
+ * workflows/ so that they change neither what the repository renders nor the examples the
+ * demo copies.
+ */
+
+const fixture = (name: string): Promise<string> => readFile(new URL(`../fixtures/argo/${name}`, import.meta.url), 'utf8');
+
+/** The progress lines of `caravan run`, without their clock. */
+const progress = (out: string): string[] => out.trim().split('\n').map((l) => l.replace(/^\d\d:\d\d:\d\d /, ''));
+
+/** The run id `caravan run` printed. */
+const runIdOf = (out: string): string => /^run (\S+) of /.exec(progress(out)[0] ?? '')?.[1] ?? '';
+
+describe('Argo examples, ported, through caravan run', () => {
+  it('coinflip: the side the coin fell on runs, the other is skipped, and the join runs after whichever did', async () => {
+    const dir = await tempRepo({ 'coinflip.yaml': await fixture('coinflip.yaml') });
+    expect(await runBin(['validate'], { cwd: dir })).toMatchObject({ code: 0 });
+    for (const [side, other] of [['heads', 'tails'], ['tails', 'heads']] as const) {
+      const r = await runBin(['run', 'coinflip', '--param', `force=${side}`], { cwd: dir });
+      expect(r.code).toBe(0);
+      const lines = progress(r.out);
+      expect(lines).toContain(`${side} started`);
+      expect(lines).toContain(`${other} skipped: when '\${{ tasks.flip-coin.outputs.result == '${other}' }}' is false`);
+      expect(lines).toContain('join started');
+      expect(lines.at(-2)).toMatch(/^run \S+ of coinflip succeeded in \d+ms$/);
+      const logs = await runBin(['logs', runIdOf(r.out), 'join'], { cwd: dir });
+      expect(logs.out).toBe(`join#1 heads ${side === 'heads' ? 'succeeded' : 'skipped'}, tails ${side === 'tails' ? 'succeeded' : 'skipped'}\n`);
+    }
+    // A fair coin: whichever side, the run succeeds through the join.
+    const random = await runBin(['run', 'coinflip'], { cwd: dir });
+    expect(random.code).toBe(0);
+    expect(progress(random.out)).toContain('join started');
+  });
+
+  it('exit handlers: the finally tasks run after a failure, a success and a cancel, and read run.status and run.failures', async () => {
+    const dir = await tempRepo({ 'exit-handlers.yaml': await fixture('exit-handlers.yaml') });
+    await writeFile(join(dir, '.gitignore'), 'go\n');
+
+    const failed = await runBin(['run', 'exit-handlers'], { cwd: dir });
+    expect(failed.code).toBe(1);
+    const lines = progress(failed.out);
+    expect(lines).toContain('cry started');
+    expect(lines).toContain("celebrate skipped: when '${{ run.status == 'succeeded' }}' is false");
+    expect(lines.at(-2)).toMatch(/^run \S+ of exit-handlers failed in \d+ms: task 'intentional-fail' failed: exited with code 1$/);
+    const id = runIdOf(failed.out);
+    const email = await runBin(['logs', id, 'send-email'], { cwd: dir });
+    // toJSON writes one line of compact JSON.
+    expect(email.out).toMatch(/^send-email#1 send e-mail: exit-handlers failed since \d{4}-\d\d-\d\dT[\d:.]+Z\. Failed tasks \[\{"task":"intentional-fail","error":"exited with code 1"\}\]\n$/);
+    expect((await runBin(['logs', id, 'cry'], { cwd: dir })).out).toBe('cry#1 boohoo!\n');
+
+    const succeeded = await runBin(['run', 'exit-handlers', '--param', 'outcome=succeed'], { cwd: dir });
+    expect(succeeded.code).toBe(0);
+    expect(progress(succeeded.out)).toContain('celebrate started');
+    expect((await runBin(['logs', runIdOf(succeeded.out), 'send-email'], { cwd: dir })).out).toMatch(/ succeeded since .*\. Failed tasks \[\]\n$/);
+
+    // Cancelled from another terminal while the primary task waits: the finally tasks still run.
+    const child = spawn(process.execPath, [caravanBin, 'run', 'exit-handlers', '--param', 'outcome=wait'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    onTestFinished(() => {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    });
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => { out += c.toString(); });
+    child.stderr.on('data', (c: Buffer) => { out += c.toString(); });
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    await until('the primary task to start', () => out.includes('intentional-fail started'));
+    const runId = runIdOf(out);
+    expect(await cli(dir, 'cancel', runId)).toMatchObject({ code: 0 });
+    expect(await exited).toBe(1);
+    expect(progress(out)).toContain('cry started');
+    expect(progress(out).at(-2)).toMatch(/^run \S+ of exit-handlers cancelled/);
+    expect((await runBin(['logs', runId, 'send-email'], { cwd: dir })).out).toMatch(/^send-email#1 send e-mail: exit-handlers cancelled since .*\. Failed tasks \[\]\n$/);
+    const status = JSON.parse((await cli(dir, 'status', runId, '--json')).out) as { status: string; tasks: Record<string, { status: string }> };
+    expect([status.status, status.tasks['intentional-fail']!.status, status.tasks['cry']!.status, status.tasks['celebrate']!.status]).toEqual(['cancelled', 'cancelled', 'succeeded', 'skipped']);
+  });
+
+  it('loops-param-result: forEach over a task output holding a JSON array, with no fromJSON, and toJSON on one line', async () => {
+    const dir = await tempRepo({ 'loops-param-result.yaml': await fixture('loops-param-result.yaml') });
+    const r = await runBin(['run', 'loops-param-result'], { cwd: dir });
+    expect(r.code).toBe(0);
+    const id = runIdOf(r.out);
+    const logs = await runBin(['logs', id], { cwd: dir });
+    for (const n of [0, 1, 2]) expect(logs.out).toContain(`sleep-n-sec[${n}]#1 sleeping for ${n} seconds\n`);
+    expect((await runBin(['logs', id, 'gather'], { cwd: dir })).out).toBe('gather#1 slept ["0","1","2"]\n');
+    const status = JSON.parse((await cli(dir, 'status', id, '--json')).out) as { tasks: Record<string, { instances?: Array<{ item: unknown }> }> };
+    expect(status.tasks['sleep-n-sec']!.instances!.map((i) => i.item)).toEqual([0, 1, 2]);
+  });
+});
