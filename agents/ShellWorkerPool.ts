@@ -1,6 +1,6 @@
 import { setLongTimeout } from '../engine/run/longTimeout.js';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readdirSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readdirSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { StringDecoder } from 'node:string_decoder';
@@ -41,7 +41,9 @@ interface Worker {
 // the worker (a fork) sources the script, so a builtin such as `true` costs no exec at all.
 // The exit status goes to the `status` file (with the job's number) before the pipe: if
 // Node was killed meanwhile, the job still ends, and the file tells the next process how.
-const LOOP = 'while IFS=" " read -r m j n; do if [ "$m" = f ]; then ( . "$j/run.sh" ); else /bin/sh "$j/run.sh"; fi </dev/null >"$j/out" 2>"$j/err"; s=$?; echo "$n $s" >"$j/status"; echo "$s"; done';
+// The file is opened once ($1 is the worker's directory) and appended to: a redirection per
+// job (open, truncate, close) cost a third of a millisecond, about 20% of a run of `true`s.
+const LOOP = 'exec 3>>"$1/status"; while IFS=" " read -r m j n; do if [ "$m" = f ]; then ( exec 3>&-; . "$j/run.sh" ); else /bin/sh "$j/run.sh" 3>&-; fi </dev/null >"$j/out" 2>"$j/err"; s=$?; echo "$n $s" >&3; echo "$s"; done';
 /** The first line of every job's script: `# caravan-job <number> <label as JSON>`. */
 const JOB_LINE = /^# caravan-job (\d+) ("(?:[^"\\]|\\.)*")$/;
 export const KILL_GRACE_MS = 5_000;
@@ -78,7 +80,7 @@ export class ShellWorkerPool {
   private create(): Worker {
     const dir = join(this.root, `w${this.seq++}`);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const child = spawn('/bin/sh', ['-c', LOOP], { detached: true, stdio: ['pipe', 'pipe', 'ignore'] });
+    const child = spawn('/bin/sh', ['-c', LOOP, 'caravan-worker', dir], { detached: true, stdio: ['pipe', 'pipe', 'ignore'] });
     const fds = { run: openSync(join(dir, 'run.sh'), 'w+', 0o600), out: openSync(join(dir, 'out'), 'a+'), err: openSync(join(dir, 'err'), 'a+') };
     const w: Worker = { child, dir, fds, busy: false, dead: false, seq: 0 };
     if (child.pid !== undefined) this.onWorker?.(dir, child.pid);
@@ -259,9 +261,31 @@ export function lastJobOf(dir: string): { label: string; ended: boolean } | unde
 
 /** The exit status of an orphaned job, once its worker recorded one for this job. */
 export function orphanJobStatus(job: OrphanJob): number | undefined {
-  const line = readHead(join(job.dir, 'status'))?.trim().split(' ');
+  // One line per job is appended: the last complete line is the last job's.
+  const tail = readTail(join(job.dir, 'status'), 128);
+  const lines = tail?.split('\n').filter((l) => l !== '');
+  const line = tail?.endsWith('\n') === true ? lines?.at(-1)?.split(' ') : undefined;
   if (line === undefined || line.length !== 2 || Number(line[0]) !== job.seq) return undefined;
   return Number(line[1]);
+}
+
+/** The last `bytes` bytes of a file (all of a shorter one), or undefined if there is none. */
+function readTail(path: string, bytes: number): string | undefined {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch {
+    // No status yet: the worker has not finished a job.
+    return undefined;
+  }
+  try {
+    const size = fstatSync(fd).size;
+    const buf = Buffer.alloc(Math.min(bytes, size));
+    const n = readSync(fd, buf, 0, buf.length, size - buf.length);
+    return buf.subarray(0, n).toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
 }
 
 export interface AdoptOptions {
