@@ -64,6 +64,8 @@ export class CaravanApp {
   readonly control: RunControl;
   private readonly admission: Admission;
   private backends: Promise<Backends> | undefined;
+  /** Child runs started with `workflow: {wait: false}` that are still going. */
+  private readonly detached = new Set<StartedRun>();
   private supervisor: Promise<RunSupervisor> | undefined;
 
   constructor(private readonly options: CaravanAppOptions) {
@@ -209,6 +211,11 @@ export class CaravanApp {
     return (await this.openBackends()).registry;
   }
 
+  /** Child runs started without waiting (`workflow: {wait: false}`) and still going. */
+  detachedRuns(): StartedRun[] {
+    return [...this.detached];
+  }
+
   /** Closes the backends (NATS connection, executor, ...) once; runs still going are not waited for. */
   async close(): Promise<void> {
     const b = this.backends;
@@ -223,8 +230,16 @@ export class CaravanApp {
       // Local attempts' state lives beside the journals, so a recovered run can adopt them.
       stateDir: join(this.audit.gitdir, 'caravan'),
       runAwaitsRecovery: (runId) => existsSync(this.live.journalPath(runId)),
-    }, async (name, params, parent) => {
+    }, async (name, params, parent, how) => {
       const child = await this.start(name, params, `workflow:${parent.runId}/${parent.task}`);
+      if (!how.wait) {
+        // Started and recorded (its first checkpoint is written before start returns): it runs
+        // on by itself, and whoever closes this application waits for it (detachedRuns).
+        this.detached.add(child);
+        void child.done.catch(() => undefined).finally(() => this.detached.delete(child));
+        const outputs: Record<string, string> = {};
+        return { runId: child.runId, status: 'started', outputs };
+      }
       const { state } = await child.done;
       return { runId: child.runId, status: state.status, outputs: { status: state.status } };
     });

@@ -48,7 +48,7 @@ export interface BackendConfig {
 }
 
 /** Runs a child workflow for a `workflow:` task; the application layer provides it. */
-export type RunChild = (name: string, params: Record<string, unknown>, parent: { runId: string; task: string }) => Promise<ChildRunResult>;
+export type RunChild = (name: string, params: Record<string, unknown>, parent: { runId: string; task: string }, how: { wait: boolean }) => Promise<ChildRunResult>;
 
 /**
  * The ports of one process, each opened once: one bus (one NATS connection), one executor,

@@ -155,10 +155,23 @@ export async function runCommand(workflow: string, options: RunOptions, io: Io):
     const started = await app.start(workflowArgument(workflow, io), parseParamFlags(options.param));
     // The record names HEAD's commit, which does not hold this definition: the person running it hears so at once.
     if (started.workflowDirty !== undefined) io.stderr(`caravan: warning: workflow ${started.workflow} has changes that are not committed; run ${started.runId} keeps the file as run (sha256 ${started.workflowDirty.sha256.slice(0, 12)}) and its record is marked Workflow-Dirty: true\n`);
-    return await follow(started, signals, progress, io, options.json);
+    const code = await follow(started, signals, progress, io, options.json);
+    await followDetached(app, io);
+    return code;
   } finally {
     signals.close();
     await app.close();
+  }
+}
+
+/**
+ * Child runs started with `workflow: {wait: false}` run in this process: it waits for them
+ * before it exits (closing would stop them; they could then only be recovered).
+ */
+async function followDetached(app: CaravanApp, io: Io): Promise<void> {
+  for (let runs = app.detachedRuns(); runs.length > 0; runs = app.detachedRuns()) {
+    io.stderr(`caravan: waiting for ${runs.length} child run${runs.length === 1 ? '' : 's'} started without waiting (${runs.map((r) => `${r.workflow} ${r.runId}`).join(', ')})\n`);
+    await Promise.allSettled(runs.map((r) => r.done));
   }
 }
 

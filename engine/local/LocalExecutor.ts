@@ -48,7 +48,7 @@ export interface LocalExecutorOptions {
   /** Whether a run still waits to be recovered: what dead workers left for it is kept until then. */
   runAwaitsRecovery?: (runId: string) => boolean;
   /** Runs a child workflow for `workflow:` tasks. */
-  runChild?: (name: string, params: Record<string, unknown>, parent: { runId: string; task: string }) => Promise<ChildRunResult>;
+  runChild?: (name: string, params: Record<string, unknown>, parent: { runId: string; task: string }, how: { wait: boolean }) => Promise<ChildRunResult>;
 }
 
 /**
@@ -153,7 +153,10 @@ export class LocalExecutor implements Executor {
     const spec = req.plan.tasks.get(req.dispatch.task)!.spec.workflow!;
     if (this.options.runChild === undefined) return { ok: false, error: `cannot run child workflow '${spec.name}': no run service attached`, retryable: false };
     const params = interpolateDeep(spec.params ?? {}, req.dispatch.context);
-    const child = await this.options.runChild(spec.name, params, { runId: req.runId, task: req.dispatch.instance });
+    const wait = spec.wait !== false;
+    const child = await this.options.runChild(spec.name, params, { runId: req.runId, task: req.dispatch.instance }, { wait });
+    // Without waiting, the task is done once the child run has started and is recorded.
+    if (!wait && child.status === 'started') return { ok: true, outputs: { runId: child.runId, status: child.status } };
     if (child.status !== 'succeeded') return { ok: false, error: `child run ${child.runId} of '${spec.name}' ${child.status}`, retryable: false };
     return { ok: true, outputs: { ...child.outputs, runId: child.runId, status: child.status } };
   }

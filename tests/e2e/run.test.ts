@@ -454,3 +454,25 @@ describe('secret params', () => {
   });
 });
 
+
+describe('workflow tasks with wait: false', () => {
+  it('succeed once the child run has started; dependants go on while the child runs, and caravan run waits for the child before it exits', async () => {
+    const parent = workflow('parent', '  tasks:\n    - { name: spawn, workflow: { name: child, wait: false } }\n    - { name: after, needs: [spawn], run: "echo ${{ tasks.spawn.outputs.status }} ${{ tasks.spawn.outputs.runId }} > after.txt" }\n');
+    const child = workflow('child', '  tasks:\n    - { name: slow, run: "while [ ! -f go ]; do sleep 0.05; done; echo child done > child.txt" }\n');
+    const dir = await tempRepo({ 'parent.yaml': parent, 'child.yaml': child });
+    await writeFile(join(dir, '.gitignore'), '*.txt\ngo\n');
+    const proc = spawnCli(dir, 'run', 'parent');
+    // The parent's next task ran while the child still waits for its file.
+    await until('the parent to go past the child', async () => (await readFile(join(dir, 'after.txt'), 'utf8').catch(() => '')) !== '');
+    const [status, childRunId] = (await readFile(join(dir, 'after.txt'), 'utf8')).trim().split(' ');
+    expect(status).toBe('started');
+    expect(childRunId).toMatch(/^\d{8}-\d{6}-[0-9a-f]{6}$/);
+    await until('caravan run to say it waits for the child', () => proc.output().includes(`caravan: waiting for 1 child run started without waiting (child ${childRunId})`));
+    expect(proc.child.exitCode).toBeNull();
+    await writeFile(join(dir, 'go'), '');
+    expect(await proc.exited).toBe(0);
+    expect(await readFile(join(dir, 'child.txt'), 'utf8')).toBe('child done\n');
+    const childStatus = JSON.parse((await cli(dir, 'status', childRunId!, '--json')).out) as { status: string };
+    expect(childStatus.status).toBe('succeeded');
+  });
+});
