@@ -200,18 +200,23 @@ export interface OrphanJob {
   writtenAt: number;
 }
 
-/** Reads at most the first KiB of a file: a script's first line, a status line. */
-function readHead(path: string): string | undefined {
+/**
+ * Reads at most `bytes` bytes of a file, from its start (a script's first line) or its end
+ * (the last status line), or undefined when there is no such file: a worker that never ran a
+ * job, or whose job has not ended.
+ */
+function readPart(path: string, from: 'start' | 'end', bytes: number): string | undefined {
   let fd: number;
   try {
     fd = openSync(path, 'r');
   } catch {
-    // No such file: a worker that never ran a job, or a job that has not ended.
+    // No such file: nothing to read, which the caller takes as "no job" or "not ended".
     return undefined;
   }
   try {
-    const buf = Buffer.alloc(1024);
-    const n = readSync(fd, buf, 0, buf.length, 0);
+    const size = from === 'end' ? fstatSync(fd).size : bytes;
+    const buf = Buffer.alloc(Math.min(bytes, size));
+    const n = readSync(fd, buf, 0, buf.length, from === 'end' ? size - buf.length : 0);
     return buf.subarray(0, n).toString('utf8');
   } finally {
     closeSync(fd);
@@ -237,7 +242,7 @@ export function findOrphanJob(root: string, label: string): OrphanJob | undefine
 
 /** The last job given to the worker whose directory this is: its number and label. */
 function lastJob(dir: string): { seq: number; label: string } | undefined {
-  const head = readHead(join(dir, 'run.sh'));
+  const head = readPart(join(dir, 'run.sh'), 'start', 1024);
   const nl = head?.indexOf('\n') ?? -1;
   const m = nl < 0 ? null : JOB_LINE.exec(head!.slice(0, nl));
   if (m === null) return undefined;
@@ -262,30 +267,11 @@ export function lastJobOf(dir: string): { label: string; ended: boolean } | unde
 /** The exit status of an orphaned job, once its worker recorded one for this job. */
 export function orphanJobStatus(job: OrphanJob): number | undefined {
   // One line per job is appended: the last complete line is the last job's.
-  const tail = readTail(join(job.dir, 'status'), 128);
+  const tail = readPart(join(job.dir, 'status'), 'end', 128);
   const lines = tail?.split('\n').filter((l) => l !== '');
   const line = tail?.endsWith('\n') === true ? lines?.at(-1)?.split(' ') : undefined;
   if (line === undefined || line.length !== 2 || Number(line[0]) !== job.seq) return undefined;
   return Number(line[1]);
-}
-
-/** The last `bytes` bytes of a file (all of a shorter one), or undefined if there is none. */
-function readTail(path: string, bytes: number): string | undefined {
-  let fd: number;
-  try {
-    fd = openSync(path, 'r');
-  } catch {
-    // No status yet: the worker has not finished a job.
-    return undefined;
-  }
-  try {
-    const size = fstatSync(fd).size;
-    const buf = Buffer.alloc(Math.min(bytes, size));
-    const n = readSync(fd, buf, 0, buf.length, size - buf.length);
-    return buf.subarray(0, n).toString('utf8');
-  } finally {
-    closeSync(fd);
-  }
 }
 
 export interface AdoptOptions {
