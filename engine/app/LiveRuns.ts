@@ -2,6 +2,7 @@ import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import { processAlive, sameProcessAlive } from '../local/processAlive.js';
+import { checkRunId } from '../audit/updateRef.js';
 
 export type ControlAction = 'approve' | 'reject' | 'cancel' | 'pause' | 'unpause';
 
@@ -42,7 +43,7 @@ export class LiveRuns {
   }
 
   private controlDir(runId: string): string {
-    return join(this.gitdir, 'caravan', 'control', runId);
+    return join(this.gitdir, 'caravan', 'control', checkRunId(runId));
   }
 
   /** Runs that have a journal here: live, killed, or finished but not (yet) written to Git. */
@@ -59,24 +60,25 @@ export class LiveRuns {
   }
 
   journalPath(runId: string): string {
-    return join(this.gitdir, 'caravan', 'journal', `${runId}.ndjson`);
+    return join(this.gitdir, 'caravan', 'journal', `${checkRunId(runId)}.ndjson`);
   }
 
   async register(run: LiveRun): Promise<void> {
     await mkdir(this.liveDir(), { recursive: true });
-    await writeFile(join(this.liveDir(), `${run.runId}.json`), JSON.stringify(run) + '\n');
+    await writeFile(join(this.liveDir(), `${checkRunId(run.runId)}.json`), JSON.stringify(run) + '\n');
   }
 
   async unregister(runId: string): Promise<void> {
-    await rm(join(this.liveDir(), `${runId}.json`), { force: true });
+    await rm(join(this.liveDir(), `${checkRunId(runId)}.json`), { force: true });
     await rm(this.controlDir(runId), { recursive: true, force: true });
   }
 
   /** A run registered by a process that is still alive. */
   async get(runId: string): Promise<LiveRun | undefined> {
+    const file = join(this.liveDir(), `${checkRunId(runId)}.json`);
     let run: LiveRun;
     try {
-      run = JSON.parse(await readFile(join(this.liveDir(), `${runId}.json`), 'utf8')) as LiveRun;
+      run = JSON.parse(await readFile(file, 'utf8')) as LiveRun;
     } catch {
       return undefined;
     }

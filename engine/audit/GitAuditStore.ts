@@ -8,7 +8,7 @@ import type { RunSnapshot } from '../run/RunSnapshot.js';
 import { atomicWrites } from './atomicWrites.js';
 import type { WorkflowDirty } from './workflowDirty.js';
 import { resolveGitDirs } from './resolveGitDirs.js';
-import { RefConflictError, readRefValue, updateRef } from './updateRef.js';
+import { checkRunId, RefConflictError, readRefValue, updateRef } from './updateRef.js';
 
 export const RUNS_REF = 'refs/heads/caravan/runs';
 export const NOTES_REF = 'refs/notes/caravan';
@@ -179,6 +179,7 @@ export class GitAuditStore {
 
   /** One run as last recorded; finds the workflow when only the run id is known. */
   async readRun(runId: string, workflow?: string): Promise<StoredRun | undefined> {
+    checkRunId(runId);
     const { tip } = await this.runsTip();
     if (tip === undefined) return undefined;
     const wf = workflow ?? (await this.listRuns()).find((r) => r.runId === runId)?.workflow;

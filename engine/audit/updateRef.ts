@@ -87,6 +87,19 @@ export async function updateRef(gitdir: string, ref: string, expected: string | 
 }
 
 /** A unique-enough run id: sortable by start time, safe in paths, Nomad IDs and NATS subjects. */
+/**
+ * Run ids come from outside (the CLI's arguments, next the HTTP API) and become file names
+ * (the journal, control and live files under .git/caravan) and Git paths: anything but the
+ * characters Caravan's own ids use is refused before it reaches a path, so `../x` cannot
+ * read or remove a file elsewhere.
+ */
+export function checkRunId(runId: string): string {
+  if (!/^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/.test(runId)) {
+    throw new CaravanError('RUN_ID_INVALID', `'${runId.slice(0, 64).replace(/[^\x20-\x7e]/g, '?')}' is not a run id: run ids are letters, digits, '-' and '_', such as 20261201-184145-3fa9c1`, { data: { runId: runId.slice(0, 256) } });
+  }
+  return runId;
+}
+
 export function newRunId(now: Date): string {
   const p = (n: number, w = 2): string => String(n).padStart(w, '0');
   const stamp = `${now.getUTCFullYear()}${p(now.getUTCMonth() + 1)}${p(now.getUTCDate())}-${p(now.getUTCHours())}${p(now.getUTCMinutes())}${p(now.getUTCSeconds())}`;

@@ -12,6 +12,7 @@ export type ErrorCode =
   | 'NOT_A_REPOSITORY'
   | 'WORKFLOW_NOT_FOUND'
   | 'RUN_NOT_FOUND'
+  | 'RUN_ID_INVALID'
   | 'RUN_NOT_LIVE'
   | 'TASK_NOT_FOUND'
   | 'INTERRUPTED'

@@ -85,6 +85,18 @@ describe('caravan run', () => {
     expect((await cli(dir, 'logs', id, 'a')).out).toBe('a#1 hello world\n');
     expect(await cli(dir, 'status', 'nope')).toEqual({ code: 66, out: '', err: 'caravan: no run nope on caravan/runs or in the local journal\n' });
   });
+
+  it('refuses a run id that would name a file outside its directory, and touches nothing there', async () => {
+    const dir = await tempRepo({ 'ok.yaml': ok });
+    // What `../../x` would reach from .git/caravan/journal/: a journal-shaped file of someone else's.
+    const outside = join(dir, '.git', 'x.ndjson');
+    await writeFile(outside, '{"runId":"x","at":0,"type":"run.started","workflow":"ok","params":{}}\n');
+    for (const argv of [['status', '../../x'], ['logs', '../../x'], ['recover', '../../x'], ['cancel', '../../x'], ['approve', '../../x', 'a']]) {
+      const r = await cli(dir, ...argv);
+      expect(r, argv.join(' ')).toEqual({ code: 64, out: '', err: "caravan: '../../x' is not a run id: run ids are letters, digits, '-' and '_', such as 20261201-184145-3fa9c1\n" });
+    }
+    expect(await readFile(outside, 'utf8')).toContain('run.started');
+  });
 });
 
 describe('caravan run <file> from anywhere in the repository', () => {
