@@ -106,6 +106,8 @@ export class Controller {
   private again = false;
   private stopped = false;
   private lastHead: string | undefined;
+  /** The commit whose sync last failed, and how: kept until a sync of the branch succeeds. */
+  private failing: { head: string; error: string } | undefined;
   private lastNomadIndex: number | undefined;
   private last: SyncReport | undefined;
   private lastError: string | undefined;
@@ -328,11 +330,22 @@ export class Controller {
     }
     report.durationMs = Date.now() - started;
     const firstOfHead = head !== this.lastHead;
-    this.lastHead = head;
-    await this.writeState(head);
+    let record = firstOfHead || hasNews(report);
+    if (report.status === 'failed') {
+      // The commit is not synced: its push triggers and approvals have not been applied.
+      // Keeping the last synced commit makes the next sync try it again, comparing with the
+      // same base (push run ids are deterministic: a run already started is found, not
+      // started twice). The same failure of the same commit is recorded once, not every interval.
+      record = this.failing?.head !== head || this.failing.error !== report.error;
+      this.failing = { head, error: report.error ?? '' };
+    } else {
+      this.failing = undefined;
+      this.lastHead = head;
+      await this.writeState(head);
+    }
     this.last = report;
     // A commit's report is recorded once, and again only when something was done or went wrong.
-    if (firstOfHead || hasNews(report)) await this.record(report);
+    if (record) await this.record(report);
     logger.info('synced', { reason, commit: head, status: report.status, created: report.jobs.created.length, updated: report.jobs.updated.length, pruned: report.jobs.pruned.length, failed: report.jobs.failed.length, drift: report.drift.length, runs: report.runs.length, invalid: report.invalid.length, durationMs: report.durationMs });
     this.options.onSync?.(report);
     await this.pushAudit();

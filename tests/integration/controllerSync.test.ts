@@ -3,13 +3,15 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CaravanApp } from '../../engine/app/CaravanApp.js';
 import { Controller, type SyncReport } from '../../engine/controller/Controller.js';
-import { META, Reconciler } from '../../engine/controller/Reconciler.js';
+import { META, Reconciler, type ClusterJobs } from '../../engine/controller/Reconciler.js';
+import { CaravanError } from '../../engine/errors/CaravanError.js';
 import type { NomadJob } from '../../engine/compile/NomadJob.js';
 import { NomadClient } from '../../engine/nomad/NomadClient.js';
 import { validateSources, type FileResult } from '../../engine/spec/validateWorkflows.js';
 import { MemoryLogger } from '../../engine/run/Logger.js';
 import { git, tempRepo, workflow } from '../harness/gitRepo.js';
 import { NomadAgent, requireNomad } from '../harness/nomadAgent.js';
+import { until } from '../harness/until.js';
 
 const bin = requireNomad();
 
@@ -37,11 +39,11 @@ describe.skipIf(bin === undefined)('the controller reconciles a real Nomad from 
     for (const j of (await nomad.listJobs()).value) await nomad.deregisterJob(j.ID, true);
   });
 
-  async function controllerFor(dir: string, options: { prune?: boolean; selfHeal?: boolean } = {}): Promise<{ controller: Controller; app: CaravanApp; reports: SyncReport[]; logger: MemoryLogger; sync: () => Promise<SyncReport> }> {
+  async function controllerFor(dir: string, options: { prune?: boolean; selfHeal?: boolean; cluster?: ClusterJobs } = {}): Promise<{ controller: Controller; app: CaravanApp; reports: SyncReport[]; logger: MemoryLogger; sync: () => Promise<SyncReport> }> {
     const logger = new MemoryLogger();
     const app = new CaravanApp({ repoDir: dir, logger });
     const reports: SyncReport[] = [];
-    const reconciler = new Reconciler({ cluster: nomad, repo: dir, controller: 'test-controller', compile: { agentCommand: ['caravan', 'agent'] }, prune: options.prune === true, selfHeal: options.selfHeal === true, logger, healBackoffMs: 0 });
+    const reconciler = new Reconciler({ cluster: options.cluster ?? nomad, repo: dir, controller: 'test-controller', compile: { agentCommand: ['caravan', 'agent'] }, prune: options.prune === true, selfHeal: options.selfHeal === true, logger, healBackoffMs: 0 });
     const controller = new Controller({ app, repoDir: dir, branch: 'main', workflowsDir: 'workflows', intervalMs: 3_600_000, reconciler, identity: 'test-controller', logger, onSync: (r) => reports.push(r) });
     opened.push({ app, controller });
     const sync = async (): Promise<SyncReport> => {
@@ -104,6 +106,39 @@ describe.skipIf(bin === undefined)('the controller reconciles a real Nomad from 
     expect(r.jobs.pruned).toEqual([]);
     expect((await nomad.readJob('caravan-alpha-build')).Meta?.[META.commit]).toBe(good);
     expect(controller.status().error).toMatch(/invalid workflow file.*workflows\/alpha\.yaml/);
+  });
+
+  it("a sync that fails (Nomad unreachable) is tried again: the commit's push trigger fires once Nomad answers, and the failure is recorded once", async () => {
+    const pushed = workflow('pushed', '  triggers:\n    - push: { paths: ["data/**"] }\n  tasks:\n    - { name: step, run: "echo pushed" }\n');
+    const dir = await tempRepo({ 'pushed.yaml': pushed });
+    let down = false;
+    // Rejected promises, as a client whose requests are refused gives.
+    const refuse = (): never => {
+      throw new CaravanError('NOMAD_UNREACHABLE', 'cannot reach Nomad at http://127.0.0.1:1: connection refused');
+    };
+    const flaky: ClusterJobs = {
+      listJobs: async (prefix) => (down ? refuse() : nomad.listJobs(prefix)),
+      readJob: async (id) => (down ? refuse() : nomad.readJob(id)),
+      planJob: async (job) => (down ? refuse() : nomad.planJob(job)),
+      registerJob: async (job, index) => (down ? refuse() : nomad.registerJob(job, index)),
+      deregisterJob: async (id, purge) => (down ? refuse() : nomad.deregisterJob(id, purge)),
+    };
+    const { sync, app } = await controllerFor(dir, { cluster: flaky });
+    expect((await sync()).status).toBe('synced');
+    const change = await commit(dir, { 'data/input.txt': 'new data' }, 'new data');
+    down = true;
+    const failed = await sync();
+    expect([failed.commit, failed.status, failed.runs]).toEqual([change, 'failed', []]);
+    const again = await sync();
+    expect([again.status, again.runs]).toEqual(['failed', []]);
+    down = false;
+    const healed = await sync();
+    expect([healed.commit, healed.status, healed.runs.map((r) => [r.workflow, r.trigger])]).toEqual([change, 'synced', [['pushed', 'push']]]);
+    // One record of the failure (not one per interval), then the successful sync.
+    const log = (await git(dir, 'log', 'caravan/runs', '--format=%s', '--', `syncs/${change}`)).trim().split('\n');
+    expect(log.length).toBe(2);
+    const runId = healed.runs[0]!.runId;
+    await until('the pushed run to be recorded', async () => (await app.audit.readRun(runId))?.run.status === 'succeeded', 30_000, 100);
   });
 
   it('drift: a job changed by hand is reported as modified, a stopped one as missing; --self-heal puts both back', async () => {
