@@ -106,7 +106,7 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .argument('[workflow]', 'workflow name (metadata.name) or file; with --run, the run\'s own recorded definition is drawn')
     .addOption(new Option('-f, --format <format>', 'mermaid (renders in GitHub comments and Markdown), dot (Graphviz: dot -Tsvg) or text (for terminals)').choices([...GRAPH_FORMATS]).default('mermaid'))
     .option('-r, --run <run-id>', 'colour tasks by their status in this run (a live run: as of now)')
-    .addHelpText('after', '\nExamples:\n  caravan graph order-saga\n  caravan graph workflows/quarterly-report.yaml --format dot | dot -Tsvg > report.svg\n  caravan graph --run 20250101-120000-abc123 --format text\n')
+    .addHelpText('after', '\nExamples:\n  caravan graph order-saga\n  caravan graph workflows/quarterly-report.yaml --format dot | dot -Tsvg > report.svg\n  caravan graph --run 20250101-120000-abc123 --format text')
     .action(async (workflow: string | undefined, opts: { format: GraphFormat; run?: string }) => {
       exit = await graphCommand(workflow, { format: opts.format, ...(opts.run !== undefined ? { run: opts.run } : {}) }, io);
     });
