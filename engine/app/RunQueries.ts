@@ -157,6 +157,20 @@ export class RunQueries {
     }
   }
 
+  /**
+   * The workflow file a run executes, as recorded with it: a live run's journal header, else
+   * workflow.yaml on caravan/runs, else a journal that never reached Git. Undefined when the
+   * run was recorded without it; RUN_NOT_FOUND when there is no such run.
+   */
+  async definition(runId: string): Promise<string | undefined> {
+    const journal = await readJournal(this.live.journalPath(runId));
+    if ((await this.live.get(runId)) !== undefined && journal?.header.workflowSource !== undefined) return journal.header.workflowSource;
+    const stored = await this.audit.readRun(runId);
+    if (stored !== undefined) return stored.workflowSource ?? journal?.header.workflowSource;
+    if (journal !== undefined) return journal.header.workflowSource;
+    throw new CaravanError('RUN_NOT_FOUND', `no run ${runId} on caravan/runs or in the local journal`, { data: { runId } });
+  }
+
   /** A live run's state as of its last journaled event; undefined without a usable journal. */
   async journalSnapshot(runId: string): Promise<RunSnapshot | undefined> {
     const journal = await readJournal(this.live.journalPath(runId));

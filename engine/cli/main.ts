@@ -7,9 +7,11 @@ import { packageRoot } from '../packageRoot.js';
 import { DIAGNOSTIC_FORMATS, type DiagnosticFormat } from '../spec/formatDiagnostics.js';
 import { processIo, type Io } from './Io.js';
 import { PLAN_FORMATS, type PlanFormat } from '../compile/formatPlan.js';
+import { GRAPH_FORMATS, type GraphFormat } from '../compile/GraphPicture.js';
 import type { RunStatus } from '../run/RunEvent.js';
 import type * as ApprovalsModule from './approvalsCommand.js';
 import type * as DemoModule from './demoCommand.js';
+import type * as GraphModule from './graphCommand.js';
 import type * as PlanModule from './planCommand.js';
 import type * as RenderModule from './renderCommand.js';
 import type * as RunModule from './runCommands.js';
@@ -20,6 +22,7 @@ const validateCommand = async (...a: Parameters<typeof ValidateModule.validateCo
 const renderCommand = async (...a: Parameters<typeof RenderModule.renderCommand>) => (await import('./renderCommand.js')).renderCommand(...a);
 const planCommand = async (...a: Parameters<typeof PlanModule.planCommand>) => (await import('./planCommand.js')).planCommand(...a);
 const demoCommand = async (...a: Parameters<typeof DemoModule.demoCommand>) => (await import('./demoCommand.js')).demoCommand(...a);
+const graphCommand = async (...a: Parameters<typeof GraphModule.graphCommand>) => (await import('./graphCommand.js')).graphCommand(...a);
 const approvalsCommand = async (...a: Parameters<typeof ApprovalsModule.approvalsCommand>) => (await import('./approvalsCommand.js')).approvalsCommand(...a);
 const runCommands = (): Promise<typeof RunModule> => import('./runCommands.js');
 
@@ -95,6 +98,17 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .option('--workflows <dir>', 'workflow directory, relative to the repository root', 'workflows')
     .action(async (opts: { base: string; format: PlanFormat; workflows: string }) => {
       exit = await planCommand(opts, io);
+    });
+
+  program
+    .command('graph')
+    .description("draw a workflow's DAG (forEach, pools, approvals, when, compensation, onFailure and finally) as Mermaid, Graphviz DOT or text; with --run, coloured by each task's status in that run")
+    .argument('[workflow]', 'workflow name (metadata.name) or file; with --run, the run\'s own recorded definition is drawn')
+    .addOption(new Option('-f, --format <format>', 'mermaid (renders in GitHub comments and Markdown), dot (Graphviz: dot -Tsvg) or text (for terminals)').choices([...GRAPH_FORMATS]).default('mermaid'))
+    .option('-r, --run <run-id>', 'colour tasks by their status in this run (a live run: as of now)')
+    .addHelpText('after', '\nExamples:\n  caravan graph order-saga\n  caravan graph workflows/quarterly-report.yaml --format dot | dot -Tsvg > report.svg\n  caravan graph --run 20250101-120000-abc123 --format text')
+    .action(async (workflow: string | undefined, opts: { format: GraphFormat; run?: string }) => {
+      exit = await graphCommand(workflow, { format: opts.format, ...(opts.run !== undefined ? { run: opts.run } : {}) }, io);
     });
 
   program

@@ -3,14 +3,17 @@ import type { TaskDag } from './buildDag.js';
 
 /**
  * A compact text picture of a DAG, one line per generation: what can run together, and in
- * which order. Used by `caravan demo` and in plans for reviewers.
+ * which order. Used by `caravan graph --format text` and in plans for reviewers. The DAG may
+ * be of the main tasks or of the onFailure or finally tasks; `annotate` adds to a task's
+ * label (a run's status).
  */
-export function formatGenerations(workflow: Workflow, dag: TaskDag, indent = '  '): string {
-  const byName = new Map(workflow.spec.tasks.map((t) => [t.name, t]));
+export function formatGenerations(workflow: Workflow, dag: TaskDag, indent = '  ', annotate?: (name: string) => string | undefined): string {
+  const spec = workflow.spec;
+  const byName = new Map([...spec.tasks, ...(spec.onFailure ?? []), ...(spec.finally ?? [])].map((t) => [t.name, t]));
   const width = String(dag.generations.length).length;
   return dag.generations
     .map((gen, i) => {
-      const names = gen.map((n) => label(byName.get(n), n)).join(', ');
+      const names = gen.map((n) => label(byName.get(n), n) + (annotate?.(n) ?? '')).join(', ');
       return `${indent}${String(i + 1).padStart(width)}. ${names}`;
     })
     .join('\n');
