@@ -39,7 +39,7 @@ describe('validating stdout outputs', () => {
     const big = check('  tasks:\n    - name: a\n      run: echo\n      outputs: [{ name: r, from: stdout, maxBytes: 1048577 }]\n');
     expect(big).toHaveLength(1);
     expect(big[0]).toMatch(/^9:52 SCHEMA_RANGE .*maxBytes.* must be <= 1048576/);
-    expect(check('  tasks:\n    - name: a\n      run: echo\n      outputs: [{ name: r, from: stderr }]\n')[0]).toMatch(/^9:33 SCHEMA_ENUM /);
+    expect(check('  tasks:\n    - name: a\n      run: echo\n      outputs: [{ name: r, from: stderr }]\n')[0]).toMatch(/^9:34 SCHEMA_ENUM /);
   });
 });
 
