@@ -1,4 +1,5 @@
 import type { EnvMap, HttpSpec } from '../engine/spec/Workflow.js';
+import type { StdoutCaptureSpec } from './captureStdout.js';
 import type { ShellWorkerPool } from './ShellWorkerPool.js';
 
 /** What an agent is asked to do, with every `${{ }}` already resolved. */
@@ -13,8 +14,10 @@ export interface AgentAction {
   env: Record<string, string>;
   workingDir?: string;
   timeoutMs?: number;
-  /** Output names the task declares; only these are kept. */
+  /** Output names the task declares in $CARAVAN_OUTPUTS; only these are kept. */
   outputs: string[];
+  /** Keep the whole stdout as this output (shell agent only). */
+  stdout?: StdoutCaptureSpec;
 }
 
 export interface AgentIo {
@@ -37,7 +40,8 @@ export interface AgentIo {
 
 export type AgentResult =
   | { ok: true; outputs: Record<string, string>; exitCode?: number }
-  | { ok: false; error: string; retryable: boolean; exitCode?: number };
+  /** `code`: the CaravanError code when the failure is one (OUTPUT_TOO_LARGE), recorded with the attempt. */
+  | { ok: false; error: string; retryable: boolean; exitCode?: number; code?: string };
 
 /** An agent type: shell, http, noop, sleep, or a plugin registered at start-up. */
 export interface AgentType {

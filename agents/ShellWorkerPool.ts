@@ -22,7 +22,8 @@ export interface WorkerJob {
   label?: string;
 }
 
-export type WorkerResult = { kind: 'exit'; status: number; outputsFile: string } | { kind: 'timeout' | 'cancelled' | 'lost'; outputsFile: string };
+/** How a job ended, and where it left its outputs file and its whole stdout (read before the worker's next job). */
+export type WorkerResult = { kind: 'exit'; status: number; outputsFile: string; stdoutFile: string } | { kind: 'timeout' | 'cancelled' | 'lost'; outputsFile: string; stdoutFile: string };
 
 interface Worker {
   child: ChildProcess;
@@ -171,7 +172,8 @@ export class ShellWorkerPool {
     tails.stderr.read(true);
     if (reason !== undefined) signalGroup(w, 'SIGKILL');
     if (w.dead) closeFds(w);
-    const result: WorkerResult = reason !== undefined ? { kind: reason, outputsFile } : status < 0 ? { kind: 'lost', outputsFile } : { kind: 'exit', status, outputsFile };
+    const stdoutFile = join(w.dir, 'out');
+    const result: WorkerResult = reason !== undefined ? { kind: reason, outputsFile, stdoutFile } : status < 0 ? { kind: 'lost', outputsFile, stdoutFile } : { kind: 'exit', status, outputsFile, stdoutFile };
     try {
       return await finish(result);
     } finally {
@@ -336,8 +338,9 @@ export async function adoptOrphanJob(job: OrphanJob, options: AdoptOptions): Pro
     });
     for (const t of tails) t?.read(true);
     if (reason !== undefined) options.signalWorker('SIGKILL');
-    if (reason !== undefined) return { kind: reason, outputsFile };
-    return status === undefined ? { kind: 'lost', outputsFile } : { kind: 'exit', status, outputsFile };
+    const stdoutFile = join(job.dir, 'out');
+    if (reason !== undefined) return { kind: reason, outputsFile, stdoutFile };
+    return status === undefined ? { kind: 'lost', outputsFile, stdoutFile } : { kind: 'exit', status, outputsFile, stdoutFile };
   } finally {
     timer?.clear();
     options.signal.removeEventListener('abort', onAbort);

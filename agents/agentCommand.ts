@@ -40,6 +40,11 @@ function taskFrom(p: ParsedArgs): TaskSpec {
   const task: TaskSpec = { name: one('--task') ?? 'task' };
   const outputs = one('--outputs');
   if (outputs !== undefined) task.outputs = outputs.split(',');
+  const stdout = one('--stdout-output');
+  if (stdout !== undefined) {
+    const maxBytes = one('--stdout-max-bytes');
+    task.outputs = [...(task.outputs ?? []), { name: stdout, from: 'stdout', ...(maxBytes !== undefined ? { maxBytes: Number(maxBytes) } : {}) }];
+  }
   const timeout = one('--timeout');
   if (timeout !== undefined) task.timeout = timeout;
   const cwd = one('--cwd');

@@ -2,7 +2,7 @@ import { CaravanError } from '../engine/errors/CaravanError.js';
 import { interpolate, interpolateDeep, type ExpressionContext } from '../engine/run/evaluate.js';
 import { interpolateShell } from '../engine/run/interpolateShell.js';
 import { parseDuration } from '../engine/spec/parseDuration.js';
-import type { EnvMap, TaskSpec } from '../engine/spec/Workflow.js';
+import { STDOUT_OUTPUT_DEFAULT_BYTES, stdoutOutput, type EnvMap, type TaskSpec } from '../engine/spec/Workflow.js';
 import type { AgentAction } from './AgentType.js';
 
 export interface PreparedAction {
@@ -64,8 +64,10 @@ export function prepareAction(spec: TaskSpec, kind: 'task' | 'compensate', ctx: 
   const action: AgentAction = {
     agent,
     env: resolveEnv({ ...(defaults.env ?? {}), ...(spec.env ?? {}) }),
-    outputs: [...(spec.outputs ?? [])],
+    outputs: (spec.outputs ?? []).filter((o): o is string => typeof o === 'string'),
   };
+  const stdout = stdoutOutput(spec.outputs);
+  if (stdout !== undefined) action.stdout = { task: spec.name, output: stdout.name, maxBytes: stdout.maxBytes ?? STDOUT_OUTPUT_DEFAULT_BYTES };
   if (spec.run !== undefined) Object.assign(action, shellRun(spec.run, ctx, action.env));
   if (spec.args !== undefined) action.args = spec.args.map((a) => interpolate(a, ctx));
   if (spec.workingDir !== undefined) action.workingDir = interpolate(spec.workingDir, ctx);

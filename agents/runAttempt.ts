@@ -165,7 +165,7 @@ export class AttemptRunner {
     const exit = result.exitCode !== undefined ? { exitCode: result.exitCode } : {};
     const stored = result.ok
       ? this.send(f, { ...f.base, type: 'task.succeeded', at, outputs: result.outputs, ...exit, ...start })
-      : this.send(f, { ...f.base, type: 'task.failed', at, error: this.options.host !== undefined ? `${result.error} (on ${this.options.host})` : result.error, retryable: result.retryable, ...exit, ...start });
+      : this.send(f, { ...f.base, type: 'task.failed', at, error: this.options.host !== undefined ? `${result.error} (on ${this.options.host})` : result.error, retryable: result.retryable, ...(result.code !== undefined ? { code: result.code } : {}), ...exit, ...start });
     return { result, reported: stored instanceof Promise ? stored : DONE };
   }
 

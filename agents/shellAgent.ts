@@ -2,7 +2,9 @@ import { setLongTimeout } from '../engine/run/longTimeout.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
 import { join, resolve } from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
 import type { AgentAction, AgentIo, AgentResult, AgentType } from './AgentType.js';
+import { readStdoutFile, StdoutCollector, type StdoutTooLargeError } from './captureStdout.js';
 import { readOutputs } from './readOutputs.js';
 import { adoptOrphanJob, LineSplitter, shQuote, type OrphanJob, type ShellWorkerPool, type WorkerResult } from './ShellWorkerPool.js';
 
@@ -61,7 +63,8 @@ function runProcess(argv: string[], env: NodeJS.ProcessEnv, cwd: string, action:
     const onAbort = (): void => kill('cancel');
     io.signal.addEventListener('abort', onAbort);
     if (io.signal.aborted) kill('cancel');
-    lines(child.stdout!, (l) => io.log('stdout', l));
+    const collector = action.stdout !== undefined ? new StdoutCollector(action.stdout) : undefined;
+    lines(child.stdout!, (l) => io.log('stdout', l), collector !== undefined ? (b) => collector.push(b) : undefined);
     let lastErr = '';
     lines(child.stderr!, (l) => {
       lastErr = l;
@@ -103,10 +106,21 @@ function runProcess(argv: string[], env: NodeJS.ProcessEnv, cwd: string, action:
         return;
       }
       void readOutputs(outputsFile, action.outputs).then((r) => {
-        done(r.ok ? { ok: true, outputs: r.outputs, exitCode: 0 } : { ok: false, error: r.error, retryable: false, exitCode: 0 });
+        done(withStdout(r.ok ? { ok: true, outputs: r.outputs, exitCode: 0 } : { ok: false, error: r.error, retryable: false, exitCode: 0 }, action, () => collector!.result()));
       });
     });
   });
+}
+
+/**
+ * A successful attempt's result with its captured stdout added as an output; past the cap,
+ * the attempt fails (not retried: the same command would write as much again).
+ */
+function withStdout(r: AgentResult, action: AgentAction, captured: () => { ok: true; value: string } | { ok: false; error: StdoutTooLargeError }): AgentResult {
+  if (!r.ok || action.stdout === undefined) return r;
+  const c = captured();
+  if (!c.ok) return { ok: false, error: c.error.message, code: c.error.code, retryable: false, exitCode: 0 };
+  return { ...r, outputs: { ...r.outputs, [action.stdout.output]: c.value } };
 }
 
 const SIGNALS = new Map(Object.entries(osConstants.signals).map(([name, n]) => [n, name]));
@@ -140,7 +154,7 @@ async function workerOutcome(r: WorkerResult, action: AgentAction, lastErr: stri
   const code = r.status;
   if (code === 0) {
     const out = await readOutputs(r.outputsFile, action.outputs);
-    return out.ok ? { ok: true, outputs: out.outputs, exitCode: 0 } : { ok: false, error: out.error, retryable: false, exitCode: 0 };
+    return withStdout(out.ok ? { ok: true, outputs: out.outputs, exitCode: 0 } : { ok: false, error: out.error, retryable: false, exitCode: 0 }, action, () => readStdoutFile(r.stdoutFile, action.stdout!));
   }
   if (code === 127) return { ok: false, error: `command not found (exit 127)${lastErr !== '' ? `: ${lastErr}` : ''}`, retryable: false, exitCode: 127 };
   // The shell reports a death by signal N as 128+N.
@@ -185,12 +199,21 @@ function signalGroup(child: ChildProcess, sig: NodeJS.Signals): void {
   }
 }
 
-/** Hands on the stream's lines as they come, each bounded (see LineSplitter). */
-function lines(stream: NodeJS.ReadableStream, onLine: (l: string) => void): void {
+/**
+ * Hands on the stream's lines as they come, each bounded (see LineSplitter), and with
+ * `onBytes` its raw bytes too (stdout capture counts bytes, not characters).
+ */
+function lines(stream: NodeJS.ReadableStream, onLine: (l: string) => void, onBytes?: (b: Buffer) => void): void {
   const split = new LineSplitter(onLine);
-  stream.setEncoding('utf8');
-  stream.on('data', (chunk: string) => split.push(chunk));
-  stream.on('end', () => split.end());
+  const decoder = new StringDecoder('utf8');
+  stream.on('data', (chunk: Buffer) => {
+    onBytes?.(chunk);
+    split.push(decoder.write(chunk));
+  });
+  stream.on('end', () => {
+    split.push(decoder.end());
+    split.end();
+  });
 }
 
 export function formatMs(ms: number): string {

@@ -241,7 +241,8 @@ export class CaravanApp {
         return { runId: child.runId, status: 'started', outputs };
       }
       const { state } = await child.done;
-      return { runId: child.runId, status: state.status, outputs: { status: state.status } };
+      // The child's spec.outputs, evaluated as it succeeded (and recorded in its run.json).
+      return { runId: child.runId, status: state.status, outputs: { ...(state.outputs ?? {}), status: state.status } };
     });
     return this.backends;
   }

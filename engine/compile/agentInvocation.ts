@@ -1,4 +1,4 @@
-import type { TaskSpec } from '../spec/Workflow.js';
+import { stdoutOutput, type TaskSpec } from '../spec/Workflow.js';
 
 /**
  * Nomad evaluates strings in a task's driver config as HCL templates, where `${` and `%{`
@@ -31,7 +31,10 @@ export function agentArgs(
 ): string[] {
   const common = ['--workflow', workflow, '--task', task.name, '--payload', payloadPath, ...extra];
   if (timeout !== undefined) common.push('--timeout', timeout);
-  if (task.outputs !== undefined && task.outputs.length > 0) common.push('--outputs', task.outputs.join(','));
+  const fileOutputs = (task.outputs ?? []).filter((o): o is string => typeof o === 'string');
+  if (fileOutputs.length > 0) common.push('--outputs', fileOutputs.join(','));
+  const stdout = stdoutOutput(task.outputs);
+  if (stdout !== undefined) common.push('--stdout-output', stdout.name, ...(stdout.maxBytes !== undefined ? ['--stdout-max-bytes', String(stdout.maxBytes)] : []));
   if (task.workingDir !== undefined) common.push('--cwd', escapeHcl(task.workingDir));
   const agent = task.agent ?? (task.http !== undefined ? 'http' : task.sleep !== undefined ? 'sleep' : 'shell');
   switch (agent) {

@@ -66,6 +66,7 @@ function slim(r: FileResult, source: string): FileResult {
     dag: undefined,
     diagnostics: r.diagnostics,
     subWorkflows: r.subWorkflows,
+    outputs: r.outputs,
     locate: (path) => (path.length === 2 && path[0] === 'metadata' && path[1] === 'name' ? nameLine(source) : { line: 1, col: 1 }),
   };
 }

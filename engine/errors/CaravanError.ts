@@ -36,6 +36,7 @@ export type ErrorCode =
   | 'POOL_AGENT_STOPPING'
   | 'EXPRESSION_FAILED'
   | 'SECRET_UNAVAILABLE'
+  | 'OUTPUT_TOO_LARGE'
   | 'INTERNAL';
 
 export interface CaravanErrorOptions {

@@ -34,7 +34,8 @@ export type RunEvent =
   | (Base & { type: 'task.log'; task: string; attempt: number; stream: 'stdout' | 'stderr'; line: string })
   /** `startedAt`: when the attempt started, if no task.started was sent for it (a short pooled task reports once). */
   | (Base & { type: 'task.succeeded'; task: string; attempt: number; outputs: Record<string, string>; exitCode?: number; startedAt?: number })
-  | (Base & { type: 'task.failed'; task: string; attempt: number; error: string; exitCode?: number; retryable: boolean; lost?: boolean; startedAt?: number })
+  /** `code`: a stable error code when the runner knows one (OUTPUT_TOO_LARGE). */
+  | (Base & { type: 'task.failed'; task: string; attempt: number; error: string; code?: string; exitCode?: number; retryable: boolean; lost?: boolean; startedAt?: number })
   | (Base & { type: 'task.retry-scheduled'; task: string; attempt: number; retryAt: number })
   | (Base & { type: 'task.skipped'; task: string; reason: string })
   | (Base & { type: 'task.cancelled'; task: string; attempt: number; reason: string })
@@ -58,7 +59,8 @@ export type RunEvent =
   | (Base & { type: 'run.failing'; reason: string })
   /** The main tasks (and compensation and onFailure) are over with this outcome: the finally tasks start. */
   | (Base & { type: 'run.finalizing'; outcome: 'succeeded' | 'failed' })
-  | (Base & { type: 'run.succeeded' })
+  /** `outputs`: the workflow's spec.outputs, evaluated as the run succeeded. */
+  | (Base & { type: 'run.succeeded'; outputs?: Record<string, string> })
   | (Base & { type: 'run.failed'; reason: string })
   | (Base & { type: 'checkpoint'; seq: number });
 

@@ -12,6 +12,8 @@ export interface InstanceSnapshot {
   item?: unknown;
   outputs?: Record<string, string>;
   error?: string;
+  /** The stable code of the failure, when it has one (OUTPUT_TOO_LARGE). */
+  errorCode?: string;
   /** Why the executor has not started the queued attempt yet (Nomad cannot place it). */
   pendingReason?: string;
   exitCode?: number;
@@ -43,6 +45,8 @@ export interface RunSnapshot {
   durationMs?: number;
   failureReason?: string;
   cancelReason?: string;
+  /** The workflow's spec.outputs, evaluated when the run succeeded: a parent's workflow: task reads them. */
+  outputs?: Record<string, string>;
   tasks: Record<string, TaskSnapshot>;
   compensations?: InstanceSnapshot[];
   /** Number of events applied to reach this state. */

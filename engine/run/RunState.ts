@@ -23,6 +23,8 @@ export interface InstanceState {
   attempts: AttemptRecord[];
   outputs: Record<string, string>;
   error?: string;
+  /** The stable code of the last failure, when it has one (OUTPUT_TOO_LARGE). */
+  errorCode?: string;
   exitCode?: number;
   startedAt?: number;
   finishedAt?: number;
@@ -128,6 +130,8 @@ export interface RunState {
   failureDone: number;
   finallyTotal: number;
   finallyDone: number;
+  /** The workflow's spec.outputs, evaluated as the run succeeded. */
+  outputs?: Record<string, string>;
   /** Number of events applied. */
   seq: number;
 }
@@ -158,6 +162,7 @@ export function snapshotRun(s: RunState): RunSnapshot {
     ...(s.finishedAt !== undefined ? { finishedAt: new Date(s.finishedAt).toISOString(), durationMs: s.finishedAt - s.startedAt } : {}),
     ...(s.failureReason !== undefined ? { failureReason: s.failureReason } : {}),
     ...(s.cancelReason !== undefined ? { cancelReason: s.cancelReason } : {}),
+    ...(s.outputs !== undefined ? { outputs: s.outputs } : {}),
     tasks,
     ...(compensations.length > 0 ? { compensations } : {}),
     events: s.seq,
@@ -172,6 +177,7 @@ function instanceView(i: InstanceState): InstanceSnapshot {
     ...(i.item !== undefined ? { item: i.item } : {}),
     ...(Object.keys(i.outputs).length > 0 ? { outputs: i.outputs } : {}),
     ...(i.error !== undefined ? { error: i.error } : {}),
+    ...(i.errorCode !== undefined ? { errorCode: i.errorCode } : {}),
     ...(i.pendingReason !== undefined ? { pendingReason: i.pendingReason } : {}),
     ...(i.exitCode !== undefined ? { exitCode: i.exitCode } : {}),
     ...(i.startedAt !== undefined && i.finishedAt !== undefined ? { durationMs: i.finishedAt - i.startedAt } : {}),

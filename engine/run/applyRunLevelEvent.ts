@@ -58,6 +58,7 @@ export function applyRunLevelEvent(state: RunState, plan: RunPlan, e: RunLevelEv
       return true;
     case 'run.succeeded':
       state.status = 'succeeded';
+      if (e.outputs !== undefined) state.outputs = e.outputs;
       state.finishedAt = e.at;
       state.phase = 'done';
       return true;

@@ -116,6 +116,8 @@ export function applyTaskEvent(state: RunState, plan: RunPlan, e: TaskEvent): bo
       if (lost) inst.lost = true;
       else delete inst.lost;
       inst.error = e.error;
+      if (e.code !== undefined) inst.errorCode = e.code;
+      else delete inst.errorCode;
       if (e.exitCode !== undefined) inst.exitCode = e.exitCode;
       if (e.startedAt !== undefined) {
         inst.startedAt ??= e.startedAt;

@@ -1,6 +1,7 @@
 import { parseDuration } from '../spec/parseDuration.js';
 import { CaravanError } from '../errors/CaravanError.js';
 import { evaluateCondition, evaluateSingle, interpolate, type ExpressionContext } from './evaluate.js';
+import { evaluateRunOutputs } from './evaluateRunOutputs.js';
 import { forEachItems } from './forEachItems.js';
 import { isTaskDone, type RunEvent } from './RunEvent.js';
 import type { PlannedTask, RunPlan } from './RunPlan.js';
@@ -100,12 +101,12 @@ export function scheduleRun(state: RunState, plan: RunPlan, now: number, options
   const hasFinally = plan.finallyRoots.length > 0;
   if (state.phase === 'main' && state.mainDone === state.mainTotal && d.events.length === 0) {
     if (state.failureReason !== undefined) emit({ ...base, type: 'run.failing', reason: state.failureReason });
-    else emit(hasFinally ? { ...base, type: 'run.finalizing', outcome: 'succeeded' } : { ...base, type: 'run.succeeded' });
+    else emit(hasFinally ? { ...base, type: 'run.finalizing', outcome: 'succeeded' } : succeeded(state, plan, base));
   }
   if (state.phase === 'onFailure' && state.failureDone === state.failureTotal && d.events.length === 0) {
     emit(hasFinally ? { ...base, type: 'run.finalizing', outcome: 'failed' } : { ...base, type: 'run.failed', reason: state.failureReason ?? 'failed' });
   }
-  if (state.phase === 'finally' && state.finallyDone === state.finallyTotal && d.events.length === 0) emit(closingEvent(state, base));
+  if (state.phase === 'finally' && state.finallyDone === state.finallyTotal && d.events.length === 0) emit(closingEvent(state, plan, base));
   if (state.deadline !== undefined && state.phase === 'main') wake(d, state.deadline);
   for (const key of state.waitingApprovals) {
     const t = state.instances.get(key)!.approval?.timeoutAt;
@@ -118,11 +119,25 @@ export function scheduleRun(state: RunState, plan: RunPlan, now: number, options
  * How a run with finally tasks ends once they did: as its outcome before them, except that a
  * failed finally task fails a run that had succeeded.
  */
-function closingEvent(state: RunState, base: Base): RunEvent {
+function closingEvent(state: RunState, plan: RunPlan, base: Base): RunEvent {
   if (state.outcome === 'cancelled') return { ...base, type: 'run.cancelled', by: state.cancelledBy ?? 'caravan', ...(state.cancelReason !== undefined ? { reason: state.cancelReason } : {}) };
   if (state.outcome === 'failed') return { ...base, type: 'run.failed', reason: state.failureReason ?? 'failed' };
   if (state.finallyFailure !== undefined) return { ...base, type: 'run.failed', reason: state.finallyFailure };
-  return { ...base, type: 'run.succeeded' };
+  return succeeded(state, plan, base);
+}
+
+/**
+ * The end of a run that succeeded: with the workflow's `spec.outputs` evaluated over its main
+ * and finally tasks (secret params read as `***`: an output is recorded in Git), or failed
+ * with the reason one of them could not be.
+ */
+function succeeded(state: RunState, plan: RunPlan, base: Base): RunEvent {
+  const declared = plan.workflow.spec.outputs;
+  if (declared === undefined) return { ...base, type: 'run.succeeded' };
+  const reads = [...plan.tasks.values()].filter((t) => !t.onFailure).map((t) => t.name);
+  const ctx = contextFor({ ...state, secretParams: {} }, plan, { reads, onFailure: false, finally: false }, undefined);
+  const r = evaluateRunOutputs(declared, ctx);
+  return r.ok ? { ...base, type: 'run.succeeded', outputs: r.outputs } : { ...base, type: 'run.failed', reason: r.reason };
 }
 
 /**
@@ -368,7 +383,7 @@ function compensate(state: RunState, plan: RunPlan, d: Decision, base: Base, now
 }
 
 /** Only the tasks this task's expressions read go into its context. */
-export function contextFor(state: RunState, plan: RunPlan, t: PlannedTask, inst: InstanceState | undefined): ExpressionContext {
+export function contextFor(state: RunState, plan: RunPlan, t: Pick<PlannedTask, 'reads' | 'onFailure' | 'finally'>, inst: InstanceState | undefined): ExpressionContext {
   const tasks: ExpressionContext['tasks'] = {};
   for (const name of t.reads) {
     const g = state.groups.get(name);

@@ -104,6 +104,25 @@ export interface SubWorkflowSpec {
   wait?: boolean;
 }
 
+/**
+ * An output taken from the task's standard output (Argo's `outputs.result`) rather than from
+ * $CARAVAN_OUTPUTS: the whole stdout, trailing newlines removed, at most `maxBytes` bytes.
+ */
+export interface StdoutOutputSpec {
+  name: string;
+  from: 'stdout';
+  /** Default STDOUT_OUTPUT_DEFAULT_BYTES, at most STDOUT_OUTPUT_MAX_BYTES. */
+  maxBytes?: number;
+}
+
+/** A declared output: a name written to $CARAVAN_OUTPUTS, or the task's stdout. */
+export type OutputSpec = string | StdoutOutputSpec;
+
+/** What stdout capture keeps by default: Argo's limit for `outputs.result`, which its users know. */
+export const STDOUT_OUTPUT_DEFAULT_BYTES = 256 * 1024;
+/** The most `maxBytes` may ask for: the limit of the outputs file too (agents/readOutputs.ts). */
+export const STDOUT_OUTPUT_MAX_BYTES = 1024 * 1024;
+
 export interface TaskSpec {
   name: string;
   description?: string;
@@ -127,7 +146,7 @@ export interface TaskSpec {
   when?: string;
   forEach?: unknown[] | string;
   parallelism?: number;
-  outputs?: string[];
+  outputs?: OutputSpec[];
   compensate?: CompensateSpec;
 }
 
@@ -153,6 +172,11 @@ export interface WorkflowSpec {
   onFailure?: TaskSpec[];
   /** Run last whatever the outcome, cancellation and deadline included (Tekton's finally). */
   finally?: TaskSpec[];
+  /**
+   * The run's own outputs, each a string with `${{ }}` over its tasks, evaluated when the run
+   * succeeds: a parent's `workflow:` task reads them as its outputs.
+   */
+  outputs?: Record<string, string>;
 }
 
 export interface Workflow {
@@ -168,3 +192,13 @@ export interface Workflow {
 
 export const API_VERSION = 'caravan/v1';
 export const KIND = 'Workflow';
+
+/** The names a task's outputs are read by, stdout capture included. */
+export function outputNames(outputs: readonly OutputSpec[] | undefined): string[] {
+  return (outputs ?? []).map((o) => (typeof o === 'string' ? o : o.name));
+}
+
+/** The task's stdout capture, if it declares one. */
+export function stdoutOutput(outputs: readonly OutputSpec[] | undefined): StdoutOutputSpec | undefined {
+  return outputs?.find((o): o is StdoutOutputSpec => typeof o !== 'string');
+}

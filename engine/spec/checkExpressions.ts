@@ -17,13 +17,22 @@ import {
   type Reference,
   type ValueKind,
 } from './parseExpression.js';
-import { asRecord, asString, asStringArray } from './shape.js';
+import { asArray, asRecord, asString } from './shape.js';
 
 export interface ExpressionScope {
   params: Record<string, unknown>;
   /** Declared outputs by task name, for every task that may be referenced. */
   outputs: Map<string, Set<string>>;
   mainDag: TaskDag;
+  /**
+   * `workflow:` tasks by name, with whether they wait for their child. The outputs of a child
+   * that is waited for are declared in another file: reads of them are collected in
+   * `childReads` for the check across files (validateWorkflows) instead of refused here.
+   */
+  children?: Map<string, { workflow: string; wait: boolean }>;
+  childReads?: Array<{ task: string; output: string; path: Array<string | number> }>;
+  /** onFailure task names: never run in a succeeded run, so spec.outputs cannot read them. */
+  onFailureTasks?: Set<string>;
 }
 
 interface Site {
@@ -36,6 +45,8 @@ interface Site {
   inCompensate: boolean;
   /** The task's `when`: the one place status functions mean something. */
   inWhen?: boolean;
+  /** One of the workflow's spec.outputs, evaluated once the run has succeeded. */
+  runOutput?: boolean;
 }
 
 /** Fields that hold names or fixed values, never templates. */
@@ -226,9 +237,16 @@ function referenceProblem(ref: Reference, site: Site, scope: ExpressionScope): {
       if (second !== undefined && !(TASK_PROPERTIES as readonly string[]).includes(second)) {
         return { code: 'EXPR_UNKNOWN_PROPERTY', message: `tasks.${first} has no property '${second}'; use ${TASK_PROPERTIES.join(', ')}` };
       }
+      if (site.runOutput === true && scope.onFailureTasks?.has(first) === true) {
+        return { code: 'RUN_OUTPUT_READS_ONFAILURE', message: `'${first}' is an onFailure task, which never runs in a run that succeeds, and outputs are only evaluated then` };
+      }
       if (second === 'outputs' && third !== undefined) {
         const declared = scope.outputs.get(first) ?? new Set<string>();
-        if (!declared.has(third)) {
+        const child = scope.children?.get(first);
+        if (child !== undefined && !declared.has(third)) {
+          if (child.wait) scope.childReads?.push({ task: first, output: third, path: site.path });
+          else return { code: 'EXPR_CHILD_NOT_WAITED', message: `task '${first}' runs workflow '${child.workflow}' with wait: false, so it succeeds as soon as the child has started: only runId and status are known then, not the child's output '${third}'; remove wait: false to read it` };
+        } else if (!declared.has(third)) {
           const list = [...declared];
           return { code: 'EXPR_UNKNOWN_OUTPUT', message: `task '${first}' declares no output '${third}'${list.length > 0 ? ` (it declares ${list.join(', ')})` : '; list it under the task\'s outputs'}` };
         }
@@ -253,6 +271,9 @@ function referenceProblem(ref: Reference, site: Site, scope: ExpressionScope): {
       if (first !== undefined && !(RUN_PROPERTIES as readonly string[]).includes(first)) {
         const readable = RUN_PROPERTIES.filter((p) => site.afterMain || !(RUN_OUTCOME_PROPERTIES as readonly string[]).includes(p));
         return { code: 'EXPR_UNKNOWN_PROPERTY', message: `run has no property '${first}'; use ${readable.join(', ')}` };
+      }
+      if (first !== undefined && (RUN_OUTCOME_PROPERTIES as readonly string[]).includes(first) && site.runOutput === true) {
+        return { code: 'EXPR_RUN_OUTCOME_TOO_EARLY', message: `run.${first} cannot be read in spec.outputs: they are evaluated only when the run succeeds, before its record is final` };
       }
       if (first !== undefined && (RUN_OUTCOME_PROPERTIES as readonly string[]).includes(first) && !site.afterMain) {
         return { code: 'EXPR_RUN_OUTCOME_TOO_EARLY', message: `run.${first} is only known once the main tasks are over: read it in onFailure or finally tasks` };
@@ -291,9 +312,23 @@ function err(code: PendingDiagnostic['code'], message: string, path: Array<strin
   return { severity: 'error', code, message, path };
 }
 
-/** Outputs a task may be read for: its declared ones, plus runId and status of a child workflow. */
+/**
+ * Checks the workflow's own `spec.outputs`: each value's `${{ }}` may read params, run
+ * (not its outcome) and any main or finally task, since they are evaluated once the run succeeded.
+ */
+export function checkRunOutputs(outputs: Record<string, unknown>, scope: ExpressionScope): PendingDiagnostic[] {
+  const out: PendingDiagnostic[] = [];
+  for (const [name, value] of Object.entries(outputs)) {
+    if (typeof value !== 'string') continue;
+    const path = ['spec', 'outputs', name];
+    checkTemplatedString(value, { task: {}, taskName: '', path, afterMain: true, inCompensate: false, runOutput: true }, scope, out);
+  }
+  return out;
+}
+
+/** Outputs a task may be read for: its declared ones (stdout capture too), plus runId and status of a child workflow. */
 export function declaredOutputs(task: Record<string, unknown>): Set<string> {
-  const out = new Set(asStringArray(task['outputs']));
+  const out = new Set(asArray(task['outputs']).map((o) => (typeof o === 'string' ? o : asString(asRecord(o)?.['name']))).filter((n): n is string => n !== undefined));
   if (task['workflow'] !== undefined) {
     out.add('runId');
     out.add('status');

@@ -1,7 +1,7 @@
 import { buildDag, type TaskDag } from '../graph/buildDag.js';
 import type { PendingDiagnostic } from './Diagnostic.js';
 import { checkParams } from './checkParams.js';
-import { checkTaskExpressions, declaredOutputs, type ExpressionScope } from './checkExpressions.js';
+import { checkRunOutputs, checkTaskExpressions, declaredOutputs, type ExpressionScope } from './checkExpressions.js';
 import { checkTriggers } from './checkTriggers.js';
 import { closest } from './describePath.js';
 import { parseDuration } from './parseDuration.js';
@@ -11,8 +11,17 @@ export interface SemanticResult {
   diagnostics: PendingDiagnostic[];
   /** DAG of the main tasks; undefined when the document has no usable task list. */
   dag: TaskDag | undefined;
-  /** Names of workflows run by `workflow:` tasks, with where they are referenced. */
-  subWorkflows: Array<{ name: string; path: Array<string | number> }>;
+  /**
+   * Names of workflows run by `workflow:` tasks, with where they are referenced and which of
+   * the child's outputs the workflow reads from them (checked against the child's spec.outputs).
+   */
+  subWorkflows: SubWorkflowRef[];
+}
+
+export interface SubWorkflowRef {
+  name: string;
+  path: Array<string | number>;
+  reads: Array<{ output: string; path: Array<string | number> }>;
 }
 
 /** Where a task is declared: the main DAG, or one of the two small DAGs that run after it. */
@@ -58,6 +67,7 @@ export function checkSemantics(doc: Record<string, unknown>, prebuilt?: TaskDag)
   for (const e of all) checkAction(e, out);
   for (const e of all) checkNeeds(e, groupOf, out);
   for (const e of all) checkCompensate(e, out);
+  for (const e of all) checkOutputs(e, out);
   checkPools(spec, all, out);
 
   const dag = prebuilt ?? buildDag(main.map((e) => ({ name: e.name, needs: asStringArray(e.task['needs']) })));
@@ -73,12 +83,24 @@ export function checkSemantics(doc: Record<string, unknown>, prebuilt?: TaskDag)
     }
   }
 
+  const children = new Map<string, { workflow: string; wait: boolean }>();
+  for (const e of all) {
+    const w = asRecord(e.task['workflow']);
+    const target = asString(w?.['name']);
+    if (target !== undefined) children.set(e.name, { workflow: target, wait: w?.['wait'] !== false });
+  }
+  const childReads: NonNullable<ExpressionScope['childReads']> = [];
   const scope: ExpressionScope = {
     params: asRecord(spec['params']) ?? {},
     outputs: new Map(all.map((e) => [e.name, declaredOutputs(e.task)])),
     mainDag: dag,
+    children,
+    childReads,
+    onFailureTasks: new Set(onFailure.map((e) => e.name)),
   };
   for (const e of all) out.push(...checkTaskExpressions(e.task, e.path, e.group !== 'tasks', scope));
+  const runOutputs = asRecord(spec['outputs']);
+  if (runOutputs !== undefined) out.push(...checkRunOutputs(runOutputs, scope));
 
   out.push(...checkParams(spec));
   out.push(...checkTriggers(spec));
@@ -92,7 +114,7 @@ export function checkSemantics(doc: Record<string, unknown>, prebuilt?: TaskDag)
     if (target === workflowName) {
       out.push(err('WORKFLOW_RECURSION', `task '${e.name}' runs its own workflow '${target}', which would recurse forever`, path));
     } else {
-      subWorkflows.push({ name: target, path });
+      subWorkflows.push({ name: target, path, reads: childReads.filter((r) => r.task === e.name).map((r) => ({ output: r.output, path: r.path })) });
     }
   }
   return { diagnostics: out, dag: dag.cycles.length === 0 ? dag : undefined, subWorkflows };
@@ -172,6 +194,31 @@ function checkNeeds(e: TaskEntry, groupOf: Map<string, TaskGroup>, out: PendingD
       }
       out.push(err('NEEDS_UNKNOWN', `task '${e.name}' needs unknown task '${n}'${why}`, path));
     }
+  });
+}
+
+/**
+ * A task's outputs: names are unique, and stdout is captured once, by a shell task (the
+ * only agent whose standard output is the task's).
+ */
+function checkOutputs(e: TaskEntry, out: PendingDiagnostic[]): void {
+  const seen = new Set<string>();
+  let stdout: number | undefined;
+  asArray(e.task['outputs']).forEach((o, i) => {
+    const rec = asRecord(o);
+    const name = typeof o === 'string' ? o : asString(rec?.['name']);
+    const path = [...e.path, 'outputs', i];
+    if (name !== undefined && seen.has(name)) out.push(err('OUTPUT_DUPLICATE', `task '${e.name}' declares output '${name}' twice`, typeof o === 'string' ? path : [...path, 'name']));
+    if (name !== undefined) seen.add(name);
+    if (rec?.['from'] !== 'stdout') return;
+    if (stdout !== undefined) {
+      out.push(err('OUTPUT_STDOUT_TWICE', `task '${e.name}' captures stdout as outputs #${stdout + 1} and #${i + 1}; one output holds it, read it under that name`, [...path, 'from']));
+      return;
+    }
+    stdout = i;
+    const agent = asString(e.task['agent']);
+    const shell = (e.task['run'] !== undefined || e.task['args'] !== undefined) && (agent === undefined || agent === 'shell');
+    if (!shell) out.push(err('OUTPUT_STDOUT_NOT_SHELL', `task '${e.name}' captures stdout, but only a shell task (run or args) has a standard output of its own`, [...path, 'from']));
   });
 }
 

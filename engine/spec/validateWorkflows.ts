@@ -1,6 +1,6 @@
 import { readBoundedFile } from './readBoundedFile.js';
 import type { TaskDag } from '../graph/buildDag.js';
-import { checkSemantics } from './checkSemantics.js';
+import { checkSemantics, type SubWorkflowRef } from './checkSemantics.js';
 import { decodeSource } from './decodeSource.js';
 import { compareDiagnostics, toJsonPointer, type Diagnostic, type PendingDiagnostic } from './Diagnostic.js';
 import { parseYamlSource } from './parseYamlSource.js';
@@ -23,7 +23,9 @@ export interface FileResult {
   dag: TaskDag | undefined;
   diagnostics: Diagnostic[];
   /** Workflows this one runs as tasks, for cross-file checks. */
-  subWorkflows: Array<{ name: string; path: Array<string | number> }>;
+  subWorkflows: SubWorkflowRef[];
+  /** The names of the workflow's own spec.outputs (what a parent's workflow: task may read). */
+  outputs: string[];
   /** Line and column of a document path; builds the position index on first use only. */
   locate(path: ReadonlyArray<string | number>): { line: number; col: number };
 }
@@ -85,6 +87,7 @@ function finish(
     dag: hasErrors ? undefined : dag,
     diagnostics,
     subWorkflows,
+    outputs: Object.keys(asRecord(asRecord(doc['spec'])?.['outputs']) ?? {}),
     locate: (path) => locator.locate({ path }),
   };
 }
@@ -108,6 +111,7 @@ function failed(file: string, pending: PendingDiagnostic[]): FileResult {
     dag: undefined,
     diagnostics: pending.map((p) => resolve(file, p, undefined)).sort(compareDiagnostics),
     subWorkflows: [],
+    outputs: [],
     locate: () => ({ line: 1, col: 1 }),
   };
 }
@@ -170,6 +174,20 @@ export function crossFileDiagnostics(results: readonly FileResult[]): Diagnostic
   }
   for (const r of results) {
     for (const s of r.subWorkflows) {
+      const child = byName.get(s.name);
+      if (child !== undefined) {
+        for (const read of s.reads) {
+          if (child.outputs.includes(read.output)) continue;
+          out.push({
+            file: r.file,
+            ...r.locate(read.path),
+            severity: 'error',
+            code: 'CHILD_OUTPUT_UNKNOWN',
+            message: `workflow '${s.name}' (${child.file}) declares no output '${read.output}'${child.outputs.length > 0 ? `; its spec.outputs are ${child.outputs.join(', ')}` : '; declare it under its spec.outputs'} (besides runId and status)`,
+            path: toJsonPointer(read.path),
+          });
+        }
+      }
       if (!byName.has(s.name)) {
         out.push({
           file: r.file,

@@ -94,4 +94,33 @@ describe('Argo examples, ported, through caravan run', () => {
     const status = JSON.parse((await cli(dir, 'status', id, '--json')).out) as { tasks: Record<string, { instances?: Array<{ item: unknown }> }> };
     expect(status.tasks['sleep-n-sec']!.instances!.map((i) => i.item)).toEqual([0, 1, 2]);
   });
+
+  it('workflow-of-workflows: the parent reads the outputs its child runs declare, and results taken from stdout', async () => {
+    const files = { 'workflow-of-workflows.yaml': await fixture('workflow-of-workflows.yaml'), 'sum-of-squares.yaml': await fixture('sum-of-squares.yaml') };
+    const dir = await tempRepo(files);
+    expect(await runBin(['validate'], { cwd: dir })).toMatchObject({ code: 0 });
+    const r = await runBin(['run', 'workflow-of-workflows'], { cwd: dir });
+    expect(r.code).toBe(0);
+    const id = runIdOf(r.out);
+    expect((await runBin(['logs', id, 'report'], { cwd: dir })).out).toBe('report#1 sum of squares of 1..3 and 1..10 is 399 (squares of 1..10 ["1","4","9","16","25","36","49","64","81","100"])\n');
+    type Status = { status: string; outputs?: Record<string, string>; tasks: Record<string, { outputs?: Record<string, string> }> };
+    const parent = JSON.parse((await cli(dir, 'status', id, '--json')).out) as Status;
+    expect(parent.tasks['combine']!.outputs).toEqual({ result: '399' });
+    const small = parent.tasks['small']!.outputs!;
+    expect(small).toEqual({ total: '14', squares: '["1","4","9"]', runId: expect.stringMatching(/^\d{8}-\d{6}-[0-9a-f]{6}$/), status: 'succeeded' });
+    // The child's run.json holds what it declared, evaluated as it succeeded.
+    const child = JSON.parse((await cli(dir, 'status', small['runId']!, '--json')).out) as Status;
+    expect([child.status, child.outputs, child.tasks['add']!.outputs]).toEqual(['succeeded', { total: '14', squares: '["1","4","9"]' }, { result: '14' }]);
+
+    // A child that is not waited for has no outputs yet: reading one is refused before anything runs.
+    await writeFile(join(dir, 'workflows', 'workflow-of-workflows.yaml'), files['workflow-of-workflows.yaml'].replace('params: { count: 10 }', 'params: { count: 10 }\n        wait: false'));
+    const invalid = await runBin(['validate'], { cwd: dir });
+    expect(invalid.code).toBe(2);
+    expect(invalid.out + invalid.err).toMatch(/workflows\/workflow-of-workflows\.yaml:\d+:\d+: error EXPR_CHILD_NOT_WAITED: in 'tasks\.large\.outputs\.total': task 'large' runs workflow 'sum-of-squares' with wait: false/);
+    // A read of an output the child does not declare is refused too, naming the child's file.
+    await writeFile(join(dir, 'workflows', 'workflow-of-workflows.yaml'), files['workflow-of-workflows.yaml'].replace('tasks.small.outputs.total', 'tasks.small.outputs.sum'));
+    const unknown = await runBin(['validate'], { cwd: dir });
+    expect(unknown.code).toBe(2);
+    expect(unknown.out + unknown.err).toMatch(/workflows\/workflow-of-workflows\.yaml:\d+:\d+: error CHILD_OUTPUT_UNKNOWN: workflow 'sum-of-squares' \(workflows\/sum-of-squares\.yaml\) declares no output 'sum'; its spec\.outputs are total, squares/);
+  });
 });

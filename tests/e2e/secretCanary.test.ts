@@ -123,4 +123,57 @@ describe('secret canary', () => {
     for (const [path, text] of await plainFiles(dir)) found.push(...leaks(path, text));
     expect(found).toEqual([]);
   });
+
+  it('stdout captured as an output and the run outputs a parent reads carry no secret: masked before they are stored or logged', async () => {
+    const child = [
+      '  params:',
+      '    token: { type: string, secret: true }',
+      '  outputs:',
+      '    said: ${{ tasks.speak.outputs.result }}',
+      '    token: ${{ params.token }}',
+      '  tasks:',
+      '    - name: speak',
+      '      run: \'echo "s=$S"; echo "$M"; echo "t=${{ params.token }}"\'',
+      '      env: { S: { secret: { path: app/db, key: password } }, M: { secret: { path: app/key, key: pem } } }',
+      '      outputs: [{ name: result, from: stdout }]',
+      '    - name: listen',
+      '      needs: [speak]',
+      '      run: \'echo "heard ${{ tasks.speak.outputs.result }}"\'',
+      '',
+    ].join('\n');
+    const parent = [
+      '  params:',
+      '    token: { type: string, secret: true }',
+      '  tasks:',
+      '    - name: call',
+      '      workflow: { name: canary-stdout, params: { token: "${{ params.token }}" } }',
+      '    - name: use',
+      '      needs: [call]',
+      '      run: \'echo "child said ${{ tasks.call.outputs.said }} / ${{ tasks.call.outputs.token }}"\'',
+      '',
+    ].join('\n');
+    const dir = await repoWith({ 'canary-stdout.yaml': workflow('canary-stdout', child), 'canary-parent.yaml': workflow('canary-parent', parent) });
+    dirs.push(dir);
+    const found: string[] = [];
+    await withEnv({ CARAVAN_SECRET_APP_DB_PASSWORD: CANARY, CARAVAN_SECRET_APP_KEY_PEM: PEM }, async () => {
+      const r = await cli(dir, 'run', 'canary-parent', '--json', '--param', `token=${PARAM_CANARY}`);
+      found.push(...leaks('run stdout', r.out), ...leaks('run stderr', r.err));
+      expect(r.code).toBe(0);
+      const parentId = (JSON.parse(r.out.split('\n')[0]!) as { runId: string }).runId;
+      const p = JSON.parse((await cli(dir, 'status', parentId, '--json')).out) as { tasks: Record<string, { outputs: Record<string, string> }> };
+      const childId = p.tasks['call']!.outputs['runId']!;
+      const c = JSON.parse((await cli(dir, 'status', childId, '--json')).out) as { outputs: Record<string, string>; tasks: Record<string, { outputs: Record<string, string> }> };
+      // The route was taken: the value held each secret, masked whole (the PEM as one).
+      expect(c.tasks['speak']!.outputs).toEqual({ result: 's=***\n***\nt=***' });
+      expect(c.outputs).toEqual({ said: 's=***\n***\nt=***', token: '***' });
+      expect(p.tasks['call']!.outputs).toEqual({ said: 's=***\n***\nt=***', token: '***', runId: childId, status: 'succeeded' });
+      for (const args of [['status', childId, '--json'], ['status', parentId, '--json'], ['logs', childId], ['logs', parentId]]) {
+        const out = await cli(dir, ...args);
+        found.push(...leaks(`caravan ${args.join(' ')}`, out.out + out.err));
+      }
+    });
+    found.push(...leaks('git log -p caravan/runs', await git(dir, 'log', '-p', 'caravan/runs')));
+    for (const [path, text] of await plainFiles(dir)) found.push(...leaks(path, text));
+    expect(found).toEqual([]);
+  });
 });

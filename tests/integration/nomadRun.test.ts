@@ -145,6 +145,46 @@ describe.skipIf(nomadBin === undefined || !natsOk)('a run on Nomad, reporting ov
     }
   }, 120_000);
 
+  it('a runner in the allocation captures stdout as an output, masks a Nomad Variable secret in it, and fails past the cap', async () => {
+    const secret = 'nv-stdout-5b1c-secret';
+    const put = await fetch(`${nomad.address}/v1/var/caravan/stdout`, { method: 'PUT', body: JSON.stringify({ Path: 'caravan/stdout', Items: { token: secret } }) });
+    expect(put.status).toBe(200);
+    const repo = await repoWith({ 'capture.yaml': workflow('capture', [
+      '  failFast: false',
+      '  tasks:',
+      '    - name: speak',
+      '      env: { TOKEN: { secret: { path: caravan/stdout, key: token } } }',
+      '      run: |',
+      '        echo "token $TOKEN"',
+      '        echo "second line"',
+      '      outputs: [{ name: result, from: stdout }]',
+      '    - name: listen',
+      '      needs: [speak]',
+      '      run: echo "heard ${{ tasks.speak.outputs.result }}"',
+      '    - name: flood',
+      '      run: head -c 2048 /dev/zero | tr "\\0" a',
+      '      outputs: [{ name: result, from: stdout, maxBytes: 1024 }]',
+      '',
+    ].join('\n')) });
+    try {
+      const svc = openApp({ repoDir: repo, backend: 'nomad', bus: 'nats' });
+      const { state } = await (await svc.start('capture', {})).done;
+      expect(state.status).toBe('failed');
+      expect(state.instances.get('speak')!.outputs).toEqual({ result: 'token ***\nsecond line' });
+      expect(state.instances.get('listen')!.status).toBe('succeeded');
+      const flood = state.instances.get('flood')!;
+      expect([flood.status, flood.errorCode, flood.attempts.length]).toEqual(['failed', 'OUTPUT_TOO_LARGE', 1]);
+      expect(flood.error).toBe(`task 'flood' wrote more than 1024 bytes to stdout, the cap of its output 'result' (from: stdout); nothing was kept: raise maxBytes (at most 1048576) or write less (on ${hostname()})`);
+      const job = await new NomadClient({ address: nomad.address }).readJob('caravan-capture-flood');
+      expect(JSON.stringify(job)).toContain('"--stdout-output","result","--stdout-max-bytes","1024"');
+      const record = await git(repo, 'show', `caravan/runs:runs/capture/${state.runId}/events.ndjson`);
+      expect(record).toContain('heard token ***');
+      expect(record + (await git(repo, 'show', `caravan/runs:runs/capture/${state.runId}/run.json`))).not.toContain(secret);
+    } finally {
+      await rm(repo, { recursive: true, force: true });
+    }
+  }, 120_000);
+
   it('never starts a second child for the same run, task and attempt (idempotency token)', async () => {
     const client = new NomadClient({ address: nomad.address });
     const payload = new TextEncoder().encode(JSON.stringify({ runId: 'idem', workflow: 'onnomad', instance: 'a', attempt: 1, kind: 'task', context: { params: {}, tasks: {}, run: {} }, nats: [nats.url] }));
