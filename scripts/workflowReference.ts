@@ -68,6 +68,7 @@ const FIELD_SAMPLES: Record<string, unknown> = {
   args: ['--verbose'],
   with: { query: '${{ params.query }}' },
   workingDir: 'reports',
+  maxBytes: 65536,
 };
 
 const ROOT = join(fileURLToPath(new URL('.', import.meta.url)), '..');
@@ -122,7 +123,8 @@ function defaultOf(s: Schema): string {
   if (s.default !== undefined) return `\`${JSON.stringify(s.default)}\``;
   const m = /\(default:? ([^)]+)\)|[Dd]efault(?:s to|:)? `([^`]+)`|^`?([\w.-]+)`? \(default\)/.exec(s.description ?? '');
   const found = m?.[1] ?? m?.[2] ?? m?.[3];
-  return found === undefined ? '' : `\`${found.trim()}\``;
+  // "(default 262144, 256 KiB, ...)": the value is what comes before the first comma.
+  return found === undefined ? '' : `\`${(found.split(/[,;]/)[0] ?? found).trim()}\``;
 }
 
 function inline(value: unknown): string {
