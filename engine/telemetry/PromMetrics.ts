@@ -113,7 +113,12 @@ export class PromMetrics implements Metrics {
     })) as Record<RequestOutcome, { inc(): void }>;
     this.requests = Object.fromEntries(BACKENDS.map((b) => [b, bound(b)])) as Record<Backend, Record<RequestOutcome, { inc(): void }>>;
     // Standard names (no prefix): the usual Node.js dashboards and alerts look for them.
-    if (options.processMetrics === true) collectDefaultMetrics({ register: this.registry });
+    if (options.processMetrics === true) {
+      collectDefaultMetrics({ register: this.registry });
+      // prom-client names three gauges `_total`, which `promtool check metrics` flags (a
+      // `_total` is a counter); each is the sum of a by-type gauge it also exports.
+      for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) this.registry.removeSingleMetric(name);
+    }
   }
 
   runStarted(workflow: string, trigger: TriggerKind): void {

@@ -186,6 +186,9 @@ describe('PromMetrics', () => {
     expect(text).toMatch(/^process_cpu_seconds_total \d/m);
     expect(text).toMatch(/^process_resident_memory_bytes \d/m);
     expect(text).not.toContain('caravan_process_');
+    // Gauges that prom-client names like counters are left out (promtool flags them); the by-type ones stay.
+    expect(text).not.toMatch(/^# TYPE \S+_total gauge$/m);
+    expect(text).toMatch(/^# TYPE nodejs_active_handles gauge$/m);
   });
 });
 
