@@ -8,6 +8,7 @@ import { readJournal } from '../audit/readJournal.js';
 import { newRunId } from '../audit/updateRef.js';
 import { CaravanError } from '../errors/CaravanError.js';
 import { noopLogger } from '../run/Logger.js';
+import type { PoolSample } from '../run/Metrics.js';
 import { parseParams } from '../run/parseParams.js';
 import type { Registry } from '../run/Registry.js';
 import type { RunEvent } from '../run/RunEvent.js';
@@ -209,6 +210,11 @@ export class CaravanApp {
   /** The process's registry (Consul, or the one given), opening the backends if need be. */
   async registry(): Promise<Registry | undefined> {
     return (await this.openBackends()).registry;
+  }
+
+  /** Each pool of these workflows as it is now (see Backends.observePools), opening the backends if need be. */
+  async observePools(workflows: readonly Workflow[]): Promise<PoolSample[]> {
+    return (await this.openBackends()).observePools(workflows);
   }
 
   /** Child runs started without waiting (`workflow: {wait: false}`) and still going. */

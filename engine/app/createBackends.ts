@@ -7,7 +7,7 @@ import type { Bus } from '../run/Bus.js';
 import { realClock, type Clock } from '../run/Clock.js';
 import type { Executor } from '../run/Executor.js';
 import { noopLogger, type Logger } from '../run/Logger.js';
-import { noopMetrics, type Metrics } from '../run/Metrics.js';
+import { noopMetrics, type Metrics, type PoolAgentState, type PoolSample } from '../run/Metrics.js';
 import type { Registry } from '../run/Registry.js';
 import type { Workflow } from '../spec/Workflow.js';
 
@@ -65,6 +65,11 @@ export interface Backends {
   readonly publishDecisions: boolean;
   /** Gets a workflow's jobs ready on the cluster before a run (Nomad: registers them). */
   prepare(workflow: Workflow, commit: string | undefined): Promise<void>;
+  /**
+   * Each pool of these workflows as it is now: its work queue's depth (JetStream) and its
+   * agents (Nomad allocations). Empty unless pools run on Nomad: elsewhere they have no agents.
+   */
+  observePools(workflows: readonly Workflow[]): Promise<PoolSample[]>;
   close(): Promise<void>;
 }
 
@@ -81,10 +86,11 @@ export async function createBackends(config: BackendConfig, runChild: RunChild):
   const metrics = config.metrics ?? noopMetrics;
   const closers: Array<() => Promise<void>> = [];
   try {
-    const registry = await openRegistry(config.registry, logger);
+    const registry = await openRegistry(config.registry, logger, metrics);
     let bus: Bus;
     let executor: Executor;
     let prepare: Backends['prepare'] = async () => undefined;
+    let observePools: Backends['observePools'] = async () => [];
     // Scratch space that runs killed on this machine left behind goes before any new run.
     const swept = await sweepScratch();
     if (swept.length > 0) logger.info('removed the scratch directories of dead caravan processes', { paths: swept });
@@ -117,7 +123,26 @@ export async function createBackends(config: BackendConfig, runChild: RunChild):
         const { NomadClient } = await import('../nomad/NomadClient.js');
         const { NomadExecutor } = await import('../nomad/NomadExecutor.js');
         const { compileWorkflow } = await import('../compile/compileWorkflow.js');
-        const nomad = new NomadClient();
+        const nomad = new NomadClient({ metrics });
+        const { poolJobId } = await import('../compile/jobId.js');
+        observePools = async (workflows) => {
+          const depths = await js.workQueue.depths();
+          const out: PoolSample[] = [];
+          for (const wf of workflows) {
+            const name = wf.metadata.name;
+            for (const pool of Object.keys(wf.spec.pools ?? {})) {
+              const agents: Record<PoolAgentState, number> = { pending: 0, running: 0, failed: 0, lost: 0 };
+              // Index 0: the blocking query answers at once.
+              const allocs = await nomad.watchJobAllocations(poolJobId(name, pool), 0, 1).catch(() => undefined);
+              for (const a of allocs?.value ?? []) {
+                if (a.DesiredStatus !== undefined && a.DesiredStatus !== 'run') continue;
+                if (a.ClientStatus in agents) agents[a.ClientStatus as PoolAgentState]++;
+              }
+              out.push({ workflow: name, pool, queued: depths.get(`${name}/${pool}`) ?? 0, agents });
+            }
+          }
+          return out;
+        };
         const servers = connection.servers;
         const natsServers = Array.isArray(servers) ? servers.map(String) : [String(servers)];
         const agentCommand = config.agentCommand ?? [process.execPath, join(packageRoot(), 'bin', 'caravan.js'), 'agent'];
@@ -150,6 +175,7 @@ export async function createBackends(config: BackendConfig, runChild: RunChild):
       // On NATS every event goes to the stream, for other observers; in memory nobody else listens.
       publishDecisions: config.bus === 'nats',
       prepare,
+      observePools,
       close: () => (closing ??= closeAll(closers)),
     };
   } catch (e) {
@@ -158,11 +184,11 @@ export async function createBackends(config: BackendConfig, runChild: RunChild):
   }
 }
 
-async function openRegistry(r: BackendConfig['registry'], logger: Logger): Promise<Registry | undefined> {
+async function openRegistry(r: BackendConfig['registry'], logger: Logger, metrics: Metrics): Promise<Registry | undefined> {
   if (r === undefined) return undefined;
   if (r !== 'consul') return r;
   const { ConsulRegistry } = await import('../consul/ConsulRegistry.js');
-  return new ConsulRegistry({ logger });
+  return new ConsulRegistry({ logger, metrics });
 }
 
 /** Closes in order; every closer runs even if one fails, and the first failure is thrown. */

@@ -1,6 +1,7 @@
 import Consul from 'consul';
 import { CaravanError } from '../errors/CaravanError.js';
 import { noopLogger, type Logger } from '../run/Logger.js';
+import type { Metrics } from '../run/Metrics.js';
 import { checkRegistryKey, type LeaderOptions, type Registry, type RunStatusRecord } from '../run/Registry.js';
 
 export type { LeaderOptions, RunStatusRecord } from '../run/Registry.js';
@@ -12,6 +13,8 @@ export interface ConsulRegistryOptions {
   token?: string;
   /** Where failures that do not stop the caller go (a TTL renewal, a deregistration). */
   logger?: Logger;
+  /** Counts every HTTP API call by outcome: caravan_backend_requests_total{backend="consul"}. */
+  metrics?: Metrics;
 }
 
 /**
@@ -24,9 +27,11 @@ export interface ConsulRegistryOptions {
 export class ConsulRegistry implements Registry {
   private readonly consul: Consul;
   private readonly logger: Logger;
+  private readonly metrics: Metrics | undefined;
 
   constructor(o: ConsulRegistryOptions = {}) {
     this.logger = (o.logger ?? noopLogger).child({ component: 'consul' });
+    this.metrics = o.metrics;
     const addr = (o.address ?? process.env['CONSUL_HTTP_ADDR'] ?? '127.0.0.1:8500').replace(/^https?:\/\//, '');
     const [host, port] = addr.split(':');
     const token = o.token ?? process.env['CONSUL_HTTP_TOKEN'];
@@ -42,27 +47,27 @@ export class ConsulRegistry implements Registry {
       tags: ['caravan'],
       check: { name: 'caravan controller alive', ttl: `${Math.ceil(ttlMs / 1000)}s`, deregistercriticalserviceafter: '1m' },
     } as unknown as Parameters<Consul['agent']['service']['register']>[0];
-    await this.consul.agent.service.register(registration);
+    await this.count(this.consul.agent.service.register(registration));
     // A missed renewal is retried at the next tick; the operator sees the check go critical
     // in the Consul UI only if several fail in a row, so each failure is logged.
-    const pass = (): Promise<void> => this.consul.agent.check.pass(`service:${id}`).then(() => undefined, (e: unknown) => this.logger.warn('could not renew the caravan-controller TTL check', { service: id, err: e }));
+    const pass = (): Promise<void> => this.count(this.consul.agent.check.pass(`service:${id}`)).then(() => undefined, (e: unknown) => this.logger.warn('could not renew the caravan-controller TTL check', { service: id, err: e }));
     await pass();
     const timer = setInterval(() => void pass(), Math.max(1000, ttlMs / 3));
     timer.unref();
     return async () => {
       clearInterval(timer);
       // Left registered, the service goes critical and Consul removes it after a minute.
-      await this.consul.agent.service.deregister(id).catch((e: unknown) => this.logger.warn('could not deregister caravan-controller; Consul removes it after 1m critical', { service: id, err: e }));
+      await this.count(this.consul.agent.service.deregister(id)).catch((e: unknown) => this.logger.warn('could not deregister caravan-controller; Consul removes it after 1m critical', { service: id, err: e }));
     };
   }
 
   /** Mirrors a run's status to KV `caravan/runs/<workflow>/<run-id>`. */
   async mirrorRun(r: RunStatusRecord): Promise<void> {
-    await this.consul.kv.set({ key: `caravan/runs/${r.workflow}/${r.runId}`, value: JSON.stringify(r) });
+    await this.count(this.consul.kv.set({ key: `caravan/runs/${r.workflow}/${r.runId}`, value: JSON.stringify(r) }));
   }
 
   async readRun(workflow: string, runId: string): Promise<RunStatusRecord | undefined> {
-    const item = (await this.consul.kv.get(`caravan/runs/${workflow}/${runId}`)) as { Value?: string } | undefined | null;
+    const item = (await this.count(this.consul.kv.get(`caravan/runs/${workflow}/${runId}`))) as { Value?: string } | undefined | null;
     return item?.Value !== undefined ? (JSON.parse(item.Value) as RunStatusRecord) : undefined;
   }
 
@@ -88,7 +93,7 @@ export class ConsulRegistry implements Registry {
   async listKeys(prefix: string): Promise<string[]> {
     checkRegistryKey(prefix, 'prefix');
     try {
-      const keys = (await this.consul.kv.keys(prefix)) as string[];
+      const keys = (await this.count(this.consul.kv.keys(prefix))) as string[];
       return [...keys].sort();
     } catch (e) {
       // Consul answers 404 when no key has the prefix.
@@ -99,7 +104,7 @@ export class ConsulRegistry implements Registry {
 
   private async kvCall<T>(verb: string, key: string, call: () => Promise<T>): Promise<T> {
     try {
-      return await call();
+      return await this.count(call());
     } catch (e) {
       throw new CaravanError('CONSUL_UNREACHABLE', `cannot ${verb} KV key ${key} in Consul: ${(e as Error).message}`, { cause: e, data: { key } });
     }
@@ -130,21 +135,21 @@ export class ConsulRegistry implements Registry {
       if (timer !== undefined) clearTimeout(timer);
       try {
         if (session === undefined) {
-          const s = (await this.consul.session.create({ name: `caravan leader ${o.holder}`, ttl: `${Math.ceil(ttl / 1000)}s`, behavior: 'release', lockdelay: `${lockDelay}ms` })) as { ID: string };
+          const s = (await this.count(this.consul.session.create({ name: `caravan leader ${o.holder}`, ttl: `${Math.ceil(ttl / 1000)}s`, behavior: 'release', lockdelay: `${lockDelay}ms` }))) as { ID: string };
           session = s.ID;
         } else {
-          const renewed = (await this.consul.session.renew(session)) as unknown[] | undefined;
+          const renewed = (await this.count(this.consul.session.renew(session))) as unknown[] | undefined;
           if (renewed === undefined || (Array.isArray(renewed) && renewed.length === 0)) throw new Error('session expired');
         }
         if (!leader) {
-          const got = await this.consul.kv.set({ key, value: JSON.stringify({ holder: o.holder, since: new Date().toISOString() }), acquire: session });
+          const got = await this.count(this.consul.kv.set({ key, value: JSON.stringify({ holder: o.holder, since: new Date().toISOString() }), acquire: session }));
           if (got === true && !stopped) {
             leader = true;
-            const held = (await this.consul.kv.get(key)) as { LockIndex?: number; ModifyIndex?: number } | undefined | null;
+            const held = (await this.count(this.consul.kv.get(key))) as { LockIndex?: number; ModifyIndex?: number } | undefined | null;
             o.onElected(held?.LockIndex ?? held?.ModifyIndex ?? 0);
           }
         } else {
-          const item = (await this.consul.kv.get(key)) as { Session?: string } | undefined | null;
+          const item = (await this.count(this.consul.kv.get(key))) as { Session?: string } | undefined | null;
           if (item?.Session !== session) lose('the leader lock is held by another session');
         }
       } catch (e) {
@@ -160,10 +165,11 @@ export class ConsulRegistry implements Registry {
     // once (again after the lock delay, which Consul enforces after an invalidation).
     const watch = this.consul.watch({ method: this.consul.kv.get, options: { key, wait: `${Math.max(1, Math.ceil(ttl / 2000))}s` }, backoffFactor: 100, backoffMax: 2000 });
     watch.on('change', (item: { Session?: string } | undefined | null) => {
+      this.metrics?.backendRequest('consul', 'ok');
       if (stopped) return;
       // An answer can predate our own acquire: confirm with a consistent read before giving up.
       if (leader && item?.Session !== session) {
-        void (this.consul.kv.get(key) as Promise<{ Session?: string } | undefined | null>).then(
+        void (this.count(this.consul.kv.get(key)) as Promise<{ Session?: string } | undefined | null>).then(
           (now) => {
             if (leader && !stopped && now?.Session !== session) lose('the leader lock was released or taken over');
           },
@@ -177,7 +183,10 @@ export class ConsulRegistry implements Registry {
       }
     });
     // The watch retries on its own (with backoff); renewal still runs on its timer.
-    watch.on('error', (e: unknown) => this.logger.debug('leader lock watch failed; retrying', { key, err: e }));
+    watch.on('error', (e: unknown) => {
+      this.counted(e);
+      this.logger.debug('leader lock watch failed; retrying', { key, err: e });
+    });
     void tick();
     return async () => {
       stopped = true;
@@ -185,8 +194,8 @@ export class ConsulRegistry implements Registry {
       if (timer !== undefined) clearTimeout(timer);
       if (session !== undefined) {
         // Not released, the lock goes with the session's TTL: the next leader waits that long.
-        if (leader) await this.consul.kv.set({ key, value: '', release: session }).catch((e: unknown) => this.logger.warn('could not release the leader lock; it expires with the session', { key, err: e }));
-        await this.consul.session.destroy(session).catch((e: unknown) => this.logger.warn('could not destroy the leader session; it expires with its TTL', { key, err: e }));
+        if (leader) await this.count(this.consul.kv.set({ key, value: '', release: session })).catch((e: unknown) => this.logger.warn('could not release the leader lock; it expires with the session', { key, err: e }));
+        await this.count(this.consul.session.destroy(session)).catch((e: unknown) => this.logger.warn('could not destroy the leader session; it expires with its TTL', { key, err: e }));
       }
       leader = false;
     };
@@ -195,10 +204,29 @@ export class ConsulRegistry implements Registry {
   /** Health of the services Nomad registered for a workflow's pools (for `caravan status`). */
   async poolHealth(service: string): Promise<Array<{ node: string; status: string }>> {
     try {
-      const entries = (await this.consul.health.service(service)) as Array<{ Node: { Node: string }; Checks: Array<{ Status: string }> }>;
+      const entries = (await this.count(this.consul.health.service(service))) as Array<{ Node: { Node: string }; Checks: Array<{ Status: string }> }>;
       return entries.map((e) => ({ node: e.Node.Node, status: e.Checks.every((c) => c.Status === 'passing') ? 'passing' : 'critical' }));
     } catch (e) {
       throw new CaravanError('CONSUL_UNREACHABLE', `cannot read service ${service} from Consul: ${(e as Error).message}`, { cause: e });
     }
+  }
+
+  /** Counts one API call when it settles: an answer below 500 (a 404 included) is Consul working. */
+  private count<T>(call: Promise<T>): Promise<T> {
+    const m = this.metrics;
+    if (m === undefined) return call;
+    return call.then((v) => {
+      m.backendRequest('consul', 'ok');
+      return v;
+    }, (e: unknown) => {
+      this.counted(e);
+      throw e;
+    });
+  }
+
+  /** Counts a failed call by its status: no status (no answer) or 5xx is an error. */
+  private counted(e: unknown): void {
+    const status = (e as { statusCode?: unknown }).statusCode;
+    this.metrics?.backendRequest('consul', typeof status === 'number' && status < 500 ? 'ok' : 'error');
   }
 }

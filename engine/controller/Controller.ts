@@ -10,6 +10,7 @@ import { changedPaths } from '../gitops/changedPaths.js';
 import { readApproval } from '../gitops/readApproval.js';
 import { FileKeyValue } from '../local/FileKeyValue.js';
 import type { Logger } from '../run/Logger.js';
+import { noopMetrics, type Metrics, type PoolSample } from '../run/Metrics.js';
 import type { KeyValue, Registry } from '../run/Registry.js';
 import type { FileResult } from '../spec/validateWorkflows.js';
 import type { Workflow } from '../spec/Workflow.js';
@@ -87,6 +88,10 @@ export interface ControllerOptions {
   remote?: { sync(): Promise<string>; pushAudit(): Promise<{ pushed: boolean; rebuilt: number }>; readonly url: string };
   /** Opens the event triggers' message source for these workflows (leader only; NATS). */
   openEvents?: (workflows: Workflow[]) => Promise<TriggerMessages>;
+  /** Where syncs, leadership, schedule fires and pools are counted (default: nowhere). */
+  metrics?: Metrics;
+  /** Looks at the pools of these workflows (queue depth, agents), after every sync and poll. */
+  observePools?: (workflows: readonly Workflow[]) => Promise<PoolSample[]>;
 }
 
 export type { TriggerMessage, TriggerMessages } from './EventFiring.js';
@@ -121,15 +126,19 @@ export class Controller {
   private role: 'standalone' | 'follower' | 'leader' | 'deposed' = 'standalone';
   private campaign: Promise<void> | undefined;
   private unlisten: (() => void) | undefined;
+  private readonly metrics: Metrics;
+  /** The valid workflows of the last synced commit: the pools to look at. */
+  private synced: Workflow[] = [];
 
   constructor(private readonly options: ControllerOptions) {
+    this.metrics = options.metrics ?? noopMetrics;
     const gitdir = resolveGitDirs(options.repoDir).gitdir;
     this.statePath = join(gitdir, 'caravan', 'controller', `${options.branch.replace(/[^A-Za-z0-9._-]/g, '_')}.json`);
     const kv = options.state ?? options.registry ?? new FileKeyValue(join(gitdir, 'caravan', 'kv'));
     const now = options.now ?? Date.now;
     this.runs = new TriggerRuns(options.app, options.logger);
     this.workflowFiles = new WorkflowFiles(options.repoDir, options.workflowsDir);
-    this.schedules = new ScheduleFiring({ runs: this.runs, state: kv, now, logger: options.logger, leading: () => this.role === 'standalone' || this.role === 'leader' });
+    this.schedules = new ScheduleFiring({ runs: this.runs, state: kv, now, logger: options.logger, leading: () => this.role === 'standalone' || this.role === 'leader', metrics: this.metrics });
     this.events = options.openEvents !== undefined ? new EventFiring({ runs: this.runs, kv, now, logger: options.logger, open: options.openEvents }) : undefined;
   }
 
@@ -151,17 +160,21 @@ export class Controller {
   async start(): Promise<void> {
     const leadership = this.options.leadership;
     if (leadership === undefined) {
+      this.metrics.leader(true);
       await this.begin();
       return;
     }
     this.role = 'follower';
+    this.metrics.leader(false);
     this.options.logger.info('campaigning for the leader lock; a follower until elected', {});
     this.campaign = (async () => {
       await leadership.acquire();
       if (this.stopped) return;
       this.role = 'leader';
+      this.metrics.leader(true);
       this.unlisten = leadership.onLost((e) => {
         this.role = 'deposed';
+        this.metrics.leader(false);
         this.options.logger.error('leader lock lost: leader work stops; the next leader takes the runs over', { err: e });
         void this.stop().then(() => this.options.onDeposed?.(e));
       });
@@ -206,6 +219,7 @@ export class Controller {
    */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.metrics.leader(false);
     if (this.timer !== undefined) clearTimeout(this.timer);
     await this.running;
     await this.schedules.stop();
@@ -244,7 +258,8 @@ export class Controller {
     // Up to 10% of jitter, so controllers started together do not poll in step.
     const delay = this.options.intervalMs * (0.9 + Math.random() * 0.2);
     this.timer = setTimeout(() => {
-      void this.syncNow('interval').finally(() => this.schedule());
+      // Pools change between commits (agents die, queues fill): looked at on every poll.
+      void this.syncNow('interval').then(() => this.observePools()).finally(() => this.schedule());
     }, delay);
     this.timer.unref();
   }
@@ -259,6 +274,7 @@ export class Controller {
         // The mirror's files follow the branch: tasks run in the repository's directory.
         await git.checkout({ fs, dir: repoDir, gitdir: resolveGitDirs(repoDir).commonDir, ref: branch, force: true });
       } catch (e) {
+        this.metrics.syncFinished({ durationSeconds: 0, error: true });
         this.lastError = `cannot fetch ${this.options.remote.url}: ${e instanceof Error ? e.message : String(e)}`;
         logger.error('cannot fetch the watched repository', { url: this.options.remote.url, branch, err: e });
         return;
@@ -269,6 +285,7 @@ export class Controller {
     try {
       head = await git.resolveRef({ fs, gitdir: resolveGitDirs(repoDir).commonDir, ref: `refs/heads/${branch}` });
     } catch (e) {
+      this.metrics.syncFinished({ durationSeconds: 0, error: true });
       this.lastError = `branch ${branch} not found in ${repoDir}`;
       logger.error('cannot read the watched branch', { branch, err: e });
       return;
@@ -282,6 +299,10 @@ export class Controller {
     const started = Date.now();
     const { commit } = await git.readCommit({ fs, gitdir: resolveGitDirs(repoDir).commonDir, oid: head });
     const files = await this.workflowFiles.at(head);
+    const valid = files.flatMap((f) => (f.workflow !== undefined ? [f.workflow] : []));
+    // Before any run of this commit starts: only these names may become label values.
+    this.metrics.knownWorkflows(valid.map((w) => w.metadata.name));
+    this.synced = valid;
     const report: SyncReport = {
       commit: head,
       author: `${commit.author.name} <${commit.author.email}>`,
@@ -330,6 +351,8 @@ export class Controller {
     }
     report.durationMs = Date.now() - started;
     const firstOfHead = head !== this.lastHead;
+    // A failed sync leaves its commit unapplied, so the lag is measured by the sync that applies it.
+    this.countSync(report, firstOfHead ? commit.committer.timestamp : undefined);
     let record = firstOfHead || hasNews(report);
     if (report.status === 'failed') {
       // The commit is not synced: its push triggers and approvals have not been applied.
@@ -350,6 +373,35 @@ export class Controller {
     this.options.onSync?.(report);
     await this.pushAudit();
     this.schedules.arm();
+    if (reason !== 'interval') await this.observePools();
+  }
+
+  /** The sync's duration, whether it went wrong, its lag (a new commit applied) and the drift it found. */
+  private countSync(report: SyncReport, committedAtS: number | undefined): void {
+    const applied = report.status !== 'failed';
+    let driftJobs: Map<string, number> | undefined;
+    if (applied && report.cluster === 'nomad') {
+      driftJobs = new Map();
+      // Healed jobs are back to Git's version: what still drifts is what was not healed.
+      for (const d of report.drift) if (!d.healed) driftJobs.set(d.workflow, (driftJobs.get(d.workflow) ?? 0) + 1);
+    }
+    this.metrics.syncFinished({
+      durationSeconds: report.durationMs / 1000,
+      error: report.status === 'failed' || report.jobs.failed.length > 0,
+      ...(applied && committedAtS !== undefined ? { lagSeconds: Date.now() / 1000 - committedAtS } : {}),
+      ...(driftJobs !== undefined ? { driftJobs } : {}),
+    });
+  }
+
+  /** Looks at the synced workflows' pools (leader only: followers drive nothing). */
+  private async observePools(): Promise<void> {
+    const observe = this.options.observePools;
+    if (observe === undefined || this.stopped || this.role === 'follower' || this.role === 'deposed') return;
+    try {
+      this.metrics.poolsObserved(await observe(this.synced));
+    } catch (e) {
+      this.options.logger.warn('cannot look at the pools (queue depth, agents); their metrics keep their last values', { err: e });
+    }
   }
 
   /** Pushes the audit branch (runs, sync reports) back to a remote, if the repository is one. */

@@ -4,6 +4,7 @@ import { verify } from '@octokit/webhooks-methods';
 import { fastify, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { CaravanError, isCaravanError } from '../errors/CaravanError.js';
 import type { Logger } from '../run/Logger.js';
+import { noopMetrics, type Metrics, type WebhookOutcome } from '../run/Metrics.js';
 
 /** What a verified GitHub `push` delivery says: enough for the controller to go and look. */
 export interface PushNotice {
@@ -21,6 +22,12 @@ export interface Readiness {
   details: Record<string, unknown>;
 }
 
+/** What GET /metrics serves: PromMetrics, or anything that renders Prometheus text. */
+export interface MetricsSource {
+  metrics(): Promise<string>;
+  readonly contentType: string;
+}
+
 export interface ControllerServerOptions {
   host: string;
   /** 0: any free port (read it back from `url`). */
@@ -36,6 +43,18 @@ export interface ControllerServerOptions {
   maxBodyBytes?: number;
   /** Webhook requests allowed per client address and window; default 60 a minute. Past it: 429. */
   rateLimit?: { max: number; windowMs: number };
+  /** Counts webhook requests by outcome (default: nowhere). */
+  metrics?: Metrics;
+  /** Served on GET /metrics; undefined: the route answers 404. */
+  exposition?: MetricsSource;
+  /**
+   * Whether GET /metrics is readable without credentials (default true: the Prometheus norm;
+   * the text holds counts and workflow names, no secrets). When false, `authorizeMetrics`
+   * decides from the Authorization header, and a refused scrape gets 401.
+   */
+  metricsOpen?: boolean;
+  /** Judges a scrape's Authorization header when metricsOpen is false (the HTTP API's bearer tokens). */
+  authorizeMetrics?: (authorization: string | undefined) => boolean | Promise<boolean>;
 }
 
 /** The webhook's path, for the docs and the CLI's messages. */
@@ -61,6 +80,7 @@ type HttpErrorCode =
   | 'BODY_TOO_LARGE'
   | 'UNSUPPORTED_MEDIA_TYPE'
   | 'RATE_LIMITED'
+  | 'UNAUTHORIZED'
   | 'BAD_REQUEST'
   | 'INTERNAL';
 
@@ -87,7 +107,8 @@ interface RawBody {
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /**
- * The HTTP listener of `caravan controller`: liveness, readiness and the GitHub push webhook.
+ * The HTTP listener of `caravan controller`: liveness, readiness, metrics (GET /metrics, in
+ * Prometheus text) and the GitHub push webhook.
  * Fastify stays inside this file, so the process depends on this small class, not on the
  * framework. Every refused webhook request is logged once as a warning with its reason and
  * the client's address, never with the body or the secret.
@@ -105,6 +126,7 @@ export class ControllerServer {
     const limit = options.rateLimit ?? DEFAULT_RATE_LIMIT;
     checkOptions(options, maxBodyBytes, limit);
     const log = options.logger;
+    const metrics = options.metrics ?? noopMetrics;
     // No logger of fastify's own: what is worth logging goes through our Logger below.
     const app = fastify({ logger: false, bodyLimit: maxBodyBytes, requestTimeout: REQUEST_TIMEOUT_MS });
 
@@ -112,6 +134,7 @@ export class ControllerServer {
       const { status, code, message } = describeError(error, reply, maxBodyBytes);
       if (status >= 500) log.error('controller request failed', { method: request.method, url: request.url, err: error });
       if (request.routeOptions.url === WEBHOOK_PATH) {
+        metrics.webhookReceived(webhookOutcome(status, code));
         log.warn('webhook refused', { status, code, reason: message, remote: request.ip, ...deliveryFields(request) });
       }
       return sendError(reply, status, code, message);
@@ -130,6 +153,17 @@ export class ControllerServer {
       }
       return reply.code(readiness.ready ? 200 : 503).send({ ready: readiness.ready, details: readiness.details });
     });
+
+    const exposition = options.exposition;
+    if (exposition !== undefined) {
+      const authorize = options.authorizeMetrics;
+      app.get('/metrics', async (request, reply) => {
+        if (options.metricsOpen === false && !(await authorize!(header(request, 'authorization')))) {
+          throw new Refusal(401, 'UNAUTHORIZED', 'GET /metrics needs a bearer token here (the controller was started with metrics closed)');
+        }
+        return reply.type(exposition.contentType).send(await exposition.metrics());
+      });
+    }
 
     const secret = options.webhookSecret;
     if (secret === undefined) {
@@ -153,7 +187,7 @@ export class ControllerServer {
           // Counted on request, before the body is read or the signature checked: the limit is
           // what stops a client from making us hash megabytes in a loop.
           config: { rateLimit: { max: limit.max, timeWindow: limit.windowMs } },
-          handler: async (request, reply) => receiveHook(request, reply, secret, options.onPush, log),
+          handler: async (request, reply) => receiveHook(request, reply, secret, options.onPush, log, metrics),
         });
       });
     }
@@ -176,13 +210,16 @@ export class ControllerServer {
 
 function checkOptions(options: ControllerServerOptions, maxBodyBytes: number, limit: { max: number; windowMs: number }): void {
   if (options.webhookSecret === '') throw new CaravanError('USAGE', 'the webhook secret is empty: set CARAVAN_WEBHOOK_SECRET (or --webhook-secret-file) to a non-empty value, or leave it unset to turn the webhook off');
+  if (options.metricsOpen === false && options.exposition !== undefined && options.authorizeMetrics === undefined) {
+    throw new CaravanError('USAGE', 'metrics are closed (metricsOpen false) but nothing can authorize a scrape: give authorizeMetrics, or leave /metrics open');
+  }
   if (!Number.isSafeInteger(maxBodyBytes) || maxBodyBytes < 1) throw new CaravanError('USAGE', `maxBodyBytes must be a positive integer, not ${maxBodyBytes}`);
   if (!Number.isSafeInteger(limit.max) || limit.max < 1 || !Number.isSafeInteger(limit.windowMs) || limit.windowMs < 1) {
     throw new CaravanError('USAGE', `the webhook rate limit must be positive integers, not ${limit.max} per ${limit.windowMs} ms`);
   }
 }
 
-async function receiveHook(request: FastifyRequest, reply: FastifyReply, secret: string, onPush: (push: PushNotice) => void, log: Logger): Promise<FastifyReply> {
+async function receiveHook(request: FastifyRequest, reply: FastifyReply, secret: string, onPush: (push: PushNotice) => void, log: Logger, metrics: Metrics): Promise<FastifyReply> {
   checkSignatureForm(request);
   const body = request.body as RawBody | undefined;
   if (body === undefined || body.bytes.length === 0) throw new Refusal(400, 'BODY_INVALID', 'the request has no body to check the signature against');
@@ -203,10 +240,12 @@ async function receiveHook(request: FastifyRequest, reply: FastifyReply, secret:
   const deliveryId = header(request, 'x-github-delivery');
   if (event === undefined) throw new Refusal(400, 'EVENT_MISSING', 'the X-GitHub-Event header is missing');
   if (event === 'ping') {
+    metrics.webhookReceived('ping');
     log.info('webhook ping accepted', { event, delivery: deliveryId, remote: request.ip });
     return reply.code(200).send({ ok: true, event: 'ping' });
   }
   if (event !== 'push') {
+    metrics.webhookReceived('ignored');
     log.info('webhook event ignored', { event, delivery: deliveryId, remote: request.ip });
     return reply.code(202).send({ ok: true, event, ignored: true, message: `the controller acts on push events only; this ${event} event was ignored` });
   }
@@ -216,6 +255,7 @@ async function receiveHook(request: FastifyRequest, reply: FastifyReply, secret:
   // onPush first: if it throws, the delivery is answered 500 (GitHub shows it as failed and
   // it can be redelivered) and not logged as accepted.
   onPush(notice);
+  metrics.webhookReceived('accepted');
   log.info('webhook push accepted', { event, delivery: deliveryId, ref: notice.ref, after: notice.after, repository: notice.repository, remote: request.ip });
   return reply.code(202).send({ ok: true, event: 'push', ...(deliveryId !== undefined ? { deliveryId } : {}) });
 }
@@ -267,6 +307,13 @@ function readPush(payload: unknown): Omit<PushNotice, 'deliveryId'> {
     ...(typeof p.before === 'string' ? { before: p.before } : {}),
     ...(typeof repository === 'string' ? { repository } : {}),
   };
+}
+
+/** A refused or failed webhook request's outcome, from the answer it got. */
+function webhookOutcome(status: number, code: HttpErrorCode): WebhookOutcome {
+  if (code === 'WEBHOOK_DISABLED') return 'disabled';
+  if (status === 429) return 'rate_limited';
+  return status >= 500 ? 'error' : 'refused';
 }
 
 /** Status, code and message for any error a route or fastify raised. */

@@ -1,5 +1,6 @@
 import type { StartedRun } from '../app/CaravanApp.js';
 import type { Logger } from '../run/Logger.js';
+import type { Metrics } from '../run/Metrics.js';
 import type { KeyValue } from '../run/Registry.js';
 import type { FileResult } from '../spec/validateWorkflows.js';
 import type { Workflow } from '../spec/Workflow.js';
@@ -33,6 +34,8 @@ export interface ScheduleFiringOptions {
   logger: Logger;
   /** Whether this controller may fire now (not a follower, not deposed). */
   leading: () => boolean;
+  /** Counts each scheduled time that came due by outcome (default: nowhere). */
+  metrics?: Metrics;
 }
 
 /**
@@ -128,6 +131,7 @@ export class ScheduleFiring {
           logger.warn('another controller recorded this schedule meanwhile; its run ids keep a time from starting twice', { workflow: name, trigger: s.index });
         }
       } catch (e) {
+        this.options.metrics?.scheduleFired(name, 'failed');
         logger.error('a schedule could not fire', { workflow: name, trigger: s.index, err: e });
       }
     }
@@ -142,16 +146,20 @@ export class ScheduleFiring {
     this.runsOf.set(key, runs);
     const overlap = s.spec.overlap ?? SCHEDULE_DEFAULTS.overlap;
     const log = { workflow: name, trigger: s.index, scheduledAt: at.toISOString(), overlap };
+    const skipped = (): undefined => {
+      this.options.metrics?.scheduleFired(name, 'skipped');
+      return undefined;
+    };
     if (runs.running.size > 0) {
       if (overlap === 'skip') {
         this.options.logger.info('scheduled time skipped: the previous run of this schedule is still running (overlap: skip)', log);
-        return undefined;
+        return skipped();
       }
       if (overlap === 'buffer-one') {
         if (runs.buffered === undefined) this.options.logger.info('scheduled time held until the running run ends (overlap: buffer-one)', log);
         else this.options.logger.info('scheduled time dropped: one is already held (overlap: buffer-one)', log);
         runs.buffered ??= at;
-        return undefined;
+        return skipped();
       }
       if (overlap === 'cancel-running') {
         for (const r of runs.running) r.engine.cancel(`schedule ${at.toISOString()} (overlap: cancel-running)`);
@@ -159,7 +167,12 @@ export class ScheduleFiring {
     }
     const runId = scheduledRunId(name, at);
     const run = await this.options.runs.start(s.workflow, s.source, runId, `schedule:${at.toISOString()}`, s.commit, s.spec.params ?? {});
-    if (run === undefined || run === 'exists') return undefined;
+    if (run === undefined) return skipped();
+    if (run === 'exists') {
+      this.options.metrics?.scheduleFired(name, 'exists');
+      return undefined;
+    }
+    this.options.metrics?.scheduleFired(name, 'started');
     runs.running.add(run);
     void run.done.catch(() => undefined).finally(() => {
       runs.running.delete(run);

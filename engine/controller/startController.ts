@@ -11,6 +11,7 @@ import { ControllerServer } from './ControllerServer.js';
 import { GitHubCommitStatus } from './GitHubCommitStatus.js';
 import { Reconciler } from './Reconciler.js';
 import { RemoteRepo } from '../gitops/RemoteRepo.js';
+import { PromMetrics } from '../telemetry/PromMetrics.js';
 
 export interface ControllerConfig {
   /**
@@ -47,6 +48,14 @@ export interface ControllerConfig {
   onDeposed?: (e: Error) => void;
   /** Report each sync as a GitHub commit status (repository `owner/name`, a token, the API's URL). */
   githubStatus?: { repository: string; token: string; apiUrl?: string };
+  /**
+   * Count in Prometheus metrics, served on GET /metrics of the listener (default true). The
+   * runs, the controller and the Nomad, Consul and NATS adapters all count into one registry.
+   */
+  metrics?: boolean;
+  /** GET /metrics without a token (default true); false: authorizeMetrics judges each scrape. */
+  metricsOpen?: boolean;
+  authorizeMetrics?: (authorization: string | undefined) => boolean | Promise<boolean>;
 }
 
 /** A running controller process: its loop, its listener, and the way to stop both. */
@@ -54,6 +63,8 @@ export interface RunningController {
   controller: Controller;
   app: CaravanApp;
   server: ControllerServer | undefined;
+  /** Where everything in this process counts; undefined with `metrics: false`. */
+  metrics: PromMetrics | undefined;
   /** SIGTERM's path: the sync under way finishes, runs are handed over, the listener closes. */
   stop(): Promise<void>;
 }
@@ -74,10 +85,13 @@ export async function startController(config: ControllerConfig): Promise<Running
     await remote.sync();
   }
   const leader = config.registry !== undefined && config.leader !== false ? (typeof config.leader === 'object' ? config.leader : {}) : undefined;
+  // One registry for the whole process; process metrics under their standard names.
+  const metrics = config.metrics !== false ? new PromMetrics({ processMetrics: true }) : undefined;
   const app = new CaravanApp({
     repoDir: config.repoDir,
     logger,
     registerJobs: false,
+    ...(metrics !== undefined ? { metrics } : {}),
     ...(leader !== undefined ? { leader } : {}),
     ...(config.backend !== undefined ? { backend: config.backend } : {}),
     ...(config.bus !== undefined ? { bus: config.bus } : {}),
@@ -93,7 +107,7 @@ export async function startController(config: ControllerConfig): Promise<Running
     const servers = (await natsConnectionOptions()).servers;
     const natsServers = Array.isArray(servers) ? servers.map(String) : [String(servers)];
     reconciler = new Reconciler({
-      cluster: new NomadClient(),
+      cluster: new NomadClient(metrics !== undefined ? { metrics } : {}),
       repo: repoName(config.repoDir, remote),
       controller: identity,
       // The same agent command and environment a run registers with, so the jobs are the same.
@@ -124,6 +138,7 @@ export async function startController(config: ControllerConfig): Promise<Running
     ...(config.onDeposed !== undefined ? { onDeposed: config.onDeposed } : {}),
     ...(remote !== undefined ? { remote } : {}),
     ...(config.bus === 'nats' ? { openEvents: (workflows: Workflow[]) => openEventTriggers(workflows, logger) } : {}),
+    ...(metrics !== undefined ? { metrics, observePools: (workflows: readonly Workflow[]) => app.observePools(workflows) } : {}),
   });
   let server: ControllerServer | undefined;
   try {
@@ -133,6 +148,9 @@ export async function startController(config: ControllerConfig): Promise<Running
         port: config.listen.port,
         ...(config.webhookSecret !== undefined ? { webhookSecret: config.webhookSecret } : {}),
         logger,
+        ...(metrics !== undefined ? { metrics, exposition: metrics } : {}),
+        ...(config.metricsOpen !== undefined ? { metricsOpen: config.metricsOpen } : {}),
+        ...(config.authorizeMetrics !== undefined ? { authorizeMetrics: config.authorizeMetrics } : {}),
         readiness: async () => {
           const s = controller.status();
           const details = { role: s.role, head: s.head, lastSync: s.lastSync !== undefined ? { commit: s.lastSync.commit, status: s.lastSync.status, at: s.lastSync.startedAt } : null, error: s.error ?? null, runs: s.runs };
@@ -159,6 +177,7 @@ export async function startController(config: ControllerConfig): Promise<Running
     controller,
     app,
     server,
+    metrics,
     stop: () => (stopping ??= (async () => {
       await controller.stop();
       await server?.close();

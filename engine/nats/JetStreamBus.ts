@@ -175,6 +175,7 @@ export class JetStreamBus implements Bus {
       messages = await consumer.consume({
         max_messages: 8192,
         callback: (m) => {
+          this.options.metrics?.backendRequest('nats', 'ok');
           const { o, e } = JSON.parse(DECODER.decode(m.data)) as { o: 'e' | 'a'; e: RunEvent };
           handler(e, { subject: m.subject, origin: o === 'e' ? 'engine' : 'agent' });
           unacked = m;
@@ -186,6 +187,7 @@ export class JetStreamBus implements Bus {
       });
     })().catch((e: unknown) => {
       if (stopped || this.publisher.closed) return;
+      this.options.metrics?.backendRequest('nats', 'error');
       const message = `JetStream consumer for ${pattern} stopped: ${(e as Error).message}`;
       if (this.options.onError !== undefined) this.options.onError(new CaravanError('BUS_UNAVAILABLE', message, { cause: e }));
       else process.emitWarning(`caravan: ${message}`);

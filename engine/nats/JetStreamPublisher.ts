@@ -1,6 +1,7 @@
 import { createInbox, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
 import type { JsMsg } from '@nats-io/jetstream';
 import { CaravanError } from '../errors/CaravanError.js';
+import type { Metrics } from '../run/Metrics.js';
 
 interface PendingAck {
   resolve: () => void;
@@ -21,7 +22,8 @@ export class JetStreamPublisher {
   private stopped = false;
   private gaveUp = false;
 
-  constructor(private readonly nc: NatsConnection) {}
+  /** `metrics` counts each publish's outcome (caravan_backend_requests_total{backend="nats"}). */
+  constructor(private readonly nc: NatsConnection, private readonly metrics?: Metrics) {}
 
   /**
    * True once the connection is closing or its owner gave up on unstored publishes: retries
@@ -53,14 +55,20 @@ export class JetStreamPublisher {
   publish(subject: string, data: string, h: MsgHdrs, timeoutMs = 5000): Promise<void> {
     const a = (this.acks ??= this.listenForAcks());
     const key = (a.next++).toString(36);
+    const m = this.metrics;
     return new Promise<void>((resolve, reject) => {
-      a.pending.set(key, { resolve, reject, until: Date.now() + timeoutMs });
+      // Counted where the outcome is known (ack, error reply, sweep), not with a then() per publish.
+      const pending = m === undefined ? { resolve, reject } : {
+        resolve: () => { m.backendRequest('nats', 'ok'); resolve(); },
+        reject: (e: Error) => { m.backendRequest('nats', 'error'); reject(e); },
+      };
+      a.pending.set(key, { ...pending, until: Date.now() + timeoutMs });
       this.sendHeldAcks();
       try {
         this.nc.publish(subject, data, { reply: `${a.inbox}.${key}`, headers: h });
       } catch (e) {
         a.pending.delete(key);
-        reject(e as Error);
+        pending.reject(e as Error);
       }
     });
   }

@@ -2,9 +2,10 @@ import { headers, type NatsConnection } from '@nats-io/transport-node';
 import { AckPolicy, RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream';
 import { CaravanError } from '../errors/CaravanError.js';
 import { forgetOldest } from '../run/forgetOldest.js';
+import type { Metrics } from '../run/Metrics.js';
 import { attemptKey, workControlSubject, workSubject, type WorkItem, type WorkRef } from '../run/protocol.js';
 import { PoolAgentStopping, type StopConsuming, type WorkHandler, type WorkQueue } from '../run/WorkQueue.js';
-import { NANOS_PER_MS, createStreamIfMissing, ensureConsumer } from './jetStreamAdmin.js';
+import { NANOS_PER_MS, createStreamIfMissing, ensureConsumer, isStreamNotFound } from './jetStreamAdmin.js';
 import type { JetStreamPublisher } from './JetStreamPublisher.js';
 
 export const WORK_STREAM = 'CARAVAN_WORK';
@@ -19,6 +20,8 @@ export interface JetStreamWorkQueueOptions {
   workAckWaitMs?: number;
   /** Told of a control message (cancel) that could not be read; by default it is dropped. */
   onError?: (err: Error) => void;
+  /** Counts each item delivered to a consumer (caravan_backend_requests_total{backend="nats"}). */
+  metrics?: Metrics;
 }
 
 /**
@@ -42,6 +45,29 @@ export class JetStreamWorkQueue implements WorkQueue {
   ensureStream(): Promise<void> {
     this.stream ??= createStreamIfMissing(this.jsm, { name: WORK_STREAM, subjects: ['caravan.work.>'], retention: RetentionPolicy.Workqueue, storage: StorageType.File, duplicate_window: 120_000 * NANOS_PER_MS }).then(() => undefined);
     return this.stream;
+  }
+
+  /**
+   * Items in each pool's queue not yet acknowledged (waiting or running), by
+   * `<workflow>/<pool>`: one stream-info request for all pools. Pools with none are absent.
+   */
+  async depths(): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    let subjects: Record<string, number> | undefined;
+    try {
+      subjects = (await this.jsm.streams.info(WORK_STREAM, { subjects_filter: 'caravan.work.>' })).state.subjects;
+      this.options.metrics?.backendRequest('nats', 'ok');
+    } catch (e) {
+      // No work stream yet: no pool has had an item.
+      if (isStreamNotFound(e)) return out;
+      this.options.metrics?.backendRequest('nats', 'error');
+      throw e;
+    }
+    for (const [subject, n] of Object.entries(subjects ?? {})) {
+      const [, , workflow, pool] = subject.split('.');
+      if (workflow !== undefined && pool !== undefined) out.set(`${workflow}/${pool}`, n);
+    }
+    return out;
   }
 
   /**
@@ -136,6 +162,7 @@ export class JetStreamWorkQueue implements WorkQueue {
         const next = await it.next();
         if (next.done === true) break;
         const m = next.value;
+        this.options.metrics?.backendRequest('nats', 'ok');
         if (stopping) {
           m.nak();
           continue;

@@ -40,7 +40,7 @@ export async function connectJetStream(options: ConnectJetStreamOptions): Promis
   try {
     const jsm = await jetstreamManager(nc);
     const js = jetstream(nc);
-    const publisher = new JetStreamPublisher(nc);
+    const publisher = new JetStreamPublisher(nc, options.metrics);
     const bus = new JetStreamBus(js, jsm, publisher, options);
     await bus.ensureStream();
     const workQueue = new JetStreamWorkQueue(nc, js, jsm, publisher, options);

@@ -1,6 +1,7 @@
 import { request } from 'undici';
 import { CaravanError } from '../errors/CaravanError.js';
 import type { NomadJob } from '../compile/NomadJob.js';
+import type { Metrics } from '../run/Metrics.js';
 
 export interface NomadClientOptions {
   /** e.g. http://127.0.0.1:4646 (default: $NOMAD_ADDR). */
@@ -11,6 +12,8 @@ export interface NomadClientOptions {
   region?: string;
   timeoutMs?: number;
   retries?: number;
+  /** Counts every HTTP request (each retry too) by outcome: caravan_backend_requests_total{backend="nomad"}. */
+  metrics?: Metrics;
 }
 
 export class NomadApiError extends CaravanError {
@@ -187,7 +190,11 @@ export class NomadClient {
   async openEventStream(topics: string[], index: number, signal: AbortSignal): Promise<AsyncIterable<Buffer>> {
     const url = this.url(`/v1/event/stream?${topics.map((t) => `topic=${encodeURIComponent(t)}`).join('&')}&index=${index}`);
     // No body timeout: Nomad sends a `{}` heartbeat every 10 s; NomadEventStream watches it.
-    const res = await request(url, { method: 'GET', headers: this.headers(), signal, headersTimeout: this.options.timeoutMs ?? 10_000, bodyTimeout: 0 });
+    const res = await request(url, { method: 'GET', headers: this.headers(), signal, headersTimeout: this.options.timeoutMs ?? 10_000, bodyTimeout: 0 }).catch((e: unknown) => {
+      this.options.metrics?.backendRequest('nomad', 'error');
+      throw e;
+    });
+    this.options.metrics?.backendRequest('nomad', res.statusCode < 500 ? 'ok' : 'error');
     if (res.statusCode !== 200) {
       const text = await res.body.text();
       throw new NomadApiError(res.statusCode, 'GET', '/v1/event/stream', text);
@@ -227,9 +234,13 @@ export class NomadClient {
     const headers = this.headers();
     const retries = this.options.retries ?? 3;
     for (let attempt = 0; ; attempt++) {
+      let answered = false;
       try {
         const res = await request(url, { method: method as 'GET', headers, ...(body !== undefined ? { body: JSON.stringify(body) } : {}), headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
         const text = await res.body.text();
+        answered = true;
+        // A 4xx is Nomad working (a CAS conflict, a missing job): the caller's news, not the backend's.
+        this.options.metrics?.backendRequest('nomad', res.statusCode < 500 ? 'ok' : 'error');
         if (res.statusCode >= 200 && res.statusCode < 300) {
           const index = Number(res.headers['x-nomad-index'] ?? 0);
           return { value: (text === '' ? {} : JSON.parse(text)) as T, index: Number.isFinite(index) ? index : 0 };
@@ -241,6 +252,8 @@ export class NomadClient {
         throw new NomadApiError(res.statusCode, method, path, text);
       } catch (e) {
         if (e instanceof NomadApiError) throw e;
+        // No answer (refused, timed out, reset): counted here; an answer was counted above.
+        if (!answered) this.options.metrics?.backendRequest('nomad', 'error');
         if (attempt >= retries) throw new CaravanError('NOMAD_UNREACHABLE', `cannot reach Nomad at ${this.address}: ${(e as Error).message}`, { cause: e });
         await backoff(attempt);
       }

@@ -2,7 +2,7 @@ import { eventSubject, runSubjects, type Bus } from './Bus.js';
 import type { Clock, TimerHandle } from './Clock.js';
 import type { Executor } from './Executor.js';
 import { noopLogger, type Logger } from './Logger.js';
-import { noopMetrics, type AttemptOutcome, type Metrics, type RunOutcome } from './Metrics.js';
+import { noopMetrics, triggerKind, type AttemptOutcome, type Metrics, type RunOutcome } from './Metrics.js';
 import { eventId, isFinal, type RunEvent } from './RunEvent.js';
 import type { RunPlan } from './RunPlan.js';
 import type { RunState } from './RunState.js';
@@ -67,6 +67,8 @@ export class RunEngine {
   private readonly log: Logger;
   private readonly metrics: Metrics;
   private readonly workflow: string;
+  /** Breakers of this run counted open in the metrics (handed back when the run ends). */
+  private breakersOpen = 0;
 
   constructor(private readonly deps: RunEngineDeps) {
     this.state = initialRunState(deps.plan, deps.runId);
@@ -261,6 +263,8 @@ export class RunEngine {
     if (this.wakeTimer !== undefined) this.deps.clock.clearTimer(this.wakeTimer);
     if (this.tickTimer !== undefined) this.deps.clock.clearTimer(this.tickTimer);
     this.unsubscribe?.();
+    // Its breakers are the next leader's to count now.
+    this.countBreakers(0);
     this.rejectFinished(error);
   }
 
@@ -276,14 +280,15 @@ export class RunEngine {
     if (this.relinquished || this.inbox.length === 0) return;
     const batch = this.inbox;
     this.inbox = [];
-    let oldest = Infinity;
+    // From the oldest success in the batch: what the engine does with the other reports
+    // (starts, heartbeats, logs) unblocks nothing, so it is not coordination.
+    let oldestSuccess = Infinity;
     for (const e of batch) {
-      if (e.at < oldest) oldest = e.at;
-      this.record(e);
+      if (this.record(e) && e.type === 'task.succeeded' && e.at < oldestSuccess) oldestSuccess = e.at;
     }
     this.step();
     // Agents' clocks are not the engine's: a report from a host running ahead counts as zero.
-    if (this.metrics !== noopMetrics) this.metrics.coordinationLatency(Math.max(0, this.deps.clock.now() - oldest) / 1000);
+    if (oldestSuccess !== Infinity && this.metrics !== noopMetrics) this.metrics.coordinationLatency(Math.max(0, this.deps.clock.now() - oldestSuccess) / 1000);
   }
 
   /** Applies an event and tells listeners; false when the reducer ignored it. */
@@ -297,7 +302,16 @@ export class RunEngine {
       this.deps.bus.publish(eventSubject(this.workflow, this.deps.runId, task), e, { msgId: eventId(e), origin: 'engine' });
     }
     this.observe(e, cancelsAttempt);
+    // A success can close a half-open breaker without an event of its own.
+    if (e.type === 'breaker.opened' || e.type === 'breaker.closed' || e.type === 'task.succeeded') this.countBreakers(isFinal(this.state.status) ? 0 : openBreakers(this.state));
     return true;
+  }
+
+  /** Tells the metrics how many of this run's breakers are open now, as a change. */
+  private countBreakers(open: number): void {
+    if (open === this.breakersOpen) return;
+    this.metrics.breakersOpenChanged(open - this.breakersOpen);
+    this.breakersOpen = open;
   }
 
   /** Metrics and log lines for the events that end something; every other event passes through. */
@@ -331,7 +345,7 @@ export class RunEngine {
         this.log.info('run unpaused', { by: e.by });
         return;
       case 'run.started':
-        this.metrics.runStarted(this.workflow);
+        this.metrics.runStarted(this.workflow, triggerKind(e.trigger));
         this.log.info('run started', { trigger: e.trigger, commit: e.commit, tasks: this.deps.plan.tasks.size });
         return;
       case 'run.succeeded':
@@ -361,6 +375,7 @@ export class RunEngine {
   private runEnded(status: RunOutcome, at: number): void {
     const durationMs = at - this.state.startedAt;
     this.metrics.runFinished(this.workflow, status, durationMs / 1000);
+    this.countBreakers(0);
     const reason = this.state.failureReason ?? this.state.cancelReason;
     this.log.info('run finished', { status, durationMs, ...(status !== 'succeeded' && reason !== undefined ? { reason } : {}) });
   }
@@ -434,5 +449,12 @@ export class RunEngine {
 function loggedLines(events: readonly RunEvent[], task: string, attempt: number): { stdout: number; stderr: number } {
   const n = { stdout: 0, stderr: 0 };
   for (const e of events) if (e.type === 'task.log' && e.task === task && e.attempt === attempt) n[e.stream]++;
+  return n;
+}
+
+/** Breakers open in a run: opened and not closed again (counting failures alone does not open one). */
+function openBreakers(state: RunState): number {
+  let n = 0;
+  for (const b of state.breakers.values()) if (b.openUntil !== undefined) n++;
   return n;
 }

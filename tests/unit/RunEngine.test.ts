@@ -76,8 +76,17 @@ class RecordingMetrics implements Metrics {
   runFinished(...a: Parameters<Metrics['runFinished']>): void { this.calls.push(['runFinished', ...a]); }
   attemptFinished(...a: Parameters<Metrics['attemptFinished']>): void { this.calls.push(['attemptFinished', ...a]); }
   coordinationLatency(...a: Parameters<Metrics['coordinationLatency']>): void { this.calls.push(['coordinationLatency', ...a]); }
+  breakersOpenChanged(...a: Parameters<Metrics['breakersOpenChanged']>): void { this.calls.push(['breakersOpenChanged', ...a]); }
   busPublishRetried(...a: Parameters<Metrics['busPublishRetried']>): void { this.calls.push(['busPublishRetried', ...a]); }
   checkpointWritten(...a: Parameters<Metrics['checkpointWritten']>): void { this.calls.push(['checkpointWritten', ...a]); }
+  // The controller's and the adapters' hooks: a run engine never calls them.
+  backendRequest(...a: Parameters<Metrics['backendRequest']>): void { this.calls.push(['backendRequest', ...a]); }
+  knownWorkflows(...a: Parameters<Metrics['knownWorkflows']>): void { this.calls.push(['knownWorkflows', ...a]); }
+  syncFinished(...a: Parameters<Metrics['syncFinished']>): void { this.calls.push(['syncFinished', ...a]); }
+  leader(...a: Parameters<Metrics['leader']>): void { this.calls.push(['leader', ...a]); }
+  webhookReceived(...a: Parameters<Metrics['webhookReceived']>): void { this.calls.push(['webhookReceived', ...a]); }
+  scheduleFired(...a: Parameters<Metrics['scheduleFired']>): void { this.calls.push(['scheduleFired', ...a]); }
+  poolsObserved(...a: Parameters<Metrics['poolsObserved']>): void { this.calls.push(['poolsObserved', ...a]); }
   of(hook: keyof Metrics): unknown[][] {
     return this.calls.filter((c) => c[0] === hook).map((c) => c.slice(1));
   }
@@ -134,7 +143,8 @@ describe('timeouts and retries on the clock', () => {
     // The run stopped ticking and waking: nothing is left on the clock.
     expect(t.clock.pending).toBe(0);
 
-    expect(t.metrics.of('runStarted')).toEqual([['sim']]);
+    // The trigger `test` is none of the known kinds: one bounded value, not the raw string.
+    expect(t.metrics.of('runStarted')).toEqual([['sim', 'other']]);
     expect(t.metrics.of('attemptFinished')).toEqual([['sim', 'failed', 90], ['sim', 'failed', 90], ['sim', 'succeeded', 5]]);
     expect(t.metrics.of('runFinished')).toEqual([['sim', 'succeeded', 215]]);
     expect(t.logger.lines('info').map((l) => [l.msg, l.fields.task ?? null, l.fields.attempt ?? null, l.fields.willRetry ?? null])).toEqual([
@@ -299,7 +309,7 @@ describe('picking up a run and measuring coordination', () => {
     expect(t.metrics.of('runFinished')).toEqual([['sim', 'succeeded', 23]]);
   });
 
-  it('observes the time from an agent\'s report to the engine acting on it, once per batch', async () => {
+  it('observes the time from a task\'s success to the engine dispatching what it unblocked, once per batch holding a success', async () => {
     const t = setup('  tasks:\n    - { name: a, run: x }\n    - { name: b, run: x, needs: [a] }\n', (d) => (d.task === 'a' ? { hang: true } : { ok: true, afterMs: 1000 }));
     await t.started();
     const latencies = t.metrics.of('coordinationLatency').length;
@@ -309,13 +319,21 @@ describe('picking up a run and measuring coordination', () => {
     t.clock.advance(250);
     await settle();
     expect(starts(t.executor)).toEqual([['a', 1, 0], ['b', 1, 250]]);
-    // Then b's own task.started, reported and applied at the same instant.
-    expect(t.metrics.of('coordinationLatency').slice(latencies)).toEqual([[0.25], [0]]);
-    // A report from an agent whose clock runs ahead counts as zero, not as a negative time.
+    // b's own task.started was applied too, but a start unblocks nothing: not observed.
+    expect(t.metrics.of('coordinationLatency').slice(latencies)).toEqual([[0.25]]);
     t.clock.advance(100);
-    t.executor.report({ ...a, dispatch: { ...a.dispatch, instance: 'b', task: 'b' } }, { type: 'task.heartbeat' }, t.clock.now() + 5000);
+    const b = { ...a, dispatch: { ...a.dispatch, instance: 'b', task: 'b' } };
+    t.executor.report(b, { type: 'task.heartbeat' }, t.clock.now() + 5000);
     await settle();
-    expect(t.metrics.of('coordinationLatency').slice(latencies)).toEqual([[0.25], [0], [0]]);
+    expect(t.metrics.of('coordinationLatency').slice(latencies)).toEqual([[0.25]]);
     expect(t.engine.state.instances.get('b')!.lastHeartbeat! - T0).toBe(5350);
+    // A success from an agent whose clock runs ahead counts as zero, not as a negative time.
+    t.executor.report(b, { type: 'task.succeeded', outputs: {} }, t.clock.now() + 5000);
+    await settle();
+    expect(t.metrics.of('coordinationLatency').slice(latencies)).toEqual([[0.25], [0]]);
+    // The same success again (a redelivery) is ignored by the reducer and not observed again.
+    t.executor.report(b, { type: 'task.succeeded', outputs: {} }, t.clock.now() + 5000);
+    await settle();
+    expect(t.metrics.of('coordinationLatency').slice(latencies)).toEqual([[0.25], [0]]);
   });
 });
