@@ -194,6 +194,35 @@ export async function recoverCommand(runId: string, options: Omit<RunOptions, 'p
   }
 }
 
+export interface RetryOptions extends Omit<RunOptions, 'parallelism'> {
+  /** Rerun this task and everything downstream of it, even if they succeeded. */
+  from?: string;
+}
+
+/**
+ * `caravan retry <run-id>`: a new run of the same definition and params that reuses what
+ * succeeded. Says what it reuses and what runs again, then follows the run as `caravan run`.
+ */
+export async function retryCommand(runId: string, options: RetryOptions, io: Io): Promise<ExitCode> {
+  const progress = progressFor(io, options.json, options.tty);
+  const app = await openApp(io, { onEvent: (e, s) => progress.onEvent(e, s), ...backendOptions(options) });
+  const signals = new SignalStop(io);
+  try {
+    const started = await app.retry(runId, { ...(options.from !== undefined ? { from: options.from } : {}), secretParams: parseParamFlags(options.param) });
+    const { selection } = started;
+    const reused = Object.keys(selection.reuse);
+    const again = selection.rerun.map((r) => `${r.task} (${r.why === 'downstream' ? `after ${r.of}` : r.why === 'skipped' ? `skipped: ${r.reason}` : r.why === 'from' ? '--from' : r.why})`);
+    io.stderr(`caravan: run ${started.runId} retries run ${runId} of ${started.workflow}; reusing ${reused.length === 0 ? 'nothing' : reused.join(', ')}; running again ${again.length === 0 ? 'nothing but the finally and onFailure tasks' : again.join(', ')}\n`);
+    if (started.workflowDirty !== undefined) io.stderr(`caravan: warning: run ${runId} ran workflow ${started.workflow} with uncommitted changes; the retry runs that same definition (sha256 ${started.workflowDirty.sha256.slice(0, 12)}) and its record is marked Workflow-Dirty: true\n`);
+    const code = await follow(started, signals, progress, io, options.json);
+    await followDetached(app, io);
+    return code;
+  } finally {
+    signals.close();
+    await app.close();
+  }
+}
+
 export interface RunsOptions {
   workflow?: string;
   status?: RunStatus;

@@ -13,6 +13,8 @@ export type ErrorCode =
   | 'WORKFLOW_NOT_FOUND'
   | 'RUN_NOT_FOUND'
   | 'RUN_NOT_LIVE'
+  | 'RUN_IN_PROGRESS'
+  | 'NOTHING_TO_RETRY'
   | 'TASK_NOT_FOUND'
   | 'INTERRUPTED'
   | 'PARAM_INVALID'
