@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CaravanError } from '../../engine/errors/CaravanError.js';
+import type { CaravanError } from '../../engine/errors/CaravanError.js';
 import { planRetry } from '../../engine/run/planRetry.js';
 import { applyRunEvent, initialRunState } from '../../engine/run/reduceRun.js';
 import { snapshotRun } from '../../engine/run/RunState.js';
