@@ -267,11 +267,11 @@ export async function statusCommand(runId: string, io: Io, json: boolean): Promi
   }
   const where = live !== undefined ? ` (live in process ${live.pid}${from === 'audit' ? '; last checkpoint shown' : ''})` : from === 'journal' ? ' (in the local journal only, not on caravan/runs: caravan recover writes it there)' : '';
   io.stdout(`run ${runId} of ${r.workflow}: ${r.status}${where}\n`);
-  io.stdout(`started ${r.startedAt}${r.durationMs !== undefined ? `, took ${formatDuration(r.durationMs)}` : ''}\n`);
+  io.stdout(`started ${r.startedAt}${r.durationMs !== undefined ? `, took ${formatDuration(r.durationMs)}` : ''}${r.retryOf !== undefined ? `, a retry of run ${r.retryOf}` : ''}\n`);
   if (r.failureReason !== undefined) out(`failure: ${r.failureReason}\n`);
   const rows = [['TASK', 'STATUS', 'ATTEMPTS', 'DURATION', 'NOTE']];
   for (const [name, t] of Object.entries(r.tasks)) {
-    rows.push([name, t.status, t.instances !== undefined ? `${t.instances.length} items` : String(t.attempts ?? ''), t.durationMs !== undefined ? formatDuration(t.durationMs) : '', (t.error ?? t.reason ?? t.pendingReason ?? '').slice(0, 80)]);
+    rows.push([name, t.status, t.instances !== undefined ? `${t.instances.length} items` : String(t.attempts ?? ''), t.durationMs !== undefined ? formatDuration(t.durationMs) : '', (t.reusedFrom !== undefined ? `reused from run ${t.reusedFrom}` : t.error ?? t.reason ?? t.pendingReason ?? '').slice(0, 80)]);
   }
   out(table(rows));
   return EXIT.OK;
