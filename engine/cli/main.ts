@@ -131,7 +131,7 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
 
   program
     .command('retry')
-    .description('a new run of a finished run\'s workflow (as it ran it) and params that reuses the outputs of the tasks that succeeded and runs again those that failed, were cancelled or were skipped because of a failure, and everything downstream of them')
+    .description('start a new run of a finished run (its workflow as it ran it, its commit and params): tasks that succeeded are reused with their outputs; those that failed, were cancelled, were skipped because of a failure or were compensated run again, with everything downstream of them; exits with the new run\'s status')
     .argument('<run-id>')
     .option('--from <task>', 'also run this task again, and everything downstream of it, even if they succeeded')
     .option('-p, --param <name=value>', "a secret param of the run, given again (they are never recorded; repeatable)", (v: string, prev: string[]) => [...prev, v], [] as string[])

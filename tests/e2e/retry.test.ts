@@ -188,6 +188,15 @@ describe('caravan retry', () => {
     expect(await runBin(['retry', '../../etc'], { cwd: repo })).toEqual({ code: 66, out: '', err: "caravan: '../../etc' is not a run id\n" });
   });
 
+  it('--help says what the command does, as the code does it', async () => {
+    const help = await runBin(['retry', '--help']);
+    expect(help.code).toBe(0);
+    const text = help.out.replace(/\s+/g, ' ');
+    expect(text).toContain("start a new run of a finished run (its workflow as it ran it, its commit and params): tasks that succeeded are reused with their outputs; those that failed, were cancelled, were skipped because of a failure or were compensated run again, with everything downstream of them; exits with the new run's status");
+    expect(text).toContain('--from <task> also run this task again, and everything downstream of it, even if they succeeded');
+    expect(text).toContain('-p, --param <name=value> a secret param of the run, given again (they are never recorded; repeatable)');
+  });
+
   it('a run of a workflow with uncommitted changes is retried with the definition it ran, not the working tree, and the retry says so', async () => {
     const repo = await tempRepo({ 'flaky.yaml': flaky });
     const dir = await scratch();
