@@ -135,6 +135,25 @@ describe('planRetry: which tasks a retry runs again', () => {
     expect(after.state.status).toBe('succeeded');
   });
 
+  it('a cancelled run: the task it stopped and those it never started (cancelled with it) run again', () => {
+    const spec = '  tasks:\n    - { name: a, run: x }\n    - { name: b, run: x, needs: [a] }\n    - { name: c, run: x, needs: [b] }\n';
+    const at = Date.UTC(2026, 10, 21, 12, 0, 0, 50);
+    const before = simulate(spec, (d) => (d.instance === 'b' ? { ok: true, durationMs: 1000 } : ok), { controls: [{ at, event: () => ({ runId: 'run-1', at, type: 'run.cancelled', by: 'bob' }) }] });
+    expect(before.state.status).toBe('cancelled');
+    const selection = planRetry(before.plan, before.events);
+    expect(selection.rerun).toEqual([{ task: 'b', why: 'cancelled' }, { task: 'c', why: 'cancelled' }]);
+    expect(Object.keys(selection.reuse)).toEqual(['a']);
+  });
+
+  it('tasks skipped at the run deadline run again, though nothing had failed before it', () => {
+    const spec = '  timeout: 1s\n  tasks:\n    - { name: a, run: x }\n    - { name: slow, run: x, needs: [a] }\n    - { name: gated, run: x, needs: [a], when: "${{ tasks.a.status == \'succeeded\' }}" }\n    - { name: after, run: x, needs: [slow] }\n';
+    const before = simulate(spec, (d) => (d.instance === 'slow' ? { ok: true, durationMs: 5000 } : d.instance === 'gated' ? { ok: true, durationMs: 5000 } : ok));
+    expect(before.state.status).toBe('failed');
+    const selection = planRetry(before.plan, before.events);
+    expect(selection.rerun.map((r) => `${r.task}:${r.why}`)).toEqual(['slow:cancelled', 'gated:cancelled', 'after:skipped']);
+    expect(selection.redecided).toEqual([]);
+  });
+
   it('a retry replays to the same state (recover of a retry reuses the same tasks)', () => {
     const { after } = runAndRetry(chain, failOnce('c'), () => ok);
     const replayed = initialRunState(after.plan, 'run-1');
