@@ -55,8 +55,10 @@ export function planRetry(plan: RunPlan, events: readonly RunEvent[], options: R
   const main = [...plan.tasks.values()].filter((t) => !t.onFailure && !t.finally).sort((a, b) => a.topoIndex - b.topoIndex);
   if (options.from !== undefined && !main.some((t) => t.name === options.from)) {
     const other = plan.tasks.get(options.from);
-    const why = other !== undefined ? `'${options.from}' is ${other.finally ? 'a finally' : 'an onFailure'} task, which runs again in every retry when its phase comes` : `no task '${options.from}'`;
-    throw new CaravanError('TASK_NOT_FOUND', `--from: ${why}; tasks of ${state.workflow}: ${main.map((t) => t.name).join(', ')}`, { data: { task: options.from, tasks: main.map((t) => t.name) } });
+    // Quoted back to whoever asked (a terminal, an API client): never more than a name's length.
+    const named = options.from.slice(0, 80);
+    const why = other !== undefined ? `'${named}' is ${other.finally ? 'a finally' : 'an onFailure'} task, which runs again in every retry when its phase comes` : `no task '${named}'`;
+    throw new CaravanError('TASK_NOT_FOUND', `--from: ${why}; tasks of ${state.workflow}: ${main.map((t) => t.name).join(', ')}`, { data: { task: named, tasks: main.map((t) => t.name) } });
   }
   const compensated = new Set<string>();
   for (const key of state.compensations) {
