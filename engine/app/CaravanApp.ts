@@ -11,7 +11,8 @@ import { noopLogger } from '../run/Logger.js';
 import type { PoolSample } from '../run/Metrics.js';
 import { parseParams } from '../run/parseParams.js';
 import type { Registry } from '../run/Registry.js';
-import type { RunEvent } from '../run/RunEvent.js';
+import type { RetryOrigin, RunEvent } from '../run/RunEvent.js';
+import type { RetrySelection } from '../run/planRetry.js';
 import { buildRunPlan } from '../run/RunPlan.js';
 import { applyRunEvent, initialRunState } from '../run/reduceRun.js';
 import { RunRecorder } from '../audit/RunRecorder.js';
@@ -25,6 +26,7 @@ import { Leadership, type LeadershipOptions } from './Leadership.js';
 import { LiveRuns } from './LiveRuns.js';
 import { RunControl } from './RunControl.js';
 import { RunQueries } from './RunQueries.js';
+import { readRetrySource } from './readRetrySource.js';
 import { RunSupervisor, type StartedRun } from './RunSupervisor.js';
 import { WorkflowCatalog, type LoadedWorkflow } from './WorkflowCatalog.js';
 
@@ -35,6 +37,12 @@ export interface RecordedRun {
   runId: string;
   workflow: string;
   recorded: { state: RunState; auditCommit: string };
+}
+
+/** A retry under way: the run it retries, and what it reuses and runs again. */
+export interface RetriedRun extends StartedRun {
+  retryOf: string;
+  selection: RetrySelection;
 }
 
 export interface CaravanAppOptions extends BackendConfig {
@@ -106,7 +114,7 @@ export class CaravanApp {
    * (a trigger's deterministic one) is refused if that run exists already, so a trigger that
    * fires twice for the same reason starts one run.
    */
-  async startLoaded(loaded: Pick<LoadedWorkflow, 'workflow' | 'source'>, rawParams: Record<string, unknown>, how: { trigger: string; commit: string | undefined; runId?: string; workflowDirty?: WorkflowDirty }): Promise<StartedRun> {
+  async startLoaded(loaded: Pick<LoadedWorkflow, 'workflow' | 'source'>, rawParams: Record<string, unknown>, how: { trigger: string; commit: string | undefined; runId?: string; workflowDirty?: WorkflowDirty; retry?: RetryOrigin }): Promise<StartedRun> {
     const { workflow, source } = loaded;
     const params = parseParams(workflow, rawParams);
     // A foreign or blocked audit branch is refused before any task runs, not after.
@@ -118,10 +126,32 @@ export class CaravanApp {
     const release = await this.admission.admit(workflow, (m) => (this.options.logger ?? noopLogger).warn(m, { workflow: workflow.metadata.name }));
     try {
       const runId = how.runId ?? newRunId(new Date((await this.openBackends()).clock.now()));
-      return await supervisor.launch({ workflow, source, runId, commit: how.commit, begin: (engine) => engine.start(params, how.trigger, how.commit), previous: [], ...(how.workflowDirty !== undefined ? { workflowDirty: how.workflowDirty } : {}) });
+      return await supervisor.launch({ workflow, source, runId, commit: how.commit, begin: (engine) => engine.start(params, how.trigger, how.commit, how.retry), previous: [], ...(how.workflowDirty !== undefined ? { workflowDirty: how.workflowDirty } : {}) });
     } finally {
       await release();
     }
+  }
+
+  /**
+   * Starts a retry of a finished run (`caravan retry`): a new run of the definition, commit
+   * and params the run had, which reuses the outputs of the tasks that succeeded and runs
+   * again those that did not, with everything downstream of them (see planRetry); `from`
+   * reruns that task and its dependants too. Secret params are never recorded, so a run that
+   * had any needs them again in `secretParams`, as for recover. The new run records
+   * `retryOf` (trailer `Retry-Of:`), and its trigger is `retry:<run-id>`.
+   */
+  async retry(runId: string, options: { from?: string; secretParams?: Record<string, unknown> } = {}): Promise<RetriedRun> {
+    const src = await readRetrySource(this.audit, this.live, runId, { ...(options.from !== undefined ? { from: options.from } : {}), ...(this.options.parallelism !== undefined ? { parallelism: this.options.parallelism } : {}) });
+    const secrets = secretParamsAgain(src.workflow, runId, src.params, options.secretParams ?? {});
+    const declared = src.workflow.spec.params ?? {};
+    const recorded = Object.fromEntries(Object.entries(src.params).filter(([n]) => declared[n]?.secret !== true));
+    const started = await this.startLoaded({ workflow: src.workflow, source: src.source }, { ...recorded, ...secrets }, {
+      trigger: `retry:${runId}`,
+      commit: src.commit,
+      retry: { of: runId, reuse: src.selection.reuse },
+      ...(src.workflowDirty !== undefined ? { workflowDirty: src.workflowDirty } : {}),
+    });
+    return { ...started, retryOf: runId, selection: src.selection };
   }
 
   /** Whether a run with this id was ever started here: a journal, or a record on the audit branch. */

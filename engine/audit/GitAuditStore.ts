@@ -88,7 +88,7 @@ export class GitAuditStore {
       entries.push({ mode: '100644', path, oid, type: 'blob' });
     }
     const runTree = await git.writeTree({ ...this.repo, tree: entries });
-    const trailers = [`Workflow: ${r.workflow}`, ...(r.workflowCommit !== undefined ? [`Workflow-Commit: ${r.workflowCommit}`] : []), ...(r.workflowDirty === true ? ['Workflow-Dirty: true'] : []), `Run: ${r.runId}`, `Status: ${r.status}`];
+    const trailers = [`Workflow: ${r.workflow}`, ...(r.workflowCommit !== undefined ? [`Workflow-Commit: ${r.workflowCommit}`] : []), ...(r.workflowDirty === true ? ['Workflow-Dirty: true'] : []), `Run: ${r.runId}`, ...(r.run.retryOf !== undefined ? [`Retry-Of: ${r.run.retryOf}`] : []), `Status: ${r.status}`];
     const message = `${r.summary}\n\n${trailers.join('\n')}\n`;
     return this.commitOnto(['runs', r.workflow, r.runId], runTree, message);
   }

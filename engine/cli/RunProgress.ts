@@ -52,7 +52,7 @@ export class RunProgress {
       const attempts = first !== undefined && !g.expanded && first.attempt > 1 ? ` (attempt ${first.attempt})` : '';
       const dur = first?.startedAt !== undefined && !g.expanded ? ` ${formatDuration((first.finishedAt ?? this.now()) - first.startedAt)}` : '';
       const fan = g.expanded ? ` ${instances.filter((i) => i.status === 'succeeded').length}/${instances.length} items` : '';
-      const why = g.status === 'failed' || g.status === 'skipped' ? `  ${(first?.error ?? g.reason ?? '').slice(0, 80)}` : first?.status === 'waiting' ? '  waiting for approval' : first?.status === 'queued' && first.pendingReason !== undefined && !g.expanded ? `  ${first.pendingReason.slice(0, 100)}` : '';
+      const why = first?.reusedFrom !== undefined && !g.expanded ? `  reused from run ${first.reusedFrom}` : g.status === 'failed' || g.status === 'skipped' ? `  ${(first?.error ?? g.reason ?? '').slice(0, 80)}` : first?.status === 'waiting' ? '  waiting for approval' : first?.status === 'queued' && first.pendingReason !== undefined && !g.expanded ? `  ${first.pendingReason.slice(0, 100)}` : '';
       lines.push(`  ${ICON[g.status] ?? ' '} ${g.name}${fan}${attempts}${dur}${why}`);
     }
     const up = this.drawnLines > 0 ? `\x1b[${this.drawnLines}A` : '';
@@ -81,6 +81,8 @@ function plainLine(e: RunEvent, state: RunState): string | undefined {
       return `${at} ${e.task} will retry (attempt ${e.attempt}) in ${formatDuration(e.retryAt - e.at)}`;
     case 'task.skipped':
       return `${at} ${e.task} skipped: ${e.reason}`;
+    case 'task.reused':
+      return `${at} ${e.task} reused from run ${e.from}${e.approvedBy !== undefined ? ` (approved by ${e.approvedBy})` : ''}`;
     case 'task.expanded':
       return `${at} ${e.task} fans out to ${e.items.length} items`;
     case 'task.cancelled':

@@ -144,6 +144,22 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     });
 
   program
+    .command('retry')
+    .description('start a new run of a finished run (its workflow as it ran it, its commit and params): tasks that succeeded are reused with their outputs; those that failed, were cancelled, were skipped because of a failure or were compensated run again, with everything downstream of them; exits with the new run\'s status')
+    .argument('<run-id>')
+    .option('--from <task>', 'also run this task again, and everything downstream of it, even if they succeeded')
+    .option('-p, --param <name=value>', "a secret param of the run, given again (they are never recorded; repeatable)", (v: string, prev: string[]) => [...prev, v], [] as string[])
+    .option('--json', 'print one JSON event per line', false)
+    .addOption(new Option('--bus <bus>', 'where task events travel: memory, or NATS JetStream at $NATS_URL (default: memory; nats with --backend nomad)').choices(['memory', 'nats']))
+    .addOption(new Option('--backend <backend>', 'where tasks run: local, or Nomad at $NOMAD_ADDR (implies --bus nats)').choices(['local', 'nomad']).default('local'))
+    .option('--agent-command <cmd>', 'how Nomad clients start the agent runner (default: this node and checkout)')
+    .addOption(new Option('--registry <registry>', 'register in Consul at $CONSUL_HTTP_ADDR and mirror run status to its KV').choices(['none', 'consul']).default('none'))
+    .option('--leader', 'act as the controller: schedule only while holding the caravan/leader lock (needs --registry consul)', false)
+    .action(async (runId: string, opts: { from?: string; param: string[]; json: boolean; bus?: 'memory' | 'nats'; backend: 'local' | 'nomad'; agentCommand?: string; registry: 'none' | 'consul'; leader: boolean }) => {
+      exit = await (await runCommands()).retryCommand(runId, opts, io);
+    });
+
+  program
     .command('runs')
     .description('list runs recorded on the caravan/runs branch (and live here), newest first')
     .argument('[workflow]', 'only runs of this workflow (as --workflow)')

@@ -194,6 +194,35 @@ export async function recoverCommand(runId: string, options: Omit<RunOptions, 'p
   }
 }
 
+export interface RetryOptions extends Omit<RunOptions, 'parallelism'> {
+  /** Rerun this task and everything downstream of it, even if they succeeded. */
+  from?: string;
+}
+
+/**
+ * `caravan retry <run-id>`: a new run of the same definition and params that reuses what
+ * succeeded. Says what it reuses and what runs again, then follows the run as `caravan run`.
+ */
+export async function retryCommand(runId: string, options: RetryOptions, io: Io): Promise<ExitCode> {
+  const progress = progressFor(io, options.json, options.tty);
+  const app = await openApp(io, { onEvent: (e, s) => progress.onEvent(e, s), ...backendOptions(options) });
+  const signals = new SignalStop(io);
+  try {
+    const started = await app.retry(runId, { ...(options.from !== undefined ? { from: options.from } : {}), secretParams: parseParamFlags(options.param) });
+    const { selection } = started;
+    const reused = Object.keys(selection.reuse);
+    const again = selection.rerun.map((r) => `${r.task} (${r.why === 'downstream' ? `after ${r.of}` : r.why === 'skipped' ? `skipped: ${r.reason}` : r.why === 'from' ? '--from' : r.why})`);
+    io.stderr(`caravan: run ${started.runId} retries run ${runId} of ${started.workflow}; reusing ${reused.length === 0 ? 'nothing' : reused.join(', ')}; running again ${again.length === 0 ? 'nothing but the finally and onFailure tasks' : again.join(', ')}\n`);
+    if (started.workflowDirty !== undefined) io.stderr(`caravan: warning: run ${runId} ran workflow ${started.workflow} with uncommitted changes; the retry runs that same definition (sha256 ${started.workflowDirty.sha256.slice(0, 12)}) and its record is marked Workflow-Dirty: true\n`);
+    const code = await follow(started, signals, progress, io, options.json);
+    await followDetached(app, io);
+    return code;
+  } finally {
+    signals.close();
+    await app.close();
+  }
+}
+
 export interface RunsOptions {
   workflow?: string;
   status?: RunStatus;
@@ -238,11 +267,11 @@ export async function statusCommand(runId: string, io: Io, json: boolean): Promi
   }
   const where = live !== undefined ? ` (live in process ${live.pid}${from === 'audit' ? '; last checkpoint shown' : ''})` : from === 'journal' ? ' (in the local journal only, not on caravan/runs: caravan recover writes it there)' : '';
   io.stdout(`run ${runId} of ${r.workflow}: ${r.status}${where}\n`);
-  io.stdout(`started ${r.startedAt}${r.durationMs !== undefined ? `, took ${formatDuration(r.durationMs)}` : ''}\n`);
+  io.stdout(`started ${r.startedAt}${r.durationMs !== undefined ? `, took ${formatDuration(r.durationMs)}` : ''}${r.retryOf !== undefined ? `, a retry of run ${r.retryOf}` : ''}\n`);
   if (r.failureReason !== undefined) out(`failure: ${r.failureReason}\n`);
   const rows = [['TASK', 'STATUS', 'ATTEMPTS', 'DURATION', 'NOTE']];
   for (const [name, t] of Object.entries(r.tasks)) {
-    rows.push([name, t.status, t.instances !== undefined ? `${t.instances.length} items` : String(t.attempts ?? ''), t.durationMs !== undefined ? formatDuration(t.durationMs) : '', (t.error ?? t.reason ?? t.pendingReason ?? '').slice(0, 80)]);
+    rows.push([name, t.status, t.instances !== undefined ? `${t.instances.length} items` : String(t.attempts ?? ''), t.durationMs !== undefined ? formatDuration(t.durationMs) : '', (t.reusedFrom !== undefined ? `reused from run ${t.reusedFrom}` : t.error ?? t.reason ?? t.pendingReason ?? '').slice(0, 80)]);
   }
   out(table(rows));
   return EXIT.OK;

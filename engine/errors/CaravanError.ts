@@ -14,6 +14,8 @@ export type ErrorCode =
   | 'RUN_NOT_FOUND'
   | 'RUN_ID_INVALID'
   | 'RUN_NOT_LIVE'
+  | 'RUN_IN_PROGRESS'
+  | 'NOTHING_TO_RETRY'
   | 'TASK_NOT_FOUND'
   | 'INTERRUPTED'
   | 'PARAM_INVALID'

@@ -23,7 +23,7 @@ export type AttemptOutcome = 'succeeded' | 'failed' | 'lost' | 'cancelled';
 export type CheckpointOutcome = 'written' | 'failed';
 
 /** What started a run, without the detail (commit, time, subject) that would be unbounded. */
-export type TriggerKind = 'manual' | 'push' | 'schedule' | 'event' | 'workflow' | 'api' | 'other';
+export type TriggerKind = 'manual' | 'push' | 'schedule' | 'event' | 'workflow' | 'api' | 'retry' | 'other';
 
 /** The backends Caravan talks to over the network. */
 export type Backend = 'nats' | 'consul' | 'nomad';
@@ -121,6 +121,7 @@ export function triggerKind(trigger: string): TriggerKind {
     case 'event':
     case 'workflow':
     case 'api':
+    case 'retry':
       return kind;
     default:
       return 'other';

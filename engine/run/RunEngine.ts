@@ -3,7 +3,7 @@ import type { Clock, TimerHandle } from './Clock.js';
 import type { Executor } from './Executor.js';
 import { noopLogger, type Logger } from './Logger.js';
 import { noopMetrics, triggerKind, type AttemptOutcome, type Metrics, type RunOutcome } from './Metrics.js';
-import { eventId, isFinal, type RunEvent } from './RunEvent.js';
+import { eventId, isFinal, type RetryOrigin, type RunEvent } from './RunEvent.js';
 import type { RunPlan } from './RunPlan.js';
 import type { RunState } from './RunState.js';
 import { applyRunEvent, initialRunState } from './reduceRun.js';
@@ -121,11 +121,15 @@ export class RunEngine {
     return this.finished;
   }
 
-  start(params: Record<string, unknown>, trigger: string, commit?: string): void {
+  /**
+   * Starts the run. `retry` makes it a retry of an earlier run: the instances it names are
+   * recorded as reused (task.reused) when their turn comes, and never dispatched.
+   */
+  start(params: Record<string, unknown>, trigger: string, commit?: string, retry?: RetryOrigin): void {
     const now = this.deps.clock.now();
     params = this.keepSecretParams(params);
     const deadline = this.deps.plan.deadlineMs !== undefined ? now + this.deps.plan.deadlineMs : undefined;
-    this.record({ runId: this.deps.runId, at: now, type: 'run.started', workflow: this.workflow, params, trigger, ...(commit !== undefined ? { commit } : {}), ...(deadline !== undefined ? { deadline } : {}) });
+    this.record({ runId: this.deps.runId, at: now, type: 'run.started', workflow: this.workflow, params, trigger, ...(commit !== undefined ? { commit } : {}), ...(deadline !== undefined ? { deadline } : {}), ...(retry !== undefined ? { retry } : {}) });
     this.startTicking();
     this.accept();
     this.step();

@@ -16,6 +16,25 @@ export type TaskStatus =
   | 'skipped'
   | 'cancelled';
 
+/**
+ * How a task instance ended in an earlier run, carried into a retry of it (`caravan retry`):
+ * the instance is recorded as reused with these outputs and never dispatched again.
+ */
+export interface ReusedOutcome {
+  outputs: Record<string, string>;
+  /** A forEach item: reused only if the retry's expansion gives this same item at this index. */
+  item?: unknown;
+  exitCode?: number;
+  /** An approval gate: who approved it in the earlier run. */
+  approvedBy?: string;
+}
+
+/** What makes a run a retry: the run it retries and the instances it reuses (by instance key). */
+export interface RetryOrigin {
+  of: string;
+  reuse: Record<string, ReusedOutcome>;
+}
+
 interface Base {
   runId: string;
   /** Milliseconds since the epoch, from the engine's clock when the event was made. */
@@ -23,7 +42,8 @@ interface Base {
 }
 
 export type RunEvent =
-  | (Base & { type: 'run.started'; workflow: string; params: Record<string, unknown>; commit?: string; trigger: string; deadline?: number })
+  /** `retry`: the run retries an earlier one (its record says Retry-Of) and reuses these instances. */
+  | (Base & { type: 'run.started'; workflow: string; params: Record<string, unknown>; commit?: string; trigger: string; deadline?: number; retry?: RetryOrigin })
   | (Base & { type: 'task.expanded'; task: string; items: unknown[] })
   | (Base & { type: 'task.ready'; task: string })
   | (Base & { type: 'task.queued'; task: string; attempt: number })
@@ -38,6 +58,8 @@ export type RunEvent =
   | (Base & { type: 'task.failed'; task: string; attempt: number; error: string; code?: string; exitCode?: number; retryable: boolean; lost?: boolean; startedAt?: number })
   | (Base & { type: 'task.retry-scheduled'; task: string; attempt: number; retryAt: number })
   | (Base & { type: 'task.skipped'; task: string; reason: string })
+  /** A retry carries the instance over from run `from`: succeeded with those outputs, not dispatched. */
+  | (Base & { type: 'task.reused'; task: string; from: string; outputs: Record<string, string>; exitCode?: number; approvedBy?: string })
   | (Base & { type: 'task.cancelled'; task: string; attempt: number; reason: string })
   | (Base & { type: 'approval.requested'; task: string; timeoutAt?: number; message?: string })
   | (Base & { type: 'approval.granted'; task: string; by: string })

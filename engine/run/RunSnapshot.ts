@@ -9,6 +9,8 @@ export interface InstanceSnapshot {
   key?: string;
   status: TaskStatus;
   attempts: number;
+  /** Carried over by a retry from this earlier run, with its outputs: it did not run in this one. */
+  reusedFrom?: string;
   item?: unknown;
   outputs?: Record<string, string>;
   error?: string;
@@ -34,6 +36,8 @@ export interface RunSnapshot {
   workflow: string;
   status: RunStatus;
   trigger: string;
+  /** The run this one retries (`caravan retry`); its audit commits carry `Retry-Of:`. */
+  retryOf?: string;
   workflowCommit?: string;
   /** The workflow file as run differed from its version at workflowCommit (an uncommitted edit). */
   workflowDirty?: boolean;

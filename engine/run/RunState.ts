@@ -1,4 +1,4 @@
-import type { RunStatus, TaskStatus } from './RunEvent.js';
+import type { ReusedOutcome, RunStatus, TaskStatus } from './RunEvent.js';
 import type { InstanceSnapshot, RunSnapshot, TaskSnapshot } from './RunSnapshot.js';
 
 export interface AttemptRecord {
@@ -29,6 +29,8 @@ export interface InstanceState {
   startedAt?: number;
   finishedAt?: number;
   retryAt?: number;
+  /** Carried over from this earlier run by a retry (task.reused): it never ran in this one. */
+  reusedFrom?: string;
   /** The last attempt was lost with the engine: retried at once, outside the retry budget. */
   lost?: boolean;
   lastHeartbeat?: number;
@@ -90,6 +92,13 @@ export interface RunState {
   secretParams: Record<string, unknown>;
   commit?: string;
   trigger: string;
+  /** The run this one retries (`caravan retry`). */
+  retryOf?: string;
+  /**
+   * Instances a retry carries over from the run it retries, by instance key, taken from
+   * run.started so that a recovered retry reuses the same ones. Empty for any other run.
+   */
+  reuse: Map<string, ReusedOutcome>;
   status: RunStatus;
   phase: RunPhase;
   startedAt: number;
@@ -112,6 +121,8 @@ export interface RunState {
   ready: Set<string>;
   /** Pending groups with a need that ended without success: they will be skipped. */
   blocked: Set<string>;
+  /** Instances of a retry whose earlier outcome is carried over: the scheduler records task.reused for them. */
+  reusable: Set<string>;
   /** Instances waiting for capacity to be dispatched. */
   runnable: Set<string>;
   /** Failed attempts waiting for their retry time (retryAt unset until scheduled). */
@@ -156,6 +167,7 @@ export function snapshotRun(s: RunState): RunSnapshot {
     workflow: s.workflow,
     status: s.status,
     trigger: s.trigger,
+    ...(s.retryOf !== undefined ? { retryOf: s.retryOf } : {}),
     ...(s.commit !== undefined ? { workflowCommit: s.commit } : {}),
     params: s.params,
     startedAt: new Date(s.startedAt).toISOString(),
@@ -174,6 +186,7 @@ function instanceView(i: InstanceState): InstanceSnapshot {
     ...(i.key !== i.task ? { key: i.key } : {}),
     status: i.status,
     attempts: i.attempts.length,
+    ...(i.reusedFrom !== undefined ? { reusedFrom: i.reusedFrom } : {}),
     ...(i.item !== undefined ? { item: i.item } : {}),
     ...(Object.keys(i.outputs).length > 0 ? { outputs: i.outputs } : {}),
     ...(i.error !== undefined ? { error: i.error } : {}),

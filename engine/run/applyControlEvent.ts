@@ -96,6 +96,7 @@ function cancelOpen(state: RunState, at: number, withFinally: boolean): void {
   state.active.clear();
   state.activeByBucket.clear();
   state.runnable.clear();
+  state.reusable.clear();
   state.retrying.clear();
   state.waitingApprovals.clear();
   state.ready.clear();

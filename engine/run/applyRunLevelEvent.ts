@@ -24,6 +24,10 @@ export function applyRunLevelEvent(state: RunState, plan: RunPlan, e: RunLevelEv
       state.startedAtIso = new Date(e.at).toISOString();
       if (e.commit !== undefined) state.commit = e.commit;
       if (e.deadline !== undefined) state.deadline = e.deadline;
+      if (e.retry !== undefined) {
+        state.retryOf = e.retry.of;
+        for (const [key, outcome] of Object.entries(e.retry.reuse)) state.reuse.set(key, outcome);
+      }
       for (const r of plan.mainRoots) makeReady(state, plan, r);
       return true;
     case 'run.failing':

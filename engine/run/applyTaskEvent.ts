@@ -1,7 +1,7 @@
 import { isTaskDone, type RunEvent } from './RunEvent.js';
 import type { PlannedTask, RunPlan } from './RunPlan.js';
 import type { InstanceState, RunState } from './RunState.js';
-import { addPlainInstance, finishGroup, inPhase, instanceDone, newInstance } from './finishGroup.js';
+import { addPlainInstance, enqueueInstance, finishGroup, inPhase, instanceDone, newInstance } from './finishGroup.js';
 
 /** What happens to a task and its attempts: readiness, fan-out, queueing and the agents' reports. */
 export type TaskEvent = Extract<RunEvent, { type: `task.${string}` }>;
@@ -29,8 +29,9 @@ export function applyTaskEvent(state: RunState, plan: RunPlan, e: TaskEvent): bo
       e.items.forEach((item, index) => {
         const key = `${g.name}[${index}]`;
         g.instances.push(key);
-        state.instances.set(key, newInstance(key, g.name, 'task', index, item));
-        state.runnable.add(key);
+        const inst = newInstance(key, g.name, 'task', index, item);
+        state.instances.set(key, inst);
+        enqueueInstance(state, inst);
       });
       if (e.items.length === 0) finishGroup(state, plan, g, 'succeeded');
       return true;
@@ -148,6 +149,7 @@ export function applyTaskEvent(state: RunState, plan: RunPlan, e: TaskEvent): bo
       if (inst !== undefined) {
         if (inst.status !== 'pending' && inst.status !== 'retrying') return false;
         state.runnable.delete(inst.key);
+        state.reusable.delete(inst.key);
         state.retrying.delete(inst.key);
         inst.status = 'skipped';
         inst.error = e.reason;
@@ -163,6 +165,29 @@ export function applyTaskEvent(state: RunState, plan: RunPlan, e: TaskEvent): bo
       state.blocked.delete(g.name);
       g.reason = e.reason;
       finishGroup(state, plan, g, 'skipped');
+      return true;
+    }
+    case 'task.reused': {
+      let inst = state.instances.get(e.task);
+      if (inst === undefined) {
+        // An approval gate carried over: decided in place of asking again, so no instance yet.
+        const g = state.groups.get(e.task);
+        if (g === undefined || g.status !== 'pending' || !state.ready.has(g.name) || !state.reuse.has(g.name)) return false;
+        state.ready.delete(g.name);
+        inst = newInstance(g.name, g.name, 'task');
+        state.instances.set(inst.key, inst);
+        g.instances.push(inst.key);
+        if (e.approvedBy !== undefined) inst.approval = { requestedAt: e.at, by: e.approvedBy };
+      } else if (!state.reusable.delete(inst.key)) {
+        return false;
+      }
+      inst.status = 'succeeded';
+      inst.outputs = e.outputs;
+      inst.reusedFrom = e.from;
+      if (e.exitCode !== undefined) inst.exitCode = e.exitCode;
+      inst.startedAt = e.at;
+      inst.finishedAt = e.at;
+      instanceDone(state, plan, inst);
       return true;
     }
     case 'task.cancelled': {

@@ -90,7 +90,18 @@ export function addPlainInstance(state: RunState, g: GroupState): void {
   const inst = newInstance(g.name, g.name, 'task');
   state.instances.set(inst.key, inst);
   g.instances.push(inst.key);
-  state.runnable.add(inst.key);
+  enqueueInstance(state, inst);
+}
+
+/**
+ * A new instance waits for capacity (runnable), or, in a retry that carries it over from the
+ * run it retries, for the scheduler to record it as reused. A forEach item is carried over
+ * only if it is the same item at the same index as before: a changed list runs it again.
+ */
+export function enqueueInstance(state: RunState, inst: InstanceState): void {
+  const earlier = state.reuse.size > 0 ? state.reuse.get(inst.key) : undefined;
+  if (earlier !== undefined && JSON.stringify(earlier.item) === JSON.stringify(inst.item)) state.reusable.add(inst.key);
+  else state.runnable.add(inst.key);
 }
 
 export function newInstance(key: string, task: string, kind: 'task' | 'compensate', index?: number, item?: unknown): InstanceState {

@@ -24,6 +24,7 @@ export function initialRunState(plan: RunPlan, runId: string): RunState {
     params: {},
     secretParams: {},
     trigger: 'manual',
+    reuse: new Map(),
     status: 'running',
     phase: 'main',
     startedAt: 0,
@@ -32,6 +33,7 @@ export function initialRunState(plan: RunPlan, runId: string): RunState {
     instances: new Map(),
     ready: new Set(),
     blocked: new Set(),
+    reusable: new Set(),
     runnable: new Set(),
     retrying: new Set(),
     active: new Set(),
@@ -91,6 +93,7 @@ function apply(state: RunState, plan: RunPlan, e: RunEvent): boolean {
     case 'task.retry-scheduled':
     case 'task.skipped':
     case 'task.cancelled':
+    case 'task.reused':
       return applyTaskEvent(state, plan, e);
     case 'approval.requested':
     case 'approval.granted':

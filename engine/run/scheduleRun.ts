@@ -3,7 +3,7 @@ import { CaravanError } from '../errors/CaravanError.js';
 import { evaluateCondition, evaluateSingle, interpolate, type ExpressionContext } from './evaluate.js';
 import { evaluateRunOutputs } from './evaluateRunOutputs.js';
 import { forEachItems } from './forEachItems.js';
-import { isTaskDone, type RunEvent } from './RunEvent.js';
+import { isTaskDone, type ReusedOutcome, type RunEvent } from './RunEvent.js';
 import type { PlannedTask, RunPlan } from './RunPlan.js';
 import type { InstanceState, RunState } from './RunState.js';
 import { BREAKER_THRESHOLD } from './reduceRun.js';
@@ -81,6 +81,8 @@ export function scheduleRun(state: RunState, plan: RunPlan, now: number, options
   }
 
   if (state.status === 'running') {
+    // A retry's carried-over instances end at once, taking no capacity.
+    for (const key of state.reusable) emit(reusedEvent(state, base, key, state.reuse.get(key)!));
     for (const name of state.ready) if (keeps === undefined || plan.tasks.get(name)!.statusCheck) decideReady(state, plan, d, base, now, name);
     for (const key of state.retrying) {
       const inst = state.instances.get(key)!;
@@ -181,6 +183,12 @@ function decideReady(state: RunState, plan: RunPlan, d: Decision, base: Base, no
     }
   }
   if (t.kind === 'approval') {
+    // Approved in the run this one retries, and nothing it depends on runs again: not asked twice.
+    const earlier = state.reuse.get(name);
+    if (earlier !== undefined) {
+      d.events.push(reusedEvent(state, base, name, earlier));
+      return;
+    }
     const a = t.spec.approval!;
     const timeout = a.timeout !== undefined ? (parseDuration(a.timeout) ?? DEFAULT_APPROVAL_TIMEOUT_MS) : DEFAULT_APPROVAL_TIMEOUT_MS;
     let message: string | undefined;
@@ -210,6 +218,10 @@ function decideReady(state: RunState, plan: RunPlan, d: Decision, base: Base, no
     return;
   }
   d.events.push({ ...base, type: 'task.ready', task: name });
+}
+
+function reusedEvent(state: RunState, base: Base, key: string, earlier: ReusedOutcome): RunEvent {
+  return { ...base, type: 'task.reused', task: key, from: state.retryOf ?? '', outputs: earlier.outputs, ...(earlier.exitCode !== undefined ? { exitCode: earlier.exitCode } : {}), ...(earlier.approvedBy !== undefined ? { approvedBy: earlier.approvedBy } : {}) };
 }
 
 function wake(d: Decision, at: number): void {

@@ -1,6 +1,6 @@
 import { expect } from 'vitest';
 import { applyRunEvent, initialRunState } from '../../engine/run/reduceRun.js';
-import type { RunEvent } from '../../engine/run/RunEvent.js';
+import type { RetryOrigin, RunEvent } from '../../engine/run/RunEvent.js';
 import { buildRunPlan, type RunPlan } from '../../engine/run/RunPlan.js';
 import type { RunState } from '../../engine/run/RunState.js';
 import { scheduleRun, type Dispatch } from '../../engine/run/scheduleRun.js';
@@ -45,7 +45,7 @@ export function workflowOf(spec: string, name = 'sim'): Workflow {
  * Drives the reducer and the scheduler alone, as a discrete-event simulation on a fake
  * timeline: no engine, no timers, no sleeps. `behave` decides each attempt's outcome.
  */
-export function simulate(spec: string, behave: (d: Dispatch) => Outcome, options: { params?: Record<string, unknown>; maxParallel?: number; controls?: Control[]; limit?: number } = {}): Simulation {
+export function simulate(spec: string, behave: (d: Dispatch) => Outcome, options: { params?: Record<string, unknown>; maxParallel?: number; controls?: Control[]; limit?: number; retry?: RetryOrigin } = {}): Simulation {
   const plan = buildRunPlan(workflowOf(spec), { maxParallel: options.maxParallel ?? 100 });
   const state = initialRunState(plan, 'run-1');
   const events: RunEvent[] = [];
@@ -61,7 +61,7 @@ export function simulate(spec: string, behave: (d: Dispatch) => Outcome, options
   };
   const params: Record<string, unknown> = {};
   for (const [k, p] of Object.entries(plan.workflow.spec.params ?? {})) if (p.default !== undefined) params[k] = p.default;
-  apply({ runId: 'run-1', at: now, type: 'run.started', workflow: plan.workflow.metadata.name, params: { ...params, ...options.params }, trigger: 'test', ...(plan.deadlineMs !== undefined ? { deadline: now + plan.deadlineMs } : {}) });
+  apply({ runId: 'run-1', at: now, type: 'run.started', workflow: plan.workflow.metadata.name, params: { ...params, ...options.params }, trigger: 'test', ...(plan.deadlineMs !== undefined ? { deadline: now + plan.deadlineMs } : {}), ...(options.retry !== undefined ? { retry: options.retry } : {}) });
   for (let i = 0; i < (options.limit ?? 100_000); i++) {
     const d = scheduleRun(state, plan, now, { timerPass: true });
     for (const e of d.events) apply(e);
