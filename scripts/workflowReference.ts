@@ -77,7 +77,8 @@ const ROOT = join(fileURLToPath(new URL('.', import.meta.url)), '..');
 export function indexExamples(files: { name: string; text: string }[]): ExampleIndex {
   const index: ExampleIndex = new Map();
   const walk = (value: unknown, path: string, file: string, userKeys: boolean): void => {
-    if (path !== '' && !index.has(path)) index.set(path, { value, file });
+    // An empty string shows nothing: the next use of the field is a better example.
+    if (path !== '' && !index.has(path) && value !== '' && value !== null) index.set(path, { value, file });
     if (Array.isArray(value)) {
       for (const item of value) walk(item, `${path}[]`, file, false);
     } else if (value !== null && typeof value === 'object') {
