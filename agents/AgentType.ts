@@ -1,4 +1,4 @@
-import type { EnvMap, HttpSpec } from '../engine/spec/Workflow.js';
+import type { EnvMap, FailureKind, HttpSpec } from '../engine/spec/Workflow.js';
 import type { ShellWorkerPool } from './ShellWorkerPool.js';
 
 /** What an agent is asked to do, with every `${{ }}` already resolved. */
@@ -37,7 +37,8 @@ export interface AgentIo {
 
 export type AgentResult =
   | { ok: true; outputs: Record<string, string>; exitCode?: number }
-  | { ok: false; error: string; retryable: boolean; exitCode?: number };
+  /** `failure` says what failed, for `retry.on`; a plugin that leaves it out reports its own (exit) failure. */
+  | { ok: false; error: string; retryable: boolean; exitCode?: number; failure?: FailureKind };
 
 /** An agent type: shell, http, noop, sleep, or a plugin registered at start-up. */
 export interface AgentType {

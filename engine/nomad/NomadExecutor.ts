@@ -100,7 +100,7 @@ export class NomadExecutor implements Executor {
     }
     if (task.kind !== 'agent') {
       // The fallback (local) cannot adopt an attempt: it is lost with the old process.
-      const lost: RunEvent = { runId: req.runId, at: this.clock.now(), type: 'task.failed', task: req.dispatch.instance, attempt: req.dispatch.attempt, error: 'lost: the engine stopped while this attempt was running', retryable: true, lost: true };
+      const lost: RunEvent = { runId: req.runId, at: this.clock.now(), type: 'task.failed', task: req.dispatch.instance, attempt: req.dispatch.attempt, error: 'lost: the engine stopped while this attempt was running', retryable: true, lost: true, failure: 'infrastructure' };
       this.bus.publish(eventSubject(req.plan.workflow.metadata.name, req.runId, req.dispatch.instance), lost, { msgId: eventId(lost), origin: 'agent' });
       return;
     }
@@ -160,7 +160,7 @@ export class NomadExecutor implements Executor {
 
   private fail(req: StartRequest, error: string): void {
     const wf = req.plan.workflow.metadata.name;
-    const failed: RunEvent = { runId: req.runId, at: this.clock.now(), type: 'task.failed', task: req.dispatch.instance, attempt: req.dispatch.attempt, error, retryable: true };
+    const failed: RunEvent = { runId: req.runId, at: this.clock.now(), type: 'task.failed', task: req.dispatch.instance, attempt: req.dispatch.attempt, error, retryable: true, failure: 'infrastructure' };
     // Same id as the agent's own failure report: if both arrive, JetStream keeps one.
     this.bus.publish(eventSubject(wf, req.runId, req.dispatch.instance), failed, { msgId: eventId(failed), origin: 'agent' });
   }

@@ -14,6 +14,8 @@ export interface InstanceSnapshot {
   error?: string;
   /** Why the executor has not started the queued attempt yet (Nomad cannot place it). */
   pendingReason?: string;
+  /** It waits for this open circuit breaker before it may start (again). */
+  heldBy?: { breaker: string; until: string };
   exitCode?: number;
   durationMs?: number;
 }
@@ -45,6 +47,8 @@ export interface RunSnapshot {
   cancelReason?: string;
   tasks: Record<string, TaskSnapshot>;
   compensations?: InstanceSnapshot[];
+  /** Circuit breakers that opened and have not closed since: what they hold waits until openUntil. */
+  breakers?: Array<{ key: string; failures: number; openUntil: string }>;
   /** Number of events applied to reach this state. */
   events: number;
 }
