@@ -105,7 +105,7 @@ function plainLine(e: RunEvent, state: RunState): string | undefined {
     case 'breaker.opened': {
       // Name what it holds: a retry or a start that waits with no word looks like a hang.
       const held = [...state.retrying, ...state.runnable].map((k) => state.instances.get(k)!).filter((i) => heldBy(state, i)?.key === e.key);
-      const lines = [`${at} circuit breaker ${e.key} opened${e.failures !== undefined ? ` after ${e.failures} failures` : ''} until ${clock(e.until)}`];
+      const lines = [`${at} circuit breaker ${e.key} opened${e.failures !== undefined ? ` after ${e.failures} failure${e.failures === 1 ? '' : 's'}` : ''} until ${clock(e.until)}`];
       for (const i of held.slice(0, 20)) lines.push(`${at} ${i.key} ${holdText({ key: e.key, until: e.until })}`);
       if (held.length > 20) lines.push(`${at} ... and ${held.length - 20} more held by circuit breaker ${e.key}`);
       return lines.join('\n');

@@ -248,7 +248,7 @@ export async function statusCommand(runId: string, io: Io, json: boolean): Promi
   }
   out(table(rows));
   const active = r.status === 'running' || r.status === 'paused';
-  for (const b of active ? (r.breakers ?? []) : []) out(`circuit breaker ${b.key}: open after ${b.failures} failures, until ${b.openUntil.slice(11, 19)} (then one probe)\n`);
+  for (const b of active ? (r.breakers ?? []) : []) out(`circuit breaker ${b.key}: open after ${b.failures} failure${b.failures === 1 ? '' : 's'}, until ${b.openUntil.slice(11, 19)} (then one probe)\n`);
   return EXIT.OK;
 }
 
