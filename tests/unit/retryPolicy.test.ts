@@ -2,11 +2,12 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { applyRunEvent, initialRunState } from '../../engine/run/reduceRun.js';
 import { backoffDelay, DEFAULT_RETRY, type ResolvedRetry } from '../../engine/run/retryPolicy.js';
+import { buildRunPlan } from '../../engine/run/RunPlan.js';
 import { snapshotRun } from '../../engine/run/RunState.js';
 import type { RunSnapshot } from '../../engine/run/RunSnapshot.js';
 import { validateText } from '../../engine/spec/validateWorkflows.js';
 import { workflow } from '../harness/gitRepo.js';
-import { simulate, T0, type Outcome, type Simulation } from './simulateRun.js';
+import { simulate, T0, workflowOf, type Outcome, type Simulation } from './simulateRun.js';
 
 const ok: Outcome = { ok: true };
 const exit = (code: number): Outcome => ({ ok: false, error: `exited with code ${code}`, exitCode: code, failure: 'exit' });
@@ -132,15 +133,18 @@ describe('retry.when: an expression over the failed attempt', () => {
   });
 
   it('a lost attempt starts again whatever retry.on and retry.when say: the loss was not the task\'s', () => {
-    const spec = '  tasks:\n    - { name: a, run: x, retry: { attempts: 2, on: exit, when: "false" } }\n';
-    const sim = simulate(spec, () => ok, { controls: [] });
-    expect(sim.state.status).toBe('succeeded');
-    // Drive the reducer by hand: a lost report, then the retry the scheduler would start.
-    const state = initialRunState(sim.plan, 'run-2');
-    applyRunEvent(state, sim.plan, { runId: 'run-2', at: T0, type: 'run.started', workflow: 'sim', params: {}, trigger: 'test' });
-    applyRunEvent(state, sim.plan, { runId: 'run-2', at: T0, type: 'task.queued', task: 'a', attempt: 1 });
-    applyRunEvent(state, sim.plan, { runId: 'run-2', at: T0 + 5, type: 'task.failed', task: 'a', attempt: 1, error: 'lost: engine stopped', retryable: true, lost: true, failure: 'infrastructure' });
+    const plan = buildRunPlan(workflowOf('  tasks:\n    - { name: a, run: x, retry: { attempts: 2, on: exit, when: "false" } }\n'), { maxParallel: 4 });
+    const state = initialRunState(plan, 'run-2');
+    applyRunEvent(state, plan, { runId: 'run-2', at: T0, type: 'run.started', workflow: 'sim', params: {}, trigger: 'test' });
+    applyRunEvent(state, plan, { runId: 'run-2', at: T0, type: 'task.queued', task: 'a', attempt: 1 });
+    applyRunEvent(state, plan, { runId: 'run-2', at: T0 + 5, type: 'task.failed', task: 'a', attempt: 1, error: 'lost: engine stopped', retryable: true, lost: true, failure: 'infrastructure' });
     expect(state.instances.get('a')!.status).toBe('retrying');
+    // The same failure not lost is the task's: retry.on exit declines it.
+    const other = initialRunState(plan, 'run-3');
+    applyRunEvent(other, plan, { runId: 'run-3', at: T0, type: 'run.started', workflow: 'sim', params: {}, trigger: 'test' });
+    applyRunEvent(other, plan, { runId: 'run-3', at: T0, type: 'task.queued', task: 'a', attempt: 1 });
+    applyRunEvent(other, plan, { runId: 'run-3', at: T0 + 5, type: 'task.failed', task: 'a', attempt: 1, error: 'killed by SIGKILL', retryable: true, failure: 'infrastructure' });
+    expect(other.instances.get('a')!.status).toBe('failed');
   });
 });
 
