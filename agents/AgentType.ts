@@ -1,4 +1,4 @@
-import type { EnvMap, HttpSpec } from '../engine/spec/Workflow.js';
+import type { EnvMap, FailureKind, HttpSpec } from '../engine/spec/Workflow.js';
 import type { StdoutCaptureSpec } from './captureStdout.js';
 import type { ShellWorkerPool } from './ShellWorkerPool.js';
 
@@ -40,8 +40,11 @@ export interface AgentIo {
 
 export type AgentResult =
   | { ok: true; outputs: Record<string, string>; exitCode?: number }
-  /** `code`: the CaravanError code when the failure is one (OUTPUT_TOO_LARGE), recorded with the attempt. */
-  | { ok: false; error: string; retryable: boolean; exitCode?: number; code?: string };
+  /**
+   * `code`: the CaravanError code when the failure is one (OUTPUT_TOO_LARGE), recorded with the attempt.
+   * `failure` says what failed, for `retry.on`; a plugin that leaves it out reports its own (exit) failure.
+   */
+  | { ok: false; error: string; retryable: boolean; exitCode?: number; code?: string; failure?: FailureKind };
 
 /** An agent type: shell, http, noop, sleep, or a plugin registered at start-up. */
 export interface AgentType {

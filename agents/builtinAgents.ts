@@ -26,7 +26,7 @@ export const sleepAgent: AgentType = {
       const timeout = action.timeoutMs !== undefined && action.timeoutMs < ms;
       const t = setLongTimeout(() => {
         io.signal.removeEventListener('abort', onAbort);
-        done(timeout ? { ok: false, error: `timed out after ${action.timeoutMs} ms`, retryable: true } : { ok: true, outputs: {} });
+        done(timeout ? { ok: false, error: `timed out after ${action.timeoutMs} ms`, retryable: true, failure: 'timeout' } : { ok: true, outputs: {} });
       }, timeout ? action.timeoutMs! : ms);
       const onAbort = (): void => {
         t.clear();
@@ -65,7 +65,7 @@ export const httpAgent: AgentType = {
       const text = (await res.body.text()).slice(0, MAX_BODY);
       io.log('stdout', `${h.method ?? 'GET'} ${url.origin}${url.pathname} -> ${res.statusCode}`);
       if (res.statusCode < 200 || res.statusCode > 299) {
-        return { ok: false, error: `HTTP ${res.statusCode} from ${shownUrl(url)}`, retryable: res.statusCode >= 500 || res.statusCode === 429 };
+        return { ok: false, error: `HTTP ${res.statusCode} from ${shownUrl(url)}`, retryable: res.statusCode >= 500 || res.statusCode === 429, failure: 'exit' };
       }
       const available: Record<string, string> = { status: String(res.statusCode), body: text };
       try {
@@ -86,7 +86,7 @@ export const httpAgent: AgentType = {
       if (io.signal.aborted) return { ok: false, error: 'cancelled', retryable: false };
       // Whether the timeout fired is read from its signal, not from the error undici rejected with.
       const msg = timeout?.aborted === true ? `timed out after ${action.timeoutMs} ms` : (e as Error).message;
-      return { ok: false, error: `request to ${shownUrl(url)} failed: ${msg}`, retryable: true };
+      return { ok: false, error: `request to ${shownUrl(url)} failed: ${msg}`, retryable: true, failure: timeout?.aborted === true ? 'timeout' : 'infrastructure' };
     }
   },
 };

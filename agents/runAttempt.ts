@@ -163,9 +163,10 @@ export class AttemptRunner {
     const at = this.options.clock.now();
     const start = f.startSent ? {} : { startedAt: f.startedAt };
     const exit = result.exitCode !== undefined ? { exitCode: result.exitCode } : {};
+    const kind = !result.ok && result.failure !== undefined ? { failure: result.failure } : {};
     const stored = result.ok
       ? this.send(f, { ...f.base, type: 'task.succeeded', at, outputs: result.outputs, ...exit, ...start })
-      : this.send(f, { ...f.base, type: 'task.failed', at, error: this.options.host !== undefined ? `${result.error} (on ${this.options.host})` : result.error, retryable: result.retryable, ...(result.code !== undefined ? { code: result.code } : {}), ...exit, ...start });
+      : this.send(f, { ...f.base, type: 'task.failed', at, error: this.options.host !== undefined ? `${result.error} (on ${this.options.host})` : result.error, retryable: result.retryable, ...(result.code !== undefined ? { code: result.code } : {}), ...exit, ...kind, ...start });
     return { result, reported: stored instanceof Promise ? stored : DONE };
   }
 

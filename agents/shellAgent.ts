@@ -86,7 +86,7 @@ function runProcess(argv: string[], env: NodeJS.ProcessEnv, cwd: string, action:
         return;
       }
       if (reason === 'timeout') {
-        done({ ok: false, error: `timed out after ${formatMs(action.timeoutMs ?? 0)}; the process group was killed`, retryable: true });
+        done({ ok: false, error: `timed out after ${formatMs(action.timeoutMs ?? 0)}; the process group was killed`, retryable: true, failure: 'timeout' });
         return;
       }
       if (reason === 'cancel') {
@@ -94,7 +94,7 @@ function runProcess(argv: string[], env: NodeJS.ProcessEnv, cwd: string, action:
         return;
       }
       if (signal !== null) {
-        done({ ok: false, error: `killed by ${signal}`, retryable: true });
+        done({ ok: false, error: `killed by ${signal}`, retryable: true, failure: 'infrastructure' });
         return;
       }
       if (code === 127) {
@@ -102,7 +102,7 @@ function runProcess(argv: string[], env: NodeJS.ProcessEnv, cwd: string, action:
         return;
       }
       if (code !== 0) {
-        done({ ok: false, error: `exited with code ${code}${lastErr !== '' ? `: ${lastErr}` : ''}`, retryable: true, exitCode: code ?? -1 });
+        done({ ok: false, error: `exited with code ${code}${lastErr !== '' ? `: ${lastErr}` : ''}`, retryable: true, exitCode: code ?? -1, failure: 'exit' });
         return;
       }
       void readOutputs(outputsFile, action.outputs).then((r) => {
@@ -147,9 +147,9 @@ async function runInWorker(pool: ShellWorkerPool, action: AgentAction, cwd: stri
 /** What a job in a worker came to, as the attempt's result (the same whoever watched it end). */
 async function workerOutcome(r: WorkerResult, action: AgentAction, lastErr: string): Promise<AgentResult> {
   if (r.kind !== 'exit') {
-    if (r.kind === 'timeout') return { ok: false, error: `timed out after ${formatMs(action.timeoutMs ?? 0)}; the process group was killed`, retryable: true };
+    if (r.kind === 'timeout') return { ok: false, error: `timed out after ${formatMs(action.timeoutMs ?? 0)}; the process group was killed`, retryable: true, failure: 'timeout' };
     if (r.kind === 'cancelled') return { ok: false, error: 'cancelled', retryable: false };
-    return { ok: false, error: 'the shell running the task died', retryable: true };
+    return { ok: false, error: 'the shell running the task died', retryable: true, failure: 'infrastructure' };
   }
   const code = r.status;
   if (code === 0) {
@@ -159,8 +159,8 @@ async function workerOutcome(r: WorkerResult, action: AgentAction, lastErr: stri
   if (code === 127) return { ok: false, error: `command not found (exit 127)${lastErr !== '' ? `: ${lastErr}` : ''}`, retryable: false, exitCode: 127 };
   // The shell reports a death by signal N as 128+N.
   const sig = code > 128 ? SIGNALS.get(code - 128) : undefined;
-  if (sig !== undefined) return { ok: false, error: `killed by ${sig}`, retryable: true, exitCode: code };
-  return { ok: false, error: `exited with code ${code}${lastErr !== '' ? `: ${lastErr}` : ''}`, retryable: true, exitCode: code };
+  if (sig !== undefined) return { ok: false, error: `killed by ${sig}`, retryable: true, exitCode: code, failure: 'infrastructure' };
+  return { ok: false, error: `exited with code ${code}${lastErr !== '' ? `: ${lastErr}` : ''}`, retryable: true, exitCode: code, failure: 'exit' };
 }
 
 /** The worker an orphaned job runs in, as the process that adopts it sees it. */

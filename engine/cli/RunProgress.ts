@@ -1,6 +1,6 @@
 import { formatDuration } from '../audit/RunRecorder.js';
 import type { RunEvent } from '../run/RunEvent.js';
-import type { RunState } from '../run/RunState.js';
+import { heldBy, type RunState } from '../run/RunState.js';
 
 export type ProgressMode = 'tty' | 'plain' | 'json';
 
@@ -52,7 +52,8 @@ export class RunProgress {
       const attempts = first !== undefined && !g.expanded && first.attempt > 1 ? ` (attempt ${first.attempt})` : '';
       const dur = first?.startedAt !== undefined && !g.expanded ? ` ${formatDuration((first.finishedAt ?? this.now()) - first.startedAt)}` : '';
       const fan = g.expanded ? ` ${instances.filter((i) => i.status === 'succeeded').length}/${instances.length} items` : '';
-      const why = first?.reusedFrom !== undefined && !g.expanded ? `  reused from run ${first.reusedFrom}` : g.status === 'failed' || g.status === 'skipped' ? `  ${(first?.error ?? g.reason ?? '').slice(0, 80)}` : first?.status === 'waiting' ? '  waiting for approval' : first?.status === 'queued' && first.pendingReason !== undefined && !g.expanded ? `  ${first.pendingReason.slice(0, 100)}` : '';
+      const held = instances.map((i) => heldBy(state, i)).find((h) => h !== undefined);
+      const why = first?.reusedFrom !== undefined && !g.expanded ? `  reused from run ${first.reusedFrom}` : g.status === 'failed' || g.status === 'skipped' ? `  ${(first?.error ?? g.reason ?? '').slice(0, 80)}` : first?.status === 'waiting' ? '  waiting for approval' : first?.status === 'queued' && first.pendingReason !== undefined && !g.expanded ? `  ${first.pendingReason.slice(0, 100)}` : held !== undefined ? `  ${holdText(held)}` : '';
       lines.push(`  ${ICON[g.status] ?? ' '} ${g.name}${fan}${attempts}${dur}${why}`);
     }
     const up = this.drawnLines > 0 ? `\x1b[${this.drawnLines}A` : '';
@@ -77,8 +78,12 @@ function plainLine(e: RunEvent, state: RunState): string | undefined {
     }
     case 'task.failed':
       return `${at} ${e.task} failed (attempt ${e.attempt}): ${e.error}`;
-    case 'task.retry-scheduled':
-      return `${at} ${e.task} will retry (attempt ${e.attempt}) in ${formatDuration(e.retryAt - e.at)}`;
+    case 'task.retry-scheduled': {
+      const inst = state.instances.get(e.task);
+      const held = inst !== undefined ? heldBy(state, inst) : undefined;
+      const wait = held !== undefined && held.until > e.retryAt ? `; ${holdText(held)}` : '';
+      return `${at} ${e.task} will retry (attempt ${e.attempt}) in ${formatDuration(e.retryAt - e.at)}${wait}`;
+    }
     case 'task.skipped':
       return `${at} ${e.task} skipped: ${e.reason}`;
     case 'task.reused':
@@ -99,8 +104,16 @@ function plainLine(e: RunEvent, state: RunState): string | undefined {
       return `${at} compensating ${e.task.replace(/:compensate$/, '')}`;
     case 'compensation.finished':
       return `${at} compensation of ${e.task.replace(/:compensate$/, '')} ${e.ok ? 'done' : `failed: ${e.error ?? ''}`}`;
-    case 'breaker.opened':
-      return `${at} circuit breaker ${e.key} opened until ${new Date(e.until).toISOString().slice(11, 19)}`;
+    case 'breaker.opened': {
+      // Name what it holds: a retry or a start that waits with no word looks like a hang.
+      const held = [...state.retrying, ...state.runnable].map((k) => state.instances.get(k)!).filter((i) => heldBy(state, i)?.key === e.key);
+      const lines = [`${at} circuit breaker ${e.key} opened${e.failures !== undefined ? ` after ${e.failures} failure${e.failures === 1 ? '' : 's'}` : ''} until ${clock(e.until)}`];
+      for (const i of held.slice(0, 20)) lines.push(`${at} ${i.key} ${holdText({ key: e.key, until: e.until })}`);
+      if (held.length > 20) lines.push(`${at} ... and ${held.length - 20} more held by circuit breaker ${e.key}`);
+      return lines.join('\n');
+    }
+    case 'breaker.closed':
+      return `${at} circuit breaker ${e.key} closed: its probe succeeded`;
     case 'run.failing':
       return `${at} run failing: ${e.reason}`;
     case 'run.cancelling':
@@ -119,4 +132,13 @@ function plainLine(e: RunEvent, state: RunState): string | undefined {
     default:
       return undefined;
   }
+}
+
+function clock(ms: number): string {
+  return new Date(ms).toISOString().slice(11, 19);
+}
+
+/** How a task waiting for an open breaker is shown, in progress lines and `caravan status`. */
+export function holdText(h: { key: string; until: number }): string {
+  return `held by circuit breaker ${h.key} until ${clock(h.until)}`;
 }

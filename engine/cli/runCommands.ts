@@ -271,9 +271,13 @@ export async function statusCommand(runId: string, io: Io, json: boolean): Promi
   if (r.failureReason !== undefined) out(`failure: ${r.failureReason}\n`);
   const rows = [['TASK', 'STATUS', 'ATTEMPTS', 'DURATION', 'NOTE']];
   for (const [name, t] of Object.entries(r.tasks)) {
-    rows.push([name, t.status, t.instances !== undefined ? `${t.instances.length} items` : String(t.attempts ?? ''), t.durationMs !== undefined ? formatDuration(t.durationMs) : '', (t.reusedFrom !== undefined ? `reused from run ${t.reusedFrom}` : t.error ?? t.reason ?? t.pendingReason ?? '').slice(0, 80)]);
+    const held = t.heldBy ?? t.instances?.find((i) => i.heldBy !== undefined)?.heldBy;
+    const heldNote = held !== undefined ? `${t.instances !== undefined ? `${t.instances.filter((i) => i.heldBy !== undefined).length} ` : ''}held by circuit breaker ${held.breaker} until ${held.until.slice(11, 19)}` : undefined;
+    rows.push([name, t.status, t.instances !== undefined ? `${t.instances.length} items` : String(t.attempts ?? ''), t.durationMs !== undefined ? formatDuration(t.durationMs) : '', (t.reusedFrom !== undefined ? `reused from run ${t.reusedFrom}` : heldNote ?? t.error ?? t.reason ?? t.pendingReason ?? '').slice(0, 80)]);
   }
   out(table(rows));
+  const active = r.status === 'running' || r.status === 'paused';
+  for (const b of active ? (r.breakers ?? []) : []) out(`circuit breaker ${b.key}: open after ${b.failures} failure${b.failures === 1 ? '' : 's'}, until ${b.openUntil.slice(11, 19)} (then one probe)\n`);
   return EXIT.OK;
 }
 

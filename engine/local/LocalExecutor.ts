@@ -103,7 +103,7 @@ export class LocalExecutor implements Executor {
     const orphan = this.options.stateDir !== undefined ? findOrphan(join(this.options.stateDir, 'workers'), this.workersRoot, key) : undefined;
     // A worker that died with no exit status took the attempt with it: lost, like one never found.
     if (orphan === undefined || (orphanJobStatus(orphan.job) === undefined && !orphan.worker.alive())) {
-      const lost: RunEvent = { runId: req.runId, at: this.clock.now(), type: 'task.failed', task: req.dispatch.instance, attempt: req.dispatch.attempt, error: 'lost: the engine stopped while this attempt was running', retryable: true, lost: true };
+      const lost: RunEvent = { runId: req.runId, at: this.clock.now(), type: 'task.failed', task: req.dispatch.instance, attempt: req.dispatch.attempt, error: 'lost: the engine stopped while this attempt was running', retryable: true, lost: true, failure: 'infrastructure' };
       this.bus.publish(eventSubject(req.plan.workflow.metadata.name, req.runId, req.dispatch.instance), lost, { msgId: eventId(lost), origin: 'agent' });
       return;
     }

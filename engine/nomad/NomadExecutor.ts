@@ -9,7 +9,7 @@ import { parseDuration } from '../spec/parseDuration.js';
 import { eventSubject, type Bus } from '../run/Bus.js';
 import type { Clock } from '../run/Clock.js';
 import type { Executor, StartRequest } from '../run/Executor.js';
-import { eventId, type RunEvent } from '../run/RunEvent.js';
+import { eventId, type FailureKind, type RunEvent } from '../run/RunEvent.js';
 import type { NomadAllocation, NomadClient, NomadEvaluation } from './NomadClient.js';
 import { allocationFailure } from './allocationFailure.js';
 import { placementFailure } from './placementFailure.js';
@@ -100,7 +100,7 @@ export class NomadExecutor implements Executor {
     }
     if (task.kind !== 'agent') {
       // The fallback (local) cannot adopt an attempt: it is lost with the old process.
-      const lost: RunEvent = { runId: req.runId, at: this.clock.now(), type: 'task.failed', task: req.dispatch.instance, attempt: req.dispatch.attempt, error: 'lost: the engine stopped while this attempt was running', retryable: true, lost: true };
+      const lost: RunEvent = { runId: req.runId, at: this.clock.now(), type: 'task.failed', task: req.dispatch.instance, attempt: req.dispatch.attempt, error: 'lost: the engine stopped while this attempt was running', retryable: true, lost: true, failure: 'infrastructure' };
       this.bus.publish(eventSubject(req.plan.workflow.metadata.name, req.runId, req.dispatch.instance), lost, { msgId: eventId(lost), origin: 'agent' });
       return;
     }
@@ -158,9 +158,9 @@ export class NomadExecutor implements Executor {
     }
   }
 
-  private fail(req: StartRequest, error: string): void {
+  private fail(req: StartRequest, error: string, failure: FailureKind = 'infrastructure'): void {
     const wf = req.plan.workflow.metadata.name;
-    const failed: RunEvent = { runId: req.runId, at: this.clock.now(), type: 'task.failed', task: req.dispatch.instance, attempt: req.dispatch.attempt, error, retryable: true };
+    const failed: RunEvent = { runId: req.runId, at: this.clock.now(), type: 'task.failed', task: req.dispatch.instance, attempt: req.dispatch.attempt, error, retryable: true, failure };
     // Same id as the agent's own failure report: if both arrive, JetStream keeps one.
     this.bus.publish(eventSubject(wf, req.runId, req.dispatch.instance), failed, { msgId: eventId(failed), origin: 'agent' });
   }
@@ -241,7 +241,7 @@ export class NomadExecutor implements Executor {
     this.watched.delete(child);
     this.pendingTold.delete(child);
     const failure = allocationFailure(a);
-    if (failure !== undefined) this.fail(req, failure.message);
+    if (failure !== undefined) this.fail(req, failure.message, failure.byTask === true ? 'exit' : 'infrastructure');
   }
 
   private async catchUp(): Promise<void> {

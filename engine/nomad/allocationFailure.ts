@@ -6,6 +6,11 @@ export interface AllocationFailure {
   kind: AllocationFailureKind;
   /** One line for the attempt's error: the kind, then Nomad's own words. */
   message: string;
+  /**
+   * The task's own process ended with a non-zero code (not a SIGKILL): its failure, not the
+   * infrastructure's, for `retry.on`. Everything else here is the infrastructure's.
+   */
+  byTask?: boolean;
 }
 
 const START_FAILURES = new Set(['Setup Failure', 'Failed Validation', 'Failed Artifact Download', 'Template failure']);
@@ -41,7 +46,8 @@ export function allocationFailure(a: NomadAllocation): AllocationFailure | undef
     // Under cgroups v1 in a container Nomad may not see the OOM notification (oom_killed
     // stays "false"); a SIGKILL exit is then all there is, and the memory limit the usual cause.
     const sigkill = term !== undefined && (term.ExitCode === 137 || term.Signal === 9);
-    return say('failed', term === undefined ? a.ClientDescription : `${term.DisplayMessage.trim()}${sigkill ? ' (SIGKILL: out of memory, or killed from outside)' : ''}`);
+    const f = say('failed', term === undefined ? a.ClientDescription : `${term.DisplayMessage.trim()}${sigkill ? ' (SIGKILL: out of memory, or killed from outside)' : ''}`);
+    return term !== undefined && !sigkill && (term.Signal ?? 0) === 0 && (term.ExitCode ?? 0) !== 0 ? { ...f, byTask: true } : f;
   }
   return undefined;
 }

@@ -181,7 +181,7 @@ export class RunEngine {
         if (inst.item !== undefined) dispatch.item = inst.item;
         reattach({ runId: this.deps.runId, plan: this.deps.plan, dispatch, logged: loggedLines(events, key, inst.attempt) });
       } else {
-        this.record({ runId: this.deps.runId, at: now, type: 'task.failed', task: key, attempt: inst.attempt, error: `lost: ${reason}`, retryable: true, lost: true });
+        this.record({ runId: this.deps.runId, at: now, type: 'task.failed', task: key, attempt: inst.attempt, error: `lost: ${reason}`, retryable: true, lost: true, failure: 'infrastructure' });
       }
     }
     this.startTicking();

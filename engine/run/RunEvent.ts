@@ -1,3 +1,7 @@
+import type { FailureKind } from '../spec/Workflow.js';
+
+export type { FailureKind };
+
 /**
  * Everything that happens to a run is one of these events; the run's state is a fold of them
  * (reduceRun). Events carry their own time, so replaying them never reads a clock. `task` is
@@ -55,7 +59,7 @@ export type RunEvent =
   /** `startedAt`: when the attempt started, if no task.started was sent for it (a short pooled task reports once). */
   | (Base & { type: 'task.succeeded'; task: string; attempt: number; outputs: Record<string, string>; exitCode?: number; startedAt?: number })
   /** `code`: a stable error code when the runner knows one (OUTPUT_TOO_LARGE). */
-  | (Base & { type: 'task.failed'; task: string; attempt: number; error: string; code?: string; exitCode?: number; retryable: boolean; lost?: boolean; startedAt?: number })
+  | (Base & { type: 'task.failed'; task: string; attempt: number; error: string; code?: string; exitCode?: number; retryable: boolean; lost?: boolean; startedAt?: number; failure?: FailureKind })
   | (Base & { type: 'task.retry-scheduled'; task: string; attempt: number; retryAt: number })
   | (Base & { type: 'task.skipped'; task: string; reason: string })
   /** A retry carries the instance over from run `from`: succeeded with those outputs, not dispatched. */
@@ -68,7 +72,7 @@ export type RunEvent =
   | (Base & { type: 'approval.refused'; task: string; by: string; reason: string })
   | (Base & { type: 'compensation.started'; task: string; attempt: number })
   | (Base & { type: 'compensation.finished'; task: string; attempt: number; ok: boolean; error?: string })
-  | (Base & { type: 'breaker.opened'; key: string; until: number })
+  | (Base & { type: 'breaker.opened'; key: string; until: number; failures?: number })
   | (Base & { type: 'breaker.closed'; key: string })
   | (Base & { type: 'run.paused'; by: string })
   | (Base & { type: 'run.resumed'; by: string })

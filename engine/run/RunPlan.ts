@@ -1,17 +1,13 @@
 import { buildDag } from '../graph/buildDag.js';
 import { collectReferences, findTemplates, parseExpression, statusFunctionsIn } from '../spec/parseExpression.js';
 import { parseDuration } from '../spec/parseDuration.js';
-import type { RetryPolicy, TaskSpec, Workflow } from '../spec/Workflow.js';
+import { resolveCircuitBreaker, type ResolvedBreaker } from '../spec/resolveCircuitBreaker.js';
+import type { TaskSpec, Workflow } from '../spec/Workflow.js';
+import { DEFAULT_RETRY, resolveRetry, type ResolvedRetry } from './retryPolicy.js';
 
 export type TaskKind = 'agent' | 'pool' | 'approval' | 'workflow';
 
-export interface ResolvedRetry {
-  attempts: number;
-  backoff: 'fixed' | 'linear' | 'exponential';
-  delayMs: number;
-  maxDelayMs: number;
-  jitter: boolean;
-}
+export type { ResolvedRetry };
 
 export interface PlannedTask {
   name: string;
@@ -25,9 +21,13 @@ export interface PlannedTask {
   /** A `spec.finally` task: it runs last, whatever the outcome. */
   finally: boolean;
   retry: ResolvedRetry;
+  /** The compensation's policy: its own retry over the task's, with one attempt unless it says. */
+  compensateRetry: ResolvedRetry;
   timeoutMs: number | undefined;
-  /** Agent type, or `pool:<name>`: the unit a circuit breaker protects. */
-  breakerKey: string;
+  /** `pool:<name>` for a pool task (its capacity), else `agent:<type>` (no limit). */
+  capacityKey: string;
+  /** The circuit breaker the task's attempts count against and wait for, if it has one. */
+  breaker: ResolvedBreaker | undefined;
   /** Tasks whose status or outputs this task's expressions read: only they go in its context. */
   reads: string[];
   /**
@@ -51,24 +51,13 @@ export interface RunPlan {
   maxParallel: number;
   /** Running-task limit of each pool: count x concurrency. */
   poolLimits: Map<string, number>;
+  /** The circuit breakers the tasks use, by key: how many failures open each, and for how long. */
+  breakers: Map<string, ResolvedBreaker>;
 }
 
 export interface PlanOptions {
   /** Upper bound on tasks running at once in one run (the workflow may set a lower one). */
   maxParallel: number;
-}
-
-const DEFAULT_RETRY: ResolvedRetry = { attempts: 1, backoff: 'exponential', delayMs: 1000, maxDelayMs: 300_000, jitter: true };
-
-function resolveRetry(r: RetryPolicy | undefined, base: ResolvedRetry): ResolvedRetry {
-  if (r === undefined) return base;
-  return {
-    attempts: r.attempts ?? base.attempts,
-    backoff: r.backoff ?? base.backoff,
-    delayMs: r.delay !== undefined ? (parseDuration(r.delay) ?? base.delayMs) : base.delayMs,
-    maxDelayMs: r.maxDelay !== undefined ? (parseDuration(r.maxDelay) ?? base.maxDelayMs) : base.maxDelayMs,
-    jitter: r.jitter ?? base.jitter,
-  };
 }
 
 function kindOf(t: TaskSpec): TaskKind {
@@ -129,7 +118,13 @@ export function buildRunPlan(workflow: Workflow, options: PlanOptions): RunPlan 
   ];
   const known = new Set(all.map(([t]) => t.name));
   const tasks = new Map<string, PlannedTask>();
+  const breakers = new Map<string, ResolvedBreaker>();
   for (const [t, group] of all) {
+    const retry = resolveRetry(t.retry, baseRetry);
+    // Validation refuses a scope that does not fit, and tasks sharing a key that disagree.
+    const resolved = resolveCircuitBreaker(t, defaults);
+    const breaker = resolved.ok ? resolved.breaker : undefined;
+    if (breaker !== undefined && !breakers.has(breaker.key)) breakers.set(breaker.key, breaker);
     tasks.set(t.name, {
       name: t.name,
       spec: t,
@@ -139,9 +134,11 @@ export function buildRunPlan(workflow: Workflow, options: PlanOptions): RunPlan 
       topoIndex: 0,
       onFailure: group === 'onFailure',
       finally: group === 'finally',
-      retry: resolveRetry(t.retry, baseRetry),
+      retry,
+      compensateRetry: resolveRetry(t.compensate?.retry, { ...retry, attempts: 1 }),
       timeoutMs: t.timeout !== undefined ? parseDuration(t.timeout) : defaultTimeout,
-      breakerKey: t.pool !== undefined ? `pool:${t.pool}` : `agent:${agentType(t)}`,
+      capacityKey: t.pool !== undefined ? `pool:${t.pool}` : `agent:${agentType(t)}`,
+      breaker,
       reads: readsOf(t, known),
       statusCheck: usesStatusFunction(t.when),
     });
@@ -165,5 +162,6 @@ export function buildRunPlan(workflow: Workflow, options: PlanOptions): RunPlan 
     deadlineMs: spec.timeout !== undefined ? parseDuration(spec.timeout) : undefined,
     maxParallel: limit !== undefined ? Math.min(limit, options.maxParallel) : options.maxParallel,
     poolLimits,
+    breakers,
   };
 }

@@ -18,6 +18,8 @@ export interface InstanceSnapshot {
   errorCode?: string;
   /** Why the executor has not started the queued attempt yet (Nomad cannot place it). */
   pendingReason?: string;
+  /** It waits for this open circuit breaker before it may start (again). */
+  heldBy?: { breaker: string; until: string };
   exitCode?: number;
   durationMs?: number;
 }
@@ -53,6 +55,8 @@ export interface RunSnapshot {
   outputs?: Record<string, string>;
   tasks: Record<string, TaskSnapshot>;
   compensations?: InstanceSnapshot[];
+  /** Circuit breakers that opened and have not closed since: what they hold waits until openUntil. */
+  breakers?: Array<{ key: string; failures: number; openUntil: string }>;
   /** Number of events applied to reach this state. */
   events: number;
 }

@@ -132,6 +132,8 @@ export interface RunState {
   activeByBucket: Map<string, number>;
   waitingApprovals: Set<string>;
   breakers: Map<string, BreakerState>;
+  /** The breaker key of each task that has one (from the plan): whom an open breaker holds. */
+  breakerOf: Map<string, string>;
   /** Compensation instance keys in the order they run, once the run is failing. */
   compensations: string[];
   compensationIndex: number;
@@ -157,11 +159,12 @@ export function snapshotRun(s: RunState): RunSnapshot {
       status: g.status,
       ...(g.reason !== undefined ? { reason: g.reason } : {}),
       ...(one !== undefined
-        ? instanceView(one)
-        : instances.length > 0 ? { instances: instances.map(instanceView) } : {}),
+        ? instanceView(one, s)
+        : instances.length > 0 ? { instances: instances.map((i) => instanceView(i, s)) } : {}),
     };
   }
-  const compensations = s.compensations.map((k) => s.instances.get(k)).filter((i) => i !== undefined).map(instanceView);
+  const compensations = s.compensations.map((k) => s.instances.get(k)).filter((i) => i !== undefined).map((i) => instanceView(i));
+  const breakers = [...s.breakers].filter(([, b]) => b.openUntil !== undefined).map(([key, b]) => ({ key, failures: b.failures, openUntil: new Date(b.openUntil!).toISOString() }));
   return {
     runId: s.runId,
     workflow: s.workflow,
@@ -177,11 +180,25 @@ export function snapshotRun(s: RunState): RunSnapshot {
     ...(s.outputs !== undefined ? { outputs: s.outputs } : {}),
     tasks,
     ...(compensations.length > 0 ? { compensations } : {}),
+    ...(breakers.length > 0 ? { breakers } : {}),
     events: s.seq,
   };
 }
 
-function instanceView(i: InstanceState): InstanceSnapshot {
+/**
+ * The open circuit breaker an instance waits for, if any: it waits to start (a new instance or
+ * a retry) and its task's breaker has opened and not closed since. Past `until` the breaker
+ * lets one probe through; until its result the others still wait.
+ */
+export function heldBy(s: RunState, i: InstanceState): { key: string; until: number } | undefined {
+  if (i.kind !== 'task' || (i.status !== 'pending' && i.status !== 'retrying')) return undefined;
+  const key = s.breakerOf.get(i.task);
+  const b = key !== undefined ? s.breakers.get(key) : undefined;
+  return key !== undefined && b?.openUntil !== undefined && b.probeSucceeded !== true ? { key, until: b.openUntil } : undefined;
+}
+
+function instanceView(i: InstanceState, s?: RunState): InstanceSnapshot {
+  const held = s !== undefined ? heldBy(s, i) : undefined;
   return {
     ...(i.key !== i.task ? { key: i.key } : {}),
     status: i.status,
@@ -192,6 +209,7 @@ function instanceView(i: InstanceState): InstanceSnapshot {
     ...(i.error !== undefined ? { error: i.error } : {}),
     ...(i.errorCode !== undefined ? { errorCode: i.errorCode } : {}),
     ...(i.pendingReason !== undefined ? { pendingReason: i.pendingReason } : {}),
+    ...(held !== undefined ? { heldBy: { breaker: held.key, until: new Date(held.until).toISOString() } } : {}),
     ...(i.exitCode !== undefined ? { exitCode: i.exitCode } : {}),
     ...(i.startedAt !== undefined && i.finishedAt !== undefined ? { durationMs: i.finishedAt - i.startedAt } : {}),
   };

@@ -1,5 +1,7 @@
 import { isTaskDone, type RunEvent } from './RunEvent.js';
-import type { PlannedTask, RunPlan } from './RunPlan.js';
+import type { ExpressionContext } from './evaluate.js';
+import type { RunPlan } from './RunPlan.js';
+import { retryRefusal } from './retryPolicy.js';
 import type { InstanceState, RunState } from './RunState.js';
 import { addPlainInstance, enqueueInstance, finishGroup, inPhase, instanceDone, newInstance } from './finishGroup.js';
 
@@ -96,7 +98,7 @@ export function applyTaskEvent(state: RunState, plan: RunPlan, e: TaskEvent): bo
       inst.finishedAt = e.at;
       if (e.startedAt !== undefined) lastAttempt(inst).startedAt ??= e.startedAt;
       Object.assign(lastAttempt(inst), { status: 'succeeded', finishedAt: e.at }, e.exitCode !== undefined ? { exitCode: e.exitCode } : {});
-      const key = plan.tasks.get(inst.task)?.breakerKey;
+      const key = inst.kind === 'task' ? plan.tasks.get(inst.task)?.breaker?.key : undefined;
       const b = key !== undefined ? state.breakers.get(key) : undefined;
       // A success resets the failure count; after the breaker opened it is the probe that
       // closes it, which the scheduler records as breaker.closed.
@@ -110,13 +112,16 @@ export function applyTaskEvent(state: RunState, plan: RunPlan, e: TaskEvent): bo
       if (inst === undefined || (inst.status !== 'running' && inst.status !== 'queued')) return false;
       releaseInstance(state, plan, inst);
       const t = plan.tasks.get(inst.task)!;
-      const attempts = inst.kind === 'compensate' ? compensateAttempts(t) : t.retry.attempts;
+      const policy = inst.kind === 'compensate' ? t.compensateRetry : t.retry;
       const lost = e.lost === true;
       const group = state.groups.get(inst.task);
-      const retry = e.retryable && (lost || e.attempt < attempts) && state.phase !== 'done' && !(inst.kind === 'task' && group !== undefined && !inPhase(state, group));
+      const inBudget = e.attempt < policy.attempts;
+      // A lost attempt is not the task's failure: it starts again whatever the policy says.
+      const refusal = e.retryable && !lost && inBudget ? retryRefusal(policy, e, inst.attempts[0]?.queuedAt ?? e.at, () => retryContext(state, e.attempt)) : undefined;
+      const retry = e.retryable && (lost || (inBudget && refusal === undefined)) && state.phase !== 'done' && !(inst.kind === 'task' && group !== undefined && !inPhase(state, group));
       if (lost) inst.lost = true;
       else delete inst.lost;
-      inst.error = e.error;
+      inst.error = refusal !== undefined ? `${e.error} (not retried: ${refusal})` : e.error;
       if (e.code !== undefined) inst.errorCode = e.code;
       else delete inst.errorCode;
       if (e.exitCode !== undefined) inst.exitCode = e.exitCode;
@@ -125,9 +130,12 @@ export function applyTaskEvent(state: RunState, plan: RunPlan, e: TaskEvent): bo
         lastAttempt(inst).startedAt ??= e.startedAt;
       }
       Object.assign(lastAttempt(inst), { status: 'failed', finishedAt: e.at, error: e.error }, e.exitCode !== undefined ? { exitCode: e.exitCode } : {});
-      const b = state.breakers.get(t.breakerKey) ?? { failures: 0 };
-      b.failures++;
-      state.breakers.set(t.breakerKey, b);
+      // Only a task's own attempts count against its breaker; a compensation undoes, it is never held.
+      if (t.breaker !== undefined && inst.kind === 'task') {
+        const b = state.breakers.get(t.breaker.key) ?? { failures: 0 };
+        b.failures++;
+        state.breakers.set(t.breaker.key, b);
+      }
       if (retry) {
         inst.status = 'retrying';
         state.retrying.add(inst.key);
@@ -207,11 +215,26 @@ export function applyTaskEvent(state: RunState, plan: RunPlan, e: TaskEvent): bo
   }
 }
 
-/** The buckets an instance counts against: its pool or breaker, and its task (for parallelism). */
+/**
+ * The buckets an instance counts against: its pool (capacity), its breaker (one probe at a
+ * time while half-open) and its task (forEach parallelism).
+ */
 export function bucketsOf(plan: RunPlan, inst: InstanceState): string[] {
   const t = plan.tasks.get(inst.task);
   if (t === undefined) return [];
-  return inst.kind === 'compensate' ? [t.breakerKey] : [t.breakerKey, `task:${t.name}`];
+  if (inst.kind === 'compensate') return [t.capacityKey];
+  const breaker = t.breaker?.key;
+  return breaker !== undefined && breaker !== t.capacityKey ? [t.capacityKey, breaker, `task:${t.name}`] : [t.capacityKey, `task:${t.name}`];
+}
+
+/** What a `retry.when` reads besides the attempt: the params and the run's fixed facts. */
+function retryContext(state: RunState, attempt: number): ExpressionContext {
+  const secret = Object.keys(state.secretParams).length > 0;
+  return {
+    params: secret ? { ...state.params, ...state.secretParams } : state.params,
+    tasks: {},
+    run: { id: state.runId, workflow: state.workflow, commit: state.commit ?? '', trigger: state.trigger, startedAt: state.startedAtIso, attempt },
+  };
 }
 
 /** The instance, if `attempt` is its current attempt: reports for older attempts are late. */
@@ -228,8 +251,4 @@ export function lastAttempt(inst: InstanceState): InstanceState['attempts'][numb
 function releaseInstance(state: RunState, plan: RunPlan, inst: InstanceState): void {
   if (!state.active.delete(inst.key)) return;
   for (const b of bucketsOf(plan, inst)) state.activeByBucket.set(b, (state.activeByBucket.get(b) ?? 1) - 1);
-}
-
-function compensateAttempts(t: PlannedTask): number {
-  return t.spec.compensate?.retry?.attempts ?? 1;
 }

@@ -1,7 +1,7 @@
 import { Evaluator, data } from '@actions/expressions';
 import type { FunctionDefinition } from '@actions/expressions/funcs/info';
 import { CaravanError } from '../errors/CaravanError.js';
-import { STATUS_FUNCTIONS, findTemplates, parseExpression, type StatusFunction } from '../spec/parseExpression.js';
+import { RETRY_EXPRESSION_CONTEXTS, STATUS_FUNCTIONS, findTemplates, parseExpression, type StatusFunction } from '../spec/parseExpression.js';
 
 /** What an expression may read at run time: nothing else exists for it. */
 export interface ExpressionContext {
@@ -9,6 +9,8 @@ export interface ExpressionContext {
   tasks: Record<string, { status: string; outputs: Record<string, unknown>; exitCode?: number; attempts: number }>;
   item?: unknown;
   run: Record<string, unknown>;
+  /** Only in a `retry.when`: the attempt that just failed. */
+  attempt?: { number: number; exitCode: number | null; error: string; failure: string };
   /** Values of secret params the attempt can read: the runner masks them wherever it reports. */
   secrets?: string[];
 }
@@ -74,6 +76,7 @@ function contextData(ctx: ExpressionContext): data.Dictionary {
   dict.add('tasks', toData(ctx.tasks));
   dict.add('item', toData(ctx.item));
   dict.add('run', toData(ctx.run));
+  if (ctx.attempt !== undefined) dict.add('attempt', toData(ctx.attempt));
   return dict;
 }
 
@@ -82,7 +85,7 @@ function contextData(ctx: ExpressionContext): data.Dictionary {
  * status functions their values; without it (anywhere but `when`) calling one fails.
  */
 export function evaluateExpression(source: string, ctx: ExpressionContext, status?: StatusValues): unknown {
-  const parsed = parseExpression(source);
+  const parsed = ctx.attempt !== undefined ? parseExpression(source, RETRY_EXPRESSION_CONTEXTS) : parseExpression(source);
   if (!parsed.ok) throw new ExpressionEvaluationError(source, parsed.message);
   try {
     return fromData(new Evaluator(parsed.expr, contextData(ctx), status === undefined ? OUTSIDE_WHEN : functionsFor(status)).evaluate());

@@ -7,9 +7,6 @@ import { applyTaskEvent } from './applyTaskEvent.js';
 
 export { bucketsOf } from './applyTaskEvent.js';
 
-/** Consecutive failures that open a circuit breaker. */
-export const BREAKER_THRESHOLD = 5;
-
 /** The empty state a run starts from; `run.started` fills it in. */
 export function initialRunState(plan: RunPlan, runId: string): RunState {
   const groups = new Map<string, GroupState>();
@@ -40,6 +37,7 @@ export function initialRunState(plan: RunPlan, runId: string): RunState {
     activeByBucket: new Map(),
     waitingApprovals: new Set(),
     breakers: new Map(),
+    breakerOf: new Map([...plan.tasks.values()].filter((t) => t.breaker !== undefined).map((t) => [t.name, t.breaker!.key])),
     failures: [],
     compensations: [],
     compensationIndex: 0,

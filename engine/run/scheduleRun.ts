@@ -6,11 +6,10 @@ import { forEachItems } from './forEachItems.js';
 import { isTaskDone, type ReusedOutcome, type RunEvent } from './RunEvent.js';
 import type { PlannedTask, RunPlan } from './RunPlan.js';
 import type { InstanceState, RunState } from './RunState.js';
-import { BREAKER_THRESHOLD } from './reduceRun.js';
+import { backoffDelay } from './retryPolicy.js';
+import { bucketsOf } from './applyTaskEvent.js';
 import { isStopping, statusValues } from './statusValues.js';
 
-/** How long a breaker stays open before it lets one probe through. */
-export const BREAKER_COOLDOWN_MS = 30_000;
 /** How long past its timeout a silent attempt is given before the engine fails it itself. */
 export const TIMEOUT_GRACE_MS = 30_000;
 export const DEFAULT_APPROVAL_TIMEOUT_MS = 24 * 3_600_000;
@@ -96,7 +95,7 @@ export function scheduleRun(state: RunState, plan: RunPlan, now: number, options
     }
   }
 
-  const opening = openBreakers(state, d, base, now);
+  const opening = openBreakers(state, plan, d, base, now);
   if (state.status === 'running') startCandidates(state, plan, d, base, now, opening, keeps);
 
   if (state.phase === 'compensating' && state.status !== 'paused') compensate(state, plan, d, base, now);
@@ -236,17 +235,9 @@ function failBeforeStart(d: Decision, base: Base, name: string, err: unknown): v
   d.events.push({ ...base, type: 'task.failed', task: name, attempt: 1, error: message, retryable: false });
 }
 
-/** Exponential, linear or fixed backoff, capped, with a deterministic ±20% jitter. */
+/** The delay before the retry after failed attempt `failedAttempt` of a task (see backoffDelay). */
 export function retryDelay(runId: string, key: string, failedAttempt: number, t: PlannedTask): number {
-  const r = t.retry;
-  const raw = r.backoff === 'fixed' ? r.delayMs : r.backoff === 'linear' ? r.delayMs * failedAttempt : r.delayMs * 2 ** (failedAttempt - 1);
-  const capped = Math.min(raw, r.maxDelayMs);
-  if (!r.jitter) return capped;
-  // Jitter from a hash, not Math.random: replaying a run must schedule the same retries.
-  let h = 2166136261;
-  for (const ch of `${runId}:${key}:${failedAttempt}`) h = Math.imul(h ^ ch.charCodeAt(0), 16777619);
-  const unit = ((h >>> 0) % 10_000) / 10_000;
-  return Math.round(capped * (0.8 + 0.4 * unit));
+  return backoffDelay(t.retry, runId, key, failedAttempt);
 }
 
 function bucketLimit(plan: RunPlan, bucket: string): number {
@@ -275,7 +266,7 @@ function startCandidates(state: RunState, plan: RunPlan, d: Decision, base: Base
   for (const c of candidates(state, plan, now)) {
     if (free <= 0) break;
     if (keeps !== undefined && !keeps(c.task.name)) continue;
-    const buckets = [c.task.breakerKey, `task:${c.task.name}`];
+    const buckets = bucketsOf(plan, c.inst);
     if (buckets.some((b) => full.has(b))) continue;
     let ok = true;
     for (const b of buckets) {
@@ -284,21 +275,22 @@ function startCandidates(state: RunState, plan: RunPlan, d: Decision, base: Base
         ok = false;
       }
     }
-    const breaker = state.breakers.get(c.task.breakerKey);
-    if (breaker?.probeSucceeded === true) {
-      // closes in this pass
-    } else if (breaker?.openUntil !== undefined) {
+    const key = c.task.breaker?.key;
+    const breaker = key !== undefined ? state.breakers.get(key) : undefined;
+    if (key === undefined || breaker === undefined || breaker.probeSucceeded === true) {
+      // no breaker, or one that closes in this pass
+    } else if (breaker.openUntil !== undefined) {
       if (breaker.openUntil > now) {
         ok = false;
-        full.add(c.task.breakerKey);
+        full.add(key);
         wake(d, breaker.openUntil);
-      } else if ((state.activeByBucket.get(c.task.breakerKey) ?? 0) + (taken.get(c.task.breakerKey) ?? 0) > 0) {
+      } else if ((state.activeByBucket.get(key) ?? 0) + (taken.get(key) ?? 0) > 0) {
         ok = false; // half-open: one probe at a time
-        full.add(c.task.breakerKey);
+        full.add(key);
       }
-    } else if (breaker !== undefined && breaker.failures >= BREAKER_THRESHOLD) {
+    } else if (breaker.failures >= c.task.breaker!.failures) {
       ok = false; // opens in this pass
-      full.add(c.task.breakerKey);
+      full.add(key);
     }
     if (!ok) continue;
     for (const b of buckets) taken.set(b, (taken.get(b) ?? 0) + 1);
@@ -315,18 +307,19 @@ function startCandidates(state: RunState, plan: RunPlan, d: Decision, base: Base
  * Breakers that open (or re-open after a failed probe) now, whose keys are returned: nothing
  * of theirs starts in this pass. A breaker whose probe succeeded closes.
  */
-function openBreakers(state: RunState, d: Decision, base: Base, now: number): Set<string> {
+function openBreakers(state: RunState, plan: RunPlan, d: Decision, base: Base, now: number): Set<string> {
   const opening = new Set<string>();
   for (const [key, b] of state.breakers) {
     if (b.probeSucceeded === true) {
       d.events.push({ ...base, type: 'breaker.closed', key });
       continue;
     }
-    if (b.failures < BREAKER_THRESHOLD) continue;
+    const settings = plan.breakers.get(key);
+    if (settings === undefined || b.failures < settings.failures) continue;
     const neverOpened = b.openUntil === undefined;
     const probeFailed = b.openUntil !== undefined && b.openUntil <= now && b.failures > (b.failuresAtOpen ?? 0);
     if (neverOpened || probeFailed) {
-      d.events.push({ ...base, type: 'breaker.opened', key, until: now + BREAKER_COOLDOWN_MS });
+      d.events.push({ ...base, type: 'breaker.opened', key, until: now + settings.cooldownMs, failures: b.failures });
       opening.add(key);
     }
   }
@@ -341,7 +334,7 @@ function checkTimeouts(state: RunState, plan: RunPlan, d: Decision, base: Base, 
     const since = inst.attempts[inst.attempts.length - 1]?.startedAt;
     if (timeout === undefined || since === undefined) continue;
     if (now >= since + timeout + TIMEOUT_GRACE_MS) {
-      d.events.push({ ...base, type: 'task.failed', task: key, attempt: inst.attempt, error: `timed out after ${timeout} ms with no report from the agent`, retryable: true });
+      d.events.push({ ...base, type: 'task.failed', task: key, attempt: inst.attempt, error: `timed out after ${timeout} ms with no report from the agent`, retryable: true, failure: 'timeout' });
       d.cancel.push({ instance: key, attempt: inst.attempt });
     }
   }
@@ -375,8 +368,7 @@ function compensate(state: RunState, plan: RunPlan, d: Decision, base: Base, now
     d.events.push({ ...base, type: 'compensation.started', task: key, attempt: 1 });
   } else if (inst.status === 'retrying') {
     if (inst.retryAt === undefined) {
-      const r = t.spec.compensate?.retry;
-      const delay = retryDelay(state.runId, key, inst.attempt, { ...t, retry: { ...t.retry, ...(r?.delay !== undefined ? { delayMs: parseDuration(r.delay) ?? t.retry.delayMs } : {}), ...(r?.maxDelay !== undefined ? { maxDelayMs: parseDuration(r.maxDelay) ?? t.retry.maxDelayMs } : {}), ...(r?.backoff !== undefined ? { backoff: r.backoff } : {}) } });
+      const delay = backoffDelay(t.compensateRetry, state.runId, key, inst.attempt);
       d.events.push({ ...base, type: 'task.retry-scheduled', task: key, attempt: inst.attempt + 1, retryAt: now + delay });
       return;
     }

@@ -83,7 +83,10 @@ export type DiagnosticCode =
   | 'CATCHUP_WINDOW_TOO_SHORT'
   | 'CATCHUP_WINDOW_UNUSED'
   | 'PATH_GLOB_INVALID'
-  | 'RETRY_DELAY_ORDER';
+  | 'RETRY_DELAY_ORDER'
+  | 'RETRY_FACTOR_UNUSED'
+  | 'BREAKER_SCOPE_INVALID'
+  | 'BREAKER_SETTINGS_CONFLICT';
 
 /** A diagnostic before its position is known: the locator fills line and col lazily. */
 export interface PendingDiagnostic {

@@ -15,12 +15,36 @@ export interface Resources {
   diskMB?: number;
 }
 
+/**
+ * What a failed attempt was, for `retry.on`: the task's own failure (a non-zero exit, an HTTP
+ * error status), its timeout, or the infrastructure under it (allocation lost, OOM killed,
+ * node gone, failed to start, killed by a signal, connection refused).
+ */
+export type FailureKind = 'exit' | 'timeout' | 'infrastructure';
+
 export interface RetryPolicy {
   attempts?: number;
   backoff?: 'fixed' | 'linear' | 'exponential';
   delay?: Duration;
   maxDelay?: Duration;
+  /** Growth of an exponential backoff: delay x factor^(n-1) before retry n (default 2). */
+  factor?: number;
   jitter?: boolean;
+  /** Which failures are retried: `any` (default), one kind, or a list of kinds. */
+  on?: 'any' | FailureKind | FailureKind[];
+  /** Retry only while this expression over `attempt` (and params, run) holds (Argo's retryStrategy.expression). */
+  when?: string;
+  /** No retry starts once this long has passed since the first attempt was queued (Argo's maxDuration). */
+  maxDuration?: Duration;
+}
+
+export type BreakerScope = 'agent' | 'pool' | 'host';
+
+/** A circuit breaker: after `failures` consecutive failures in its scope, starts wait `cooldown`. */
+export interface CircuitBreakerSpec {
+  failures?: number;
+  cooldown?: Duration;
+  scope?: BreakerScope;
 }
 
 export interface SecretRef {
@@ -143,6 +167,8 @@ export interface TaskSpec {
   resources?: Resources;
   timeout?: Duration;
   retry?: RetryPolicy;
+  /** true (defaults), false (off) or settings; see docs/workflow-spec.md for the defaults by kind. */
+  circuitBreaker?: boolean | CircuitBreakerSpec;
   when?: string;
   forEach?: unknown[] | string;
   parallelism?: number;
@@ -156,6 +182,7 @@ export interface WorkflowSpec {
   defaults?: {
     timeout?: Duration;
     retry?: RetryPolicy;
+    circuitBreaker?: boolean | CircuitBreakerSpec;
     resources?: Resources;
     driver?: DriverName;
     env?: EnvMap;

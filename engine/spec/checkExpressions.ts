@@ -69,6 +69,8 @@ export function checkTaskExpressions(
   for (const [key, value] of Object.entries(task)) {
     if (NOT_TEMPLATED.has(key)) continue;
     walkStrings(value, [...taskPath, key], (s, path) => {
+      // A retry's when reads the failed attempt, not the task's inputs: checkRetryPolicy checks it.
+      if (path[path.length - 1] === 'when' && path[path.length - 2] === 'retry') return;
       checkTemplatedString(s, site(path, key === 'compensate'), scope, out);
     });
   }

@@ -1,10 +1,10 @@
 import { buildDag, type TaskDag } from '../graph/buildDag.js';
 import type { PendingDiagnostic } from './Diagnostic.js';
 import { checkParams } from './checkParams.js';
+import { checkRetryPolicy } from './checkRetryPolicy.js';
 import { checkRunOutputs, checkTaskExpressions, declaredOutputs, type ExpressionScope } from './checkExpressions.js';
 import { checkTriggers } from './checkTriggers.js';
 import { closest } from './describePath.js';
-import { parseDuration } from './parseDuration.js';
 import { asArray, asRecord, asString, asStringArray } from './shape.js';
 
 export interface SemanticResult {
@@ -104,7 +104,7 @@ export function checkSemantics(doc: Record<string, unknown>, prebuilt?: TaskDag)
 
   out.push(...checkParams(spec));
   out.push(...checkTriggers(spec));
-  out.push(...checkRetries(spec, all));
+  out.push(...checkRetryPolicy(spec, all));
 
   const subWorkflows: SemanticResult['subWorkflows'] = [];
   for (const e of all) {
@@ -253,25 +253,6 @@ function checkPools(spec: Record<string, unknown>, all: TaskEntry[], out: Pendin
       out.push({ severity: 'warning', code: 'POOL_UNUSED', message: `pool '${name}' is not used by any task; it would still run ${String(asRecord(pools[name])?.['count'] ?? '?')} agents`, path: ['spec', 'pools', name], at: 'key' });
     }
   }
-}
-
-function checkRetries(spec: Record<string, unknown>, all: TaskEntry[]): PendingDiagnostic[] {
-  const out: PendingDiagnostic[] = [];
-  const sites: Array<{ retry: unknown; path: Array<string | number> }> = [
-    { retry: asRecord(spec['defaults'])?.['retry'], path: ['spec', 'defaults', 'retry'] },
-    ...all.map((e) => ({ retry: e.task['retry'], path: [...e.path, 'retry'] })),
-    ...all.map((e) => ({ retry: asRecord(e.task['compensate'])?.['retry'], path: [...e.path, 'compensate', 'retry'] })),
-  ];
-  for (const s of sites) {
-    const r = asRecord(s.retry);
-    if (r === undefined) continue;
-    const delay = parseDuration(asString(r['delay']) ?? '');
-    const max = parseDuration(asString(r['maxDelay']) ?? '');
-    if (delay !== undefined && max !== undefined && max < delay) {
-      out.push(err('RETRY_DELAY_ORDER', `maxDelay ${String(r['maxDelay'])} is shorter than delay ${String(r['delay'])}`, [...s.path, 'maxDelay']));
-    }
-  }
-  return out;
 }
 
 function err(code: PendingDiagnostic['code'], message: string, path: Array<string | number>, at: 'key' | 'value' = 'value'): PendingDiagnostic {

@@ -26,6 +26,14 @@ export const RUN_PROPERTIES = ['id', 'workflow', 'commit', 'trigger', 'startedAt
 export const RUN_OUTCOME_PROPERTIES = ['status', 'failures'] as const;
 
 /**
+ * A `retry.when` is decided after an attempt failed, before the next one: it reads that
+ * attempt, the params and the run, and nothing a task's commands read (tasks, item).
+ */
+export const RETRY_EXPRESSION_CONTEXTS = ['attempt', 'params', 'run'] as const;
+/** Properties of `attempt` in a `retry.when`. */
+export const ATTEMPT_PROPERTIES = ['number', 'exitCode', 'error', 'failure'] as const;
+
+/**
  * GitHub Actions' status check functions. They say how the task's needs ended, so they mean
  * something only in a task's `when`, decided before the task starts; elsewhere validation
  * refuses them. The parser knows them everywhere so that the refusal can name the function.
@@ -75,11 +83,12 @@ export function findTemplates(s: string): TemplateScan {
 
 export type ParsedExpression = { ok: true; expr: Expr } | { ok: false; message: string; column: number };
 
-export function parseExpression(source: string): ParsedExpression {
+/** Parses one expression; `contexts` are the named values it may read (a task's, by default). */
+export function parseExpression(source: string, contexts: readonly string[] = EXPRESSION_CONTEXTS): ParsedExpression {
   if (source.trim() === '') return { ok: false, message: 'empty expression', column: 0 };
   try {
     const { tokens } = new Lexer(source).lex();
-    const expr = new Parser(tokens, [...EXPRESSION_CONTEXTS], STATUS_FUNCTION_INFO).parse();
+    const expr = new Parser(tokens, [...contexts], STATUS_FUNCTION_INFO).parse();
     return { ok: true, expr };
   } catch (err) {
     if (err instanceof ExpressionError) {

@@ -123,4 +123,29 @@ describe('Argo examples, ported, through caravan run', () => {
     expect(unknown.code).toBe(2);
     expect(unknown.out + unknown.err).toMatch(/workflows\/workflow-of-workflows\.yaml:\d+:\d+: error CHILD_OUTPUT_UNKNOWN: workflow 'sum-of-squares' \(workflows\/sum-of-squares\.yaml\) declares no output 'sum'; its spec\.outputs are total, squares/);
   });
+
+  it('retry-backoff: a flaky command retried with exponential backoff (factor 2) until it succeeds', async () => {
+    const dir = await tempRepo({ 'retry-backoff.yaml': await fixture('retry-backoff.yaml') });
+    expect(await runBin(['validate'], { cwd: dir })).toMatchObject({ code: 0 });
+    const r = await runBin(['run', 'retry-backoff', '--param', 'fail-first=2'], { cwd: dir });
+    expect(r.code).toBe(0);
+    const lines = progress(r.out);
+    expect(lines.filter((l) => l.startsWith('retry-backoff failed'))).toEqual(['retry-backoff failed (attempt 1): exited with code 1', 'retry-backoff failed (attempt 2): exited with code 1']);
+    // delay 1s, then x2, each within the jitter's -20%..+20%.
+    const waits = lines.flatMap((l) => {
+      const m = /^retry-backoff will retry \(attempt \d+\) in (?:(\d+)ms|([\d.]+)s)$/.exec(l);
+      return m === null ? [] : [m[1] !== undefined ? Number(m[1]) : Number(m[2]) * 1000];
+    });
+    // Shown to a tenth of a second.
+    expect(waits).toHaveLength(2);
+    expect(waits[0]).toBeGreaterThanOrEqual(750);
+    expect(waits[0]).toBeLessThanOrEqual(1250);
+    expect(waits[1]).toBeGreaterThanOrEqual(1550);
+    expect(waits[1]).toBeLessThanOrEqual(2450);
+    expect(r.out).not.toContain('circuit breaker');
+    const id = runIdOf(r.out);
+    expect((await runBin(['logs', id, 'retry-backoff'], { cwd: dir })).out).toBe('retry-backoff#1 attempt 1 exits with 1\nretry-backoff#2 attempt 2 exits with 1\nretry-backoff#3 attempt 3 exits with 0\n');
+    const status = JSON.parse((await cli(dir, 'status', id, '--json')).out) as { tasks: Record<string, { status: string; attempts: number }> };
+    expect(status.tasks['retry-backoff']).toMatchObject({ status: 'succeeded', attempts: 3 });
+  });
 });

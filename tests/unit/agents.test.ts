@@ -60,17 +60,17 @@ describe.each(['spawned from Node', 'run by shell workers'])('shell agent, %s', 
   });
 
   it('reports the exit code and the last stderr line of a failing command', async () => {
-    expect((await run(shellAgent, { run: 'echo bad input >&2; exit 3' })).result).toEqual({ ok: false, error: 'exited with code 3: bad input', retryable: true, exitCode: 3 });
+    expect((await run(shellAgent, { run: 'echo bad input >&2; exit 3' })).result).toEqual({ ok: false, error: 'exited with code 3: bad input', retryable: true, exitCode: 3, failure: 'exit' });
   });
 
   it('reports a task killed by a signal', async () => {
-    expect((await run(shellAgent, { run: 'kill -9 $$' })).result).toMatchObject({ ok: false, error: 'killed by SIGKILL', retryable: true });
+    expect((await run(shellAgent, { run: 'kill -9 $$' })).result).toMatchObject({ ok: false, error: 'killed by SIGKILL', retryable: true, failure: 'infrastructure' });
   });
 
   it('on timeout kills the whole process group, children included', async () => {
     const pidFile = join(dir, 'child.pid');
     const { result } = await run(shellAgent, { run: `sleep 30 & echo $! > ${pidFile}; wait`, timeoutMs: 300 });
-    expect(result).toEqual({ ok: false, error: 'timed out after 300ms; the process group was killed', retryable: true });
+    expect(result).toEqual({ ok: false, error: 'timed out after 300ms; the process group was killed', retryable: true, failure: 'timeout' });
     const child = Number(await readFile(pidFile, 'utf8'));
     // Gone, or a zombie waiting to be reaped by init: either way no longer running. SIGKILL
     // is delivered asynchronously, so the state is awaited rather than read once.
@@ -129,7 +129,7 @@ describe('http agent', () => {
   });
 
   it('treats a non-2xx answer as a failure, retryable for 5xx', async () => {
-    expect((await run(httpAgent, { agent: 'http', http: { url: `${base}/fail` } })).result).toEqual({ ok: false, error: `HTTP 503 from ${base}/fail`, retryable: true });
+    expect((await run(httpAgent, { agent: 'http', http: { url: `${base}/fail` } })).result).toEqual({ ok: false, error: `HTTP 503 from ${base}/fail`, retryable: true, failure: 'exit' });
   });
 
   it('refuses non-HTTP URLs', async () => {

@@ -49,4 +49,13 @@ describe('allocationFailure', () => {
   it('an allocation with no task state at all still gets a reason', () => {
     expect(allocationFailure({ ID: 'abcdef0123', JobID: 'j', ClientStatus: 'failed', ClientDescription: 'Failed tasks', TaskStates: null })).toEqual({ kind: 'failed', message: 'Nomad allocation abcdef01 failed: Failed tasks' });
   });
+
+  it('a runner that exited non-zero on its own failed by the task (retry.on exit); a SIGKILL or no exit code is not the task\'s', () => {
+    const exit = alloc('failed', [received, started, ev('Terminated', 'Exit Code: 3', { ExitCode: 3, Signal: 0 })]);
+    expect(allocationFailure(exit)).toEqual({ kind: 'failed', message: 'Nomad allocation 3f2a9c1e failed: Exit Code: 3', byTask: true });
+    const killed = alloc('failed', [received, started, ev('Terminated', 'Exit Code: 137', { ExitCode: 137, Details: { oom_killed: 'false' } })]);
+    expect(allocationFailure(killed)?.byTask).toBeUndefined();
+    const signalled = alloc('failed', [received, started, ev('Terminated', 'Exit Code: 0, Signal: 15', { ExitCode: 0, Signal: 15 })]);
+    expect(allocationFailure(signalled)?.byTask).toBeUndefined();
+  });
 });

@@ -28,7 +28,7 @@ describe('http agent failures', () => {
 
   it('an answer that is not 2xx names the full URL without user and password', async () => {
     const r = await request(`http://hook-user:hunter2pw@${base}/hooks/releases?channel=ops#top`);
-    expect(r).toEqual({ ok: false, error: `HTTP 404 from http://${base}/hooks/releases?channel=ops`, retryable: false });
+    expect(r).toEqual({ ok: false, error: `HTTP 404 from http://${base}/hooks/releases?channel=ops`, retryable: false, failure: 'exit' });
   });
 
   it('a request that fails names the full URL without user and password', async () => {

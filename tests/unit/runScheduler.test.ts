@@ -3,7 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { applyRunEvent, initialRunState } from '../../engine/run/reduceRun.js';
 import { snapshotRun } from '../../engine/run/RunState.js';
 import type { RunEvent } from '../../engine/run/RunEvent.js';
-import { BREAKER_COOLDOWN_MS, TIMEOUT_GRACE_MS, retryDelay } from '../../engine/run/scheduleRun.js';
+import { TIMEOUT_GRACE_MS, retryDelay } from '../../engine/run/scheduleRun.js';
+import { DEFAULT_BREAKER_COOLDOWN_MS as BREAKER_COOLDOWN_MS } from '../../engine/spec/resolveCircuitBreaker.js';
 import { simulate, T0, trace, type Outcome } from './simulateRun.js';
 
 const ok = { ok: true };
@@ -377,11 +378,11 @@ describe('concurrency and circuit breakers', () => {
     expect(par.peak).toBe(2);
   });
 
-  it('opens after 5 consecutive failures of an agent type, and half-opens with one probe after the cool-down', () => {
+  it('an http task\'s breaker opens after 5 consecutive failures of its host, and half-opens with one probe after the cool-down', () => {
     const sim = simulate('  failFast: false\n  tasks:\n' + Array.from({ length: 8 }, (_, i) => `    - { name: t${i}, agent: http, http: { url: "http://x" } }\n`).join(''), () => ({ ok: false, error: 'down', retryable: false }), { maxParallel: 1 });
     const opened = sim.events.filter((e) => e.type === 'breaker.opened');
     // Opened by the fifth failure, then again by each failed probe.
-    expect(opened.map((e) => (e.type === 'breaker.opened' ? [e.key, e.until - e.at] : []))).toEqual(Array.from({ length: 4 }, () => ['agent:http', BREAKER_COOLDOWN_MS]));
+    expect(opened.map((e) => (e.type === 'breaker.opened' ? [e.key, e.until - e.at] : []))).toEqual(Array.from({ length: 4 }, () => ['host:x', BREAKER_COOLDOWN_MS]));
     // Five attempts, then one probe per cool-down.
     const starts = sim.dispatches.map((d) => d.at - T0);
     expect(starts.slice(5)).toEqual([opened[0]!.at - T0 + BREAKER_COOLDOWN_MS, opened[1]!.at - T0 + BREAKER_COOLDOWN_MS, opened[2]!.at - T0 + BREAKER_COOLDOWN_MS]);

@@ -5,7 +5,7 @@ import { buildRunPlan, type RunPlan } from '../../engine/run/RunPlan.js';
 import type { RunState } from '../../engine/run/RunState.js';
 import { scheduleRun, type Dispatch } from '../../engine/run/scheduleRun.js';
 import { validateText } from '../../engine/spec/validateWorkflows.js';
-import type { Workflow } from '../../engine/spec/Workflow.js';
+import type { FailureKind, Workflow } from '../../engine/spec/Workflow.js';
 import { workflow } from '../harness/gitRepo.js';
 
 export const T0 = Date.UTC(2026, 10, 21, 12, 0, 0);
@@ -15,6 +15,9 @@ export interface Outcome {
   outputs?: Record<string, string>;
   error?: string;
   retryable?: boolean;
+  exitCode?: number;
+  /** What failed (retry.on); left out, as a plugin agent may, the reducer reads an exit failure. */
+  failure?: FailureKind;
   durationMs?: number;
   /** Never report back (a lost agent). */
   hang?: boolean;
@@ -76,7 +79,7 @@ export function simulate(spec: string, behave: (d: Dispatch) => Outcome, options
       pending.push({ at: now, event: { ...base, at: now, type: 'task.started' } });
       if (o.hang === true) continue;
       const end = now + (o.durationMs ?? 10);
-      pending.push({ at: end, event: o.ok ? { ...base, at: end, type: 'task.succeeded', outputs: o.outputs ?? {} } : { ...base, at: end, type: 'task.failed', error: o.error ?? 'boom', retryable: o.retryable ?? true } });
+      pending.push({ at: end, event: o.ok ? { ...base, at: end, type: 'task.succeeded', outputs: o.outputs ?? {} } : { ...base, at: end, type: 'task.failed', error: o.error ?? 'boom', retryable: o.retryable ?? true, ...(o.exitCode !== undefined ? { exitCode: o.exitCode } : {}), ...(o.failure !== undefined ? { failure: o.failure } : {}) } });
     }
     if (state.status === 'succeeded' || state.status === 'failed' || state.status === 'cancelled') break;
     if (d.events.length > 0 || d.dispatch.length > 0) continue;
