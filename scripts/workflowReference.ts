@@ -55,6 +55,14 @@ const SAMPLES: Record<string, unknown> = {
   resources: { cpu: 500, memoryMB: 256 },
 };
 
+/** Samples for fields no example workflow uses yet, by their last two path segments. */
+const PATH_SAMPLES: Record<string, unknown> = {
+  'retry.factor': 3,
+  'retry.on': ['infrastructure', 'timeout'],
+  'retry.when': '${{ attempt.exitCode != 2 }}',
+  'circuitBreaker.failures': 3,
+};
+
 /** Samples for fields no example workflow uses yet, by field name. */
 const FIELD_SAMPLES: Record<string, unknown> = {
   $schema: '../schemas/workflow.v1.json',
@@ -69,6 +77,7 @@ const FIELD_SAMPLES: Record<string, unknown> = {
   with: { query: '${{ params.query }}' },
   workingDir: 'reports',
   maxBytes: 65536,
+  circuitBreaker: { failures: 5, cooldown: '30s', scope: 'host' },
 };
 
 const ROOT = join(fileURLToPath(new URL('.', import.meta.url)), '..');
@@ -184,6 +193,8 @@ export function renderWorkflowReference(schema: Schema, examples: ExampleIndex):
     if (prop.examples?.[0] !== undefined) return inline(prop.examples[0]);
     const found = examples.get(path);
     if (found !== undefined) return inline(found.value);
+    const lastTwo = path.replace(/\[\]/g, '').split('.').slice(-2).join('.');
+    if (PATH_SAMPLES[lastTwo] !== undefined) return inline(PATH_SAMPLES[lastTwo]);
     const ref = prop.$ref ?? prop.items?.$ref;
     if (ref !== undefined && SAMPLES[defName(ref)] !== undefined) return inline(SAMPLES[defName(ref)]);
     const firstOfDef = ref === undefined ? undefined : defs[defName(ref)]?.enum?.[0];
