@@ -60,8 +60,10 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .description('check workflow files: YAML, schema, DAG and expressions (default path: workflows/)')
     .argument('[paths...]', 'workflow files or directories')
     .addOption(new Option('-f, --format <format>', 'output format').choices([...DIAGNOSTIC_FORMATS]).default('text'))
-    .action(async (paths: string[], opts: { format: DiagnosticFormat }) => {
-      exit = await validateCommand(paths, { format: opts.format }, io);
+    .option('--max-annotations <n>', 'with --format github: annotate at most n problems, then name how many more (GitHub shows 10 per step); all go to $GITHUB_STEP_SUMMARY when set', (v: string) => positiveInt(v, '--max-annotations'), 10)
+    .action(async (paths: string[], opts: { format: DiagnosticFormat; maxAnnotations: number }) => {
+      const stepSummary = process.env['GITHUB_STEP_SUMMARY'];
+      exit = await validateCommand(paths, { format: opts.format, maxAnnotations: opts.maxAnnotations, ...(stepSummary !== undefined ? { stepSummary } : {}) }, io);
     });
 
   program
