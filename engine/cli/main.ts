@@ -91,11 +91,13 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
 
   program
     .command('plan')
-    .description('show the Nomad jobs that change between a Git revision and the working tree')
+    .description('show the Nomad jobs that change between a Git revision and the working tree (or --head)')
     .option('-b, --base <ref>', 'revision to compare with (HEAD, a branch, a tag, a commit, HEAD~1, ...)', 'HEAD')
     .addOption(new Option('-f, --format <format>', 'output format').choices([...PLAN_FORMATS]).default('markdown'))
+    .option('--head <ref>', 'plan this revision instead of the working tree')
     .option('--workflows <dir>', 'workflow directory, relative to the repository root', 'workflows')
-    .action(async (opts: { base: string; format: PlanFormat; workflows: string }) => {
+    .option('--nomad-addr <url>', "show each job's JobModifyIndex on this Nomad cluster (token: $NOMAD_TOKEN); without it the plan says it was not checked against a cluster")
+    .action(async (opts: { base: string; head?: string; format: PlanFormat; workflows: string; nomadAddr?: string }) => {
       exit = await planCommand(opts, io);
     });
 

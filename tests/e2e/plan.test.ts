@@ -55,7 +55,20 @@ describe('caravan plan', () => {
       '- - `caravan-order-saga-book-shipping` (task book-shipping): destroy',
       '- + `caravan-order-saga-ship` (task ship): create',
     ].join('\n'));
-    expect(r.out).toContain('```\n1. reserve-stock\n2. charge-card\n3. ship\n```');
+    expect(r.out).toContain('<details><summary>DAG: 4 tasks (1 added, 1 removed)</summary>');
+    expect(r.out).toContain([
+      '```mermaid',
+      'flowchart LR',
+      '  t0["reserve-stock"]',
+      '  t1["charge-card"]',
+      '  t2["ship"]:::added',
+      '  t3["alert"]',
+      '  t4["book-shipping"]:::removed',
+      '  t0 --> t1',
+      '  t1 --> t2',
+      '  t1 -.-> t4',
+    ].join('\n'));
+    expect(r.out).toContain('Not checked against a cluster');
   });
 
   it('a removed workflow and an env change across commits, read with HEAD~1 and without touching the work tree', async () => {
