@@ -102,6 +102,30 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     });
 
   program
+    .command('review')
+    .description('the pull-request check in GitHub Actions: annotate invalid lines, render --check, plan against the PR base, write the job summary and keep one plan comment up to date')
+    .option('--github', 'read the run from the GITHUB_* variables and the event payload; post with $GITHUB_TOKEN to $GITHUB_API_URL (required: the only mode so far)', false)
+    .option('-b, --base <ref>', "revision to plan against (default: the pull request's base commit)")
+    .option('--workflows <dir>', 'workflow directory, relative to the repository root', 'workflows')
+    .option('--render-check <dir>', 'check that this directory holds what `caravan render` would write', 'nomad-jobs')
+    .option('--no-render-check', 'skip the rendered-jobs check (for a repository that keeps none)')
+    .option('--max-annotations <n>', 'annotate at most n problems, then name how many more (GitHub shows 10 per step)', (v: string) => positiveInt(v, '--max-annotations'), 10)
+    .option('--no-comment', 'write the job summary only; post no pull request comment')
+    .option('--nomad-addr <url>', "show each job's JobModifyIndex on this Nomad cluster (token: $NOMAD_TOKEN)")
+    .action(async (opts: { github: boolean; base?: string; workflows: string; renderCheck: string | false; maxAnnotations: number; comment: boolean; nomadAddr?: string }) => {
+      if (!opts.github) throw new CaravanError('USAGE', 'review runs in GitHub Actions: pass --github (it reads GITHUB_* variables and posts with $GITHUB_TOKEN)');
+      const { reviewCommand } = await import('./reviewCommand.js');
+      exit = await reviewCommand({
+        workflows: opts.workflows,
+        maxAnnotations: opts.maxAnnotations,
+        comment: opts.comment,
+        ...(opts.renderCheck !== false ? { renderCheck: opts.renderCheck } : {}),
+        ...(opts.base !== undefined ? { base: opts.base } : {}),
+        ...(opts.nomadAddr !== undefined ? { nomadAddr: opts.nomadAddr } : {}),
+      }, io);
+    });
+
+  program
     .command('run')
     .description('run a workflow and record it in Git: tasks run on this machine (default) or on Nomad (--backend nomad), events travel in memory (default) or on NATS JetStream (--bus nats)')
     .argument('<workflow>', 'workflow name (metadata.name) or file')

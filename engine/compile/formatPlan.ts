@@ -52,7 +52,9 @@ function workflowSection(w: WorkflowChange, checked: boolean): string[] {
   const marks = [c.added > 0 ? `${c.added} added` : '', c.changed > 0 ? `${c.changed} changed` : '', c.removed > 0 ? `${c.removed} removed` : ''].filter((x) => x !== '');
   out.push(
     '',
-    `<details><summary>DAG: ${c.tasks} task${c.tasks === 1 ? '' : 's'}${marks.length > 0 ? ` (${marks.join(', ')})` : ''}</summary>`,
+    w.change === 'removed'
+      ? `<details><summary>DAG: ${c.removed} task${c.removed === 1 ? '' : 's'}, all removed</summary>`
+      : `<details><summary>DAG: ${c.tasks} task${c.tasks === 1 ? '' : 's'}${marks.length > 0 ? ` (${marks.join(', ')})` : ''}</summary>`,
     '',
     '```mermaid',
     // The single call site of the diagram: a fuller renderer can replace mermaidDiff as is.

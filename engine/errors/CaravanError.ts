@@ -35,6 +35,7 @@ export type ErrorCode =
   | 'POOL_AGENT_STOPPING'
   | 'EXPRESSION_FAILED'
   | 'SECRET_UNAVAILABLE'
+  | 'GITHUB_API'
   | 'INTERNAL';
 
 export interface CaravanErrorOptions {
