@@ -1,6 +1,10 @@
+import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { parse } from 'yaml';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { runBin } from '../harness/cli.js';
 import { GithubApiServer } from '../harness/githubApiServer.js';
@@ -29,6 +33,23 @@ async function commitRendered(message: string): Promise<string> {
   return (await git(repo, 'rev-parse', 'HEAD')).trim();
 }
 
+function githubEnv(event: string, summaryFile: string, outputFile: string): NodeJS.ProcessEnv {
+  return {
+    PATH: process.env['PATH'],
+    HOME: process.env['HOME'],
+    GITHUB_ACTIONS: 'true',
+    GITHUB_EVENT_NAME: 'pull_request',
+    GITHUB_EVENT_PATH: event,
+    GITHUB_REPOSITORY: 'acme/pipelines',
+    GITHUB_API_URL: api.url,
+    GITHUB_SERVER_URL: 'https://github.example',
+    GITHUB_RUN_ID: '4242',
+    GITHUB_TOKEN: TOKEN,
+    GITHUB_STEP_SUMMARY: summaryFile,
+    GITHUB_OUTPUT: outputFile,
+  };
+}
+
 async function review(headSha: string, ...args: string[]): Promise<{ code: number; out: string; err: string; summary: string; output: string }> {
   const event = join(scratch, 'event.json');
   await writeFile(event, JSON.stringify({ action: 'synchronize', pull_request: { number: 7, base: { sha: baseSha }, head: { sha: headSha } } }));
@@ -36,23 +57,7 @@ async function review(headSha: string, ...args: string[]): Promise<{ code: numbe
   const outputFile = join(scratch, `output-${headSha}.txt`);
   await writeFile(summaryFile, '');
   await writeFile(outputFile, '');
-  const r = await runBin(['review', '--github', ...args], {
-    cwd: repo,
-    env: {
-      PATH: process.env['PATH'],
-      HOME: process.env['HOME'],
-      GITHUB_ACTIONS: 'true',
-      GITHUB_EVENT_NAME: 'pull_request',
-      GITHUB_EVENT_PATH: event,
-      GITHUB_REPOSITORY: 'acme/pipelines',
-      GITHUB_API_URL: api.url,
-      GITHUB_SERVER_URL: 'https://github.example',
-      GITHUB_RUN_ID: '4242',
-      GITHUB_TOKEN: TOKEN,
-      GITHUB_STEP_SUMMARY: summaryFile,
-      GITHUB_OUTPUT: outputFile,
-    },
-  });
+  const r = await runBin(['review', '--github', ...args], { cwd: repo, env: githubEnv(event, summaryFile, outputFile) });
   return { ...r, summary: await readFile(summaryFile, 'utf8'), output: await readFile(outputFile, 'utf8') };
 }
 
@@ -170,5 +175,50 @@ describe('caravan review --github', () => {
       await bad.stop();
       api = saved;
     }
+  });
+
+  it("the action's own steps, run as the runner runs them from this checkout, review the pull request", async () => {
+    const checkout = fileURLToPath(new URL('../../', import.meta.url));
+    const actionDir = join(checkout, '.github', 'actions', 'caravan-review');
+    const action = parse(await readFile(join(actionDir, 'action.yml'), 'utf8')) as {
+      inputs: Record<string, { default: string }>;
+      runs: { using: string; steps: Array<{ id: string; run: string; env: Record<string, string> }> };
+    };
+    expect(action.runs.using).toBe('composite');
+    await writeFile(join(repo, 'workflows', 'build.yaml'), BUILD_HEAD);
+    const head = await commitRendered('change build');
+    const event = join(scratch, 'event.json');
+    await writeFile(event, JSON.stringify({ pull_request: { number: 7, base: { sha: baseSha }, head: { sha: head } } }));
+    const bash = async (run: string, env: NodeJS.ProcessEnv): Promise<{ code: number; out: string }> => {
+      try {
+        const r = await promisify(execFile)('bash', ['-e', '-c', run], { cwd: repo, env });
+        return { code: 0, out: r.stdout };
+      } catch (e) {
+        const x = e as { code: number; stdout: string; stderr: string };
+        return { code: x.code, out: x.stdout + x.stderr };
+      }
+    };
+    const outputs = join(scratch, 'prepare-output.txt');
+    await writeFile(outputs, '');
+    const [prepare, step] = action.runs.steps;
+    expect((await bash(prepare!.run, { ...githubEnv(event, '', outputs), CARAVAN_CMD: '', ACTION_PATH: actionDir })).code).toBe(0);
+    const cmd = /^cmd=(.*)$/m.exec(await readFile(outputs, 'utf8'))?.[1];
+    expect(cmd).toBe(`node ${join(checkout, 'bin', 'caravan.js')}`);
+
+    // The inputs as the runner passes them: each step variable from its input's default.
+    const inputs = Object.fromEntries(Object.entries(action.inputs).map(([k, v]) => [k, v.default]));
+    const fromInput = (expr: string): string => {
+      const m = /^\$\{\{ inputs\.([a-z-]+) \}\}$/.exec(expr);
+      return m === null ? '' : (inputs[m[1]!] ?? '');
+    };
+    const stepEnv = Object.fromEntries(Object.entries(step!.env).map(([k, v]) => [k, fromInput(v)]));
+    const summaryFile = join(scratch, 'action-summary.md');
+    await writeFile(summaryFile, '');
+    await writeFile(join(scratch, 'action-output.txt'), '');
+    const r = await bash(step!.run, { ...githubEnv(event, summaryFile, join(scratch, 'action-output.txt')), ...stepEnv, GITHUB_TOKEN: TOKEN, CARAVAN: cmd! });
+    expect(r.code, r.out).toBe(0);
+    expect(r.out.trimEnd().split('\n').at(-1)).toBe('caravan review: 2 files checked: all valid; nomad-jobs/ up to date; plan: 1 to create, 2 to update, 0 to destroy; comment created');
+    expect(api.requests.filter((x) => x.method === 'POST')).toHaveLength(1);
+    expect(await readFile(summaryFile, 'utf8')).toContain('## Caravan plan: `' + baseSha + '` → pull request #7 at `' + head + '`');
   });
 });
