@@ -63,8 +63,10 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .description('check workflow files: YAML, schema, DAG and expressions (default path: workflows/)')
     .argument('[paths...]', 'workflow files or directories')
     .addOption(new Option('-f, --format <format>', 'output format').choices([...DIAGNOSTIC_FORMATS]).default('text'))
-    .action(async (paths: string[], opts: { format: DiagnosticFormat }) => {
-      exit = await validateCommand(paths, { format: opts.format }, io);
+    .option('--max-annotations <n>', 'with --format github: annotate at most n problems, then name how many more (GitHub shows 10 per step); all go to $GITHUB_STEP_SUMMARY when set', (v: string) => positiveInt(v, '--max-annotations'), 10)
+    .action(async (paths: string[], opts: { format: DiagnosticFormat; maxAnnotations: number }) => {
+      const stepSummary = process.env['GITHUB_STEP_SUMMARY'];
+      exit = await validateCommand(paths, { format: opts.format, maxAnnotations: opts.maxAnnotations, ...(stepSummary !== undefined ? { stepSummary } : {}) }, io);
     });
 
   program
@@ -92,11 +94,13 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
 
   program
     .command('plan')
-    .description('show the Nomad jobs that change between a Git revision and the working tree')
+    .description('show the Nomad jobs that change between a Git revision and the working tree (or --head)')
     .option('-b, --base <ref>', 'revision to compare with (HEAD, a branch, a tag, a commit, HEAD~1, ...)', 'HEAD')
     .addOption(new Option('-f, --format <format>', 'output format').choices([...PLAN_FORMATS]).default('markdown'))
+    .option('--head <ref>', 'plan this revision instead of the working tree')
     .option('--workflows <dir>', 'workflow directory, relative to the repository root', 'workflows')
-    .action(async (opts: { base: string; format: PlanFormat; workflows: string }) => {
+    .option('--nomad-addr <url>', "show each job's JobModifyIndex on this Nomad cluster (token: $NOMAD_TOKEN); without it the plan says it was not checked against a cluster")
+    .action(async (opts: { base: string; head?: string; format: PlanFormat; workflows: string; nomadAddr?: string }) => {
       exit = await planCommand(opts, io);
     });
 
@@ -109,6 +113,30 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .addHelpText('after', '\nExamples:\n  caravan graph order-saga\n  caravan graph workflows/quarterly-report.yaml --format dot | dot -Tsvg > report.svg\n  caravan graph --run 20250101-120000-abc123 --format text')
     .action(async (workflow: string | undefined, opts: { format: GraphFormat; run?: string }) => {
       exit = await graphCommand(workflow, { format: opts.format, ...(opts.run !== undefined ? { run: opts.run } : {}) }, io);
+    });
+
+  program
+    .command('review')
+    .description('the pull-request check in GitHub Actions: annotate invalid lines, render --check, plan against the PR base, write the job summary and keep one plan comment up to date')
+    .option('--github', 'read the run from the GITHUB_* variables and the event payload; post with $GITHUB_TOKEN to $GITHUB_API_URL (required: the only mode so far)', false)
+    .option('-b, --base <ref>', "revision to plan against (default: the pull request's base commit)")
+    .option('--workflows <dir>', 'workflow directory, relative to the repository root', 'workflows')
+    .option('--render-check <dir>', 'check that this directory holds what `caravan render` would write', 'nomad-jobs')
+    .option('--no-render-check', 'skip the rendered-jobs check (for a repository that keeps none)')
+    .option('--max-annotations <n>', 'annotate at most n problems, then name how many more (GitHub shows 10 per step)', (v: string) => positiveInt(v, '--max-annotations'), 10)
+    .option('--no-comment', 'write the job summary only; post no pull request comment')
+    .option('--nomad-addr <url>', "show each job's JobModifyIndex on this Nomad cluster (token: $NOMAD_TOKEN)")
+    .action(async (opts: { github: boolean; base?: string; workflows: string; renderCheck: string | false; maxAnnotations: number; comment: boolean; nomadAddr?: string }) => {
+      if (!opts.github) throw new CaravanError('USAGE', 'review runs in GitHub Actions: pass --github (it reads GITHUB_* variables and posts with $GITHUB_TOKEN)');
+      const { reviewCommand } = await import('./reviewCommand.js');
+      exit = await reviewCommand({
+        workflows: opts.workflows,
+        maxAnnotations: opts.maxAnnotations,
+        comment: opts.comment,
+        ...(opts.renderCheck !== false ? { renderCheck: opts.renderCheck } : {}),
+        ...(opts.base !== undefined ? { base: opts.base } : {}),
+        ...(opts.nomadAddr !== undefined ? { nomadAddr: opts.nomadAddr } : {}),
+      }, io);
     });
 
   program

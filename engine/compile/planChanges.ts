@@ -13,6 +13,12 @@ export interface JobChange {
   source: string;
   action: 'create' | 'update' | 'destroy';
   fields: FieldChange[];
+  /**
+   * Set when the plan was checked against a cluster: the job's JobModifyIndex there, which a
+   * controller applying this plan enforces on register (check-and-set); 0 when the job does
+   * not exist, which Nomad reads as "register only if still absent".
+   */
+  modifyIndex?: number;
 }
 
 export interface WorkflowChange {
@@ -27,11 +33,15 @@ export interface WorkflowChange {
   /** The new DAG, one generation per entry (empty for a removed workflow). */
   generations: string[][];
   workflow: Workflow | undefined;
+  /** The base's version (undefined for an added workflow), for the diagram of what changed. */
+  baseWorkflow: Workflow | undefined;
 }
 
 export interface Plan {
   base: string;
   head: string;
+  /** The Nomad address the jobs' indexes were read from; undefined when not checked against a cluster. */
+  cluster?: string;
   workflows: WorkflowChange[];
   summary: { added: number; changed: number; removed: number; unchanged: number; create: number; update: number; destroy: number };
 }
@@ -76,6 +86,7 @@ export function planChanges(base: readonly FileResult[], head: readonly FileResu
       sections: before !== undefined && after !== undefined ? changedSections(before.workflow, after.workflow) : [],
       generations: after?.dag.generations ?? [],
       workflow: after?.workflow,
+      baseWorkflow: before?.workflow,
     });
   }
   const all = workflows.flatMap((w) => w.jobs);

@@ -39,6 +39,7 @@ export type ErrorCode =
   | 'EXPRESSION_FAILED'
   | 'SECRET_UNAVAILABLE'
   | 'OUTPUT_TOO_LARGE'
+  | 'GITHUB_API'
   | 'INTERNAL';
 
 export interface CaravanErrorOptions {

@@ -60,7 +60,7 @@ describe('caravan validate', () => {
   it('prints GitHub workflow commands with --format github, escaping what must be escaped', async () => {
     await writeFile(join(dir, 'odd,name.yaml'), bad.replace('name: bad', 'name: odd'));
     const r = await cli(dir, 'validate', '-f', 'github', 'odd,name.yaml');
-    expect(r.out).toBe("::error file=odd%2Cname.yaml,line=8,col=15::NEEDS_UNKNOWN task 'a' needs unknown task 'b'\n");
+    expect(r.out).toBe("::error file=odd%2Cname.yaml,line=8,col=15,title=NEEDS_UNKNOWN::task 'a' needs unknown task 'b'\n1 file checked: 1 error (1 of 1 file invalid)\n");
   });
 
   it('exits 66 for a missing path and 64 for bad usage, without a stack trace', async () => {

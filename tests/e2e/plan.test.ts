@@ -55,7 +55,19 @@ describe('caravan plan', () => {
       '- - `caravan-order-saga-book-shipping` (task book-shipping): destroy',
       '- + `caravan-order-saga-ship` (task ship): create',
     ].join('\n'));
-    expect(r.out).toContain('```\n1. reserve-stock\n2. charge-card\n3. ship\n```');
+    expect(r.out).toContain('<details><summary>DAG: 4 tasks (1 added, 1 removed)</summary>');
+    expect(r.out).toContain([
+      '```mermaid',
+      'flowchart TD',
+      '  n1("reserve-stock")',
+      '  n2("charge-card")',
+      '  n3("ship")',
+    ].join('\n'));
+    // The removed task stays where it was, with its old edge, marked removed; the new one added.
+    expect(r.out).toContain('  n7("book-shipping")');
+    expect(r.out).toContain('  n2 --> n7\n');
+    expect(r.out).toContain('  class n3 added\n  class n7 removed\n```');
+    expect(r.out).toContain('Not checked against a cluster');
   });
 
   it('a removed workflow and an env change across commits, read with HEAD~1 and without touching the work tree', async () => {
