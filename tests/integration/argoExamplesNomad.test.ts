@@ -59,10 +59,28 @@ describe.skipIf(nomadBin === undefined || !natsOk)('Argo examples, ported, on No
     expect(failed.code, failed.out + failed.err).toBe(1);
     expect(progress(failed.out)).toContain('cry started');
     const id = runIdOf(failed.out);
-    expect((await caravan(dir, 'logs', id, 'send-email')).out).toMatch(/^send-email#1 send e-mail: exit-handlers failed since \S+\. Failed tasks \[\{"task":"intentional-fail","error":"exited with code 1( \\(on [^)]+\\))?"\}\]\n$/);
+    expect((await caravan(dir, 'logs', id, 'send-email')).out).toMatch(/^send-email#1 send e-mail: exit-handlers failed since \S+\. Failed tasks \[\{"task":"intentional-fail","error":"exited with code 1( \(on [^)]+\))?"\}\]\n$/);
     const status = JSON.parse((await caravan(dir, 'status', id, '--json')).out) as { status: string; tasks: Record<string, { status: string }> };
     expect([status.status, status.tasks['cry']!.status, status.tasks['celebrate']!.status]).toEqual(['failed', 'succeeded', 'skipped']);
   }, 180_000);
+
+  it('retry-backoff: each retry is a new dispatch, with exponential backoff, until it succeeds', async () => {
+    const dir = await repo({ 'retry-backoff.yaml': await fixture('retry-backoff.yaml') });
+    const r = await caravan(dir, 'run', 'retry-backoff', '--param', 'fail-first=2', '--backend', 'nomad');
+    expect(r.code, r.out + r.err).toBe(0);
+    expect(progress(r.out).filter((l) => / will retry \(attempt \d\) in /.test(l))).toHaveLength(2);
+    const status = JSON.parse((await caravan(dir, 'status', runIdOf(r.out), '--json')).out) as { tasks: Record<string, { status: string; attempts: number }> };
+    expect(status.tasks['retry-backoff']).toMatchObject({ status: 'succeeded', attempts: 3 });
+  }, 180_000);
+
+  it('workflow-of-workflows: child runs on Nomad declare outputs, captured from stdout, that the parent reads', async () => {
+    const dir = await repo({ 'workflow-of-workflows.yaml': await fixture('workflow-of-workflows.yaml'), 'sum-of-squares.yaml': await fixture('sum-of-squares.yaml') });
+    const r = await caravan(dir, 'run', 'workflow-of-workflows', '--backend', 'nomad');
+    expect(r.code, r.out + r.err).toBe(0);
+    const status = JSON.parse((await caravan(dir, 'status', runIdOf(r.out), '--json')).out) as { tasks: Record<string, { outputs?: Record<string, string> }> };
+    expect(status.tasks['combine']!.outputs).toEqual({ result: '399' });
+    expect(status.tasks['small']!.outputs).toMatchObject({ total: '14', squares: '["1","4","9"]', status: 'succeeded' });
+  }, 240_000);
 
   it('loops-param-result: forEach over an output holding a JSON array, each item a dispatch', async () => {
     const dir = await repo({ 'loops-param-result.yaml': await fixture('loops-param-result.yaml') });
