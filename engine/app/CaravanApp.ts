@@ -295,7 +295,10 @@ export class CaravanApp {
       live: this.live,
       ...(leadership !== undefined ? { leadership } : {}),
       ...pick(this.options, ['parallelism', 'checkpointEveryEvents', 'checkpointEveryMs', 'onEvent', 'logger', 'metrics']),
-    }));
+    })).then((supervisor) => {
+      this.queries.readFromMemory((runId) => supervisor.current(runId));
+      return supervisor;
+    });
     return this.supervisor;
   }
 

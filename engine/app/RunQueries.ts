@@ -1,5 +1,6 @@
 import type { GitAuditStore } from '../audit/GitAuditStore.js';
 import { readJournal } from '../audit/readJournal.js';
+import { checkRunId } from '../audit/updateRef.js';
 import { CaravanError } from '../errors/CaravanError.js';
 import type { RunStatus } from '../run/RunEvent.js';
 import { buildRunPlan } from '../run/RunPlan.js';
@@ -47,8 +48,11 @@ export interface RunPage {
 export interface RunView {
   snapshot: RunSnapshot;
   live: LiveRun | undefined;
-  /** `journal`: replayed from the live run's journal (ahead of Git); `audit`: the last checkpoint on caravan/runs. */
-  from: 'journal' | 'audit';
+  /**
+   * `memory`: a run this process drives, as it stands; `journal`: replayed from the live
+   * run's journal (ahead of Git); `audit`: the last checkpoint on caravan/runs.
+   */
+  from: 'memory' | 'journal' | 'audit';
 }
 
 /** One log line of a task attempt. */
@@ -73,7 +77,15 @@ export interface FollowOptions {
  * live runs from their journal, which is ahead of the last checkpoint.
  */
 export class RunQueries {
+  /** Runs this process drives (the application's supervisor), read from memory. */
+  private inProcess: ((runId: string) => { snapshot: RunSnapshot; live: LiveRun } | undefined) | undefined;
+
   constructor(private readonly audit: GitAuditStore, private readonly live: LiveRuns, private readonly parallelism = 32) {}
+
+  /** Set by the application once it supervises runs: their reads skip the journal. */
+  readFromMemory(current: (runId: string) => { snapshot: RunSnapshot; live: LiveRun } | undefined): void {
+    this.inProcess = current;
+  }
 
   /** Runs newest first (run ids start with their UTC start time), filtered, one page at a time. */
   async list(filter: RunFilter = {}): Promise<RunPage> {
@@ -108,6 +120,8 @@ export class RunQueries {
    * caravan/runs, else a journal that never reached Git (the run's Git write failed).
    */
   async get(runId: string): Promise<RunView> {
+    const here = this.inProcess?.(checkRunId(runId));
+    if (here !== undefined) return { ...here, from: 'memory' };
     const live = await this.live.get(runId);
     const fromJournal = live !== undefined ? await this.journalSnapshot(runId) : undefined;
     if (fromJournal !== undefined) return { snapshot: fromJournal, live, from: 'journal' };

@@ -7,11 +7,12 @@ import type { Registry } from '../run/Registry.js';
 import type { RunEvent } from '../run/RunEvent.js';
 import { RunEngine } from '../run/RunEngine.js';
 import { buildRunPlan } from '../run/RunPlan.js';
-import type { RunState } from '../run/RunState.js';
+import type { RunSnapshot } from '../run/RunSnapshot.js';
+import { snapshotRun, type RunState } from '../run/RunState.js';
 import type { Workflow } from '../spec/Workflow.js';
 import type { Backends } from './createBackends.js';
 import type { Leadership } from './Leadership.js';
-import { processStartTime, type ControlCommand, type LiveRuns } from './LiveRuns.js';
+import { processStartTime, type ControlCommand, type LiveRun, type LiveRuns } from './LiveRuns.js';
 
 /** A run under way in this process. */
 export interface StartedRun {
@@ -55,7 +56,22 @@ export interface SupervisorOptions {
  * live run with a control channel, leadership, and one teardown whatever way it ends.
  */
 export class RunSupervisor {
+  /** Runs driven by this process: their state is in memory, ahead of the journal. */
+  private readonly running = new Map<string, { engine: RunEngine; live: LiveRun; events: number; cached?: { events: number; snapshot: RunSnapshot } }>();
+
   constructor(private readonly options: SupervisorOptions) {}
+
+  /**
+   * A run this process drives, as it stands: read from memory instead of replaying its
+   * journal, which costs the whole journal per read (32 reads/s of a 1,000-task run through
+   * the API). The snapshot is rebuilt only after a new event.
+   */
+  current(runId: string): { snapshot: RunSnapshot; live: LiveRun } | undefined {
+    const r = this.running.get(runId);
+    if (r === undefined) return undefined;
+    if (r.cached?.events !== r.events) r.cached = { events: r.events, snapshot: snapshotRun(r.engine.state) };
+    return { snapshot: r.cached.snapshot, live: r.live };
+  }
 
   /** The leader lock runs are driven under, if this process acts as the controller. */
   get leadership(): Leadership | undefined {
@@ -123,8 +139,13 @@ export class RunSupervisor {
       });
       engine.onFlush(() => recorder.flush());
       const processStart = processStartTime(process.pid);
-      await this.options.live.register({ runId: req.runId, workflow: name, pid: process.pid, startedAt: new Date(backends.clock.now()).toISOString(), ...(processStart !== undefined ? { processStart } : {}) });
+      const live: LiveRun = { runId: req.runId, workflow: name, pid: process.pid, startedAt: new Date(backends.clock.now()).toISOString(), ...(processStart !== undefined ? { processStart } : {}) };
+      await this.options.live.register(live);
       teardown.push(() => this.options.live.unregister(req.runId));
+      const entry = { engine, live, events: 0 };
+      this.running.set(req.runId, entry);
+      engine.onEvent(() => void entry.events++);
+      teardown.push(() => void this.running.delete(req.runId));
       const stopWatching = this.options.live.watch(req.runId, (c) => apply(engine, c));
       teardown.push(stopWatching);
       req.begin(engine);

@@ -1,4 +1,4 @@
-import { readFile, rm } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -82,5 +82,26 @@ describe('RunQueries', () => {
     expect(okRun.snapshot.tasks['fan']!.instances!.map((i) => i.status)).toEqual(['succeeded', 'succeeded']);
     expect((await app.queries.logs(ids['ok']![0]!, 'fan')).map((l) => [l.task, l.line]).sort()).toEqual([['fan[0]', '1'], ['fan[1]', '2']]);
     await expect(app.queries.get('20000101-000000-000000')).rejects.toMatchObject({ code: 'RUN_NOT_FOUND' });
+  });
+
+  it('reads a run this process drives from memory, equal to what its journal replays, and from Git once it is over', async () => {
+    const gate = join(dir, 'gate');
+    const local = await repoWith({ 'held.yaml': workflow('held', `  tasks:\n    - { name: a, run: "echo a" }\n    - { name: wait, needs: [a], run: "while [ ! -e '${gate}' ]; do sleep 0.05; done" }\n`) });
+    const here = new CaravanApp({ repoDir: local });
+    try {
+      const run = await here.start('held', {});
+      await until('task a to succeed', async () => (await here.queries.get(run.runId)).snapshot.tasks['a']?.status === 'succeeded', 20_000, 20);
+      const view = await here.queries.get(run.runId);
+      expect([view.from, view.live?.pid, view.snapshot.status, view.snapshot.tasks['wait']?.status]).toEqual(['memory', process.pid, 'running', 'running']);
+      // Another process sees the same run through its journal.
+      expect(await here.queries.journalSnapshot(run.runId)).toEqual(view.snapshot);
+      await writeFile(gate, '');
+      await run.done;
+      const after = await here.queries.get(run.runId);
+      expect([after.from, after.snapshot.status]).toEqual(['audit', 'succeeded']);
+    } finally {
+      await here.close();
+      await rm(local, { recursive: true, force: true });
+    }
   });
 });
