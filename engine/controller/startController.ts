@@ -8,6 +8,8 @@ import type { Registry } from '../run/Registry.js';
 import { Controller, type SyncReport, type TriggerMessages } from './Controller.js';
 import type { Workflow } from '../spec/Workflow.js';
 import { ControllerServer } from './ControllerServer.js';
+import type { ApiTokens } from '../api/ApiTokens.js';
+import { advertiseLeader, controllerBackend } from '../api/controllerBackend.js';
 import { GitHubCommitStatus } from './GitHubCommitStatus.js';
 import { Reconciler } from './Reconciler.js';
 import { RemoteRepo } from '../gitops/RemoteRepo.js';
@@ -26,6 +28,14 @@ export interface ControllerConfig {
   /** host:port for /health, /ready and the webhook; undefined: no listener. */
   listen?: { host: string; port: number };
   webhookSecret?: string;
+  /** The REST API on the listener (needs `listen`). */
+  api?: {
+    tokens: ApiTokens;
+    openReads?: boolean;
+    rateLimit?: { max: number; windowMs: number };
+    /** The address followers name for the leader (default: the listener's URL). */
+    advertiseUrl?: string;
+  };
   prune?: boolean;
   selfHeal?: boolean;
   backend?: 'local' | 'nomad';
@@ -133,6 +143,14 @@ export async function startController(config: ControllerConfig): Promise<Running
         port: config.listen.port,
         ...(config.webhookSecret !== undefined ? { webhookSecret: config.webhookSecret } : {}),
         logger,
+        ...(config.api !== undefined ? {
+          api: {
+            backend: controllerBackend(app, controller, registry, config.backend === 'nomad' ? process.env['NOMAD_ADDR'] ?? 'http://127.0.0.1:4646' : undefined),
+            tokens: config.api.tokens,
+            ...(config.api.openReads !== undefined ? { openReads: config.api.openReads } : {}),
+            ...(config.api.rateLimit !== undefined ? { rateLimit: config.api.rateLimit } : {}),
+          },
+        } : {}),
         readiness: async () => {
           const s = controller.status();
           const details = { role: s.role, head: s.head, lastSync: s.lastSync !== undefined ? { commit: s.lastSync.commit, status: s.lastSync.status, at: s.lastSync.startedAt } : null, error: s.error ?? null, runs: s.runs };
@@ -147,6 +165,10 @@ export async function startController(config: ControllerConfig): Promise<Running
       });
     }
     await controller.start();
+    if (server !== undefined && config.api !== undefined && registry !== undefined && leader !== undefined) {
+      const url = config.api.advertiseUrl ?? server.url;
+      void controller.elected().then(() => advertiseLeader(registry, url, identity, logger), () => undefined);
+    }
   } catch (e) {
     await controller.stop().catch(() => undefined);
     await server?.close();
