@@ -167,6 +167,12 @@ export class ControllerServer {
       // Unknown fields are refused, not silently dropped; nothing is coerced (a number where a
       // string belongs is a 400), so query strings are declared as strings.
       ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+      // Requests the router cannot even read (a bad percent-encoding, a bad content type): the
+      // same error body as every other refusal, not fastify's own.
+      frameworkErrors: (error, _request, reply) => {
+        const status = typeof error.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 400;
+        void sendError(reply, status, status === 415 ? 'UNSUPPORTED_MEDIA_TYPE' : 'BAD_REQUEST', status === 415 ? 'unsupported content type' : 'the request URL or headers cannot be read (bad percent-encoding?)');
+      },
     });
     const registered: Array<{ method: string; url: string }> = [];
     app.addHook('onRoute', (route) => {
