@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { BackendHealth } from '../app/BackendHealth.js';
 import { CaravanApp, type CaravanAppOptions } from '../app/CaravanApp.js';
 import { CaravanError } from '../errors/CaravanError.js';
 import { packageRoot } from '../packageRoot.js';
@@ -136,6 +137,7 @@ export async function startController(config: ControllerConfig): Promise<Running
     ...(config.bus === 'nats' ? { openEvents: (workflows: Workflow[]) => openEventTriggers(workflows, logger) } : {}),
   });
   let server: ControllerServer | undefined;
+  const health = new BackendHealth({ ...(registry !== undefined ? { registry } : {}), nats: config.bus === 'nats', nomad: config.backend === 'nomad', logger });
   try {
     if (config.listen !== undefined) {
       server = await ControllerServer.start({
@@ -153,9 +155,10 @@ export async function startController(config: ControllerConfig): Promise<Running
         } : {}),
         readiness: async () => {
           const s = controller.status();
-          const details = { role: s.role, head: s.head, lastSync: s.lastSync !== undefined ? { commit: s.lastSync.commit, status: s.lastSync.status, at: s.lastSync.startedAt } : null, error: s.error ?? null, runs: s.runs };
+          const b = await health.check();
+          const details = { backends: b.backends, role: s.role, head: s.head, lastSync: s.lastSync !== undefined ? { commit: s.lastSync.commit, status: s.lastSync.status, at: s.lastSync.startedAt } : null, error: s.error ?? null, runs: s.runs };
           // A follower is a healthy standby; a leader is ready once its last sync did not fail.
-          const ready = s.role === 'follower' || ((s.role === 'leader' || s.role === 'standalone') && s.lastSync !== undefined && s.lastSync.status !== 'failed');
+          const ready = b.ok && (s.role === 'follower' || ((s.role === 'leader' || s.role === 'standalone') && s.lastSync !== undefined && s.lastSync.status !== 'failed'));
           return { ready, details };
         },
         onPush: (push) => {
