@@ -57,7 +57,7 @@ export async function controllerCommand(options: ControllerCommandOptions, io: I
   }
   if (options.advertiseUrl !== undefined && !/^https?:\/\/[^\s/]+(\/\S*)?$/i.test(options.advertiseUrl)) throw new CaravanError('USAGE', `--advertise-url expects an http(s) URL, got '${options.advertiseUrl}'`, { data: { advertiseUrl: options.advertiseUrl } });
   const { ApiTokens } = await import('../api/ApiTokens.js');
-  const tokens = listen !== undefined ? await ApiTokens.load(options.tokensFile) : undefined;
+  const tokens = listen !== undefined ? await ApiTokens.load(options.tokensFile !== undefined ? resolve(io.cwd, options.tokensFile) : undefined) : undefined;
   const { createLogger } = await import('../telemetry/createLogger.js');
   const { startController } = await import('../controller/startController.js');
   const logger = createLogger({ name: 'caravan-controller', secrets: tokens?.secrets() ?? [] });
