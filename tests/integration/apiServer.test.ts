@@ -193,6 +193,32 @@ describe('starting runs', () => {
   });
 });
 
+describe('secrets', () => {
+  it('a secret param is masked in the run, its list row and the log; the value is in no answer or log line', async () => {
+    const api = await openApi();
+    const secret = 'hunter2-very-secret-value-7731';
+    const wf = workflow('vault', '  params:\n    password: { type: string, secret: true }\n  tasks:\n    - { name: use, run: "echo using ${{ params.password }}" }\n');
+    await writeFile(join(api.dir, 'workflows', 'vault.yaml'), wf);
+    await git(api.dir, 'add', '-A');
+    await git(api.dir, 'commit', '-q', '-m', 'vault');
+    await api.ctl.controller.syncNow('test');
+    const res = await api.call('POST', '/api/v1/workflows/vault/runs', { body: { params: { password: secret } } });
+    expect(res.statusCode, res.body).toBe(201);
+    const runId = res.json()['runId'] as string;
+    const run = await runOver(api, runId);
+    expect(run['params']).toEqual({ password: '***' });
+    const answers = [
+      (await api.call('GET', `/api/v1/runs/${runId}`)).body,
+      (await api.call('GET', `/api/v1/runs/${runId}/logs/use`)).body,
+      (await api.call('GET', '/api/v1/runs')).body,
+      (await api.call('GET', '/api/v1/workflows/vault')).body,
+    ];
+    expect(answers[1]).toContain('using ***');
+    for (const a of answers) expect(a).not.toContain(secret);
+    expect(JSON.stringify(api.logger.lines())).not.toContain(secret);
+  });
+});
+
 describe('listing runs', () => {
   it('pages newest first with a cursor, and filters by workflow and status', async () => {
     const api = await openApi();
