@@ -8,7 +8,7 @@ import type { Logger } from '../run/Logger.js';
 import type { Registry } from '../run/Registry.js';
 import { Controller, type SyncReport, type TriggerMessages } from './Controller.js';
 import type { Workflow } from '../spec/Workflow.js';
-import { ControllerServer } from './ControllerServer.js';
+import { ControllerServer } from '../api/ControllerServer.js';
 import type { ApiTokens } from '../api/ApiTokens.js';
 import { advertiseLeader, controllerBackend } from '../api/controllerBackend.js';
 import { GitHubCommitStatus } from './GitHubCommitStatus.js';

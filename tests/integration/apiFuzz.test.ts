@@ -2,7 +2,7 @@ import { runInNewContext } from 'node:vm';
 import { setFlagsFromString } from 'node:v8';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import type { InjectRequest } from '../../engine/controller/ControllerServer.js';
+import type { InjectRequest } from '../../engine/api/ControllerServer.js';
 import { noopLogger } from '../../engine/run/Logger.js';
 import { OPERATOR_TOKEN, unboundApi } from '../harness/apiServer.js';
 import { workflow } from '../harness/gitRepo.js';

@@ -2,8 +2,8 @@ import type { AddressInfo } from 'node:net';
 import rateLimit from '@fastify/rate-limit';
 import { verify } from '@octokit/webhooks-methods';
 import { fastify, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import { registerApi, type ApiOptions } from '../api/registerApi.js';
-import { HEALTH_SCHEMA, READY_SCHEMA, WEBHOOK_SCHEMA, registerOpenApi } from '../api/registerOpenApi.js';
+import { registerApi, type ApiOptions } from './registerApi.js';
+import { HEALTH_SCHEMA, READY_SCHEMA, WEBHOOK_SCHEMA, registerOpenApi } from './registerOpenApi.js';
 import { CaravanError, isCaravanError } from '../errors/CaravanError.js';
 import type { Logger } from '../run/Logger.js';
 
