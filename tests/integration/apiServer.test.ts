@@ -226,7 +226,8 @@ describe('listing runs', () => {
     for (let i = 0; i < 3; i++) {
       const r = await api.call('POST', '/api/v1/workflows/quick/runs', { body: {} });
       ids.push(r.json()['runId'] as string);
-      await runOver(api, ids[i]!);
+      // The list reads a recorded run's status from the audit branch: wait for its final record.
+      await recorded(api, ids[i]!);
     }
     const page1 = (await api.call('GET', '/api/v1/runs?limit=2')).json();
     expectSchema('RunPage', page1);
