@@ -116,6 +116,16 @@ export class GitAuditStore {
     return JSON.parse(new TextDecoder().decode((await git.readBlob({ ...this.repo, oid: entry.oid })).blob)) as unknown;
   }
 
+  /** Commits the controller recorded a sync report for (`syncs/<commit>/`), in tree order. */
+  async listSyncs(): Promise<string[]> {
+    const { tip } = await this.runsTip();
+    if (tip === undefined) return [];
+    const { commit } = await git.readCommit({ ...this.repo, oid: tip });
+    const dir = await this.subtree(commit.tree, ['syncs']);
+    if (dir === undefined) return [];
+    return (await git.readTree({ ...this.repo, oid: dir })).tree.filter((e) => e.type === 'tree').map((e) => e.path);
+  }
+
   /** Adds a line to the note on `commit` under refs/notes/caravan (one line per run). */
   async appendNote(commit: string, line: string): Promise<void> {
     for (let attempt = 0; attempt < 10; attempt++) {

@@ -27,6 +27,11 @@ export interface ControllerCommandOptions {
   githubStatus?: string;
   githubApiUrl?: string;
   githubTokenFile?: string;
+  tokensFile?: string;
+  openReads?: boolean;
+  privateMetrics?: boolean;
+  apiRateLimit?: number;
+  advertiseUrl?: string;
 }
 
 /**
@@ -48,9 +53,16 @@ export async function controllerCommand(options: ControllerCommandOptions, io: I
     });
   const githubStatus = options.githubStatus !== undefined ? { repository: options.githubStatus, token: await readGitHubToken(options.githubTokenFile), ...(options.githubApiUrl !== undefined ? { apiUrl: options.githubApiUrl } : {}) } : undefined;
   const webhookSecret = await readSecret(options.webhookSecretFile);
+  if (listen === undefined && (options.tokensFile !== undefined || options.openReads === true || options.privateMetrics === true || options.advertiseUrl !== undefined)) {
+    throw new CaravanError('USAGE', '--tokens-file, --open-reads, --private-metrics and --advertise-url configure the HTTP listener: give --listen host:port too');
+  }
+  if (options.advertiseUrl !== undefined && !/^https?:\/\/[^\s/]+(\/\S*)?$/i.test(options.advertiseUrl)) throw new CaravanError('USAGE', `--advertise-url expects an http(s) URL, got '${options.advertiseUrl}'`, { data: { advertiseUrl: options.advertiseUrl } });
+  const { ApiTokens } = await import('../api/ApiTokens.js');
+  const tokens = listen !== undefined ? await ApiTokens.load(options.tokensFile !== undefined ? resolve(io.cwd, options.tokensFile) : undefined) : undefined;
   const { createLogger } = await import('../telemetry/createLogger.js');
   const { startController } = await import('../controller/startController.js');
-  const logger = createLogger({ name: 'caravan-controller' });
+  const logger = createLogger({ name: 'caravan-controller', secrets: tokens?.secrets() ?? [] });
+  if (tokens !== undefined && tokens.size === 0) logger.warn('the HTTP API has no tokens: every request to /api/v1 is refused (401) unless reads are open; give --tokens-file or CARAVAN_API_TOKEN', { openReads: options.openReads === true });
   let deposed: (e: Error) => void = () => undefined;
   const lost = new Promise<Error>((r) => (deposed = r));
   const running = await startController({
@@ -63,6 +75,8 @@ export async function controllerCommand(options: ControllerCommandOptions, io: I
     intervalMs,
     ...(listen !== undefined ? { listen } : {}),
     ...(webhookSecret !== undefined ? { webhookSecret } : {}),
+    ...(options.privateMetrics === true ? { metricsOpen: false } : {}),
+    ...(tokens !== undefined ? { api: { tokens, openReads: options.openReads === true, rateLimit: { max: options.apiRateLimit ?? 600, windowMs: 60_000 }, ...(options.advertiseUrl !== undefined ? { advertiseUrl: options.advertiseUrl } : {}) } } : {}),
     prune: options.prune,
     selfHeal: options.selfHeal,
     backend: options.backend,

@@ -289,7 +289,12 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .option('--github-api-url <url>', 'the GitHub REST API for --github-status (GitHub Enterprise: https://<host>/api/v3)')
     .option('--branch <branch>', 'the branch to watch', 'main')
     .option('--interval <duration>', 'how often to look at the branch and the cluster', '30s')
-    .option('--listen <host:port>', 'serve /health, /ready and the GitHub push webhook here')
+    .option('--listen <host:port>', 'serve the HTTP API (/api/v1, docs/api.md), /openapi.json, /health, /ready and the GitHub push webhook here')
+    .option('--tokens-file <file>', 'API bearer tokens: a YAML list of {name, token or tokenFile, role: viewer|operator|approver or a list} (also: $CARAVAN_API_TOKEN, one token named $CARAVAN_API_TOKEN_NAME or admin, roles operator and approver)')
+    .option('--open-reads', 'let GET requests of the API in without a token (mutations still need one)', false)
+    .option('--private-metrics', 'GET /metrics needs one of the API\'s bearer tokens (default: open, as Prometheus expects)', false)
+    .option('--api-rate-limit <n>', 'API requests allowed per token (per address for open reads) and minute', (v: string) => positiveInt(v, '--api-rate-limit'), 600)
+    .option('--advertise-url <url>', 'with --registry consul: the API address the leader advertises, for followers to name in their 503 (default: the --listen address)')
     .option('--workflows <dir>', 'workflow directory, relative to the repository root', 'workflows')
     .option('--prune', "deregister this repository's jobs whose workflow or task left Git", false)
     .option('--self-heal', 'put back jobs changed or stopped outside Git (a few tries, with backoff)', false)
@@ -299,7 +304,7 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .option('--agent-command <cmd>', 'how Nomad clients start the agent runner')
     .option('--webhook-secret-file <file>', 'the GitHub webhook secret (default: $CARAVAN_WEBHOOK_SECRET; without one the webhook is off)')
     .option('--leader-ttl <duration>', 'with --registry consul: the leader session TTL; a follower takes over within about this long after the leader dies (at least 10s)', '15s')
-    .action(async (opts: { repo: string; branch: string; interval: string; listen?: string; workflows: string; prune: boolean; selfHeal: boolean; bus?: 'memory' | 'nats'; backend: 'local' | 'nomad'; registry: 'none' | 'consul'; agentCommand?: string; webhookSecretFile?: string; leaderTtl: string; stateDir?: string; githubStatus?: string; githubTokenFile?: string; githubApiUrl?: string }) => {
+    .action(async (opts: { repo: string; branch: string; interval: string; listen?: string; workflows: string; prune: boolean; selfHeal: boolean; bus?: 'memory' | 'nats'; backend: 'local' | 'nomad'; registry: 'none' | 'consul'; agentCommand?: string; webhookSecretFile?: string; leaderTtl: string; stateDir?: string; githubStatus?: string; githubTokenFile?: string; githubApiUrl?: string; tokensFile?: string; openReads: boolean; privateMetrics: boolean; apiRateLimit: number; advertiseUrl?: string }) => {
       const { controllerCommand } = await import('./controllerCommand.js');
       exit = await controllerCommand(opts, io);
     });

@@ -3,7 +3,9 @@ import fs from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as git from 'isomorphic-git';
-import type { CaravanApp } from '../app/CaravanApp.js';
+import type { CaravanApp, StartedRun } from '../app/CaravanApp.js';
+import { newRunId } from '../audit/updateRef.js';
+import { CaravanError } from '../errors/CaravanError.js';
 import type { Leadership } from '../app/Leadership.js';
 import { resolveGitDirs } from '../audit/resolveGitDirs.js';
 import { changedPaths } from '../gitops/changedPaths.js';
@@ -128,7 +130,9 @@ export class Controller {
   private unlisten: (() => void) | undefined;
   private readonly metrics: Metrics;
   /** The valid workflows of the last synced commit: the pools to look at. */
-  private synced: Workflow[] = [];
+  private syncedValid: Workflow[] = [];
+  /** The workflow files of the last synced commit, and their text: what the HTTP API shows and runs. */
+  private synced: { commit: string; files: readonly FileResult[]; sources: ReadonlyMap<string, string> } | undefined;
 
   constructor(private readonly options: ControllerOptions) {
     this.metrics = options.metrics ?? noopMetrics;
@@ -211,6 +215,25 @@ export class Controller {
   /** The last sync, and what is wrong now (for /ready). */
   status(): { role: 'standalone' | 'follower' | 'leader' | 'deposed'; lastSync: SyncReport | undefined; error: string | undefined; head: string | undefined; runs: number } {
     return { role: this.role, lastSync: this.last, error: this.lastError, head: this.lastHead, runs: this.runs.live.size };
+  }
+
+  /** The workflow files at the last synced commit, validated (commit undefined before the first sync). */
+  syncedWorkflows(): { commit: string | undefined; files: readonly FileResult[] } {
+    return { commit: this.synced?.commit, files: this.synced?.files ?? [] };
+  }
+
+  /**
+   * Starts a run of a workflow as it is at the last synced commit (the HTTP API), tracked
+   * like a trigger's run: handed over when the controller stops, reached by approvals in Git.
+   */
+  async startManual(name: string, params: Record<string, unknown>, trigger: string): Promise<StartedRun> {
+    const synced = this.synced;
+    const file = synced?.files.find((f) => f.name === name);
+    if (synced === undefined || file === undefined) throw new CaravanError('WORKFLOW_NOT_FOUND', `no workflow '${name}' at ${synced?.commit.slice(0, 12) ?? 'the synced commit (none yet)'}`, { data: { workflow: name } });
+    if (file.workflow === undefined) {
+      throw new CaravanError('WORKFLOW_INVALID', `workflow '${name}' (${file.file}) is invalid at ${synced.commit.slice(0, 12)}`, { data: { workflow: name, diagnostics: file.diagnostics.filter((d) => d.severity === 'error') } });
+    }
+    return this.runs.startDirect({ workflow: file.workflow, source: synced.sources.get(file.file) ?? '' }, params, { trigger, commit: synced.commit, runId: newRunId(new Date()) });
   }
 
   /**
@@ -302,7 +325,7 @@ export class Controller {
     const valid = files.flatMap((f) => (f.workflow !== undefined ? [f.workflow] : []));
     // Before any run of this commit starts: only these names may become label values.
     this.metrics.knownWorkflows(valid.map((w) => w.metadata.name));
-    this.synced = valid;
+    this.syncedValid = valid;
     const report: SyncReport = {
       commit: head,
       author: `${commit.author.name} <${commit.author.email}>`,
@@ -338,6 +361,7 @@ export class Controller {
         report.approvals = await this.applyApprovals(head);
       }
       for (const f of files) if (f.workflow !== undefined) this.files.set(f.workflow.metadata.name, f.file);
+      this.synced = { commit: head, files, sources: new Map(files.map((f) => [f.file, this.workflowFiles.source(f.file)])) };
       const fileOf = (name: string): string | undefined => this.files.get(name);
       this.schedules.update(head, files, this.workflowFiles, fileOf);
       await this.events?.update(head, files, this.workflowFiles, fileOf);
@@ -398,7 +422,7 @@ export class Controller {
     const observe = this.options.observePools;
     if (observe === undefined || this.stopped || this.role === 'follower' || this.role === 'deposed') return;
     try {
-      this.metrics.poolsObserved(await observe(this.synced));
+      this.metrics.poolsObserved(await observe(this.syncedValid));
     } catch (e) {
       this.options.logger.warn('cannot look at the pools (queue depth, agents); their metrics keep their last values', { err: e });
     }

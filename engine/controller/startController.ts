@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { BackendHealth } from '../app/BackendHealth.js';
 import { CaravanApp, type CaravanAppOptions } from '../app/CaravanApp.js';
 import { CaravanError } from '../errors/CaravanError.js';
 import { packageRoot } from '../packageRoot.js';
@@ -7,7 +8,9 @@ import type { Logger } from '../run/Logger.js';
 import type { Registry } from '../run/Registry.js';
 import { Controller, type SyncReport, type TriggerMessages } from './Controller.js';
 import type { Workflow } from '../spec/Workflow.js';
-import { ControllerServer } from './ControllerServer.js';
+import { ControllerServer } from '../api/ControllerServer.js';
+import type { ApiTokens } from '../api/ApiTokens.js';
+import { advertiseLeader, controllerBackend } from '../api/controllerBackend.js';
 import { GitHubCommitStatus } from './GitHubCommitStatus.js';
 import { Reconciler } from './Reconciler.js';
 import { RemoteRepo } from '../gitops/RemoteRepo.js';
@@ -27,6 +30,14 @@ export interface ControllerConfig {
   /** host:port for /health, /ready and the webhook; undefined: no listener. */
   listen?: { host: string; port: number };
   webhookSecret?: string;
+  /** The REST API on the listener (needs `listen`). */
+  api?: {
+    tokens: ApiTokens;
+    openReads?: boolean;
+    rateLimit?: { max: number; windowMs: number };
+    /** The address followers name for the leader (default: the listener's URL). */
+    advertiseUrl?: string;
+  };
   prune?: boolean;
   selfHeal?: boolean;
   backend?: 'local' | 'nomad';
@@ -141,6 +152,7 @@ export async function startController(config: ControllerConfig): Promise<Running
     ...(metrics !== undefined ? { metrics, observePools: (workflows: readonly Workflow[]) => app.observePools(workflows) } : {}),
   });
   let server: ControllerServer | undefined;
+  const health = new BackendHealth({ ...(registry !== undefined ? { registry } : {}), nats: config.bus === 'nats', nomad: config.backend === 'nomad', logger });
   try {
     if (config.listen !== undefined) {
       server = await ControllerServer.start({
@@ -150,12 +162,24 @@ export async function startController(config: ControllerConfig): Promise<Running
         logger,
         ...(metrics !== undefined ? { metrics, exposition: metrics } : {}),
         ...(config.metricsOpen !== undefined ? { metricsOpen: config.metricsOpen } : {}),
-        ...(config.authorizeMetrics !== undefined ? { authorizeMetrics: config.authorizeMetrics } : {}),
+        // Closed metrics take any of the API's tokens (a scraper needs no role), unless told otherwise.
+        ...(config.authorizeMetrics !== undefined
+          ? { authorizeMetrics: config.authorizeMetrics }
+          : config.api !== undefined ? { authorizeMetrics: (header: string | undefined) => config.api!.tokens.authenticate(/^Bearer +(\S+)$/i.exec(header ?? '')?.[1] ?? '') !== undefined } : {}),
+        ...(config.api !== undefined ? {
+          api: {
+            backend: controllerBackend(app, controller, registry, config.backend === 'nomad' ? process.env['NOMAD_ADDR'] ?? 'http://127.0.0.1:4646' : undefined),
+            tokens: config.api.tokens,
+            ...(config.api.openReads !== undefined ? { openReads: config.api.openReads } : {}),
+            ...(config.api.rateLimit !== undefined ? { rateLimit: config.api.rateLimit } : {}),
+          },
+        } : {}),
         readiness: async () => {
           const s = controller.status();
-          const details = { role: s.role, head: s.head, lastSync: s.lastSync !== undefined ? { commit: s.lastSync.commit, status: s.lastSync.status, at: s.lastSync.startedAt } : null, error: s.error ?? null, runs: s.runs };
+          const b = await health.check();
+          const details = { backends: b.backends, role: s.role, head: s.head, lastSync: s.lastSync !== undefined ? { commit: s.lastSync.commit, status: s.lastSync.status, at: s.lastSync.startedAt } : null, error: s.error ?? null, runs: s.runs };
           // A follower is a healthy standby; a leader is ready once its last sync did not fail.
-          const ready = s.role === 'follower' || ((s.role === 'leader' || s.role === 'standalone') && s.lastSync !== undefined && s.lastSync.status !== 'failed');
+          const ready = b.ok && (s.role === 'follower' || ((s.role === 'leader' || s.role === 'standalone') && s.lastSync !== undefined && s.lastSync.status !== 'failed'));
           return { ready, details };
         },
         onPush: (push) => {
@@ -165,6 +189,10 @@ export async function startController(config: ControllerConfig): Promise<Running
       });
     }
     await controller.start();
+    if (server !== undefined && config.api !== undefined && registry !== undefined && leader !== undefined) {
+      const url = config.api.advertiseUrl ?? server.url;
+      void controller.elected().then(() => advertiseLeader(registry, url, identity, logger), () => undefined);
+    }
   } catch (e) {
     await controller.stop().catch(() => undefined);
     await server?.close();

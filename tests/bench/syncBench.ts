@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { CaravanApp } from '../../engine/app/CaravanApp.js';
 import type { NomadJob } from '../../engine/compile/NomadJob.js';
 import { Controller, type SyncReport } from '../../engine/controller/Controller.js';
-import { ControllerServer, WEBHOOK_PATH } from '../../engine/controller/ControllerServer.js';
+import { ControllerServer, WEBHOOK_PATH } from '../../engine/api/ControllerServer.js';
 import { META, Reconciler, type ClusterJobs } from '../../engine/controller/Reconciler.js';
 import { NomadClient, type NomadJobStub, type PlanResult, type RegisterResult } from '../../engine/nomad/NomadClient.js';
 import { noopLogger } from '../../engine/run/Logger.js';

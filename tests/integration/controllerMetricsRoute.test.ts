@@ -1,6 +1,6 @@
 import { createHmac } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ControllerServer, type ControllerServerOptions } from '../../engine/controller/ControllerServer.js';
+import { ControllerServer, type ControllerServerOptions } from '../../engine/api/ControllerServer.js';
 import { MemoryLogger } from '../../engine/run/Logger.js';
 import { PromMetrics } from '../../engine/telemetry/PromMetrics.js';
 

@@ -2,6 +2,8 @@ import type { AddressInfo } from 'node:net';
 import rateLimit from '@fastify/rate-limit';
 import { verify } from '@octokit/webhooks-methods';
 import { fastify, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { registerApi, type ApiOptions } from './registerApi.js';
+import { HEALTH_SCHEMA, READY_SCHEMA, WEBHOOK_SCHEMA, registerOpenApi } from './registerOpenApi.js';
 import { CaravanError, isCaravanError } from '../errors/CaravanError.js';
 import type { Logger } from '../run/Logger.js';
 import { noopMetrics, type Metrics, type WebhookOutcome } from '../run/Metrics.js';
@@ -55,7 +57,26 @@ export interface ControllerServerOptions {
   metricsOpen?: boolean;
   /** Judges a scrape's Authorization header when metricsOpen is false (the HTTP API's bearer tokens). */
   authorizeMetrics?: (authorization: string | undefined) => boolean | Promise<boolean>;
+  /** The REST API under /api/v1 (engine/api); undefined: only probes, the webhook and /openapi.json. */
+  api?: ApiOptions;
 }
+
+/** A request for inject(): what a test needs, without fastify's types. */
+export interface InjectRequest {
+  method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE' | 'HEAD' | 'OPTIONS';
+  url: string;
+  headers?: Record<string, string | string[]>;
+  payload?: string | Buffer | Record<string, unknown>;
+}
+
+export interface InjectResponse {
+  statusCode: number;
+  headers: Record<string, string | string[] | number | undefined>;
+  body: string;
+}
+
+/** Routes seen by each server's onRoute hook, until the server object takes them. */
+const routesOf = new WeakMap<FastifyInstance, Array<{ method: string; url: string }>>();
 
 /** The webhook's path, for the docs and the CLI's messages. */
 export const WEBHOOK_PATH = '/api/v1/webhooks/github';
@@ -116,19 +137,80 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 export class ControllerServer {
   private closing: Promise<void> | undefined;
 
+  private readonly registered: ReadonlyArray<{ method: string; url: string }>;
+
   private constructor(
     private readonly app: FastifyInstance,
     readonly url: string,
-  ) {}
+  ) {
+    this.registered = routesOf.get(app) ?? [];
+  }
 
   static async start(options: ControllerServerOptions): Promise<ControllerServer> {
+    const app = await ControllerServer.build(options);
+    try {
+      await app.listen({ host: options.host, port: options.port });
+    } catch (e) {
+      await app.close().catch(() => undefined);
+      throw new CaravanError('IO', `the controller cannot listen on ${options.host}:${options.port}: ${(e as Error).message}`, { data: { host: options.host, port: options.port }, cause: e });
+    }
+    return new ControllerServer(app, urlOf(app.server.address() as AddressInfo));
+  }
+
+  /** The same server without a socket: requests go through inject() (tests). */
+  static async unbound(options: ControllerServerOptions): Promise<ControllerServer> {
+    const app = await ControllerServer.build(options);
+    await app.ready();
+    return new ControllerServer(app, '');
+  }
+
+  /** One request through the whole server without a socket (fastify's inject). */
+  async inject(request: InjectRequest): Promise<InjectResponse> {
+    const res = await this.app.inject({ method: request.method, url: request.url, ...(request.headers !== undefined ? { headers: request.headers } : {}), ...(request.payload !== undefined ? { payload: request.payload } : {}) });
+    return { statusCode: res.statusCode, headers: res.headers, body: res.body };
+  }
+
+  /** Every route as registered (method and URL pattern), for checking the OpenAPI document. */
+  routes(): Array<{ method: string; url: string }> {
+    return [...this.registered];
+  }
+
+  private static async build(options: ControllerServerOptions): Promise<FastifyInstance> {
     const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
     const limit = options.rateLimit ?? DEFAULT_RATE_LIMIT;
     checkOptions(options, maxBodyBytes, limit);
     const log = options.logger;
     const metrics = options.metrics ?? noopMetrics;
     // No logger of fastify's own: what is worth logging goes through our Logger below.
-    const app = fastify({ logger: false, bodyLimit: maxBodyBytes, requestTimeout: REQUEST_TIMEOUT_MS });
+    const app = fastify({
+      logger: false,
+      bodyLimit: maxBodyBytes,
+      requestTimeout: REQUEST_TIMEOUT_MS,
+      // Unknown fields are refused, not silently dropped; nothing is coerced (a number where a
+      // string belongs is a 400), so query strings are declared as strings.
+      ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+      // Requests the router cannot even read (a bad percent-encoding, a bad content type): the
+      // same error body as every other refusal, not fastify's own.
+      frameworkErrors: (error, _request, reply) => {
+        const status = typeof error.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 400;
+        void sendError(reply, status, status === 415 ? 'UNSUPPORTED_MEDIA_TYPE' : 'BAD_REQUEST', status === 415 ? 'unsupported content type' : 'the request URL or headers cannot be read (bad percent-encoding?)');
+      },
+    });
+    const registered: Array<{ method: string; url: string }> = [];
+    app.addHook('onRoute', (route) => {
+      for (const method of [route.method].flat()) registered.push({ method, url: route.url });
+    });
+    routesOf.set(app, registered);
+    // Response schemas document; they do not filter. Every body is serialised as it is.
+    app.setSerializerCompiler(() => (data) => JSON.stringify(data));
+    // Nothing here is for a browser to render, cache or frame; no CORS headers are ever sent.
+    app.addHook('onSend', async (_request, reply) => {
+      void reply.header('x-content-type-options', 'nosniff');
+      void reply.header('cache-control', 'no-store');
+      void reply.header('x-frame-options', 'DENY');
+      void reply.header('content-security-policy', "default-src 'none'; frame-ancestors 'none'");
+      void reply.header('referrer-policy', 'no-referrer');
+    });
 
     app.setErrorHandler((error: unknown, request, reply) => {
       const { status, code, message } = describeError(error, reply, maxBodyBytes);
@@ -141,8 +223,12 @@ export class ControllerServer {
     });
     app.setNotFoundHandler((request, reply) => sendError(reply, 404, 'NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`));
 
-    app.get('/health', () => ({ status: 'ok' }));
-    app.get('/ready', async (_request, reply) => {
+    // First, so that the document sees every route added after it.
+    await registerOpenApi(app);
+    await app.register(rateLimit, { global: false });
+
+    app.get('/health', { schema: HEALTH_SCHEMA }, () => ({ status: 'ok' }));
+    app.get('/ready', { schema: READY_SCHEMA }, async (_request, reply) => {
       let readiness: Readiness;
       try {
         readiness = await options.readiness();
@@ -169,13 +255,13 @@ export class ControllerServer {
     if (secret === undefined) {
       // onRequest answers before the body is read: a disabled route costs no upload.
       app.post(WEBHOOK_PATH, {
+        schema: WEBHOOK_SCHEMA,
         onRequest: async () => {
           throw new Refusal(404, 'WEBHOOK_DISABLED', 'the GitHub webhook is off: give the controller a secret with CARAVAN_WEBHOOK_SECRET or --webhook-secret-file (polling still picks up pushes)');
         },
         handler: () => undefined,
       });
     } else {
-      await app.register(rateLimit, { global: false });
       // An encapsulated context, so that its raw-body parsers stay on this route and the later
       // HTTP API keeps fastify's JSON parser.
       await app.register(async (hooks) => {
@@ -183,6 +269,7 @@ export class ControllerServer {
         hooks.addContentTypeParser('application/json', { parseAs: 'buffer' }, keepRaw(false));
         hooks.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'buffer' }, keepRaw(true));
         hooks.post(WEBHOOK_PATH, {
+          schema: WEBHOOK_SCHEMA,
           bodyLimit: maxBodyBytes,
           // Counted on request, before the body is read or the signature checked: the limit is
           // what stops a client from making us hash megabytes in a loop.
@@ -192,13 +279,8 @@ export class ControllerServer {
       });
     }
 
-    try {
-      await app.listen({ host: options.host, port: options.port });
-    } catch (e) {
-      await app.close().catch(() => undefined);
-      throw new CaravanError('IO', `the controller cannot listen on ${options.host}:${options.port}: ${(e as Error).message}`, { data: { host: options.host, port: options.port }, cause: e });
-    }
-    return new ControllerServer(app, urlOf(app.server.address() as AddressInfo));
+    if (options.api !== undefined) await registerApi(app, options.api, log);
+    return app;
   }
 
   /** Stops accepting connections, lets requests in flight finish, and frees the port. */
