@@ -27,7 +27,7 @@ describe('caravan controller --listen with the API', () => {
     const tokens = join(dir, '.git', 'tokens.yaml');
     await writeFile(join(dir, '.git', 'view.token'), `${VIEW}\n`);
     await writeFile(tokens, `- name: ops\n  token: ${OPS}\n  role: operator\n- name: watcher\n  tokenFile: view.token\n  role: viewer\n`);
-    const child = spawn(process.execPath, [caravanBin, 'controller', '--repo', dir, '--interval', '1h', '--listen', '127.0.0.1:0', '--tokens-file', tokens], { cwd: dir, env: { ...process.env, CARAVAN_LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [caravanBin, 'controller', '--repo', dir, '--interval', '1h', '--listen', '127.0.0.1:0', '--tokens-file', tokens, '--private-metrics'], { cwd: dir, env: { ...process.env, CARAVAN_LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
     children.push(child);
     let out = '';
     let err = '';
@@ -39,6 +39,12 @@ describe('caravan controller --listen with the API', () => {
     const auth = (t: string): Record<string, string> => ({ authorization: `Bearer ${t}` });
 
     expect((await fetch(`${url}/api/v1/runs`)).status).toBe(401);
+    // --private-metrics: a scrape needs one of the API's tokens, of any role.
+    expect((await fetch(`${url}/metrics`)).status).toBe(401);
+    expect((await fetch(`${url}/metrics`, { headers: { authorization: 'Bearer not-a-token' } })).status).toBe(401);
+    const scraped = await fetch(`${url}/metrics`, { headers: auth(VIEW) });
+    expect(scraped.status).toBe(200);
+    expect(await scraped.text()).toContain('# TYPE caravan_runs_started_total counter');
     const doc = (await (await fetch(`${url}/openapi.json`)).json()) as { paths: Record<string, unknown> };
     expect(Object.keys(doc.paths)).toContain('/api/v1/workflows/{name}/runs');
 
