@@ -10,6 +10,7 @@ import { CaravanError } from '../errors/CaravanError.js';
 import { noopLogger } from '../run/Logger.js';
 import { parseParams } from '../run/parseParams.js';
 import type { Registry } from '../run/Registry.js';
+import type { EventLog } from '../run/EventLog.js';
 import type { RunEvent } from '../run/RunEvent.js';
 import { buildRunPlan } from '../run/RunPlan.js';
 import { applyRunEvent, initialRunState } from '../run/reduceRun.js';
@@ -209,6 +210,11 @@ export class CaravanApp {
   /** The process's registry (Consul, or the one given), opening the backends if need be. */
   async registry(): Promise<Registry | undefined> {
     return (await this.openBackends()).registry;
+  }
+
+  /** The bus's stored events by sequence (NATS JetStream), opening the backends if need be; undefined on the in-memory bus. */
+  async eventLog(): Promise<EventLog | undefined> {
+    return (await this.openBackends()).eventLog;
   }
 
   /** Child runs started without waiting (`workflow: {wait: false}`) and still going. */

@@ -35,6 +35,7 @@ export type ErrorCode =
   | 'POOL_AGENT_STOPPING'
   | 'EXPRESSION_FAILED'
   | 'SECRET_UNAVAILABLE'
+  | 'SUBSCRIBER_TOO_SLOW'
   | 'INTERNAL';
 
 export interface CaravanErrorOptions {
