@@ -65,11 +65,13 @@ export class SseStream {
   /** Writes `text`; resolves when the socket can take more (false: the stream is closed). */
   async send(text: string): Promise<boolean> {
     if (this.abort.signal.aborted) return false;
-    if (this.res.write(text)) return true;
+    // Checked before writing: one write may be larger than the limit (a batch of long log
+    // lines) for a client that reads well; what must not grow is what is left unread.
     if (this.res.writableLength > this.limits.maxBufferedBytes) {
       this.drop(`more than ${this.limits.maxBufferedBytes} bytes waited for the client to read them`);
       return false;
     }
+    if (this.res.write(text)) return true;
     return new Promise<boolean>((resolve) => {
       const timer = setTimeout(() => {
         this.drop(`the client read nothing for ${this.limits.stallMs} ms`);

@@ -18,8 +18,9 @@ export const EVENT_STREAM_DEFAULTS: EventStreamOptions = { heartbeatMs: 15_000, 
 
 /** A Last-Event-ID is a non-negative integer: a stream sequence or a journal index. */
 const EVENT_ID = /^[0-9]{1,15}$/;
-/** Events written to the socket at once while a subscriber catches up. */
+/** Events written to the socket at once while a subscriber catches up, and about how much text. */
 const CHUNK = 256;
+const CHUNK_CHARS = 64 * 1024;
 
 const eventStream = (what: string): Record<string, unknown> => ({
   description: `text/event-stream: ${what}`,
@@ -130,7 +131,7 @@ async function streamRun(sse: SseStream, timeline: RunTimeline, after: number): 
     if (i < events.length) {
       const upTo = Math.min(events.length, i + CHUNK);
       let text = '';
-      for (; i < upTo; i++) text += formatEvent(events[i]!.id, events[i]!.event.type, events[i]!.event);
+      for (; i < upTo && text.length < CHUNK_CHARS; i++) text += formatEvent(events[i]!.id, events[i]!.event.type, events[i]!.event);
       if (!(await sse.send(text))) return;
       continue;
     }

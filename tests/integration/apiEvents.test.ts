@@ -1,3 +1,4 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ApiTokens } from '../../engine/api/ApiTokens.js';
 import type { EventStreamOptions } from '../../engine/api/eventRoutes.js';
@@ -20,6 +21,8 @@ const OPERATOR = 'operator-token-0123456789abcdef';
 const steps = workflow('steps', '  tasks:\n' + ['a', 'b', 'c', 'd', 'e'].map((t, i) => `    - { name: ${t}, ${i > 0 ? `needs: [${'abcde'[i - 1]}], ` : ''}run: "sleep 0.3; echo ${t}" }\n`).join(''));
 const fan = workflow('fan', '  tasks:\n' + [1, 2, 3, 4, 5, 6].map((i) => `    - { name: t${i}, run: "echo t${i}" }\n`).join('') + '    - { name: last, needs: [t1, t2, t3, t4, t5, t6], run: "echo last" }\n');
 const slow = workflow('slow', '  tasks:\n    - { name: wait, run: "sleep 30" }\n');
+// Three tasks of 1,000 log lines of 4,000 characters each (the runner keeps megabytes of them).
+const chatty = workflow('chatty', '  tasks:\n' + [1, 2, 3].map((i) => `    - name: talk${i}\n      run: |\n        L=$(head -c 4000 /dev/zero | tr "\\\\0" x)\n        for i in $(seq 1000); do echo "$L"; done\n`).join(''));
 
 interface Opened {
   ctl: RunningController;
@@ -30,15 +33,28 @@ interface Opened {
   recorded(runId: string): Promise<RunEvent[]>;
 }
 
+/** Sends a request for an event stream with a 4 KB receive buffer, then never reads. */
+const STUCK_CLIENT = [
+  'import socket, sys, time',
+  's = socket.socket()',
+  's.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)',
+  "s.connect(('127.0.0.1', int(sys.argv[1])))",
+  "s.sendall(('GET %s HTTP/1.1\\r\\nHost: x\\r\\nAccept: text/event-stream\\r\\n\\r\\n' % sys.argv[2]).encode())",
+  'time.sleep(300)',
+].join('\n');
+const hasPython = spawnSync('python3', ['--version']).status === 0;
+const stuckClients: ChildProcess[] = [];
+
 const running: RunningController[] = [];
 const clients: SseClient[] = [];
 afterEach(async () => {
   for (const c of clients.splice(0)) c.close();
+  for (const p of stuckClients.splice(0)) p.kill();
   for (const r of running.splice(0)) await r.stop();
 });
 
 async function open(bus: 'memory' | 'nats', events: Partial<EventStreamOptions> = {}, natsUrl?: string): Promise<Opened> {
-  const dir = await tempRepo({ 'steps.yaml': steps, 'fan.yaml': fan, 'slow.yaml': slow });
+  const dir = await tempRepo({ 'steps.yaml': steps, 'fan.yaml': fan, 'slow.yaml': slow, 'chatty.yaml': chatty });
   const logger = new MemoryLogger();
   const tokens = new ApiTokens([{ name: 'ops', token: OPERATOR, roles: ['operator'] }]);
   const ctl = await withEnv({ NATS_URL: natsUrl }, () => startController({
@@ -187,6 +203,26 @@ describe('SSE on the in-memory bus (ids are journal indexes)', () => {
       return d.status === 200;
     }, 10_000, 50);
   }, 60_000);
+
+  // A client that never reads needs a small receive window: Node cannot set SO_RCVBUF, and
+  // the kernel's autotuned one (up to net.ipv4.tcp_rmem, 32 MB here) would hold the whole run.
+  it.skipIf(!hasPython)('a client that stops reading is dropped with a logged reason, while one that reads gets every event', async () => {
+    const o = await open('memory', { maxBufferedBytes: 256 * 1024, stallMs: 500 });
+    const runId = await o.start('chatty');
+    const stuck = spawn('python3', ['-c', STUCK_CLIENT, new URL(o.url).port, `/api/v1/runs/${runId}/events`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    stuckClients.push(stuck);
+    const reader = o.stream(`/api/v1/runs/${runId}/events`);
+    await until('the stuck client to be dropped', () => o.logger.entries.some((e) => e.msg === 'event subscriber dropped'), 60_000, 50);
+    const drop = o.logger.entries.find((e) => e.msg === 'event subscriber dropped')!;
+    expect(drop.level).toBe('warn');
+    expect(drop.fields).toMatchObject({ run: runId, caller: 'anonymous', reason: expect.stringMatching(/read nothing for 500 ms|bytes waited/) });
+    await reader.done;
+    expectEnd(reader.messages, 'succeeded');
+    expect(eventsOf(reader.messages)).toEqual(throughEnd(await o.recorded(runId)));
+    // Far more than the 256 KB the stuck client was allowed to leave unread.
+    expect(reader.messages.reduce((n, m) => n + m.data.length, 0)).toBeGreaterThan(2 * 1024 * 1024);
+    expect(o.logger.entries.filter((e) => e.msg === 'event subscriber dropped')).toHaveLength(1);
+  }, 120_000);
 
   it('every run\'s events, filtered by workflow, without ids, as runs record them', async () => {
     const o = await open('memory');
