@@ -7,7 +7,7 @@ import type { RunEvent } from '../../engine/run/RunEvent.js';
 import { MemoryLogger } from '../../engine/run/Logger.js';
 import { withEnv } from '../harness/cli.js';
 import { tempRepo, workflow } from '../harness/gitRepo.js';
-import { NatsServer, requireServer } from '../harness/natsServer.js';
+import { NatsServer, natsServerBinaries } from '../harness/natsServer.js';
 import { SseClient, type SseMessage } from '../harness/sseClient.js';
 import { until } from '../harness/until.js';
 
@@ -242,11 +242,10 @@ describe('SSE on the in-memory bus (ids are journal indexes)', () => {
   }, 60_000);
 });
 
-const haveNats = requireServer('nats-server', 'apt-get install -y nats-server');
-describe.skipIf(!haveNats)('SSE on the NATS bus (ids are stream sequences)', () => {
+for (const { label, bin } of natsServerBinaries()) describe(`SSE on the NATS bus against a real ${label} (ids are stream sequences)`, () => {
   let nats: NatsServer;
   beforeAll(async () => {
-    nats = await NatsServer.start();
+    nats = await NatsServer.start(undefined, { bin });
   }, 60_000);
   afterAll(async () => {
     await nats?.close();
