@@ -22,7 +22,8 @@ export interface JournalRead {
  */
 export class JournalTail {
   private offset = 0;
-  private inode: number | undefined;
+  /** Which file was read: inode and birth time, as a new file may get the old one's inode (where there is no birth time, the inode and the size tell). */
+  private identity: string | undefined;
   /** Bytes read past the last newline: the start of a line still being written. */
   private pending: Buffer = Buffer.alloc(0);
 
@@ -38,15 +39,16 @@ export class JournalTail {
       throw e;
     }
     try {
-      const { size, ino } = await file.stat();
+      const { size, ino, birthtimeMs } = await file.stat();
+      const identity = `${ino}/${birthtimeMs}`;
       let restarted = false;
       // RunRecorder.open removes the journal and writes it afresh: another file, or a shorter one.
-      if ((this.inode !== undefined && ino !== this.inode) || size < this.offset + this.pending.length) {
+      if ((this.identity !== undefined && identity !== this.identity) || size < this.offset + this.pending.length) {
         this.offset = 0;
         this.pending = Buffer.alloc(0);
-        restarted = this.inode !== undefined;
+        restarted = this.identity !== undefined;
       }
-      this.inode = ino;
+      this.identity = identity;
       const from = this.offset + this.pending.length;
       const length = Math.min(size - from, STEP_BYTES);
       if (length <= 0) return { events: [], restarted, more: false };
