@@ -22,6 +22,12 @@ const EVENT_ID = /^[0-9]{1,15}$/;
 const CHUNK = 256;
 const CHUNK_CHARS = 64 * 1024;
 
+/** Error responses of the event routes: their 503 is the subscriber limit, not a follower's refusal. */
+const errorResponses = (statuses: readonly number[]): Record<number, Record<string, unknown>> => ({
+  ...responses({}, statuses),
+  503: { ...apiSchema('Error'), description: 'too many event streams are open on this controller (TOO_MANY_SUBSCRIBERS, details.maxSubscribers)' },
+});
+
 const eventStream = (what: string): Record<string, unknown> => ({
   description: `text/event-stream: ${what}`,
   content: { 'text/event-stream': { schema: apiSchema('RunEventMessage') } },
@@ -71,7 +77,7 @@ export async function eventRoutes(api: FastifyInstance, ctx: RouteContext, optio
       summary: 'A run\'s events as Server-Sent Events: those so far (after Last-Event-ID), then live; ends with `event: end` when the run ends', tags: ['events'],
       params: { type: 'object', required: ['id'], properties: { id: { type: 'string', pattern: RUN_ID } } },
       headers: { type: 'object', properties: { 'last-event-id': { type: 'string', description: 'Resume after this event id (stream sequence on NATS, journal index in memory).' } } },
-      response: { ...responses({}, [400, 401, 404, 429, 503]), 200: eventStream('one `id`/`event`/`data` message per run event, then `event: end`') },
+      response: { ...errorResponses([400, 401, 404, 429]), 200: eventStream('one `id`/`event`/`data` message per run event, then `event: end`') },
     },
   }, async (request, reply) => {
     const after = lastEventId(request.headers['last-event-id']);
@@ -95,7 +101,7 @@ export async function eventRoutes(api: FastifyInstance, ctx: RouteContext, optio
       summary: 'Every run\'s events (of one workflow) as Server-Sent Events, as they come; never ends', tags: ['events'],
       querystring: { type: 'object', additionalProperties: false, properties: { workflow: { type: 'string', pattern: WORKFLOW_NAME } } },
       headers: { type: 'object', properties: { 'last-event-id': { type: 'string', description: 'Resume after this stream sequence (NATS bus only).' } } },
-      response: { ...responses({}, [400, 401, 429, 503]), 200: eventStream('one message per run event; ids on the NATS bus only') },
+      response: { ...errorResponses([400, 401, 429]), 200: eventStream('one message per run event; ids on the NATS bus only') },
     },
   }, async (request, reply) => {
     const after = lastEventId(request.headers['last-event-id']);
