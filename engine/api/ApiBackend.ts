@@ -1,5 +1,6 @@
 import type { GitAuditStore } from '../audit/GitAuditStore.js';
 import type { RunControl } from '../app/RunControl.js';
+import type { RunEventFeed } from '../app/RunEventFeed.js';
 import type { RunQueries } from '../app/RunQueries.js';
 import type { KeyValue } from '../run/Registry.js';
 import type { FileResult } from '../spec/validateWorkflows.js';
@@ -22,6 +23,8 @@ export interface LastSync {
 export interface ApiBackend {
   queries: RunQueries;
   control: RunControl;
+  /** Live events for the SSE routes (the events stream on NATS, journals in memory). */
+  events: RunEventFeed;
   audit: GitAuditStore;
   /** Where a live run's journal is (LiveRuns.journalPath): read for the workflow a run runs. */
   journalPath(runId: string): string;

@@ -21,7 +21,8 @@ export type ApiSchemaName =
   | 'SyncList'
   | 'SyncReport'
   | 'Health'
-  | 'Ready';
+  | 'Ready'
+  | 'RunEventMessage';
 
 let loaded: { api: JsonSchema; snapshot: JsonSchema } | undefined;
 

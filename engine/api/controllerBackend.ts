@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import type { CaravanApp } from '../app/CaravanApp.js';
+import { RunEventFeed } from '../app/RunEventFeed.js';
 import type { Controller } from '../controller/Controller.js';
 import { FileKeyValue } from '../local/FileKeyValue.js';
 import type { Logger } from '../run/Logger.js';
@@ -19,6 +20,7 @@ export function controllerBackend(app: CaravanApp, controller: Controller, regis
   return {
     queries: app.queries,
     control: app.control,
+    events: new RunEventFeed({ live: app.live, audit: app.audit, queries: app.queries, eventLog: () => app.eventLog() }),
     audit: app.audit,
     kv: registry ?? new FileKeyValue(join(app.audit.gitdir, 'caravan', 'kv')),
     journalPath: (runId) => app.live.journalPath(runId),

@@ -2,6 +2,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import type { Logger } from '../run/Logger.js';
 import { ApiError, fromCaravanError } from './ApiError.js';
 import type { ApiBackend } from './ApiBackend.js';
+import { eventRoutes, type EventStreamOptions } from './eventRoutes.js';
 import type { ApiCaller, ApiTokens } from './ApiTokens.js';
 import { IdempotencyKeys } from './IdempotencyKeys.js';
 import { runRoutes } from './runRoutes.js';
@@ -27,6 +28,8 @@ export interface ApiOptions {
   openReads?: boolean;
   /** Requests per caller (token name; client address for open reads) and window; default 600 a minute. */
   rateLimit?: { max: number; windowMs: number };
+  /** Limits of the SSE routes (heartbeat, subscribers, slow clients); defaults in EVENT_STREAM_DEFAULTS. */
+  events?: Partial<EventStreamOptions>;
 }
 
 /** What the route modules get: the backend, the idempotency keys, and the route prefix. */
@@ -84,6 +87,7 @@ export async function registerApi(app: FastifyInstance, options: ApiOptions, log
     await api.register(async (r) => workflowRoutes(r, context));
     await api.register(async (r) => runRoutes(r, context));
     await api.register(async (r) => syncRoutes(r, context));
+    await api.register(async (r) => eventRoutes(r, context, options.events));
   }, { prefix: API_PREFIX });
 }
 

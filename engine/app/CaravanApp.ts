@@ -11,6 +11,7 @@ import { noopLogger } from '../run/Logger.js';
 import type { PoolSample } from '../run/Metrics.js';
 import { parseParams } from '../run/parseParams.js';
 import type { Registry } from '../run/Registry.js';
+import type { EventLog } from '../run/EventLog.js';
 import type { RetryOrigin, RunEvent } from '../run/RunEvent.js';
 import type { RetrySelection } from '../run/planRetry.js';
 import { buildRunPlan } from '../run/RunPlan.js';
@@ -245,6 +246,11 @@ export class CaravanApp {
   /** Each pool of these workflows as it is now (see Backends.observePools), opening the backends if need be. */
   async observePools(workflows: readonly Workflow[]): Promise<PoolSample[]> {
     return (await this.openBackends()).observePools(workflows);
+  }
+
+  /** The bus's stored events by sequence (NATS JetStream), opening the backends if need be; undefined on the in-memory bus. */
+  async eventLog(): Promise<EventLog | undefined> {
+    return (await this.openBackends()).eventLog;
   }
 
   /** Child runs started without waiting (`workflow: {wait: false}`) and still going. */

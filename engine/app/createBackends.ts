@@ -4,6 +4,7 @@ import { InMemoryBus } from '../local/InMemoryBus.js';
 import { LocalExecutor, sweepOrphanWorkers, sweepScratch, type ChildRunResult } from '../local/LocalExecutor.js';
 import { packageRoot } from '../packageRoot.js';
 import type { Bus } from '../run/Bus.js';
+import type { EventLog } from '../run/EventLog.js';
 import { realClock, type Clock } from '../run/Clock.js';
 import type { Executor } from '../run/Executor.js';
 import { noopLogger, type Logger } from '../run/Logger.js';
@@ -59,6 +60,8 @@ export interface Backends {
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly bus: Bus;
+  /** The bus's events by sequence, when it stores them (NATS JetStream); undefined in memory. */
+  readonly eventLog: EventLog | undefined;
   readonly executor: Executor;
   readonly registry: Registry | undefined;
   /** Whether the engine publishes its own decisions on the bus (other observers listen on NATS). */
@@ -88,6 +91,7 @@ export async function createBackends(config: BackendConfig, runChild: RunChild):
   try {
     const registry = await openRegistry(config.registry, logger, metrics);
     let bus: Bus;
+    let eventLog: EventLog | undefined;
     let executor: Executor;
     let prepare: Backends['prepare'] = async () => undefined;
     let observePools: Backends['observePools'] = async () => [];
@@ -118,6 +122,7 @@ export async function createBackends(config: BackendConfig, runChild: RunChild):
       }
       closers.push(() => js.close());
       bus = js.bus;
+      eventLog = js.eventLog;
       if (config.executor !== undefined) executor = config.executor(bus, clock);
       else if (config.backend === 'nomad') {
         const { NomadClient } = await import('../nomad/NomadClient.js');
@@ -170,6 +175,7 @@ export async function createBackends(config: BackendConfig, runChild: RunChild):
       logger,
       metrics,
       bus,
+      eventLog,
       executor,
       registry,
       // On NATS every event goes to the stream, for other observers; in memory nobody else listens.

@@ -11,6 +11,7 @@ import type { Workflow } from '../spec/Workflow.js';
 import { ControllerServer } from '../api/ControllerServer.js';
 import type { ApiTokens } from '../api/ApiTokens.js';
 import { advertiseLeader, controllerBackend } from '../api/controllerBackend.js';
+import type { EventStreamOptions } from '../api/eventRoutes.js';
 import { GitHubCommitStatus } from './GitHubCommitStatus.js';
 import { Reconciler } from './Reconciler.js';
 import { RemoteRepo } from '../gitops/RemoteRepo.js';
@@ -35,6 +36,8 @@ export interface ControllerConfig {
     tokens: ApiTokens;
     openReads?: boolean;
     rateLimit?: { max: number; windowMs: number };
+    /** Limits of the SSE routes (tests shorten the heartbeat). */
+    events?: Partial<EventStreamOptions>;
     /** The address followers name for the leader (default: the listener's URL). */
     advertiseUrl?: string;
   };
@@ -172,6 +175,7 @@ export async function startController(config: ControllerConfig): Promise<Running
             tokens: config.api.tokens,
             ...(config.api.openReads !== undefined ? { openReads: config.api.openReads } : {}),
             ...(config.api.rateLimit !== undefined ? { rateLimit: config.api.rateLimit } : {}),
+            ...(config.api.events !== undefined ? { events: config.api.events } : {}),
           },
         } : {}),
         readiness: async () => {

@@ -40,6 +40,7 @@ export type ErrorCode =
   | 'SECRET_UNAVAILABLE'
   | 'OUTPUT_TOO_LARGE'
   | 'GITHUB_API'
+  | 'SUBSCRIBER_TOO_SLOW'
   | 'INTERNAL';
 
 export interface CaravanErrorOptions {

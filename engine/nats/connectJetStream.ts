@@ -2,6 +2,7 @@ import { connect, type NatsConnection, type NodeConnectionOptions } from '@nats-
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { JetStreamBus, type JetStreamBusOptions } from './JetStreamBus.js';
 import { JetStreamContextStore } from './JetStreamContextStore.js';
+import { JetStreamEventLog } from './JetStreamEventLog.js';
 import { JetStreamPublisher } from './JetStreamPublisher.js';
 import { JetStreamWorkQueue, type JetStreamWorkQueueOptions } from './JetStreamWorkQueue.js';
 
@@ -21,6 +22,8 @@ export interface JetStreamBackends {
   readonly bus: JetStreamBus;
   readonly workQueue: JetStreamWorkQueue;
   readonly contexts: JetStreamContextStore;
+  /** The events stream read by sequence (live-event subscribers). */
+  readonly eventLog: JetStreamEventLog;
   /**
    * Waits for the bus's publishes to be stored (unless flushWithin gave up on them), stops
    * its subscriptions, sends held work acks and closes the connection. Stop work consumers
@@ -45,6 +48,7 @@ export async function connectJetStream(options: ConnectJetStreamOptions): Promis
     await bus.ensureStream();
     const workQueue = new JetStreamWorkQueue(nc, js, jsm, publisher, options);
     const contexts = new JetStreamContextStore(jsm, publisher);
+    const eventLog = new JetStreamEventLog(js, jsm, bus.stream);
     let closing: Promise<void> | undefined;
     const close = async (): Promise<void> => {
       if (publisher.abandoned) {
@@ -60,7 +64,7 @@ export async function connectJetStream(options: ConnectJetStreamOptions): Promis
       // already closed has nothing left to drain.
       await nc.drain().catch(() => undefined);
     };
-    return { connection: nc, bus, workQueue, contexts, close: () => (closing ??= close()) };
+    return { connection: nc, bus, workQueue, contexts, eventLog, close: () => (closing ??= close()) };
   } catch (e) {
     // No JetStream on the server (or no permission for it): the connection is of no use, and
     // `e`, thrown below, is what the caller must see, not a failure to close.

@@ -10,6 +10,7 @@ import { poolBench } from './poolBench.js';
 import { runInprocBench } from './runInprocBench.js';
 import { runPeersBench } from './runPeersBench.js';
 import { runScaleBench } from './runScaleBench.js';
+import { sseBench } from './sseBench.js';
 import { syncBench } from './syncBench.js';
 import { validateBench } from './validateBench.js';
 
@@ -26,6 +27,7 @@ const suites: Record<string, Suite> = {
   'nomad-dispatch': () => nomadDispatchBench(),
   pool: () => poolBench(),
   sync: () => syncBench(),
+  sse: () => sseBench(),
 };
 
 async function run(): Promise<number> {
