@@ -12,6 +12,7 @@ import { cliLogger } from './cliLogger.js';
 import { stdoutFor } from './forTerminal.js';
 import type { Io } from './Io.js';
 import { RunProgress, type ProgressMode } from './RunProgress.js';
+import { logLineText, printStatus, runsTable } from './runViews.js';
 
 export interface RunOptions {
   param: string[];
@@ -216,12 +217,7 @@ export async function runsCommand(options: RunsOptions, io: Io): Promise<ExitCod
     io.stdout(`no ${status !== undefined ? `${status} ` : ''}runs${workflow !== undefined ? ` of ${workflow}` : ''} recorded on caravan/runs\n`);
     return EXIT.OK;
   }
-  const rows = [['RUN', 'WORKFLOW', 'STATUS', 'STARTED', 'DURATION']];
-  for (const r of runs) {
-    const where = r.live ? ' (live)' : r.recorded === 'journal' ? ' (journal only: caravan recover writes it to Git)' : '';
-    rows.push([r.runId, r.workflow, `${r.status}${where}`, r.startedAt, r.durationMs !== undefined ? formatDuration(r.durationMs) : '']);
-  }
-  io.stdout(table(rows));
+  io.stdout(runsTable(runs, 'live'));
   // On standard error, so that the table piped elsewhere stays a table.
   if (cursor !== undefined) io.stderr(`caravan: the ${runs.length} newest shown; there are more (raise --limit)\n`);
   return EXIT.OK;
@@ -237,14 +233,7 @@ export async function statusCommand(runId: string, io: Io, json: boolean): Promi
     return EXIT.OK;
   }
   const where = live !== undefined ? ` (live in process ${live.pid}${from === 'audit' ? '; last checkpoint shown' : ''})` : from === 'journal' ? ' (in the local journal only, not on caravan/runs: caravan recover writes it there)' : '';
-  io.stdout(`run ${runId} of ${r.workflow}: ${r.status}${where}\n`);
-  io.stdout(`started ${r.startedAt}${r.durationMs !== undefined ? `, took ${formatDuration(r.durationMs)}` : ''}\n`);
-  if (r.failureReason !== undefined) out(`failure: ${r.failureReason}\n`);
-  const rows = [['TASK', 'STATUS', 'ATTEMPTS', 'DURATION', 'NOTE']];
-  for (const [name, t] of Object.entries(r.tasks)) {
-    rows.push([name, t.status, t.instances !== undefined ? `${t.instances.length} items` : String(t.attempts ?? ''), t.durationMs !== undefined ? formatDuration(t.durationMs) : '', (t.error ?? t.reason ?? t.pendingReason ?? '').slice(0, 80)]);
-  }
-  out(table(rows));
+  printStatus(r, where, io, out);
   return EXIT.OK;
 }
 
@@ -262,7 +251,7 @@ export async function logsCommand(runId: string, task: string | undefined, optio
   // Task output is anyone's bytes: on a terminal its escape sequences are shown, not obeyed.
   const out = stdoutFor(io);
   const print = (lines: readonly LogLine[]): void => {
-    for (const l of lines) out(`${options.timestamps === true ? `${l.at} ` : ''}${l.task}#${l.attempt} ${l.stream === 'stderr' ? '! ' : ''}${l.line}\n`);
+    for (const l of lines) out(logLineText(l, options.timestamps === true));
   };
   let count = 0;
   if (options.follow === true) {
@@ -288,9 +277,4 @@ export async function controlCommand(action: ControlAction, runId: string, task:
   await app.control.send(runId, { action, by, ...(task !== undefined ? { task } : {}), ...(reason !== undefined ? { reason } : {}) });
   io.stdout(`sent ${action}${task !== undefined ? ` ${task}` : ''} to run ${runId}\n`);
   return EXIT.OK;
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n') + '\n';
 }
