@@ -70,11 +70,11 @@ function step(key: string, runId: string, t: Partial<InstanceSnapshot> & Pick<Ta
     case 'succeeded':
       return [`${key} succeeded${t.durationMs !== undefined ? ` in ${formatDuration(t.durationMs)}` : ''}`];
     case 'failed':
-      return [`${key} failed (attempt ${attempt}): ${t.error ?? ''}`];
+      return [`${key} failed (attempt ${attempt})${t.error !== undefined ? `: ${t.error}` : ''}`];
     case 'skipped':
-      return [`${key} skipped: ${t.reason ?? ''}`];
+      return [`${key} skipped${t.reason !== undefined ? `: ${t.reason}` : ''}`];
     case 'cancelled':
-      return [`${key} cancelled: ${t.reason ?? ''}`];
+      return [`${key} cancelled${t.reason !== undefined ? `: ${t.reason}` : ''}`];
     default:
       return [];
   }

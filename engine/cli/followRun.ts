@@ -72,6 +72,8 @@ function aborted(signal: AbortSignal | undefined): boolean {
 
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
   return new Promise((resolve) => {
+    // An abort that came while the caller had the last detail: no event will come for it.
+    if (aborted(signal)) return resolve();
     const t = setTimeout(done, ms);
     function done(): void {
       clearTimeout(t);
