@@ -259,6 +259,15 @@ describe('refusals', () => {
     expect(creds.err).not.toContain('hunter2');
   });
 
+  it('help names --controller and --token-file on the commands that take them, and only there', async () => {
+    for (const cmd of ['run', 'runs', 'status', 'logs', 'approve', 'reject', 'cancel', 'pause', 'unpause']) {
+      const help = await runBin([cmd, '--help'], { cwd: '/', env: { PATH: process.env['PATH'] ?? '' } });
+      expect(help.out, cmd).toMatch(/--controller <url>\s+talk to the controller's HTTP API/);
+      expect(help.out, cmd).toMatch(/--token-file <file>/);
+    }
+    for (const cmd of ['recover', 'validate']) expect((await runBin([cmd, '--help'], { cwd: '/' })).out, cmd).not.toContain('--controller');
+  });
+
   it('no token appears in any output of the CLI or in the controller\'s log lines', () => {
     expect(printed.length).toBeGreaterThan(20);
     const logs = JSON.stringify(logger.entries);
