@@ -41,6 +41,8 @@ function remoteFlags(cmd: Command): Command {
 const remoteCommands = (): Promise<typeof RemoteModule> => import('./remoteCommands.js');
 /** The client for a controller when one is named (flag or environment); undefined: in-process. */
 async function remote(opts: RemoteModule.RemoteFlags): Promise<ApiClient | undefined> {
+  // In-process commands do not load the HTTP client and its schemas.
+  if (opts.controller === undefined && opts.tokenFile === undefined && (process.env['CARAVAN_CONTROLLER'] ?? '') === '') return undefined;
   return (await remoteCommands()).remoteClient({ ...(opts.controller !== undefined ? { controller: opts.controller } : {}), ...(opts.tokenFile !== undefined ? { tokenFile: opts.tokenFile } : {}) });
 }
 
