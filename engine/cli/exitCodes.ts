@@ -11,6 +11,8 @@ export const EXIT = {
   INTERNAL: 70,
   IO: 74,
   TEMPFAIL: 75,
+  /** The controller refused the token (401) or its role (403). */
+  NOPERM: 77,
   /** Stopped by SIGHUP, SIGINT or SIGTERM, as shells report it (128 + the signal's number). */
   HANGUP: 129,
   INTERRUPTED: 130,
@@ -59,6 +61,14 @@ export const EXIT_BY_CODE: Readonly<Record<ErrorCode, ExitCode>> = {
   OUTPUT_TOO_LARGE: EXIT.FAILED,
   GITHUB_API: EXIT.UNAVAILABLE,
   SUBSCRIBER_TOO_SLOW: EXIT.TEMPFAIL,
+  CONTROLLER_UNREACHABLE: EXIT.UNAVAILABLE,
+  CONTROLLER_UNAUTHORIZED: EXIT.NOPERM,
+  CONTROLLER_FORBIDDEN: EXIT.NOPERM,
+  CONTROLLER_NOT_LEADER: EXIT.UNAVAILABLE,
+  // As in-process: an action the run's state makes meaningless is the caller's mistake.
+  CONTROLLER_CONFLICT: EXIT.USAGE,
+  CONTROLLER_RATE_LIMITED: EXIT.TEMPFAIL,
+  CONTROLLER_API: EXIT.UNAVAILABLE,
   INTERNAL: EXIT.INTERNAL,
 };
 

@@ -14,7 +14,9 @@ import type * as DemoModule from './demoCommand.js';
 import type * as GraphModule from './graphCommand.js';
 import type * as PlanModule from './planCommand.js';
 import type * as RenderModule from './renderCommand.js';
+import type * as RemoteModule from './remoteCommands.js';
 import type * as RunModule from './runCommands.js';
+import type { ApiClient } from './ApiClient.js';
 import type * as ValidateModule from './validateCommand.js';
 
 // Commands are loaded when used: `caravan validate` should not pay for Git, HTTP and the engine.
@@ -30,6 +32,21 @@ function positiveInt(v: string, flag: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1) throw new CaravanError('USAGE', `${flag} takes a positive whole number, not '${v}'`);
   return n;
+}
+
+/** --controller and --token-file, on every command that can talk to a controller's API instead. */
+function remoteFlags(cmd: Command): Command {
+  return cmd
+    .option('--controller <url>', "talk to the controller's HTTP API at this URL instead of working in-process (default: $CARAVAN_CONTROLLER)")
+    .option('--token-file <file>', 'with a controller: a file holding the API bearer token (default: $CARAVAN_TOKEN; never give the token itself on the command line)');
+}
+
+const remoteCommands = (): Promise<typeof RemoteModule> => import('./remoteCommands.js');
+/** The client for a controller when one is named (flag or environment); undefined: in-process. */
+async function remote(opts: RemoteModule.RemoteFlags): Promise<ApiClient | undefined> {
+  // In-process commands do not load the HTTP client and its schemas.
+  if (opts.controller === undefined && opts.tokenFile === undefined && (process.env['CARAVAN_CONTROLLER'] ?? '') === '') return undefined;
+  return (await remoteCommands()).remoteClient({ ...(opts.controller !== undefined ? { controller: opts.controller } : {}), ...(opts.tokenFile !== undefined ? { tokenFile: opts.tokenFile } : {}) });
 }
 
 /** What `caravan runs --status` takes: every RunStatus (a record, so the compiler sees that none is missing). */
@@ -139,20 +156,27 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
       }, io);
     });
 
-  program
+  remoteFlags(program
     .command('run')
-    .description('run a workflow and record it in Git: tasks run on this machine (default) or on Nomad (--backend nomad), events travel in memory (default) or on NATS JetStream (--bus nats)')
+    .description('run a workflow and record it in Git: tasks run on this machine (default) or on Nomad (--backend nomad), events travel in memory (default) or on NATS JetStream (--bus nats); with --controller, the controller runs it and this follows it (Ctrl-C detaches; the run goes on)'))
     .argument('<workflow>', 'workflow name (metadata.name) or file')
     .option('-p, --param <name=value>', 'run parameter (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
-    .option('--json', 'print one JSON event per line', false)
+    .option('--json', 'print one JSON event per line (with --controller: the run snapshot, one line each time it changes)', false)
     .option('--parallelism <n>', 'tasks running at once (default 32)', (v: string) => positiveInt(v, '--parallelism'))
     .addOption(new Option('--bus <bus>', 'where task events travel: memory, or NATS JetStream at $NATS_URL (default: memory; nats with --backend nomad)').choices(['memory', 'nats']))
     .addOption(new Option('--backend <backend>', 'where tasks run: local, or Nomad at $NOMAD_ADDR (implies --bus nats)').choices(['local', 'nomad']).default('local'))
     .option('--agent-command <cmd>', 'how Nomad clients start the agent runner (default: this node and checkout)')
     .addOption(new Option('--registry <registry>', 'register in Consul at $CONSUL_HTTP_ADDR and mirror run status to its KV').choices(['none', 'consul']).default('none'))
     .option('--leader', 'act as the controller: schedule only while holding the caravan/leader lock (needs --registry consul)', false)
-    .action(async (workflow: string, opts: { param: string[]; json: boolean; parallelism?: number; bus?: 'memory' | 'nats'; backend: 'local' | 'nomad'; agentCommand?: string; registry: 'none' | 'consul'; leader: boolean }) => {
-      exit = await (await runCommands()).runCommand(workflow, opts, io);
+    .action(async (workflow: string, opts: RemoteModule.RemoteFlags & { param: string[]; json: boolean; parallelism?: number; bus?: 'memory' | 'nats'; backend: 'local' | 'nomad'; agentCommand?: string; registry: 'none' | 'consul'; leader: boolean }) => {
+      const client = await remote(opts);
+      if (client === undefined) {
+        exit = await (await runCommands()).runCommand(workflow, opts, io);
+        return;
+      }
+      const local = [opts.parallelism !== undefined && '--parallelism', opts.bus !== undefined && '--bus', opts.backend !== 'local' && '--backend', opts.agentCommand !== undefined && '--agent-command', opts.registry !== 'none' && '--registry', opts.leader && '--leader'].filter((f) => f !== false);
+      if (local.length > 0) throw new CaravanError('USAGE', `${local.join(', ')} ${local.length === 1 ? 'is' : 'are'} for a run in this process; with a controller, its own configuration decides`);
+      exit = await (await remoteCommands()).remoteRunCommand(client, workflow, opts, io);
     });
 
   program
@@ -187,58 +211,64 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
       exit = await (await runCommands()).retryCommand(runId, opts, io);
     });
 
-  program
+  remoteFlags(program
     .command('runs')
-    .description('list runs recorded on the caravan/runs branch (and live here), newest first')
+    .description('list runs recorded on the caravan/runs branch (and live here), or the controller\'s runs with --controller, newest first'))
     .argument('[workflow]', 'only runs of this workflow (as --workflow)')
     .option('-w, --workflow <name>', 'only runs of this workflow')
     .addOption(new Option('-s, --status <status>', 'only runs with this status').choices(RUN_STATUSES))
     .option('-n, --limit <n>', 'the newest n runs only (default: all)', (v: string) => positiveInt(v, '--limit'))
-    .action(async (positional: string | undefined, opts: { workflow?: string; status?: RunStatus; limit?: number }) => {
+    .action(async (positional: string | undefined, opts: RemoteModule.RemoteFlags & { workflow?: string; status?: RunStatus; limit?: number }) => {
       if (positional !== undefined && opts.workflow !== undefined && positional !== opts.workflow) throw new CaravanError('USAGE', `runs takes one workflow: '${positional}' or --workflow '${opts.workflow}'`);
       const workflow = opts.workflow ?? positional;
-      exit = await (await runCommands()).runsCommand({ ...(workflow !== undefined ? { workflow } : {}), ...(opts.status !== undefined ? { status: opts.status } : {}), ...(opts.limit !== undefined ? { limit: opts.limit } : {}) }, io);
+      const query = { ...(workflow !== undefined ? { workflow } : {}), ...(opts.status !== undefined ? { status: opts.status } : {}), ...(opts.limit !== undefined ? { limit: opts.limit } : {}) };
+      const client = await remote(opts);
+      exit = client !== undefined ? await (await remoteCommands()).remoteRunsCommand(client, query, io) : await (await runCommands()).runsCommand(query, io);
     });
 
-  program
+  remoteFlags(program
     .command('status')
-    .description('show a run: status, tasks, attempts and errors')
+    .description('show a run: status, tasks, attempts and errors'))
     .argument('<run-id>')
     .option('--json', 'print run.json', false)
-    .action(async (runId: string, opts: { json: boolean }) => {
-      exit = await (await runCommands()).statusCommand(runId, io, opts.json);
+    .action(async (runId: string, opts: RemoteModule.RemoteFlags & { json: boolean }) => {
+      const client = await remote(opts);
+      exit = client !== undefined ? await (await remoteCommands()).remoteStatusCommand(client, runId, io, opts.json) : await (await runCommands()).statusCommand(runId, io, opts.json);
     });
 
-  program
+  remoteFlags(program
     .command('logs')
-    .description("print a run's task logs")
+    .description("print a run's task logs"))
     .argument('<run-id>')
     .argument('[task]')
     .option('-t, --timestamps', 'prefix each line with the time it was written (ISO 8601, UTC)', false)
-    .option('-f, --follow', 'for a run live on this machine: keep printing new lines until it ends', false)
-    .action(async (runId: string, task: string | undefined, opts: { timestamps: boolean; follow: boolean }) => {
-      exit = await (await runCommands()).logsCommand(runId, task, opts, io);
+    .option('-f, --follow', 'for a run live on this machine, or in the controller (then name the task): keep printing new lines until it ends', false)
+    .action(async (runId: string, task: string | undefined, opts: RemoteModule.RemoteFlags & { timestamps: boolean; follow: boolean }) => {
+      const client = await remote(opts);
+      exit = client !== undefined ? await (await remoteCommands()).remoteLogsCommand(client, runId, task, opts, io) : await (await runCommands()).logsCommand(runId, task, opts, io);
     });
 
   for (const [name, what] of [['approve', 'approve a waiting approval task of a live run'], ['reject', 'reject a waiting approval task of a live run']] as const) {
-    program
+    remoteFlags(program
       .command(name)
       .description(what)
       .argument('<run-id>')
       .argument('<task>')
-      .option('--reason <text>', 'why')
-      .action(async (runId: string, task: string, opts: { reason?: string }) => {
-        exit = await (await runCommands()).controlCommand(name, runId, task, opts.reason, io);
+      .option('--reason <text>', 'why'))
+      .action(async (runId: string, task: string, opts: RemoteModule.RemoteFlags & { reason?: string }) => {
+        const client = await remote(opts);
+        exit = client !== undefined ? await (await remoteCommands()).remoteControlCommand(client, name, runId, task, opts.reason, io) : await (await runCommands()).controlCommand(name, runId, task, opts.reason, io);
       });
   }
   for (const [name, what] of [['cancel', 'cancel a live run'], ['pause', 'stop starting new tasks in a live run'], ['unpause', 'start tasks again in a paused run']] as const) {
-    program
+    remoteFlags(program
       .command(name)
       .description(what)
       .argument('<run-id>')
-      .option('--reason <text>', 'why')
-      .action(async (runId: string, opts: { reason?: string }) => {
-        exit = await (await runCommands()).controlCommand(name, runId, undefined, opts.reason, io);
+      .option('--reason <text>', 'why'))
+      .action(async (runId: string, opts: RemoteModule.RemoteFlags & { reason?: string }) => {
+        const client = await remote(opts);
+        exit = client !== undefined ? await (await remoteCommands()).remoteControlCommand(client, name, runId, undefined, opts.reason, io) : await (await runCommands()).controlCommand(name, runId, undefined, opts.reason, io);
       });
   }
 

@@ -12,6 +12,7 @@ import { cliLogger } from './cliLogger.js';
 import { stdoutFor } from './forTerminal.js';
 import type { Io } from './Io.js';
 import { RunProgress, type ProgressMode } from './RunProgress.js';
+import { logLineText, printStatus, runsTable } from './runViews.js';
 
 export interface RunOptions {
   param: string[];
@@ -245,12 +246,7 @@ export async function runsCommand(options: RunsOptions, io: Io): Promise<ExitCod
     io.stdout(`no ${status !== undefined ? `${status} ` : ''}runs${workflow !== undefined ? ` of ${workflow}` : ''} recorded on caravan/runs\n`);
     return EXIT.OK;
   }
-  const rows = [['RUN', 'WORKFLOW', 'STATUS', 'STARTED', 'DURATION']];
-  for (const r of runs) {
-    const where = r.live ? ' (live)' : r.recorded === 'journal' ? ' (journal only: caravan recover writes it to Git)' : '';
-    rows.push([r.runId, r.workflow, `${r.status}${where}`, r.startedAt, r.durationMs !== undefined ? formatDuration(r.durationMs) : '']);
-  }
-  io.stdout(table(rows));
+  io.stdout(runsTable(runs, 'live'));
   // On standard error, so that the table piped elsewhere stays a table.
   if (cursor !== undefined) io.stderr(`caravan: the ${runs.length} newest shown; there are more (raise --limit)\n`);
   return EXIT.OK;
@@ -266,18 +262,7 @@ export async function statusCommand(runId: string, io: Io, json: boolean): Promi
     return EXIT.OK;
   }
   const where = live !== undefined ? ` (live in process ${live.pid}${from === 'audit' ? '; last checkpoint shown' : ''})` : from === 'journal' ? ' (in the local journal only, not on caravan/runs: caravan recover writes it there)' : '';
-  io.stdout(`run ${runId} of ${r.workflow}: ${r.status}${where}\n`);
-  io.stdout(`started ${r.startedAt}${r.durationMs !== undefined ? `, took ${formatDuration(r.durationMs)}` : ''}${r.retryOf !== undefined ? `, a retry of run ${r.retryOf}` : ''}\n`);
-  if (r.failureReason !== undefined) out(`failure: ${r.failureReason}\n`);
-  const rows = [['TASK', 'STATUS', 'ATTEMPTS', 'DURATION', 'NOTE']];
-  for (const [name, t] of Object.entries(r.tasks)) {
-    const held = t.heldBy ?? t.instances?.find((i) => i.heldBy !== undefined)?.heldBy;
-    const heldNote = held !== undefined ? `${t.instances !== undefined ? `${t.instances.filter((i) => i.heldBy !== undefined).length} ` : ''}held by circuit breaker ${held.breaker} until ${held.until.slice(11, 19)}` : undefined;
-    rows.push([name, t.status, t.instances !== undefined ? `${t.instances.length} items` : String(t.attempts ?? ''), t.durationMs !== undefined ? formatDuration(t.durationMs) : '', (t.reusedFrom !== undefined ? `reused from run ${t.reusedFrom}` : heldNote ?? t.error ?? t.reason ?? t.pendingReason ?? '').slice(0, 80)]);
-  }
-  out(table(rows));
-  const active = r.status === 'running' || r.status === 'paused';
-  for (const b of active ? (r.breakers ?? []) : []) out(`circuit breaker ${b.key}: open after ${b.failures} failure${b.failures === 1 ? '' : 's'}, until ${b.openUntil.slice(11, 19)} (then one probe)\n`);
+  printStatus(r, where, io, out);
   return EXIT.OK;
 }
 
@@ -295,7 +280,7 @@ export async function logsCommand(runId: string, task: string | undefined, optio
   // Task output is anyone's bytes: on a terminal its escape sequences are shown, not obeyed.
   const out = stdoutFor(io);
   const print = (lines: readonly LogLine[]): void => {
-    for (const l of lines) out(`${options.timestamps === true ? `${l.at} ` : ''}${l.task}#${l.attempt} ${l.stream === 'stderr' ? '! ' : ''}${l.line}\n`);
+    for (const l of lines) out(logLineText(l, options.timestamps === true));
   };
   let count = 0;
   if (options.follow === true) {
@@ -321,9 +306,4 @@ export async function controlCommand(action: ControlAction, runId: string, task:
   await app.control.send(runId, { action, by, ...(task !== undefined ? { task } : {}), ...(reason !== undefined ? { reason } : {}) });
   io.stdout(`sent ${action}${task !== undefined ? ` ${task}` : ''} to run ${runId}\n`);
   return EXIT.OK;
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n') + '\n';
 }

@@ -2,6 +2,7 @@
  * Benchmark runner: `npm run bench -- <suite> [--json]`. Prints a table for humans; with
  * --json the last line of stdout is one JSON object for machines.
  */
+import { apiBench } from './apiBench.js';
 import { compileBench } from './compileBench.js';
 import { natsIngestBench } from './natsIngestBench.js';
 import { natsPublishBench } from './natsPublishBench.js';
@@ -28,6 +29,7 @@ const suites: Record<string, Suite> = {
   pool: () => poolBench(),
   sync: () => syncBench(),
   sse: () => sseBench(),
+  api: () => apiBench(),
 };
 
 async function run(): Promise<number> {
