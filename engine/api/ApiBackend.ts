@@ -35,6 +35,11 @@ export interface ApiBackend {
   lastSync(): LastSync | undefined;
   /** Starts a run of a valid workflow at the synced commit; resolves once it is recorded as started. */
   startRun(workflow: string, params: Record<string, unknown>, trigger: string): Promise<{ runId: string }>;
+  /**
+   * Starts a retry of a finished run (CaravanApp.retry): what succeeded is reused, the rest
+   * runs again; `by` is recorded in its trigger.
+   */
+  retryRun(runId: string, options: { from?: string; secretParams?: Record<string, unknown>; by: string }): Promise<{ runId: string; workflow: string; retryOf: string; reused: string[]; rerun: Array<{ task: string; why: string }> }>;
   role(): ControllerRole;
   /** The leader's advertised API address, for a follower's 503. */
   leaderAddress(): Promise<string | undefined>;

@@ -15,6 +15,8 @@ export type ApiSchemaName =
   | 'RunPage'
   | 'RunDetail'
   | 'ControlRequest'
+  | 'RetryRequest'
+  | 'RetryStarted'
   | 'ControlAccepted'
   | 'LogLines'
   | 'LogLine'

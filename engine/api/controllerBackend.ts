@@ -30,6 +30,10 @@ export function controllerBackend(app: CaravanApp, controller: Controller, regis
       return s !== undefined ? { commit: s.commit, status: s.status, at: s.startedAt } : undefined;
     },
     startRun: async (workflow, params, trigger) => ({ runId: (await controller.startManual(workflow, params, trigger)).runId }),
+    retryRun: async (runId, options) => {
+      const r = await controller.retryRun(runId, options);
+      return { runId: r.runId, workflow: r.workflow, retryOf: r.retryOf, reused: Object.keys(r.selection.reuse), rerun: r.selection.rerun.map(({ task, why }) => ({ task, why })) };
+    },
     role: () => controller.status().role,
     leaderAddress: async () => {
       const v = registry !== undefined ? await registry.getKey(LEADER_API_KEY) : undefined;

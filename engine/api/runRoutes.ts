@@ -112,6 +112,17 @@ export async function runRoutes(api: FastifyInstance, ctx: RouteContext): Promis
     });
   }
 
+  api.post<{ Params: { id: string }; Body: { from?: string; params?: Record<string, unknown> } | undefined }>('/runs/:id/retry', {
+    config: { need: 'operate' },
+    schema: { summary: 'Retry a finished run: a new run reusing what succeeded (caravan retry)', tags: ['runs'], params: runParams, body: apiSchema('RetryRequest'), response: responses({ 201: 'RetryStarted' }, [400, 401, 403, 404, 409, 413, 415, 422, 429, 503]) },
+  }, async (request, reply) => {
+    const { id } = request.params;
+    const by = request.caller!.name;
+    const r = await backend.retryRun(id, { by, ...(request.body?.from !== undefined ? { from: request.body.from } : {}), ...(request.body?.params !== undefined ? { secretParams: request.body.params } : {}) });
+    ctx.log.info('run retried over the API', { run: r.runId, retryOf: id, caller: by, reused: r.reused.length, rerun: r.rerun.length });
+    return reply.code(201).header('location', urls(r.runId).run).send({ ...r, urls: urls(r.runId) });
+  });
+
   for (const action of ['approve', 'reject'] as const) {
     api.post<{ Params: { id: string; task: string }; Body: { comment?: string } | undefined }>(`/runs/:id/tasks/:task/${action}`, {
       config: { need: 'approve' },

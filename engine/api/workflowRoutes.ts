@@ -2,6 +2,8 @@ import type { FastifyInstance } from 'fastify';
 import type { RunSummary } from '../app/RunQueries.js';
 import type { FileResult } from '../spec/validateWorkflows.js';
 import type { TaskSpec } from '../spec/Workflow.js';
+import { buildGraphPicture } from '../compile/GraphPicture.js';
+import { renderMermaid } from '../compile/renderMermaid.js';
 import { ApiError } from './ApiError.js';
 import type { LastSync } from './ApiBackend.js';
 import { responses } from './apiSchemas.js';
@@ -55,6 +57,8 @@ export async function workflowRoutes(api: FastifyInstance, { backend }: RouteCon
       dag: {
         nodes: tasks.map((t) => ({ id: t.name, kind: kindOf(t), ...(t.pool !== undefined ? { pool: t.pool } : {}), ...(t.forEach !== undefined ? { forEach: true } : {}) })),
         edges: tasks.flatMap((t) => (t.needs ?? []).map((n) => ({ from: n, to: t.name }))),
+        // The picture `caravan graph` draws, with onFailure, finally and compensation too.
+        ...(f.workflow !== undefined ? { mermaid: renderMermaid(buildGraphPicture(f.workflow)) } : {}),
       },
     };
   });

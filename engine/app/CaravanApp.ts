@@ -139,15 +139,17 @@ export class CaravanApp {
    * again those that did not, with everything downstream of them (see planRetry); `from`
    * reruns that task and its dependants too. Secret params are never recorded, so a run that
    * had any needs them again in `secretParams`, as for recover. The new run records
-   * `retryOf` (trailer `Retry-Of:`), and its trigger is `retry:<run-id>`.
+   * `retryOf` (trailer `Retry-Of:`), and its trigger is `retry:<run-id>` (`retry:<run-id>:by:<name>` when
+   * the caller is known).
    */
-  async retry(runId: string, options: { from?: string; secretParams?: Record<string, unknown> } = {}): Promise<RetriedRun> {
+  async retry(runId: string, options: { from?: string; secretParams?: Record<string, unknown>; by?: string } = {}): Promise<RetriedRun> {
     const src = await readRetrySource(this.audit, this.live, runId, { ...(options.from !== undefined ? { from: options.from } : {}), ...(this.options.parallelism !== undefined ? { parallelism: this.options.parallelism } : {}) });
     const secrets = secretParamsAgain(src.workflow, runId, src.params, options.secretParams ?? {});
     const declared = src.workflow.spec.params ?? {};
     const recorded = Object.fromEntries(Object.entries(src.params).filter(([n]) => declared[n]?.secret !== true));
     const started = await this.startLoaded({ workflow: src.workflow, source: src.source }, { ...recorded, ...secrets }, {
-      trigger: `retry:${runId}`,
+      // Who asked, when known (the API's token name): `retry:<run>:by:<name>`.
+      trigger: options.by !== undefined ? `retry:${runId}:by:${options.by}` : `retry:${runId}`,
       commit: src.commit,
       retry: { of: runId, reuse: src.selection.reuse },
       ...(src.workflowDirty !== undefined ? { workflowDirty: src.workflowDirty } : {}),

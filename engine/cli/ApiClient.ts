@@ -57,6 +57,17 @@ export interface ApiClient {
   /** The task's lines as the controller writes them, until the run ends (or `signal`). */
   followLogs(runId: string, task: string, signal?: AbortSignal): AsyncGenerator<LogLine, void, void>;
   act(runId: string, action: RemoteAction, options?: { task?: string; comment?: string }): Promise<ControlAccepted>;
+  /** Starts a retry of a finished run in the controller (POST /runs/{id}/retry). */
+  retryRun(runId: string, options: { from?: string; params?: Record<string, string> }): Promise<RetryStarted>;
+}
+
+export interface RetryStarted {
+  runId: string;
+  workflow: string;
+  retryOf: string;
+  reused: string[];
+  rerun: Array<{ task: string; why: string }>;
+  urls: { run: string; logs: string };
 }
 
 export interface ApiClientOptions {
@@ -71,7 +82,7 @@ const MAX_BODY_BYTES = 64 * 1024 * 1024;
 /** A log line is bounded by the agent; a followed NDJSON line longer than this is refused. */
 const MAX_LINE_BYTES = 4 * 1024 * 1024;
 /** Codes the API answers with that are the application's own error codes: kept as they are. */
-const KNOWN: ReadonlySet<string> = new Set<ErrorCode>(['WORKFLOW_NOT_FOUND', 'RUN_NOT_FOUND', 'TASK_NOT_FOUND', 'PARAM_INVALID', 'WORKFLOW_INVALID', 'RUN_NOT_LIVE', 'RUN_SKIPPED', 'USAGE']);
+const KNOWN: ReadonlySet<string> = new Set<ErrorCode>(['WORKFLOW_NOT_FOUND', 'RUN_NOT_FOUND', 'TASK_NOT_FOUND', 'PARAM_INVALID', 'WORKFLOW_INVALID', 'RUN_NOT_LIVE', 'RUN_SKIPPED', 'USAGE', 'RUN_ID_INVALID', 'RUN_IN_PROGRESS', 'NOTHING_TO_RETRY']);
 const NETWORK_CODES = /^(ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|EPIPE|UND_ERR_\w+)$/;
 
 // Shapes are checked, formats not: the CLI reads no date as more than text, and ajv's formats are another package.
@@ -122,6 +133,11 @@ class HttpApiClient implements ApiClient {
   constructor(base: URL, private readonly options: ApiClientOptions) {
     this.where = shown(base);
     this.root = `${base.origin}${base.pathname.replace(/\/+$/, '')}/api/v1`;
+  }
+
+  async retryRun(runId: string, options: { from?: string; params?: Record<string, string> }): Promise<RetryStarted> {
+    // Not repeated on a lost answer: a retry has no idempotency key, and a second one would start a second run.
+    return this.call<RetryStarted>('POST', `/runs/${seg(runId)}/retry`, 'RetryStarted', { body: options });
   }
 
   async startRun(workflow: string, params: Record<string, string>, idempotencyKey: string): Promise<RunStarted> {

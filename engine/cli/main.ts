@@ -195,7 +195,7 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
       exit = await (await runCommands()).recoverCommand(runId, opts, io);
     });
 
-  program
+  remoteFlags(program
     .command('retry')
     .description('start a new run of a finished run (its workflow as it ran it, its commit and params): tasks that succeeded are reused with their outputs; those that failed, were cancelled, were skipped because of a failure or were compensated run again, with everything downstream of them; exits with the new run\'s status')
     .argument('<run-id>')
@@ -207,9 +207,16 @@ export async function main(argv: readonly string[], io: Io = processIo()): Promi
     .option('--agent-command <cmd>', 'how Nomad clients start the agent runner (default: this node and checkout)')
     .addOption(new Option('--registry <registry>', 'register in Consul at $CONSUL_HTTP_ADDR and mirror run status to its KV').choices(['none', 'consul']).default('none'))
     .option('--leader', 'act as the controller: schedule only while holding the caravan/leader lock (needs --registry consul)', false)
-    .action(async (runId: string, opts: { from?: string; param: string[]; json: boolean; bus?: 'memory' | 'nats'; backend: 'local' | 'nomad'; agentCommand?: string; registry: 'none' | 'consul'; leader: boolean }) => {
-      exit = await (await runCommands()).retryCommand(runId, opts, io);
-    });
+    .action(async (runId: string, opts: RemoteModule.RemoteFlags & { from?: string; param: string[]; json: boolean; bus?: 'memory' | 'nats'; backend: 'local' | 'nomad'; agentCommand?: string; registry: 'none' | 'consul'; leader: boolean }) => {
+      const client = await remote(opts);
+      if (client === undefined) {
+        exit = await (await runCommands()).retryCommand(runId, opts, io);
+        return;
+      }
+      const local = [opts.bus !== undefined && '--bus', opts.backend !== 'local' && '--backend', opts.agentCommand !== undefined && '--agent-command', opts.registry !== 'none' && '--registry', opts.leader && '--leader'].filter((f) => f !== false);
+      if (local.length > 0) throw new CaravanError('USAGE', `${local.join(', ')} ${local.length === 1 ? 'is' : 'are'} for a run in this process; with a controller, its own configuration decides`);
+      exit = await (await remoteCommands()).remoteRetryCommand(client, runId, opts, io);
+    }));
 
   remoteFlags(program
     .command('runs')

@@ -76,6 +76,38 @@ export async function remoteRunCommand(client: ApiClient, workflow: string, opti
   }
   const { parseParamFlags } = await import('./runCommands.js');
   const params = parseParamFlags(options.param);
+  return followToEnd(client, async () => {
+    const started = await client.startRun(workflow, params, `cli-${randomUUID()}`);
+    if (!started.created) io.stderr(`caravan: the controller had started run ${started.runId} for this request already\n`);
+    return started.runId;
+  }, options.json, io);
+}
+
+export interface RemoteRetryOptions {
+  from?: string;
+  param: string[];
+  json: boolean;
+}
+
+/**
+ * `caravan retry --controller`: the controller starts the retry (POST /runs/{id}/retry; the
+ * run lives there, recorded with the caller's token name) and this follows it to its end.
+ */
+export async function remoteRetryCommand(client: ApiClient, runId: string, options: RemoteRetryOptions, io: Io): Promise<ExitCode> {
+  const { parseParamFlags } = await import('./runCommands.js');
+  const params = parseParamFlags(options.param);
+  return followToEnd(client, async () => {
+    const r = await client.retryRun(runId, { ...(options.from !== undefined ? { from: options.from } : {}), ...(Object.keys(params).length > 0 ? { params } : {}) });
+    io.stderr(`caravan: run ${r.runId} retries run ${r.retryOf}: reusing ${r.reused.length > 0 ? r.reused.join(', ') : 'nothing'}; running again ${r.rerun.map((t) => `${t.task} (${t.why})`).join(', ')}\n`);
+    return r.runId;
+  }, options.json, io);
+}
+
+/**
+ * Starts a run through `start` and follows it to its end, printing progress as in-process.
+ * Ctrl-C (or SIGTERM) detaches: the run goes on in the controller, and how to find it is printed.
+ */
+async function followToEnd(client: ApiClient, start: () => Promise<string>, json: boolean, io: Io): Promise<ExitCode> {
   const stop = new AbortController();
   let signal: NodeJS.Signals | undefined;
   const onSignal = (s: NodeJS.Signals): void => {
@@ -88,22 +120,21 @@ export async function remoteRunCommand(client: ApiClient, workflow: string, opti
   process.on('SIGTERM', onTerm);
   try {
     // Not stopped by a signal: the run may be started by now, and its id is what Ctrl-C prints.
-    const started = await client.startRun(workflow, params, `cli-${randomUUID()}`);
-    if (!started.created) io.stderr(`caravan: the controller had started run ${started.runId} for this request already\n`);
-    const progress = new SnapshotProgress(options.json ? 'json' : 'plain', stdoutFor(io));
+    const runId = await start();
+    const progress = new SnapshotProgress(json ? 'json' : 'plain', stdoutFor(io));
     let last;
-    for await (const detail of followRun(client, started.runId, { signal: stop.signal })) {
+    for await (const detail of followRun(client, runId, { signal: stop.signal })) {
       progress.onSnapshot(detail.run);
       last = detail;
     }
     if (last === undefined || !isOver(last)) {
-      const again = `caravan status ${started.runId} --controller ${client.where}`;
-      io.stderr(`\ncaravan: detached (${signal ?? 'stopped'}); run ${started.runId} goes on in the controller: ${again} shows it, caravan logs ${started.runId} <task> --follow --controller ${client.where} follows a task, caravan cancel ${started.runId} --controller ${client.where} cancels it\n`);
+      const again = `caravan status ${runId} --controller ${client.where}`;
+      io.stderr(`\ncaravan: detached (${signal ?? 'stopped'}); run ${runId} goes on in the controller: ${again} shows it, caravan logs ${runId} <task> --follow --controller ${client.where} follows a task, caravan cancel ${runId} --controller ${client.where} cancels it\n`);
       return signal === 'SIGTERM' ? EXIT.TERMINATED : EXIT.INTERRUPTED;
     }
     const r = last.run;
     const summary = `run ${r.runId} of ${r.workflow} ${r.status}${r.durationMs !== undefined ? ` in ${formatDuration(r.durationMs)}` : ''}${r.failureReason !== undefined && r.status === 'failed' ? `: ${r.failureReason}` : ''}\nrecorded by the controller at ${client.where}: caravan status ${r.runId} --controller ${client.where}\n`;
-    (options.json ? io.stderr : stdoutFor(io))(summary);
+    (json ? io.stderr : stdoutFor(io))(summary);
     return r.status === 'succeeded' ? EXIT.OK : EXIT.FAILED;
   } finally {
     process.off('SIGINT', onInt);

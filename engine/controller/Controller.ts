@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as git from 'isomorphic-git';
-import type { CaravanApp, StartedRun } from '../app/CaravanApp.js';
+import type { CaravanApp, RetriedRun, StartedRun } from '../app/CaravanApp.js';
 import { newRunId } from '../audit/updateRef.js';
 import { CaravanError } from '../errors/CaravanError.js';
 import type { Leadership } from '../app/Leadership.js';
@@ -234,6 +234,16 @@ export class Controller {
       throw new CaravanError('WORKFLOW_INVALID', `workflow '${name}' (${file.file}) is invalid at ${synced.commit.slice(0, 12)}`, { data: { workflow: name, diagnostics: file.diagnostics.filter((d) => d.severity === 'error') } });
     }
     return this.runs.startDirect({ workflow: file.workflow, source: synced.sources.get(file.file) ?? '' }, params, { trigger, commit: synced.commit, runId: newRunId(new Date()) });
+  }
+
+  /**
+   * A retry of a finished run (CaravanApp.retry), driven and handed over by this controller
+   * like the runs its triggers start.
+   */
+  async retryRun(runId: string, options: { from?: string; secretParams?: Record<string, unknown>; by?: string }): Promise<RetriedRun> {
+    const run = await this.options.app.retry(runId, options);
+    this.runs.track(run);
+    return run;
   }
 
   /**

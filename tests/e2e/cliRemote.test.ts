@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { rm, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -27,6 +27,7 @@ const TOKENS = {
 
 const files = {
   'quick.yaml': workflow('quick', '  params:\n    quarter: { type: string, default: "Q4", pattern: "^Q[1-4]$" }\n  tasks:\n    - { name: hello, run: "echo hello ${{ params.quarter }}" }\n    - { name: bye, needs: [hello], run: "echo bye" }\n'),
+  'retried.yaml': workflow('retried', '  tasks:\n    - { name: first, run: "echo first >> first-count" }\n    - { name: second, needs: [first], run: "test -e second-ok" }\n'),
   'failing.yaml': workflow('failing', '  tasks:\n    - { name: boom, run: "echo about to fail; exit 3" }\n'),
   'gated.yaml': workflow('gated', '  tasks:\n    - { name: gate, approval: { approvers: [alice], timeout: 1h } }\n    - { name: after, needs: [gate], run: "echo after" }\n'),
   'slow.yaml': workflow('slow', '  tasks:\n    - { name: wait, run: "sleep 60" }\n    - { name: next, needs: [wait], run: "echo next" }\n'),
@@ -194,6 +195,23 @@ describe('caravan run --controller', () => {
     expect(late.code).toBe(64);
   });
 
+  it('retry: the controller reruns what failed and reuses what succeeded; the viewer may not (77)', async () => {
+    const failed = await caravan(TOKENS.operator, 'run', 'retried');
+    expect(failed.code).toBe(1);
+    const failedId = /run (\S+) of retried failed/.exec(failed.out)![1]!;
+    await until('the failed run to be recorded', async () => (await ctl.app.audit.readRun(failedId))?.run.status === 'failed');
+    expect((await caravan(TOKENS.viewer, 'retry', failedId)).code).toBe(77);
+    await writeFile(join(dir, 'second-ok'), '');
+    const r = await caravan(TOKENS.operator, 'retry', failedId);
+    expect(r.code, r.out + r.err).toBe(0);
+    expect(r.err).toMatch(new RegExp(`^caravan: run (\\S+) retries run ${failedId}: reusing first; running again second \\(failed\\)\n`));
+    expect(r.out).toMatch(/run \S+ of retried succeeded/);
+    expect(await readFile(join(dir, 'first-count'), 'utf8')).toBe('first\n');
+    const again = await caravan(TOKENS.operator, 'retry', /run (\S+) of retried succeeded/.exec(r.out)![1]!);
+    expect(again.code).toBe(64);
+    expect(again.err).toContain('nothing failed, so nothing to retry');
+  });
+
   it('logs --follow prints a task\'s lines as the controller writes them and ends with the run', async () => {
     const res = await fetch(`${url}/api/v1/workflows/ticks/runs`, { method: 'POST', headers: { authorization: `Bearer ${TOKENS.operator}`, 'content-type': 'application/json' }, body: '{}' });
     const { runId } = (await res.json()) as { runId: string };
@@ -260,7 +278,7 @@ describe('refusals', () => {
   });
 
   it('help names --controller and --token-file on the commands that take them, and only there', async () => {
-    for (const cmd of ['run', 'runs', 'status', 'logs', 'approve', 'reject', 'cancel', 'pause', 'unpause']) {
+    for (const cmd of ['run', 'retry', 'runs', 'status', 'logs', 'approve', 'reject', 'cancel', 'pause', 'unpause']) {
       const help = await runBin([cmd, '--help'], { cwd: '/', env: { PATH: process.env['PATH'] ?? '' } });
       expect(help.out, cmd).toMatch(/--controller <url>\s+talk to the controller's HTTP API/);
       expect(help.out, cmd).toMatch(/--token-file <file>/);

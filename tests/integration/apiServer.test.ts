@@ -1,4 +1,4 @@
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -25,6 +25,7 @@ const VIEWER = 'viewer-token-0123456789abcdefgh';
 const quick = workflow('quick', '  params:\n    quarter: { type: string, default: "Q4", pattern: "^Q[1-4]$" }\n    copies: { type: integer, default: 1, minimum: 1 }\n  tasks:\n    - { name: hello, run: "echo hello ${{ params.quarter }}" }\n');
 const gated = workflow('gated', '  tasks:\n    - { name: gate, approval: { approvers: [alice], timeout: 1h } }\n    - { name: after, needs: [gate], run: "echo after" }\n');
 const slow = workflow('slow', '  tasks:\n    - { name: wait, run: "sleep 30" }\n    - { name: next, needs: [wait], run: "echo next" }\n');
+const flaky = workflow('flaky', '  tasks:\n    - { name: prep, run: "echo prep >> prep-count" }\n    - { name: step, needs: [prep], run: "test -e go-ahead" }\n    - { name: after, needs: [step], run: "echo after" }\n');
 const broken = 'apiVersion: caravan/v1\nkind: Workflow\nmetadata:\n  name: broken\nspec:\n  tasks:\n    - { name: a, needs: [nope], run: "true" }\n';
 
 const opened: Array<{ server: ControllerServer; ctl: RunningController }> = [];
@@ -44,7 +45,7 @@ interface Api {
 }
 
 async function openApi(options: { openReads?: boolean; rateLimit?: { max: number; windowMs: number } } = {}): Promise<Api> {
-  const dir = await tempRepo({ 'quick.yaml': quick, 'gated.yaml': gated, 'slow.yaml': slow, 'broken.yaml': broken });
+  const dir = await tempRepo({ 'quick.yaml': quick, 'gated.yaml': gated, 'slow.yaml': slow, 'flaky.yaml': flaky, 'broken.yaml': broken });
   const logger = new MemoryLogger();
   const ctl = await startController({ repoDir: dir, intervalMs: 3_600_000, logger });
   const tokens = new ApiTokens([
@@ -118,7 +119,7 @@ describe('workflows', () => {
     expectSchema('WorkflowList', body);
     expect(body['commit']).toBe(head);
     const rows = body['workflows'] as Array<Record<string, unknown>>;
-    expect(rows.map((w) => w['name']).sort()).toEqual(['broken', 'gated', 'quick', 'slow']);
+    expect(rows.map((w) => w['name']).sort()).toEqual(['broken', 'flaky', 'gated', 'quick', 'slow']);
     const bad = rows.find((w) => w['name'] === 'broken')!;
     expect(bad['valid']).toBe(false);
     expect((bad['diagnostics'] as Array<{ severity: string; line: number }>).some((d) => d.severity === 'error' && d.line > 0)).toBe(true);
@@ -131,7 +132,11 @@ describe('workflows', () => {
     const res = await api.call('GET', '/api/v1/workflows/gated');
     expect(res.statusCode).toBe(200);
     expectSchema('WorkflowDetail', res.json());
-    expect(res.json()['dag']).toEqual({ nodes: [{ id: 'gate', kind: 'approval' }, { id: 'after', kind: 'run' }], edges: [{ from: 'gate', to: 'after' }] });
+    expect(res.json()['dag']).toEqual({ nodes: [{ id: 'gate', kind: 'approval' }, { id: 'after', kind: 'run' }], edges: [{ from: 'gate', to: 'after' }], mermaid: expect.stringMatching(/^flowchart TD\n/) });
+    // The same picture as caravan graph draws.
+    const mermaid = (res.json()['dag'] as { mermaid: string }).mermaid;
+    expect(mermaid).toContain('{{"gate<br/>approval');
+    expect(mermaid).toContain('  n1 --> n2\n');
     expectError(await api.call('GET', '/api/v1/workflows/nothing'), 404, 'WORKFLOW_NOT_FOUND');
     expect(expectError(await api.call('GET', '/api/v1/workflows/Bad_Name'), 400, 'BAD_REQUEST')['field']).toBe('params.name');
   });
@@ -285,6 +290,35 @@ describe('actions on a run', () => {
     expect(events.filter((e) => e.type === 'approval.refused').map((e) => (e as { by: string }).by)).toEqual(['bob']);
     expect(events.filter((e) => e.type === 'approval.granted').map((e) => (e as { by: string }).by)).toEqual(['alice']);
     expectError(await api.call('POST', `/api/v1/runs/${runId}/tasks/gate/reject`, { token: ALICE }), 409, 'RUN_NOT_LIVE');
+  });
+});
+
+describe('retrying a run', () => {
+  it('201 with the new run, reusing what succeeded and recording the caller; errors for a live run, nothing to retry, an unknown task and a bad id', async () => {
+    const api = await openApi();
+    const failed = (await api.call('POST', '/api/v1/workflows/flaky/runs', { body: {} })).json()['runId'] as string;
+    expect((await runOver(api, failed))['status']).toBe('failed');
+    await recorded(api, failed);
+    expectError(await api.call('POST', `/api/v1/runs/${failed}/retry`, { token: VIEWER }), 403, 'FORBIDDEN');
+    expectError(await api.call('POST', `/api/v1/runs/${failed}/retry`, { body: { from: 'nope' } }), 404, 'TASK_NOT_FOUND');
+    expect(expectError(await api.call('POST', '/api/v1/runs/..%2F..%2Fx/retry'), 400, 'BAD_REQUEST')['field']).toBe('params.id');
+    await writeFile(join(api.dir, 'go-ahead'), '');
+    const res = await api.call('POST', `/api/v1/runs/${failed}/retry`);
+    expect(res.statusCode, res.body).toBe(201);
+    expectSchema('RetryStarted', res.json());
+    const retry = res.json() as { runId: string; retryOf: string; reused: string[]; rerun: Array<{ task: string; why: string }> };
+    expect([retry.retryOf, retry.reused, retry.rerun]).toEqual([failed, ['prep'], [{ task: 'step', why: 'failed' }, { task: 'after', why: 'skipped' }]]);
+    const run = await runOver(api, retry.runId);
+    expect([run['status'], run['retryOf'], run['trigger']]).toEqual(['succeeded', failed, `retry:${failed}:by:ops`]);
+    // prep ran once, in the first run: the retry reused it.
+    expect(await readFile(join(api.dir, 'prep-count'), 'utf8')).toBe('prep\n');
+    await recorded(api, retry.runId);
+    expectError(await api.call('POST', `/api/v1/runs/${retry.runId}/retry`), 409, 'NOTHING_TO_RETRY');
+    const slowRun = (await api.call('POST', '/api/v1/workflows/slow/runs', { body: {} })).json()['runId'] as string;
+    await until('the slow run to be live', async () => (await api.call('GET', `/api/v1/runs/${slowRun}`)).json()['live'] === true);
+    expectError(await api.call('POST', `/api/v1/runs/${slowRun}/retry`), 409, 'RUN_IN_PROGRESS');
+    await api.call('POST', `/api/v1/runs/${slowRun}/cancel`);
+    await runOver(api, slowRun);
   });
 });
 

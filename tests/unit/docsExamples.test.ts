@@ -23,3 +23,14 @@ describe('workflows quoted in docs/migrating-from-argo.md', () => {
     expect(quoted.find((q) => q.path === path)?.block).toBe(readFileSync(path, 'utf8'));
   });
 });
+
+describe("the README's tour", () => {
+  it('shows a workflow that validates', async () => {
+    const { validateText } = await import('../../engine/spec/validateWorkflows.js');
+    const block = /```yaml\n(# yaml-language-server[^]*?)```/.exec(readFileSync('README.md', 'utf8'))?.[1];
+    expect(block).toBeDefined();
+    const result = validateText('README.md', block!);
+    expect(result.diagnostics.filter((d) => d.severity === 'error')).toEqual([]);
+    expect(result.workflow?.metadata.name).toBe('quarterly-report');
+  });
+});

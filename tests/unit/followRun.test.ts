@@ -34,6 +34,7 @@ function scripted(answers: Array<RunDetail | Error>): ApiClient & { reads: numbe
     logs: () => Promise.reject(new Error('not used')),
     followLogs: () => { throw new Error('not used'); },
     act: () => Promise.reject(new Error('not used')),
+    retryRun: () => Promise.reject(new Error('not used')),
   };
   return client;
 }
