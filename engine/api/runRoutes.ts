@@ -24,6 +24,8 @@ const controlBody = apiSchema('ControlRequest');
 /** Starting runs, reading them, their logs, and the actions on a live run. */
 export async function runRoutes(api: FastifyInstance, ctx: RouteContext): Promise<void> {
   const { backend, prefix } = ctx;
+  /** Answers already written for in-memory snapshots, dropped with them. */
+  const written = new WeakMap<object, string>();
   const urls = (runId: string): { run: string; logs: string } => ({ run: `${prefix}/runs/${runId}`, logs: `${prefix}/runs/${runId}/logs` });
 
   api.post<{ Params: { name: string }; Body: { params?: Record<string, unknown>; idempotencyKey?: string } | undefined }>('/workflows/:name/runs', {
@@ -80,21 +82,28 @@ export async function runRoutes(api: FastifyInstance, ctx: RouteContext): Promis
   api.get<{ Params: { id: string } }>('/runs/:id', {
     config: { need: 'read' },
     schema: { summary: 'One run: its snapshot (secret params masked)', tags: ['runs'], params: runParams, response: responses({ 200: 'RunDetail' }, [400, 401, 404, 429]) },
-  }, async (request) => {
+  }, async (request, reply) => {
     const view = await backend.queries.get(request.params.id);
     const s = view.snapshot;
-    const nomad = backend.nomadAddress;
-    return {
-      run: s,
-      live: view.live !== undefined,
-      from: view.from,
-      links: {
-        self: `${prefix}/runs/${s.runId}`,
-        logs: `${prefix}/runs/${s.runId}/logs`,
-        // Allocations are not recorded per attempt; the task's Nomad job lists them.
-        ...(nomad !== undefined ? { nomadJobs: Object.keys(s.tasks).map((t) => `${nomad.replace(/\/+$/, '')}/ui/jobs/caravan-${s.workflow}-${t}`) } : {}),
-      },
-    };
+    // A run this controller drives comes back as the same snapshot object until its next
+    // event: its answer is written once, not once per poll (a 1,000-task run is ~200 KB of JSON).
+    let body = view.from === 'memory' ? written.get(s) : undefined;
+    if (body === undefined) {
+      const nomad = backend.nomadAddress;
+      body = JSON.stringify({
+        run: s,
+        live: view.live !== undefined,
+        from: view.from,
+        links: {
+          self: `${prefix}/runs/${s.runId}`,
+          logs: `${prefix}/runs/${s.runId}/logs`,
+          // Allocations are not recorded per attempt; the task's Nomad job lists them.
+          ...(nomad !== undefined ? { nomadJobs: Object.keys(s.tasks).map((t) => `${nomad.replace(/\/+$/, '')}/ui/jobs/caravan-${s.workflow}-${t}`) } : {}),
+        },
+      });
+      if (view.from === 'memory') written.set(s, body);
+    }
+    return reply.type('application/json; charset=utf-8').send(body);
   });
 
   for (const action of ['pause', 'unpause', 'cancel'] as const) {
