@@ -3,7 +3,7 @@ import type { RunTimeline } from '../app/RunTimeline.js';
 import { isCaravanError } from '../errors/CaravanError.js';
 import { ApiError } from './ApiError.js';
 import { apiSchema, responses } from './apiSchemas.js';
-import type { RouteContext } from './registerApi.js';
+import type { RouteContext } from './RouteContext.js';
 import { RUN_ID } from './runRoutes.js';
 import { formatEvent, SseStream, type SseLimits } from './SseStream.js';
 import { WORKFLOW_NAME } from './workflowRoutes.js';

@@ -5,6 +5,7 @@ import type { ApiBackend } from './ApiBackend.js';
 import { eventRoutes, type EventStreamOptions } from './eventRoutes.js';
 import type { ApiCaller, ApiTokens } from './ApiTokens.js';
 import { IdempotencyKeys } from './IdempotencyKeys.js';
+import type { RouteContext } from './RouteContext.js';
 import { runRoutes } from './runRoutes.js';
 import { syncRoutes } from './syncRoutes.js';
 import { workflowRoutes } from './workflowRoutes.js';
@@ -32,13 +33,6 @@ export interface ApiOptions {
   events?: Partial<EventStreamOptions>;
 }
 
-/** What the route modules get: the backend, the idempotency keys, and the route prefix. */
-export interface RouteContext {
-  backend: ApiBackend;
-  idempotency: IdempotencyKeys;
-  prefix: string;
-  log: Logger;
-}
 
 export const API_PREFIX = '/api/v1';
 const ANONYMOUS: ApiCaller = { name: 'anonymous', roles: new Set(['viewer']) };

@@ -7,7 +7,7 @@ import type { RunSnapshot } from '../run/RunSnapshot.js';
 import { validateText } from '../spec/validateWorkflows.js';
 import { ApiError } from './ApiError.js';
 import { apiSchema, responses } from './apiSchemas.js';
-import type { RouteContext } from './registerApi.js';
+import type { RouteContext } from './RouteContext.js';
 import { WORKFLOW_NAME } from './workflowRoutes.js';
 
 /** Run ids are safe in paths and subjects: no leading dot, so never `.` or `..`. */

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { ApiError } from './ApiError.js';
 import { responses } from './apiSchemas.js';
-import type { RouteContext } from './registerApi.js';
+import type { RouteContext } from './RouteContext.js';
 
 /** A commit id: SHA-1, or SHA-256 in a repository that uses it. */
 const COMMIT = '^([0-9a-f]{40}|[0-9a-f]{64})$';

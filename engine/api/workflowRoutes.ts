@@ -7,7 +7,7 @@ import { renderMermaid } from '../compile/renderMermaid.js';
 import { ApiError } from './ApiError.js';
 import type { LastSync } from './ApiBackend.js';
 import { responses } from './apiSchemas.js';
-import type { RouteContext } from './registerApi.js';
+import type { RouteContext } from './RouteContext.js';
 
 /** metadata.name: a DNS label, as the workflow schema requires. */
 export const WORKFLOW_NAME = '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$';

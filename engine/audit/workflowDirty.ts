@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import type { GitAuditStore } from './GitAuditStore.js';
 
 /**
  * A run's workflow was not the one at the commit the run is recorded with: the file had
@@ -16,7 +15,7 @@ export interface WorkflowDirty {
  * differs from that file at `commit`; undefined when it is exactly what the commit holds.
  * Without a commit (a repository with no commit yet) nothing is committed: dirty.
  */
-export async function workflowDirty(store: GitAuditStore, commit: string | undefined, file: string, source: string): Promise<WorkflowDirty | undefined> {
+export async function workflowDirty(store: { readFileAt(commit: string, file: string): Promise<Uint8Array | undefined> }, commit: string | undefined, file: string, source: string): Promise<WorkflowDirty | undefined> {
   const committed = commit !== undefined ? await store.readFileAt(commit, file) : undefined;
   if (committed !== undefined && new TextDecoder().decode(committed) === source) return undefined;
   return { sha256: createHash('sha256').update(source, 'utf8').digest('hex') };

@@ -60,7 +60,7 @@ export async function controllerCommand(options: ControllerCommandOptions, io: I
   const { ApiTokens } = await import('../api/ApiTokens.js');
   const tokens = listen !== undefined ? await ApiTokens.load(options.tokensFile !== undefined ? resolve(io.cwd, options.tokensFile) : undefined) : undefined;
   const { createLogger } = await import('../telemetry/createLogger.js');
-  const { startController } = await import('../controller/startController.js');
+  const { startController } = await import('../api/startController.js');
   const logger = createLogger({ name: 'caravan-controller', secrets: tokens?.secrets() ?? [] });
   if (tokens !== undefined && tokens.size === 0) logger.warn('the HTTP API has no tokens: every request to /api/v1 is refused (401) unless reads are open; give --tokens-file or CARAVAN_API_TOKEN', { openReads: options.openReads === true });
   let deposed: (e: Error) => void = () => undefined;

@@ -69,7 +69,7 @@ spec:
 async function gitopsDemo(io: Io, options: { keep?: boolean }): Promise<ExitCode> {
   const dir = await mkdtemp(join(tmpdir(), 'caravan-gitops-demo-'));
   const { writeFile, mkdir } = await import('node:fs/promises');
-  const { startController } = await import('../controller/startController.js');
+  const { startController } = await import('../api/startController.js');
   const { noopLogger } = await import('../run/Logger.js');
   const gitc = (...args: string[]): string => execFileSync('git', ['-c', 'user.name=Caravan demo', '-c', 'user.email=demo@caravan.invalid', '-c', 'commit.gpgsign=false', ...args], { cwd: dir, encoding: 'utf8' });
   let controller: Awaited<ReturnType<typeof startController>> | undefined;

@@ -63,7 +63,7 @@ async function runServers(dev: DevServers, path: (n: string) => string, ports: D
     process.env['NATS_URL'] = `nats://127.0.0.1:${ports.nats}`;
     process.env['NOMAD_ADDR'] = `http://127.0.0.1:${ports.nomad}`;
     process.env['CONSUL_HTTP_ADDR'] = `127.0.0.1:${ports.consul}`;
-    const { startController } = await import('../controller/startController.js');
+    const { startController } = await import('../api/startController.js');
     const { createLogger } = await import('../telemetry/createLogger.js');
     try {
       const running = await startController({ repoDir, backend: 'nomad', bus: 'nats', registry: 'consul', intervalMs: 2000, listen: { host: '127.0.0.1', port: options.controllerPort ?? 8080 }, logger: createLogger({ name: 'caravan-controller' }) });

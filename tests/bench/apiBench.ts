@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { fastify } from 'fastify';
 import { ApiTokens } from '../../engine/api/ApiTokens.js';
-import { startController } from '../../engine/controller/startController.js';
+import { startController } from '../../engine/api/startController.js';
 import { noopLogger } from '../../engine/run/Logger.js';
 import type { RunSnapshot } from '../../engine/run/RunSnapshot.js';
 import { median, round } from './stats.js';

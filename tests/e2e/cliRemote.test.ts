@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiTokens } from '../../engine/api/ApiTokens.js';
 import { controllerBackend } from '../../engine/api/controllerBackend.js';
 import { ControllerServer } from '../../engine/api/ControllerServer.js';
-import { startController, type RunningController } from '../../engine/controller/startController.js';
+import { startController, type RunningController } from '../../engine/api/startController.js';
 import { MemoryLogger } from '../../engine/run/Logger.js';
 import { caravanBin, runBin } from '../harness/cli.js';
 import { repoWith, workflow } from '../harness/gitRepo.js';

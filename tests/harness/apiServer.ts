@@ -2,7 +2,7 @@ import { onTestFinished } from 'vitest';
 import { ApiTokens } from '../../engine/api/ApiTokens.js';
 import { controllerBackend } from '../../engine/api/controllerBackend.js';
 import { ControllerServer } from '../../engine/api/ControllerServer.js';
-import { startController, type RunningController } from '../../engine/controller/startController.js';
+import { startController, type RunningController } from '../../engine/api/startController.js';
 import { MemoryLogger, type Logger } from '../../engine/run/Logger.js';
 import { tempRepo } from './gitRepo.js';
 

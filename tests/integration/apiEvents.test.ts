@@ -2,7 +2,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ApiTokens } from '../../engine/api/ApiTokens.js';
 import type { EventStreamOptions } from '../../engine/api/eventRoutes.js';
-import { startController, type RunningController } from '../../engine/controller/startController.js';
+import { startController, type RunningController } from '../../engine/api/startController.js';
 import type { RunEvent } from '../../engine/run/RunEvent.js';
 import { MemoryLogger } from '../../engine/run/Logger.js';
 import { withEnv } from '../harness/cli.js';

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ApiTokens } from '../../engine/api/ApiTokens.js';
 import { LEADER_API_KEY } from '../../engine/api/controllerBackend.js';
 import { ConsulRegistry } from '../../engine/consul/ConsulRegistry.js';
-import { startController, type RunningController } from '../../engine/controller/startController.js';
+import { startController, type RunningController } from '../../engine/api/startController.js';
 import { MemoryLogger } from '../../engine/run/Logger.js';
 import { ConsulAgent, requireConsul } from '../harness/consulAgent.js';
 import { tempRepo, workflow } from '../harness/gitRepo.js';

@@ -6,7 +6,7 @@ import { ApiTokens } from '../../engine/api/ApiTokens.js';
 import { apiSchema, type ApiSchemaName } from '../../engine/api/apiSchemas.js';
 import { controllerBackend } from '../../engine/api/controllerBackend.js';
 import { ControllerServer, type InjectRequest, type InjectResponse } from '../../engine/api/ControllerServer.js';
-import { startController, type RunningController } from '../../engine/controller/startController.js';
+import { startController, type RunningController } from '../../engine/api/startController.js';
 import { MemoryLogger } from '../../engine/run/Logger.js';
 import { git, tempRepo, workflow } from '../harness/gitRepo.js';
 import { until } from '../harness/until.js';

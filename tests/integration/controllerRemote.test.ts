@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, onTestFinished } from 'vitest';
 import type { SyncReport } from '../../engine/controller/Controller.js';
-import { startController, type RunningController } from '../../engine/controller/startController.js';
+import { startController, type RunningController } from '../../engine/api/startController.js';
 import { RemoteRepo } from '../../engine/gitops/RemoteRepo.js';
 import { MemoryLogger } from '../../engine/run/Logger.js';
 import { GitHttpServer, bareRepoFrom } from '../harness/gitHttpServer.js';

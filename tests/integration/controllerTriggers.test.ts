@@ -3,7 +3,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { SyncReport } from '../../engine/controller/Controller.js';
-import { startController, type RunningController } from '../../engine/controller/startController.js';
+import { startController, type RunningController } from '../../engine/api/startController.js';
 import { MemoryLogger } from '../../engine/run/Logger.js';
 import { cli } from '../harness/cli.js';
 import { git, tempRepo, workflow } from '../harness/gitRepo.js';
