@@ -149,13 +149,25 @@ function workflowArgument(workflow: string, io: Io): string {
 }
 
 export async function runCommand(workflow: string, options: RunOptions, io: Io): Promise<ExitCode> {
+  return startAndFollow(options, io, async (app) => {
+    const started = await app.start(workflowArgument(workflow, io), parseParamFlags(options.param));
+    // The record names HEAD's commit, which does not hold this definition: the person running it hears so at once.
+    if (started.workflowDirty !== undefined) io.stderr(`caravan: warning: workflow ${started.workflow} has changes that are not committed; run ${started.runId} keeps the file as run (sha256 ${started.workflowDirty.sha256.slice(0, 12)}) and its record is marked Workflow-Dirty: true\n`);
+    return started;
+  });
+}
+
+/**
+ * Opens the app with a progress display, starts a run with `start`, follows it (and the
+ * children it started without waiting) to its end, and closes the app: `caravan run` and
+ * `caravan retry` alike.
+ */
+async function startAndFollow(options: Omit<RunOptions, 'parallelism'> & { parallelism?: number }, io: Io, start: (app: CaravanApp) => Promise<StartedRun>): Promise<ExitCode> {
   const progress = progressFor(io, options.json, options.tty);
   const app = await openApp(io, { onEvent: (e, s) => progress.onEvent(e, s), ...backendOptions(options) });
   const signals = new SignalStop(io);
   try {
-    const started = await app.start(workflowArgument(workflow, io), parseParamFlags(options.param));
-    // The record names HEAD's commit, which does not hold this definition: the person running it hears so at once.
-    if (started.workflowDirty !== undefined) io.stderr(`caravan: warning: workflow ${started.workflow} has changes that are not committed; run ${started.runId} keeps the file as run (sha256 ${started.workflowDirty.sha256.slice(0, 12)}) and its record is marked Workflow-Dirty: true\n`);
+    const started = await start(app);
     const code = await follow(started, signals, progress, io, options.json);
     await followDetached(app, io);
     return code;
@@ -205,23 +217,15 @@ export interface RetryOptions extends Omit<RunOptions, 'parallelism'> {
  * succeeded. Says what it reuses and what runs again, then follows the run as `caravan run`.
  */
 export async function retryCommand(runId: string, options: RetryOptions, io: Io): Promise<ExitCode> {
-  const progress = progressFor(io, options.json, options.tty);
-  const app = await openApp(io, { onEvent: (e, s) => progress.onEvent(e, s), ...backendOptions(options) });
-  const signals = new SignalStop(io);
-  try {
+  return startAndFollow(options, io, async (app) => {
     const started = await app.retry(runId, { ...(options.from !== undefined ? { from: options.from } : {}), secretParams: parseParamFlags(options.param) });
     const { selection } = started;
     const reused = Object.keys(selection.reuse);
     const again = selection.rerun.map((r) => `${r.task} (${r.why === 'downstream' ? `after ${r.of}` : r.why === 'skipped' ? `skipped: ${r.reason}` : r.why === 'from' ? '--from' : r.why})`);
     io.stderr(`caravan: run ${started.runId} retries run ${runId} of ${started.workflow}; reusing ${reused.length === 0 ? 'nothing' : reused.join(', ')}; running again ${again.length === 0 ? 'nothing but the finally and onFailure tasks' : again.join(', ')}\n`);
     if (started.workflowDirty !== undefined) io.stderr(`caravan: warning: run ${runId} ran workflow ${started.workflow} with uncommitted changes; the retry runs that same definition (sha256 ${started.workflowDirty.sha256.slice(0, 12)}) and its record is marked Workflow-Dirty: true\n`);
-    const code = await follow(started, signals, progress, io, options.json);
-    await followDetached(app, io);
-    return code;
-  } finally {
-    signals.close();
-    await app.close();
-  }
+    return started;
+  });
 }
 
 export interface RunsOptions {
