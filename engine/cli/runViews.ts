@@ -24,6 +24,8 @@ export function runsTable(runs: readonly RunSummary[], live: string): string {
 export function printStatus(r: RunSnapshot, where: string, io: { stdout: (s: string) => void }, quoted: (s: string) => void): void {
   io.stdout(`run ${r.runId} of ${r.workflow}: ${r.status}${where}\n`);
   io.stdout(`started ${r.startedAt}${r.durationMs !== undefined ? `, took ${formatDuration(r.durationMs)}` : ''}${r.retryOf !== undefined ? `, a retry of run ${r.retryOf}` : ''}\n`);
+  // The record's commit does not hold the definition that ran: say so, as the trailer does.
+  if (r.workflowDirty === true) io.stdout(`workflow: as run, with changes not committed (sha256 ${(r.workflowSha256 ?? '').slice(0, 12)}); the record keeps that file\n`);
   if (r.failureReason !== undefined) quoted(`failure: ${r.failureReason}\n`);
   const rows = [['TASK', 'STATUS', 'ATTEMPTS', 'DURATION', 'NOTE']];
   for (const [name, t] of Object.entries(r.tasks)) {
