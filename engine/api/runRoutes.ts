@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { readJournal } from '../audit/readJournal.js';
 import type { LogLine } from '../app/RunQueries.js';
 import type { RunStatus } from '../run/RunEvent.js';
@@ -157,18 +157,14 @@ export async function runRoutes(api: FastifyInstance, ctx: RouteContext): Promis
     });
   }
 
-  api.get<{ Params: { id: string; task: string }; Querystring: { follow?: 'true' | 'false'; since?: string } }>('/runs/:id/logs/:task', {
-    config: { need: 'read' },
-    schema: {
-      summary: 'A task\'s log lines; with follow=true, NDJSON lines as they come until the run ends', tags: ['runs'],
-      params: taskParams,
-      querystring: { type: 'object', additionalProperties: false, properties: { follow: { type: 'string', enum: ['true', 'false'] }, since: { type: 'string', format: 'date-time', description: 'Only lines written at or after this instant.' } } },
-      response: { ...responses({ 200: 'LogLines' }, [400, 401, 404, 429]), 200: { description: 'JSON {lines} or, with follow=true, application/x-ndjson: one LogLine per line', content: { 'application/json': { schema: apiSchema('LogLines') }, 'application/x-ndjson': { schema: apiSchema('LogLine') } } } },
-    },
-  }, async (request, reply) => {
+  const logsQuery = { type: 'object', additionalProperties: false, properties: { follow: { type: 'string', enum: ['true', 'false'] }, since: { type: 'string', format: 'date-time', description: 'Only lines written at or after this instant.' } } };
+  const logsResponse = { ...responses({ 200: 'LogLines' }, [400, 401, 404, 429]), 200: { description: 'JSON {lines} or, with follow=true, application/x-ndjson: one LogLine per line', content: { 'application/json': { schema: apiSchema('LogLines') }, 'application/x-ndjson': { schema: apiSchema('LogLine') } } } };
+  type LogsRequest = FastifyRequest<{ Params: { id: string; task?: string }; Querystring: { follow?: 'true' | 'false'; since?: string } }>;
+  /** A run's log lines (of one task, or of all), as JSON, or followed as NDJSON until the run ends. */
+  const sendLogs = async (request: LogsRequest, reply: FastifyReply): Promise<unknown> => {
     const { id, task } = request.params;
     const { snapshot } = await backend.queries.get(id);
-    if (!(task.replace(/\[\d+\]$/, '') in snapshot.tasks)) throw new ApiError(404, 'TASK_NOT_FOUND', `run ${id} has no task '${task}'`, { runId: id, task });
+    if (task !== undefined && !(task.replace(/\[\d+\]$/, '') in snapshot.tasks)) throw new ApiError(404, 'TASK_NOT_FOUND', `run ${id} has no task '${task}'`, { runId: id, task });
     const since = request.query.since !== undefined ? new Date(request.query.since).toISOString() : undefined;
     const keep = (l: LogLine): boolean => since === undefined || l.at >= since;
     if (request.query.follow !== 'true') return { lines: (await backend.queries.logs(id, task)).filter(keep) };
@@ -182,7 +178,17 @@ export async function runRoutes(api: FastifyInstance, ctx: RouteContext): Promis
       }
     })());
     return reply.type('application/x-ndjson; charset=utf-8').send(body);
-  });
+  };
+
+  api.get<{ Params: { id: string }; Querystring: { follow?: 'true' | 'false'; since?: string } }>('/runs/:id/logs', {
+    config: { need: 'read' },
+    schema: { summary: 'Every task\'s log lines, in the order recorded; with follow=true, NDJSON lines as they come until the run ends', tags: ['runs'], params: runParams, querystring: logsQuery, response: logsResponse },
+  }, sendLogs);
+
+  api.get<{ Params: { id: string; task: string }; Querystring: { follow?: 'true' | 'false'; since?: string } }>('/runs/:id/logs/:task', {
+    config: { need: 'read' },
+    schema: { summary: 'A task\'s log lines (with its forEach items); with follow=true, NDJSON lines as they come until the run ends', tags: ['runs'], params: taskParams, querystring: logsQuery, response: logsResponse },
+  }, sendLogs);
 }
 
 /** 409 for an action the run's state makes meaningless. */

@@ -3,7 +3,7 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { RemoteRepo } from '../gitops/RemoteRepo.js';
 import { CaravanError } from '../errors/CaravanError.js';
-import { findRepoRoot } from '../gitops/readTreeAtRef.js';
+import { findRepoRoot, requireBranch } from '../gitops/readTreeAtRef.js';
 import { parseDuration } from '../spec/parseDuration.js';
 import { EXIT, type ExitCode } from './exitCodes.js';
 import type { Io } from './Io.js';
@@ -51,6 +51,8 @@ export async function controllerCommand(options: ControllerCommandOptions, io: I
     : await findRepoRoot(resolve(io.cwd, options.repo)).catch((e: unknown) => {
       throw new CaravanError('NOT_A_REPOSITORY', `${options.repo} is not a Git repository (give a local repository, or an http(s) URL to watch a remote one)`, { cause: e, data: { repo: options.repo } });
     });
+  // A remote's branches are known after its first fetch; a local one's now.
+  if (remoteUrl === undefined) await requireBranch(repoDir, options.branch);
   const githubStatus = options.githubStatus !== undefined ? { repository: options.githubStatus, token: await readGitHubToken(options.githubTokenFile), ...(options.githubApiUrl !== undefined ? { apiUrl: options.githubApiUrl } : {}) } : undefined;
   const webhookSecret = await readSecret(options.webhookSecretFile);
   if (listen === undefined && (options.tokensFile !== undefined || options.openReads === true || options.privateMetrics === true || options.advertiseUrl !== undefined)) {

@@ -319,8 +319,10 @@ export class Controller {
       head = await git.resolveRef({ fs, gitdir: resolveGitDirs(repoDir).commonDir, ref: `refs/heads/${branch}` });
     } catch (e) {
       this.metrics.syncFinished({ durationSeconds: 0, error: true });
+      const first = this.lastError !== `branch ${branch} not found in ${repoDir}`;
       this.lastError = `branch ${branch} not found in ${repoDir}`;
-      logger.error('cannot read the watched branch', { branch, err: e });
+      // Said once, with the reason rather than a stack: the branch may yet appear (a first push).
+      if (first) logger.error('cannot read the watched branch: give the branch to watch with --branch', { branch, reason: e instanceof Error ? e.message : String(e) });
       return;
     }
     const listing = this.options.reconciler !== undefined ? await this.options.reconciler.listing().catch((e: unknown) => {
@@ -530,7 +532,7 @@ export class Controller {
 
   private async record(report: SyncReport): Promise<void> {
     const { app, logger, registry } = this.options;
-    const summary = `sync ${report.commit.slice(0, 12)}: ${report.status}; ${report.jobs.created.length} created, ${report.jobs.updated.length} updated, ${report.jobs.pruned.length} pruned, ${report.jobs.failed.length} failed, ${report.drift.length} drifted, ${report.runs.length} runs`;
+    const summary = `sync ${report.commit.slice(0, 12)}: ${report.status}; ${report.jobs.created.length} created, ${report.jobs.updated.length} updated, ${report.jobs.pruned.length} pruned, ${report.jobs.failed.length} failed, ${report.drift.length} drifted, ${report.runs.length} run${report.runs.length === 1 ? '' : 's'}`;
     try {
       await app.audit.writeSync(report.commit, report, summary, [`Status: ${report.status}`, `Controller: ${report.controller}`]);
     } catch (e) {

@@ -24,6 +24,17 @@ export async function findRepoRoot(dir: string): Promise<string> {
 }
 
 /**
+ * Refuses a branch the repository does not have, naming those it has: a controller told to
+ * watch `main` of a repository whose branch is `master` would otherwise wait for ever.
+ */
+export async function requireBranch(dir: string, branch: string): Promise<void> {
+  const gitdir = resolveGitDirs(dir).commonDir;
+  const branches = await git.listBranches({ fs, gitdir });
+  if (branches.includes(branch)) return;
+  throw new CaravanError('GIT_REF_NOT_FOUND', `branch ${branch} not found in ${dir} (${branches.length > 0 ? `its branches: ${branches.slice(0, 10).join(', ')}` : 'it has no branch yet: make a first commit'}); give the branch to watch with --branch`, { data: { branch, branches: branches.slice(0, 50) } });
+}
+
+/**
  * Resolves a revision as git does for the common forms: a branch, tag, HEAD, a full or
  * abbreviated commit, each optionally followed by `~N`, `^` or `^N` (isomorphic-git itself
  * only resolves names, not revision suffixes).

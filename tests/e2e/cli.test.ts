@@ -133,3 +133,13 @@ describe('caravan demo', () => {
     expect(r.out).toMatch(/sync [0-9a-f]{12}: synced; .*, 0 runs\n/);
   });
 });
+
+describe('caravan controller on a branch the repository does not have', () => {
+  it('exits 64 at once naming the branches it has and --branch, with no stack trace', async () => {
+    const dir = await tempRepo({ 'one.yaml': 'apiVersion: caravan/v1\nkind: Workflow\nmetadata:\n  name: one\nspec:\n  tasks:\n    - { name: a, run: "true" }\n' });
+    const r = await runBin(['controller', '--repo', dir, '--branch', 'trunk'], { cwd: dir, timeoutMs: 30_000 });
+    expect(r.code).toBe(64);
+    expect(r.err).toBe(`caravan: branch trunk not found in ${dir} (its branches: main); give the branch to watch with --branch\n`);
+    await rm(dir, { recursive: true, force: true });
+  });
+});

@@ -162,6 +162,10 @@ describe('starting runs', () => {
     const later = new Date(Date.now() + 3_600_000).toISOString();
     expect((await api.call('GET', `/api/v1/runs/${runId}/logs/hello?since=${encodeURIComponent(later)}`)).json()['lines']).toEqual([]);
     expectError(await api.call('GET', `/api/v1/runs/${runId}/logs/nope`), 404, 'TASK_NOT_FOUND');
+    // The logs URL the start answered with is a route: every task's lines.
+    const all = await api.call('GET', (started['urls'] as { logs: string }).logs, { token: VIEWER });
+    expect(all.statusCode, all.body).toBe(200);
+    expect(all.json()['lines']).toMatchObject([{ task: 'hello', line: 'hello Q2' }]);
   });
 
   it('the same idempotency key returns the same run (200) and does not start another; other params with it are 409', async () => {
