@@ -129,7 +129,7 @@ describe('caravan demo', () => {
     expect(r.out).toMatch(/^Caravan GitOps demo: a controller watches branch main/);
     expect(r.out).toMatch(/ run \S+ of publish-site started\n(.*\n)*.* build succeeded in \d+ms\n(.*\n)*.* check succeeded in \d+ms\n/);
     // The log shows the run's record and the syncs: the first commit (no run) and the push (one run).
-    expect(r.out).toMatch(/\$ git log caravan\/runs\n[0-9a-f]{7,} publish-site \S+: succeeded in \S+ \(2\/2 tasks\)\n[0-9a-f]{7,} sync [0-9a-f]{12}: synced; .*, 1 runs\n/);
+    expect(r.out).toMatch(/\$ git log caravan\/runs\n[0-9a-f]{7,} publish-site \S+: succeeded in \S+ \(2\/2 tasks\)\n[0-9a-f]{7,} sync [0-9a-f]{12}: synced; .*, 1 run\n/);
     expect(r.out).toMatch(/sync [0-9a-f]{12}: synced; .*, 0 runs\n/);
   });
 });
