@@ -1,8 +1,7 @@
-import { spawn } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describe, expect, it, onTestFinished } from 'vitest';
-import { caravanBin, cli, runBin } from '../harness/cli.js';
+import { describe, expect, it } from 'vitest';
+import { cli, runBin, startBin } from '../harness/cli.js';
 import { tempRepo } from '../harness/gitRepo.js';
 import { until } from '../harness/until.js';
 
@@ -64,20 +63,14 @@ describe('Argo examples, ported, through caravan run', () => {
     expect((await runBin(['logs', runIdOf(succeeded.out), 'send-email'], { cwd: dir })).out).toMatch(/ succeeded since .*\. Failed tasks \[\]\n$/);
 
     // Cancelled from another terminal while the primary task waits: the finally tasks still run.
-    const child = spawn(process.execPath, [caravanBin, 'run', 'exit-handlers', '--param', 'outcome=wait'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-    onTestFinished(() => {
-      if (child.exitCode === null) child.kill('SIGKILL');
-    });
-    let out = '';
-    child.stdout.on('data', (c: Buffer) => { out += c.toString(); });
-    child.stderr.on('data', (c: Buffer) => { out += c.toString(); });
-    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-    await until('the primary task to start', () => out.includes('intentional-fail started'));
-    const runId = runIdOf(out);
+    const running = startBin(['run', 'exit-handlers', '--param', 'outcome=wait'], { cwd: dir });
+    const exited = running.exited;
+    await until('the primary task to start', () => running.out().includes('intentional-fail started'));
+    const runId = runIdOf(running.out());
     expect(await cli(dir, 'cancel', runId)).toMatchObject({ code: 0 });
     expect(await exited).toBe(1);
-    expect(progress(out)).toContain('cry started');
-    expect(progress(out).at(-2)).toMatch(/^run \S+ of exit-handlers cancelled/);
+    expect(progress(running.out())).toContain('cry started');
+    expect(progress(running.out()).at(-2)).toMatch(/^run \S+ of exit-handlers cancelled/);
     expect((await runBin(['logs', runId, 'send-email'], { cwd: dir })).out).toMatch(/^send-email#1 send e-mail: exit-handlers cancelled since .*\. Failed tasks \[\]\n$/);
     const status = JSON.parse((await cli(dir, 'status', runId, '--json')).out) as { status: string; tasks: Record<string, { status: string }> };
     expect([status.status, status.tasks['intentional-fail']!.status, status.tasks['cry']!.status, status.tasks['celebrate']!.status]).toEqual(['cancelled', 'cancelled', 'succeeded', 'skipped']);

@@ -1,10 +1,9 @@
-import { spawn } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it, onTestFinished } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { main } from '../../engine/cli/main.js';
-import { caravanBin, runBin } from '../harness/cli.js';
+import { runBin, startBin } from '../harness/cli.js';
 import { tempRepo } from '../harness/gitRepo.js';
 import { until } from '../harness/until.js';
 
@@ -62,16 +61,10 @@ describe('caravan graph', () => {
 
   it("colours a live run from its journal, then the same run once it is over", async () => {
     const dir = await repo();
-    const child = spawn(process.execPath, [caravanBin, 'run', 'exit-handlers', '--param', 'outcome=wait'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-    onTestFinished(() => {
-      if (child.exitCode === null) child.kill('SIGKILL');
-    });
-    let out = '';
-    child.stdout.on('data', (c: Buffer) => { out += c.toString(); });
-    child.stderr.on('data', (c: Buffer) => { out += c.toString(); });
-    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-    await until('the waiting task to start', () => out.includes('intentional-fail started'));
-    const id = runIdOf(out);
+    const running = startBin(['run', 'exit-handlers', '--param', 'outcome=wait'], { cwd: dir });
+    const exited = running.exited;
+    await until('the waiting task to start', () => running.out().includes('intentional-fail started'));
+    const id = runIdOf(running.out());
     const live = await runBin(['graph', '--run', id, '-f', 'text'], { cwd: dir });
     expect(live.code).toBe(0);
     expect(live.out).toContain('  1. intentional-fail (running)\n');

@@ -1,7 +1,6 @@
-import { spawn } from 'node:child_process';
-import { describe, expect, it, onTestFinished } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { RunSnapshot } from '../../engine/run/RunSnapshot.js';
-import { caravanBin, cli, runBin } from '../harness/cli.js';
+import { cli, runBin, startBin } from '../harness/cli.js';
 import { git, tempRepo, workflow } from '../harness/gitRepo.js';
 import { until } from '../harness/until.js';
 
@@ -39,18 +38,12 @@ describe('retries and circuit breakers through caravan run', () => {
 
   it('a configured breaker holds the retries for its cool-down, and progress, status and run.json say so', async () => {
     const dir = await tempRepo({ 'flaky.yaml': flaky('  defaults:\n    circuitBreaker: { failures: 2, cooldown: 5s }\n') });
-    const child = spawn(process.execPath, [caravanBin, 'run', 'flaky', '--param', 'fail-first=2'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-    onTestFinished(() => {
-      if (child.exitCode === null) child.kill('SIGKILL');
-    });
-    let out = '';
-    child.stdout.on('data', (c: Buffer) => { out += c.toString(); });
-    child.stderr.on('data', (c: Buffer) => { out += c.toString(); });
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const running = startBin(['run', 'flaky', '--param', 'fail-first=2'], { cwd: dir });
+    const exited = running.exited;
 
-    await until('the breaker to hold the task', () => out.includes('flaky held by circuit breaker'));
-    const runId = runIdOf(out);
-    const held = progress(out);
+    await until('the breaker to hold the task', () => running.out().includes('flaky held by circuit breaker'));
+    const runId = runIdOf(running.out());
+    const held = progress(running.out());
     const opened = held.find((l) => l.startsWith('circuit breaker agent:shell opened after 2 failures until '));
     expect(opened).toBeDefined();
     const until_ = opened!.slice(-8);
@@ -72,7 +65,7 @@ describe('retries and circuit breakers through caravan run', () => {
 
     // The probe after the cool-down succeeds: the breaker closes and the run succeeds.
     expect(await exited).toBe(0);
-    const lines = progress(out);
+    const lines = progress(running.out());
     expect(lines).toContain('flaky started (attempt 3)');
     expect(lines).toContain('circuit breaker agent:shell closed: its probe succeeded');
     const final = JSON.parse(await git(dir, 'show', `caravan/runs:runs/flaky/${runId}/run.json`)) as RunSnapshot;

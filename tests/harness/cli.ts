@@ -1,4 +1,5 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { onTestFinished } from 'vitest';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { main } from '../../engine/cli/main.js';
@@ -29,6 +30,23 @@ export async function runBin(argv: string[], options: { cwd?: string; env?: Node
     const x = e as { code: number; stdout: string; stderr: string };
     return { code: x.code, out: x.stdout, err: x.stderr };
   }
+}
+
+/**
+ * The built CLI left running in a process of its own (a `caravan run` another command acts
+ * on meanwhile): its stdout and stderr together as they come, and its exit code. Killed when
+ * the test ends if it is still running.
+ */
+export function startBin(argv: string[], options: { cwd: string }): { child: ChildProcess; out: () => string; exited: Promise<number | null> } {
+  const child = spawn(process.execPath, [caravanBin, ...argv], { cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  onTestFinished(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  let out = '';
+  child.stdout!.on('data', (c: Buffer) => { out += c.toString(); });
+  child.stderr!.on('data', (c: Buffer) => { out += c.toString(); });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, out: () => out, exited };
 }
 
 /** Runs `fn` with these variables set (undefined: unset), then puts the environment back. */
